@@ -1,0 +1,81 @@
+"""jetkit: durable messaging with zero infrastructure.
+
+``Stream.open()`` starts a real NATS server with JetStream on loopback (or connects
+to an external NATS) and gives a typed asyncio API for pub/sub, queue groups,
+request/reply and durable JetStream consumers.
+"""
+
+from ._admin import ConsumerInfo, TopicInfo
+from ._errors import (
+    AlreadySettledError,
+    ConfigError,
+    ConnectionError,
+    DecodeError,
+    EncodeError,
+    HandlerSignatureError,
+    IncompatibleConsumerError,
+    InvalidTopicError,
+    JetkitError,
+    JetStreamError,
+    NoRespondersError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PortInUseError,
+    RemoteError,
+    ServerBinaryError,
+    ServerStartError,
+    ServerTimeoutError,
+    StoreNotWritableError,
+    StreamClosedError,
+    StreamUnhealthyError,
+    TimeoutError,
+)
+from ._message import Message
+from ._publish import PubAck, PublishBatchError
+from ._retry import exponential_backoff
+from ._stream import Stream
+from ._subscription import AckPolicy, Backpressure, StartAt, Subscription, SubscriptionStats
+from ._topics import Discard, Retention, TopicMode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AckPolicy",
+    "AlreadySettledError",
+    "Backpressure",
+    "ConfigError",
+    "ConnectionError",
+    "ConsumerInfo",
+    "DecodeError",
+    "Discard",
+    "EncodeError",
+    "HandlerSignatureError",
+    "IncompatibleConsumerError",
+    "InvalidTopicError",
+    "JetStreamError",
+    "JetkitError",
+    "Message",
+    "NoRespondersError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PortInUseError",
+    "PubAck",
+    "PublishBatchError",
+    "RemoteError",
+    "Retention",
+    "ServerBinaryError",
+    "ServerStartError",
+    "ServerTimeoutError",
+    "StartAt",
+    "StoreNotWritableError",
+    "Stream",
+    "StreamClosedError",
+    "StreamUnhealthyError",
+    "Subscription",
+    "SubscriptionStats",
+    "TimeoutError",
+    "TopicInfo",
+    "TopicMode",
+    "__version__",
+    "exponential_backoff",
+]

@@ -1,0 +1,149 @@
+"""Topic and consumer administration over the JetStream API: declare, inspect, delete."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from ._errors import ConfigError
+from ._jsapi import JsApi, nanos, parse_time
+from ._topics import Discard, Retention
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicInfo:
+    """A JetStream topic (stream) and what it holds."""
+
+    name: str  # the stream name
+    subjects: list[str]
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    first_time: dt.datetime | None
+    last_time: dt.datetime | None
+    consumers: int
+    retention: Retention
+    max_msgs: int | None
+    max_bytes: int | None
+    max_age: float | None
+    discard: Discard
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerInfo:
+    """A consumer's position: ``pending`` is its lag (stored, not yet delivered)."""
+
+    name: str
+    stream: str
+    durable: bool
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting: int
+    delivered_seq: int
+    ack_floor: int
+    ack_policy: str
+    max_deliver: int | None  # as the subscriber asked (jetkit keeps one more on the server)
+    filter_subject: str | None
+
+
+def stream_config(
+    name: str,
+    subjects: list[str],
+    *,
+    max_msgs: int | None,
+    max_bytes: int | None,
+    max_age: float | dt.timedelta | None,
+    discard: Discard,
+    replicas: int,
+    retention: Retention,
+) -> dict[str, Any]:
+    if replicas < 1 or replicas > 5:
+        raise ConfigError(f"replicas must be between 1 and 5, got {replicas}")
+    for label, value in (("max_msgs", max_msgs), ("max_bytes", max_bytes)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{label} must be >= 1 (or None for no limit), got {value}")
+    if max_age is not None and nanos(max_age) <= 0:
+        raise ConfigError(f"max_age must be > 0 seconds (or None), got {max_age!r}")
+    return {
+        "name": name,
+        "subjects": subjects,
+        "retention": retention.value,
+        "storage": "file",
+        "max_msgs": max_msgs if max_msgs is not None else -1,
+        "max_bytes": max_bytes if max_bytes is not None else -1,
+        "max_age": nanos(max_age) if max_age is not None else 0,
+        "discard": discard.value,
+        "num_replicas": replicas,
+        "duplicate_window": nanos(120),
+        "allow_direct": True,
+    }
+
+
+def topic_info(resp: dict[str, Any]) -> TopicInfo:
+    cfg = resp.get("config", {})
+    state = resp.get("state", {})
+    return TopicInfo(
+        name=cfg.get("name", ""),
+        subjects=list(cfg.get("subjects") or []),
+        messages=int(state.get("messages", 0)),
+        bytes=int(state.get("bytes", 0)),
+        first_seq=int(state.get("first_seq", 0)),
+        last_seq=int(state.get("last_seq", 0)),
+        first_time=parse_time(state.get("first_ts")),
+        last_time=parse_time(state.get("last_ts")),
+        consumers=int(state.get("consumer_count", 0)),
+        retention=Retention(cfg.get("retention", "limits")),
+        max_msgs=None if cfg.get("max_msgs", -1) < 0 else cfg["max_msgs"],
+        max_bytes=None if cfg.get("max_bytes", -1) < 0 else cfg["max_bytes"],
+        max_age=(cfg.get("max_age") or 0) / 1e9 or None,
+        discard=Discard(cfg.get("discard", "old")),
+        replicas=int(cfg.get("num_replicas", 1)),
+    )
+
+
+def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
+    cfg = resp.get("config", {})
+    server_max = int(cfg.get("max_deliver", -1))
+    explicit = cfg.get("ack_policy") == "explicit"
+    return ConsumerInfo(
+        name=resp.get("name", ""),
+        stream=resp.get("stream_name", ""),
+        durable=bool(cfg.get("durable_name")),
+        pending=int(resp.get("num_pending", 0)),
+        ack_pending=int(resp.get("num_ack_pending", 0)),
+        redelivered=int(resp.get("num_redelivered", 0)),
+        waiting=int(resp.get("num_waiting", 0)),
+        delivered_seq=int(resp.get("delivered", {}).get("stream_seq", 0)),
+        ack_floor=int(resp.get("ack_floor", {}).get("stream_seq", 0)),
+        ack_policy=str(cfg.get("ack_policy", "")),
+        max_deliver=server_max - 1 if server_max > 0 and explicit else None,
+        filter_subject=cfg.get("filter_subject") or None,
+    )
+
+
+async def list_streams(api: JsApi) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        resp = await api.call("STREAM.LIST", {"offset": offset})
+        batch = resp.get("streams") or []
+        out.extend(batch)
+        offset += len(batch)
+        if not batch or offset >= int(resp.get("total", 0)):
+            return out
+
+
+async def list_consumers(api: JsApi, stream: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        resp = await api.call(f"CONSUMER.LIST.{stream}", {"offset": offset})
+        batch = resp.get("consumers") or []
+        out.extend(batch)
+        offset += len(batch)
+        if not batch or offset >= int(resp.get("total", 0)):
+            return out

@@ -1,0 +1,156 @@
+"""Every error jetkit raises.
+
+    JetkitError
+     ├── ServerStartError                 the embedded nats-server could not start
+     │    ├── ServerBinaryError            binary missing or too old
+     │    ├── PortInUseError               the requested port is taken
+     │    ├── StoreNotWritableError        store_dir cannot be written
+     │    └── ServerTimeoutError           not ready within server_ready_timeout
+     ├── ConnectionError                   talking to NATS failed
+     │    ├── StreamClosedError            the Stream was closed
+     │    └── StreamUnhealthyError         healthy() found a problem
+     ├── InvalidTopicError (ValueError)    a topic name is not allowed
+     ├── PayloadTooLargeError (ValueError) payload over the server's max_payload
+     ├── ConfigError (ValueError)          an option or combination is not allowed
+     │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
+     ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
+     ├── DecodeError (ValueError)          payload does not decode to the handler's type
+     ├── EncodeError (TypeError)           value cannot be encoded as JSON
+     ├── TimeoutError (builtin TimeoutError)
+     ├── NoRespondersError                 a request found nobody listening
+     ├── RemoteError                       a responder raised; carries its type and message
+     ├── AlreadySettledError               ack/nak/term on a message already settled
+     └── JetStreamError                    the JetStream API refused a call
+          └── NotFoundError                topic (stream) or consumer does not exist
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "AlreadySettledError",
+    "ConfigError",
+    "ConnectionError",
+    "DecodeError",
+    "EncodeError",
+    "HandlerSignatureError",
+    "IncompatibleConsumerError",
+    "InvalidTopicError",
+    "JetStreamError",
+    "JetkitError",
+    "NoRespondersError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PortInUseError",
+    "RemoteError",
+    "ServerBinaryError",
+    "ServerStartError",
+    "ServerTimeoutError",
+    "StoreNotWritableError",
+    "StreamClosedError",
+    "StreamUnhealthyError",
+    "TimeoutError",
+]
+
+
+class JetkitError(Exception):
+    """Root of every error raised by jetkit."""
+
+
+class ServerStartError(JetkitError):
+    """The embedded nats-server could not be started."""
+
+
+class ServerBinaryError(ServerStartError):
+    """The nats-server binary is missing or older than jetkit supports."""
+
+
+class PortInUseError(ServerStartError):
+    """The port asked for is already taken by another process."""
+
+
+class StoreNotWritableError(ServerStartError):
+    """The store directory cannot be created or written."""
+
+
+class ServerTimeoutError(ServerStartError):
+    """The server did not report ready within ``server_ready_timeout``."""
+
+
+class ConnectionError(JetkitError):  # noqa: A001 - deliberate, lives in jetkit's namespace
+    """Talking to the NATS server failed (connect, lost connection, dead server)."""
+
+
+class StreamClosedError(ConnectionError):
+    """The Stream was closed; open a new one."""
+
+
+class StreamUnhealthyError(ConnectionError):
+    """``Stream.healthy()`` found the server, connection or JetStream not working."""
+
+
+class InvalidTopicError(JetkitError, ValueError):
+    """A topic name NATS would reject, or a wildcard where one is not allowed."""
+
+
+class PayloadTooLargeError(JetkitError, ValueError):
+    """A payload larger than the server's ``max_payload``."""
+
+
+class ConfigError(JetkitError, ValueError):
+    """An option, or a combination of options, that jetkit cannot honour."""
+
+
+class IncompatibleConsumerError(ConfigError):
+    """An existing durable consumer differs in a field that cannot change in place."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class HandlerSignatureError(JetkitError, builtins.TypeError):
+    """A handler whose parameters jetkit cannot fill."""
+
+
+class DecodeError(JetkitError, ValueError):
+    """A payload that does not decode into the handler's declared type."""
+
+
+class EncodeError(JetkitError, builtins.TypeError):
+    """A value that cannot be encoded as JSON."""
+
+
+class TimeoutError(JetkitError, builtins.TimeoutError):  # noqa: A001
+    """An operation (request, acked publish, drain) did not finish in time."""
+
+
+class NoRespondersError(JetkitError):
+    """A request was sent to a topic nobody responds on."""
+
+
+class RemoteError(JetkitError):
+    """The responder raised; ``type`` and ``message`` describe its exception."""
+
+    def __init__(self, type: str, message: str) -> None:  # noqa: A002
+        super().__init__(f"responder raised {type}: {message}")
+        self.type = type
+        self.message = message
+
+
+class AlreadySettledError(JetkitError):
+    """ack/nak/term called on a message that was already settled."""
+
+
+class JetStreamError(JetkitError):
+    """The JetStream API refused a call; ``code`` and ``err_code`` are the server's."""
+
+    def __init__(self, message: str, code: int = 0, err_code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.err_code = err_code
+
+
+class NotFoundError(JetStreamError):
+    """The topic's stream or the consumer does not exist."""

