@@ -169,8 +169,8 @@ def plan_handler(handler: Callable[..., Any]) -> HandlerPlan:
         raise HandlerSignatureError(
             f"handler {name} takes the jk.Message twice; the first parameter is the value"
         )
-    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)
+    is_async = inspect.iscoroutinefunction(handler) or (
+        not inspect.isroutine(handler) and inspect.iscoroutinefunction(type(handler).__call__)
     )
     fn: Callable[..., Awaitable[Any]]
     if is_async:

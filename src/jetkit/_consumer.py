@@ -247,8 +247,9 @@ class JetStreamSubscription(Subscription):
     # -- setup -----------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        await ensure_consumer(self._api, self.stream, self._config, recreate=self._recreate,
-                              log=self._log)
+        await ensure_consumer(
+            self._api, self.stream, self._config, recreate=self._recreate, log=self._log
+        )
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
             self._inbox,
@@ -345,10 +346,10 @@ class JetStreamSubscription(Subscription):
                         config.pop(key, None)
                     config["deliver_policy"] = "by_start_sequence"
                     config["opt_start_seq"] = self._last_seq + 1
-                self._log.warning("jetkit: recreating consumer %r on %r", self.consumer,
-                                  self.stream)
-                await ensure_consumer(self._api, self.stream, config, recreate=False,
-                                      log=self._log)
+                self._log.warning(
+                    "jetkit: recreating consumer %r on %r", self.consumer, self.stream
+                )
+                await ensure_consumer(self._api, self.stream, config, recreate=False, log=self._log)
         except JetkitError as exc:
             self._log.debug("jetkit: consumer check for %r failed: %s", self.topic, exc)
         finally:
@@ -401,7 +402,11 @@ class JetStreamSubscription(Subscription):
         except Exception as exc:
             self._log.warning(
                 "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
-                "ack_wait", token[:5].decode(), msg.topic, msg.seq, exc,
+                "ack_wait",
+                token[:5].decode(),
+                msg.topic,
+                msg.seq,
+                exc,
             )
 
     # -- handling --------------------------------------------------------------------------
@@ -444,7 +449,9 @@ class JetStreamSubscription(Subscription):
             delay = retry_delay(self._backoff, attempt)
             self._log.warning(
                 "jetkit: handler for %r failed on attempt %d (%s); retrying%s",
-                msg.topic, attempt, describe_error(exc),
+                msg.topic,
+                attempt,
+                describe_error(exc),
                 f" in {delay:g}s" if delay else "",
             )
             self.stats.retried += 1
@@ -452,7 +459,9 @@ class JetStreamSubscription(Subscription):
             return
         self._log.error(
             "jetkit: handler for %r failed on its last attempt %d (%s)",
-            msg.topic, attempt, describe_error(exc),
+            msg.topic,
+            attempt,
+            describe_error(exc),
         )
         await self._dead_letter(msg, describe_error(exc))
 
@@ -473,7 +482,11 @@ class JetStreamSubscription(Subscription):
             except JetkitError as exc:
                 self._log.error(
                     "jetkit: could not publish %r seq %s to the DLQ %r (%s); it will be "
-                    "delivered again", msg.topic, msg.seq, self._dlq, exc,
+                    "delivered again",
+                    msg.topic,
+                    msg.seq,
+                    self._dlq,
+                    exc,
                 )
                 if self._ack is not AckPolicy.NONE and not msg._settled:
                     await msg.nak(retry_delay(self._backoff, 1) or 1.0)

@@ -1,27 +1,27 @@
 """Every error jetkit raises.
 
-    JetkitError
-     ├── ServerStartError                 the embedded nats-server could not start
-     │    ├── ServerBinaryError            binary missing or too old
-     │    ├── PortInUseError               the requested port is taken
-     │    ├── StoreNotWritableError        store_dir cannot be written
-     │    └── ServerTimeoutError           not ready within server_ready_timeout
-     ├── ConnectionError                   talking to NATS failed
-     │    ├── StreamClosedError            the Stream was closed
-     │    └── StreamUnhealthyError         healthy() found a problem
-     ├── InvalidTopicError (ValueError)    a topic name is not allowed
-     ├── PayloadTooLargeError (ValueError) payload over the server's max_payload
-     ├── ConfigError (ValueError)          an option or combination is not allowed
-     │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
-     ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
-     ├── DecodeError (ValueError)          payload does not decode to the handler's type
-     ├── EncodeError (TypeError)           value cannot be encoded as JSON
-     ├── TimeoutError (builtin TimeoutError)
-     ├── NoRespondersError                 a request found nobody listening
-     ├── RemoteError                       a responder raised; carries its type and message
-     ├── AlreadySettledError               ack/nak/term on a message already settled
-     └── JetStreamError                    the JetStream API refused a call
-          └── NotFoundError                topic (stream) or consumer does not exist
+JetkitError
+ ├── ServerStartError                 the embedded nats-server could not start
+ │    ├── ServerBinaryError            binary missing or too old
+ │    ├── PortInUseError               the requested port is taken
+ │    ├── StoreNotWritableError        store_dir cannot be written
+ │    └── ServerTimeoutError           not ready within server_ready_timeout
+ ├── ConnectionError                   talking to NATS failed
+ │    ├── StreamClosedError            the Stream was closed
+ │    └── StreamUnhealthyError         healthy() found a problem
+ ├── InvalidTopicError (ValueError)    a topic name is not allowed
+ ├── PayloadTooLargeError (ValueError) payload over the server's max_payload
+ ├── ConfigError (ValueError)          an option or combination is not allowed
+ │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
+ ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
+ ├── DecodeError (ValueError)          payload does not decode to the handler's type
+ ├── EncodeError (TypeError)           value cannot be encoded as JSON
+ ├── TimeoutError (builtin TimeoutError)
+ ├── NoRespondersError                 a request found nobody listening
+ ├── RemoteError                       a responder raised; carries its type and message
+ ├── AlreadySettledError               ack/nak/term on a message already settled
+ └── JetStreamError                    the JetStream API refused a call
+      └── NotFoundError                topic (stream) or consumer does not exist
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ServerTimeoutError(ServerStartError):
     """The server did not report ready within ``server_ready_timeout``."""
 
 
-class ConnectionError(JetkitError):  # noqa: A001 - deliberate, lives in jetkit's namespace
+class ConnectionError(JetkitError):
     """Talking to the NATS server failed (connect, lost connection, dead server)."""
 
 
@@ -122,7 +122,7 @@ class EncodeError(JetkitError, builtins.TypeError):
     """A value that cannot be encoded as JSON."""
 
 
-class TimeoutError(JetkitError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(JetkitError, builtins.TimeoutError):
     """An operation (request, acked publish, drain) did not finish in time."""
 
 
@@ -133,7 +133,7 @@ class NoRespondersError(JetkitError):
 class RemoteError(JetkitError):
     """The responder raised; ``type`` and ``message`` describe its exception."""
 
-    def __init__(self, type: str, message: str) -> None:  # noqa: A002
+    def __init__(self, type: str, message: str) -> None:
         super().__init__(f"responder raised {type}: {message}")
         self.type = type
         self.message = message

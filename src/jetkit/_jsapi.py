@@ -39,7 +39,8 @@ def parse_time(text: str | None) -> dt.datetime | None:
             tz = sep + rest
     if not frac and len(main) > 19:
         main, tz = main[:19], main[19:]
-    stamp = dt.datetime.fromisoformat(main + (f".{frac[:6]:0<6}" if frac else "") + (tz or "+00:00"))
+    fraction = f".{frac[:6]:0<6}" if frac else ""
+    stamp = dt.datetime.fromisoformat(main + fraction + (tz or "+00:00"))
     return stamp.astimezone(dt.UTC)
 
 

@@ -47,9 +47,7 @@ class PublishBatchError(JetkitError):
 
     def __init__(self, results: list[PubAck | BaseException]) -> None:
         failed = [r for r in results if isinstance(r, BaseException)]
-        super().__init__(
-            f"{len(failed)} of {len(results)} publishes failed; first: {failed[0]!r}"
-        )
+        super().__init__(f"{len(failed)} of {len(results)} publishes failed; first: {failed[0]!r}")
         self.results = results
 
 
@@ -100,7 +98,7 @@ class AckedPublisher:
             )
 
     async def _on_ack(self, msg: Any) -> None:
-        entry = self._pending.pop(msg.subject[len(self._prefix):], None)
+        entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
         if entry is None:
             return
         fut, timer, subject = entry
@@ -170,7 +168,7 @@ class AckedPublisher:
         futures: list[asyncio.Future[PubAck]] = []
         for data in payloads:
             while len(inflight) >= window:
-                done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             fut = await self.send(subject, data, headers)
             futures.append(fut)
             inflight.add(fut)

@@ -17,8 +17,9 @@ ERROR_HEADER = "Jetkit-Error"
 
 
 class ReplySink(Protocol):
-    async def __call__(self, topic: str, data: bytes, headers: dict[str, str] | None,
-                       reply: str = "") -> None: ...
+    async def __call__(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, reply: str = ""
+    ) -> None: ...
 
 
 class Responder(CoreSubscription):

@@ -17,7 +17,7 @@ Delay = float | int | dt.timedelta
 
 
 def exponential_backoff(
-    initial: Delay, steps: int, factor: float = 2.0, max: Delay | None = None  # noqa: A002
+    initial: Delay, steps: int, factor: float = 2.0, max: Delay | None = None
 ) -> list[float]:
     """``steps`` delays in seconds: initial, initial*factor, ... each capped at ``max``."""
     first = _seconds(initial)

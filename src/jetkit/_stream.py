@@ -10,9 +10,9 @@ import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats
 import nats.errors
@@ -45,7 +45,6 @@ from ._topics import (
     Retention,
     TopicMode,
     consumer_name_ok,
-    has_wildcard,
     stream_name,
     subject_matches,
     validate_topic,
@@ -83,8 +82,14 @@ class Stream:
     Open it with ``Stream.open(...)``; see that method for the options.
     """
 
-    def __init__(self, *, default_mode: TopicMode, drain_timeout: float,
-                 publish_timeout: float, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        *,
+        default_mode: TopicMode,
+        drain_timeout: float,
+        publish_timeout: float,
+        logger: logging.Logger,
+    ) -> None:
         self.default_mode = default_mode
         self.drain_timeout = drain_timeout
         self._log = logger
@@ -105,6 +110,7 @@ class Stream:
         self._subs: set[Subscription] = set()
         self._registrations: set[asyncio.Task[Subscription]] = set()
         self._server_died = False
+        self._last_error: Exception | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -154,19 +160,40 @@ class Stream:
         log = logger or logging.getLogger("jetkit")
 
         async def factory() -> Stream:
-            stream = cls(default_mode=default_mode, drain_timeout=drain_timeout,
-                         publish_timeout=publish_timeout, logger=log)
+            stream = cls(
+                default_mode=default_mode,
+                drain_timeout=drain_timeout,
+                publish_timeout=publish_timeout,
+                logger=log,
+            )
             try:
                 if servers is not None:
                     urls = [servers] if isinstance(servers, str) else list(servers)
-                    await stream._connect(urls, user, password, token, tls, connect_timeout,
-                                          name, reconnect_forever=True)
+                    await stream._connect(
+                        urls,
+                        user,
+                        password,
+                        token,
+                        tls,
+                        connect_timeout,
+                        name,
+                        reconnect_forever=True,
+                    )
                 else:
                     await stream._open_embedded(
-                        store_dir, host=host, port=port, user=user, password=password,
-                        token=token, tls=tls, max_payload=max_payload,
-                        connect_timeout=connect_timeout, ready_timeout=server_ready_timeout,
-                        sync_always=sync_always, binary=server_binary, name=name,
+                        store_dir,
+                        host=host,
+                        port=port,
+                        user=user,
+                        password=password,
+                        token=token,
+                        tls=tls,
+                        max_payload=max_payload,
+                        connect_timeout=connect_timeout,
+                        ready_timeout=server_ready_timeout,
+                        sync_always=sync_always,
+                        binary=server_binary,
+                        name=name,
                     )
                 stream._api = JsApi(stream._nc, timeout=max(connect_timeout, 5.0))
                 stream._publisher = AckedPublisher(stream._nc, publish_timeout)
@@ -179,24 +206,41 @@ class Stream:
         return _Opener(factory)
 
     async def _open_embedded(
-        self, store_dir: str | os.PathLike[str] | None, *, host: str, port: int | None,
-        user: str | None, password: str | None, token: str | None,
-        tls: ssl.SSLContext | None, max_payload: int | None, connect_timeout: float,
-        ready_timeout: float, sync_always: bool, binary: str | os.PathLike[str] | None,
+        self,
+        store_dir: str | os.PathLike[str] | None,
+        *,
+        host: str,
+        port: int | None,
+        user: str | None,
+        password: str | None,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        max_payload: int | None,
+        connect_timeout: float,
+        ready_timeout: float,
+        sync_always: bool,
+        binary: str | os.PathLike[str] | None,
         name: str | None,
     ) -> None:
         if store_dir is None:
             path = Path(tempfile.mkdtemp(prefix="jetkit-store-"))
             self._temp_store = True
         else:
-            path = Path(store_dir).expanduser().resolve()
+            path = Path(store_dir).expanduser().absolute()
         self._store_dir = path
         _server.prepare_store(path)
-        lock_fd = _server.try_lock(path)
-        if lock_fd is None:
-            await self._attach(path, user, password, token, tls, connect_timeout,
-                               ready_timeout, name)
-            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        while True:
+            lock_fd = _server.try_lock(path)
+            if lock_fd is not None:
+                break
+            # a live jetkit server owns the store (or one is just exiting): attach to it
+            if await self._attach(path, user, password, token, tls, connect_timeout, name):
+                return
+            if loop.time() >= deadline:
+                raise _server.attach_timeout_error(path, ready_timeout)
+            await asyncio.sleep(0.02)
         try:
             with contextlib.suppress(OSError):
                 (path / _server.INFO_FILE).unlink()
@@ -204,9 +248,17 @@ class Stream:
             if user is None and token is None:
                 user, password = _server.load_or_create_credentials(path)
             self._server = _server.EmbeddedServer(
-                store_dir=path, binary=exe, host=host, port=port, max_payload=max_payload,
-                sync_always=sync_always, ready_timeout=ready_timeout, user=user,
-                password=password, token=token, lock_fd=lock_fd,
+                store_dir=path,
+                binary=exe,
+                host=host,
+                port=port,
+                max_payload=max_payload,
+                sync_always=sync_always,
+                ready_timeout=ready_timeout,
+                user=user,
+                password=password,
+                token=token,
+                lock_fd=lock_fd,
                 logger=self._log.getChild("server"),
             )
         except BaseException:
@@ -214,45 +266,66 @@ class Stream:
             raise
         self._server.on_unexpected_exit = self._on_server_exit
         await self._server.start()
-        await self._connect([self._server.url], user, password, token, tls, connect_timeout,
-                            name, reconnect_forever=True)
+        await self._connect(
+            [self._server.url],
+            user,
+            password,
+            token,
+            tls,
+            connect_timeout,
+            name,
+            reconnect_forever=True,
+        )
 
     async def _attach(
-        self, path: Path, user: str | None, password: str | None, token: str | None,
-        tls: ssl.SSLContext | None, connect_timeout: float, ready_timeout: float,
+        self,
+        path: Path,
+        user: str | None,
+        password: str | None,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        connect_timeout: float,
         name: str | None,
-    ) -> None:
-        """The store is served by a live jetkit server: connect to it as a client."""
-        self._attached = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ready_timeout
+    ) -> bool:
+        """Connect as a client to the live server that owns ``path``; False if not ready."""
+        info = _server.read_attach_info(path)
+        if info is None or not _server.process_alive(info.get("pid")):
+            return False
         if user is None and token is None:
             user, password = _server.load_or_create_credentials(path)
-        while True:
-            info = await _server.wait_for_attach_info(path, max(0.0, deadline - loop.time()))
-            host = str(info.get("host", "127.0.0.1"))
-            url = f"nats://{f'[{host}]' if ':' in host else host}:{info.get('port')}"
-            try:
-                await self._connect([url], user, password, token, tls, connect_timeout, name,
-                                    reconnect_forever=True)
-                self._log.info("jetkit: store %s is served by pid %s; attached as a client",
-                               path, info.get("pid"))
-                return
-            except ConnectionError:
-                if loop.time() >= deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        host = str(info.get("host", "127.0.0.1"))
+        url = f"nats://{f'[{host}]' if ':' in host else host}:{info.get('port')}"
+        try:
+            await self._connect(
+                [url], user, password, token, tls, connect_timeout, name, reconnect_forever=True
+            )
+        except ConnectionError:
+            return False
+        self._attached = True
+        self._log.info(
+            "jetkit: store %s is served by pid %s; attached as a client", path, info.get("pid")
+        )
+        return True
 
     async def _connect(
-        self, urls: list[str], user: str | None, password: str | None, token: str | None,
-        tls: ssl.SSLContext | None, connect_timeout: float, name: str | None,
-        *, reconnect_forever: bool,
+        self,
+        urls: list[str],
+        user: str | None,
+        password: str | None,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        connect_timeout: float,
+        name: str | None,
+        *,
+        reconnect_forever: bool,
     ) -> None:
         opts: dict[str, Any] = {
             "servers": urls,
             "connect_timeout": connect_timeout,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1 if reconnect_forever else 60,
+            # a bounded first connect (nats-py would retry a refused one forever);
+            # the reconnect policy is set once connected
+            "max_reconnect_attempts": 1,
             "reconnect_time_wait": 0.25,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
@@ -267,8 +340,10 @@ class Stream:
             opts["tls"] = tls
         try:
             self._nc = await nats.connect(**opts)
+            self._nc.options["max_reconnect_attempts"] = -1 if reconnect_forever else 60
         except Exception as exc:
-            text = str(exc) or type(exc).__name__
+            cause = self._last_error if isinstance(exc, nats.errors.NoServersError) else None
+            text = str(cause or exc) or type(exc).__name__
             hint = (
                 "check user/password or token"
                 if "authorization" in text.lower()
@@ -279,6 +354,8 @@ class Stream:
     # -- connection events -----------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._last_error is None or "authorization" not in str(self._last_error).lower():
+            self._last_error = exc  # keep an auth failure: the reset that follows hides it
         if isinstance(exc, nats.errors.SlowConsumerError):
             for sub in self._subs:
                 if isinstance(sub, CoreSubscription) and sub.sid == exc.sid:
@@ -419,7 +496,8 @@ class Stream:
 
     async def _find_stream(self, topic: str) -> tuple[str, list[str]] | None:
         for pattern, mode in self._declared.items():
-            if mode is TopicMode.JETSTREAM and (pattern == topic or subject_matches(pattern, topic)):
+            covers = pattern == topic or subject_matches(pattern, topic)
+            if mode is TopicMode.JETSTREAM and covers:
                 with contextlib.suppress(NotFoundError):
                     info = await self._api.call(f"STREAM.INFO.{stream_name(pattern)}")
                     return info["config"]["name"], list(info["config"]["subjects"])
@@ -437,8 +515,14 @@ class Stream:
             return found
         name = stream_name(topic)
         cfg = _admin.stream_config(
-            name, [topic], max_msgs=None, max_bytes=None, max_age=None, discard=Discard.OLD,
-            replicas=1, retention=Retention.LIMITS,
+            name,
+            [topic],
+            max_msgs=None,
+            max_bytes=None,
+            max_age=None,
+            discard=Discard.OLD,
+            replicas=1,
+            retention=Retention.LIMITS,
         )
         try:
             await self._api.call(f"STREAM.CREATE.{name}", cfg)
@@ -450,7 +534,8 @@ class Stream:
                 raise JetStreamError(
                     f"cannot store topic {topic!r}: {exc}. Another JetStream stream overlaps "
                     "it only partly; declare_topic() a pattern that covers both, or delete one",
-                    exc.code, exc.err_code,
+                    exc.code,
+                    exc.err_code,
                 ) from exc
             return found
         self._log.debug("jetkit: created stream %s for topic %r", name, topic)
@@ -477,8 +562,12 @@ class Stream:
         self._check_open()
         self._topic(topic, wildcards=True)
         stream_opts = (
-            max_msgs is not None or max_bytes is not None or max_age is not None
-            or discard is not Discard.OLD or replicas != 1 or retention is not Retention.LIMITS
+            max_msgs is not None
+            or max_bytes is not None
+            or max_age is not None
+            or discard is not Discard.OLD
+            or replicas != 1
+            or retention is not Retention.LIMITS
         )
         if mode is None:
             mode = TopicMode.JETSTREAM if stream_opts else self.default_mode
@@ -492,8 +581,14 @@ class Stream:
             return None
         name = stream_name(topic)
         cfg = _admin.stream_config(
-            name, [topic], max_msgs=max_msgs, max_bytes=max_bytes, max_age=max_age,
-            discard=discard, replicas=replicas, retention=retention,
+            name,
+            [topic],
+            max_msgs=max_msgs,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            discard=discard,
+            replicas=replicas,
+            retention=retention,
         )
         try:
             current = await self._api.call(f"STREAM.INFO.{name}")
@@ -510,7 +605,8 @@ class Stream:
                 raise JetStreamError(
                     f"cannot declare {topic!r}: another stored topic overlaps it ({exc}). "
                     "Delete it with delete_topic() or declare a pattern that does not overlap",
-                    exc.code, exc.err_code,
+                    exc.code,
+                    exc.err_code,
                 ) from exc
             raise
         self._set_declared(topic, mode)
@@ -626,8 +722,9 @@ class Stream:
             return None
         return await self._js_publish(topic, data, headers)
 
-    async def _core_publish(self, topic: str, data: bytes, headers: dict[str, str] | None,
-                            reply: str = "") -> None:
+    async def _core_publish(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, reply: str = ""
+    ) -> None:
         try:
             await self._nc.publish(topic, data, reply=reply, headers=headers)
         except nats.errors.ConnectionClosedError:
@@ -639,8 +736,7 @@ class Stream:
         except (nats.errors.Error, OSError) as exc:
             raise ConnectionError(f"publish to {topic!r} failed: {exc}") from exc
 
-    async def _js_publish(self, topic: str, data: bytes,
-                          headers: dict[str, str] | None) -> PubAck:
+    async def _js_publish(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         await self._ensure_stream(topic)
         try:
             return await self._publisher.publish(topic, data, headers)
@@ -726,15 +822,22 @@ class Stream:
         if queue_group is not None:
             consumer_name_ok(queue_group)
         common: dict[str, Any] = {
-            "concurrency": concurrency, "buffer_size": buffer_size,
-            "backpressure": backpressure, "logger": self._log,
+            "concurrency": concurrency,
+            "buffer_size": buffer_size,
+            "backpressure": backpressure,
+            "logger": self._log,
         }
         if self.mode_for(topic) is TopicMode.CORE:
             js_only = {
-                "durable": durable is not None, "ack": ack is not AckPolicy.AUTO,
-                "max_deliver": max_deliver is not None, "backoff": backoff is not None,
-                "start_at": start_at is not StartAt.NEW, "start_time": start_time is not None,
-                "start_seq": start_seq is not None, "dlq": dlq is not None, "recreate": recreate,
+                "durable": durable is not None,
+                "ack": ack is not AckPolicy.AUTO,
+                "max_deliver": max_deliver is not None,
+                "backoff": backoff is not None,
+                "start_at": start_at is not StartAt.NEW,
+                "start_time": start_time is not None,
+                "start_seq": start_seq is not None,
+                "dlq": dlq is not None,
+                "recreate": recreate,
             }
             used = [k for k, v in js_only.items() if v]
             if used:
@@ -747,16 +850,39 @@ class Stream:
             await core._start()
             return self._track(core)
         return await self._subscribe_js(
-            topic, plan, common, durable=durable, queue_group=queue_group, ack=ack,
-            max_deliver=max_deliver, backoff=backoff, start_at=start_at, start_time=start_time,
-            start_seq=start_seq, dlq=dlq, ack_wait=ack_wait, recreate=recreate,
+            topic,
+            plan,
+            common,
+            durable=durable,
+            queue_group=queue_group,
+            ack=ack,
+            max_deliver=max_deliver,
+            backoff=backoff,
+            start_at=start_at,
+            start_time=start_time,
+            start_seq=start_seq,
+            dlq=dlq,
+            ack_wait=ack_wait,
+            recreate=recreate,
         )
 
     async def _subscribe_js(
-        self, topic: str, plan: Any, common: dict[str, Any], *, durable: str | None,
-        queue_group: str | None, ack: AckPolicy, max_deliver: int | None, backoff: Any,
-        start_at: StartAt, start_time: Any, start_seq: int | None, dlq: str | None,
-        ack_wait: float, recreate: bool,
+        self,
+        topic: str,
+        plan: Any,
+        common: dict[str, Any],
+        *,
+        durable: str | None,
+        queue_group: str | None,
+        ack: AckPolicy,
+        max_deliver: int | None,
+        backoff: Any,
+        start_at: StartAt,
+        start_time: Any,
+        start_seq: int | None,
+        dlq: str | None,
+        ack_wait: float,
+        recreate: bool,
     ) -> Subscription:
         if common["backpressure"] is not Backpressure.BLOCK:
             raise ConfigError(
@@ -786,16 +912,33 @@ class Stream:
         shared = durable is None and queue_group is not None
         consumer = durable or queue_group or f"jk_{self._nc._nuid.next().decode()}"
         config = consumer_config(
-            name=consumer, durable=durable is not None,
-            filter_subject=None if subjects == [topic] else topic, ack=ack,
-            max_deliver=max_deliver, ack_wait=ack_wait, start_at=start_at, start_time=when,
+            name=consumer,
+            durable=durable is not None,
+            filter_subject=None if subjects == [topic] else topic,
+            ack=ack,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            start_at=start_at,
+            start_time=when,
             start_seq=seq,
             max_ack_pending=max(1000, 4 * (common["buffer_size"] + common["concurrency"])),
         )
         sub = JetStreamSubscription(
-            self._nc, self._api, topic, plan, stream=name, config=config, shared=shared,
-            ack=ack, max_deliver=max_deliver, backoff=delays, dlq=dlq,
-            dead_letter=self._dead_letter, ack_wait=ack_wait, recreate=recreate, **common,
+            self._nc,
+            self._api,
+            topic,
+            plan,
+            stream=name,
+            config=config,
+            shared=shared,
+            ack=ack,
+            max_deliver=max_deliver,
+            backoff=delays,
+            dlq=dlq,
+            dead_letter=self._dead_letter,
+            ack_wait=ack_wait,
+            recreate=recreate,
+            **common,
         )
         await sub._start()
         return self._track(sub)
@@ -878,7 +1021,8 @@ class Stream:
         reply = await self.request(topic, encode_json(value), timeout)
         if response_type is Message:
             return reply  # type: ignore[return-value]
-        result: T = decoder_for(response_type)(reply.data)
+        decode: Callable[[bytes], T] = decoder_for(cast(Hashable, response_type))
+        result: T = decode(reply.data)
         return result
 
     async def respond(
@@ -901,9 +1045,15 @@ class Stream:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         responder = Responder(
-            self._nc, topic, plan_handler(handler), queue_group=queue_group,
-            reply=self._core_publish, concurrency=concurrency, buffer_size=1024,
-            backpressure=Backpressure.BLOCK, logger=self._log,
+            self._nc,
+            topic,
+            plan_handler(handler),
+            queue_group=queue_group,
+            reply=self._core_publish,
+            concurrency=concurrency,
+            buffer_size=1024,
+            backpressure=Backpressure.BLOCK,
+            logger=self._log,
         )
         await responder._start()
         return self._track(responder)
@@ -912,12 +1062,18 @@ class Stream:
 
     async def health(self) -> dict[str, Any]:
         """Server, connection and JetStream state as a dict (never raises for bad state)."""
-        server: dict[str, Any] = {"embedded": self._server is not None,
-                                  "attached": self._attached,
-                                  "store_dir": str(self._store_dir) if self._store_dir else None}
+        server: dict[str, Any] = {
+            "embedded": self._server is not None,
+            "attached": self._attached,
+            "store_dir": str(self._store_dir) if self._store_dir else None,
+        }
         if self._server is not None:
-            server.update(pid=self._server.pid, url=self._server.url,
-                          running=self._server.running, restarts=self._server.restart_count)
+            server.update(
+                pid=self._server.pid,
+                url=self._server.url,
+                running=self._server.running,
+                restarts=self._server.restart_count,
+            )
         nc = self._nc
         connection = {
             "connected": bool(nc and nc.is_connected),
@@ -929,13 +1085,20 @@ class Stream:
         jetstream: dict[str, Any]
         try:
             info = await self._api.call("INFO") if not self._closed else {}
-            jetstream = {"enabled": bool(info), "streams": info.get("streams", 0),
-                         "consumers": info.get("consumers", 0),
-                         "storage_bytes": info.get("storage", 0)}
+            jetstream = {
+                "enabled": bool(info),
+                "streams": info.get("streams", 0),
+                "consumers": info.get("consumers", 0),
+                "storage_bytes": info.get("storage", 0),
+            }
         except JetkitError as exc:
             jetstream = {"enabled": False, "error": str(exc)}
-        return {"server": server, "connection": connection, "jetstream": jetstream,
-                "subscriptions": len(self._subs)}
+        return {
+            "server": server,
+            "connection": connection,
+            "jetstream": jetstream,
+            "subscriptions": len(self._subs),
+        }
 
     async def healthy(self) -> None:
         """Return if server, connection and JetStream work; else raise StreamUnhealthyError."""

@@ -112,9 +112,7 @@ class Subscription:
         return len(self._buffer)
 
     def _start_workers(self) -> None:
-        self._workers = [
-            asyncio.ensure_future(self._work()) for _ in range(self._concurrency)
-        ]
+        self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -257,8 +255,9 @@ class Subscription:
 class CoreSubscription(Subscription):
     """A plain NATS subscription: at-most-once, in memory."""
 
-    def __init__(self, nc: Any, topic: str, plan: HandlerPlan, *, queue_group: str | None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, nc: Any, topic: str, plan: HandlerPlan, *, queue_group: str | None, **kwargs: Any
+    ) -> None:
         super().__init__(topic, plan, **kwargs)
         self._nc = nc
         self._queue = queue_group or ""

@@ -1,0 +1,63 @@
+"""Test fixtures: one real embedded nats-server per test session (random port, temp store).
+
+``core`` owns the server (default mode CORE); ``js`` is a second Stream attached to the
+same store as a client, with default mode JETSTREAM. Each test gets unique topic names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+import jetkit as jk
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+async def core(store: Path) -> AsyncIterator[jk.Stream]:
+    s = await jk.Stream.open(store_dir=store, drain_timeout=5)
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="session")
+async def js(core: jk.Stream, store: Path) -> AsyncIterator[jk.Stream]:
+    s = await jk.Stream.open(
+        store_dir=store, default_mode=jk.TopicMode.JETSTREAM, drain_timeout=5
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test uses."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:40]
+    return f"t.{name}.{next(_counter)}"
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def wait_for(awaitable: Awaitable[object], timeout: float = 10.0) -> object:
+    return await asyncio.wait_for(awaitable, timeout)

@@ -1,0 +1,147 @@
+"""The public API surface and the pure policy functions."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+
+import pytest
+
+import jetkit as jk
+from jetkit._consumer import resolve_start, to_datetime
+from jetkit._message import parse_ack_subject
+from jetkit._retry import dead_letter_headers, normalize_backoff, retry_delay
+from jetkit._topics import stream_name, subject_matches, validate_topic
+
+EXPECTED_ALL = {
+    "AckPolicy", "AlreadySettledError", "Backpressure", "ConfigError", "ConnectionError",
+    "ConsumerInfo", "DecodeError", "Discard", "EncodeError", "HandlerSignatureError",
+    "IncompatibleConsumerError", "InvalidTopicError", "JetStreamError", "JetkitError",
+    "Message", "NoRespondersError", "NotFoundError", "PayloadTooLargeError", "PortInUseError",
+    "PubAck", "PublishBatchError", "RemoteError", "Retention", "ServerBinaryError",
+    "ServerStartError", "ServerTimeoutError", "StartAt", "StoreNotWritableError", "Stream",
+    "StreamClosedError", "StreamUnhealthyError", "Subscription", "SubscriptionStats",
+    "TimeoutError", "TopicInfo", "TopicMode", "__version__", "exponential_backoff",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(jk.__all__) == EXPECTED_ALL
+    for name in jk.__all__:
+        assert hasattr(jk, name), name
+
+
+def test_every_error_derives_from_the_root() -> None:
+    errors = [getattr(jk, n) for n in jk.__all__ if n.endswith("Error")]
+    errors.remove(jk.JetkitError)
+    for err in errors:
+        assert issubclass(err, jk.JetkitError), err
+    assert issubclass(jk.TimeoutError, builtins.TimeoutError)
+    assert issubclass(jk.InvalidTopicError, ValueError)
+    assert issubclass(jk.PayloadTooLargeError, ValueError)
+    assert issubclass(jk.PortInUseError, jk.ServerStartError)
+    assert issubclass(jk.IncompatibleConsumerError, jk.ConfigError)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", " ", "a b", "a..b", ".a", "a.", "a.*", "a.>", "a*", "a.b>", "tab\there", 5],
+)
+def test_invalid_publish_topics(bad: object) -> None:
+    with pytest.raises(jk.InvalidTopicError):
+        validate_topic(bad, wildcards=False)
+
+
+@pytest.mark.parametrize("bad", ["a.>.b", "a.b*", "a..*", ">x"])
+def test_invalid_wildcard_topics(bad: str) -> None:
+    with pytest.raises(jk.InvalidTopicError):
+        validate_topic(bad, wildcards=True)
+
+
+def test_valid_topics() -> None:
+    for ok in ["a", "orders.events", "orders.*", "orders.>", "*", ">", "a-b_c.d"]:
+        assert validate_topic(ok, wildcards=True) == ok
+
+
+def test_stream_names_are_valid_and_collision_free() -> None:
+    topics = ["a.b", "a_b", "a-b", "a--b", "a.-b", "orders.>", "orders.*", "a-5f-b", "a.5f.b",
+              "ünï.côdé", "a.b.c", "a_b.c", "a.b_c"]
+    names = [stream_name(t) for t in topics]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert not any(c in name for c in ".*> \t/\\"), name
+    assert stream_name("orders.events") == "orders_events"
+
+
+def test_subject_matching() -> None:
+    assert subject_matches("orders.>", "orders.eu.created")
+    assert subject_matches("orders.*", "orders.eu")
+    assert not subject_matches("orders.*", "orders.eu.created")
+    assert not subject_matches("orders.>", "orders")
+    assert subject_matches("orders.>", "orders.*")
+    assert not subject_matches("orders.*", "orders.>")
+    assert subject_matches("a.b", "a.b")
+    assert not subject_matches("a.b", "a.c")
+
+
+def test_exponential_backoff() -> None:
+    assert jk.exponential_backoff(1, 4) == [1, 2, 4, 8]
+    assert jk.exponential_backoff(0.5, 4, factor=3, max=3) == [0.5, 1.5, 3, 3]
+    assert jk.exponential_backoff(dt.timedelta(seconds=2), 2) == [2, 4]
+    with pytest.raises(jk.ConfigError):
+        jk.exponential_backoff(1, 0)
+    with pytest.raises(jk.ConfigError):
+        jk.exponential_backoff(1, 3, factor=0.5)
+
+
+def test_backoff_normalisation_and_delay_choice() -> None:
+    assert normalize_backoff([1, dt.timedelta(seconds=5), 30.0]) == [1, 5, 30]
+    assert normalize_backoff(2) == [2]
+    assert normalize_backoff(None) is None
+    with pytest.raises(jk.ConfigError):
+        normalize_backoff([])
+    with pytest.raises(jk.ConfigError):
+        normalize_backoff([-1])
+    delays = [1.0, 5.0]
+    assert [retry_delay(delays, a) for a in (1, 2, 3, 9)] == [1, 5, 5, 5]
+    assert retry_delay(None, 1) is None
+
+
+def test_dead_letter_headers() -> None:
+    h = dead_letter_headers(
+        {"Nats-Msg-Id": "x", "trace": "t1"}, topic="orders", seq=7, deliveries=3,
+        consumer="c", error="ValueError: bad\nthing",
+    )
+    assert h == {
+        "trace": "t1",
+        "Jetkit-Original-Topic": "orders",
+        "Jetkit-Original-Seq": "7",
+        "Jetkit-Deliveries": "3",
+        "Jetkit-Consumer": "c",
+        "Jetkit-Error": "ValueError: bad thing",
+    }
+
+
+def test_parse_ack_subject_both_forms() -> None:
+    old = "$JS.ACK.ORDERS.proc.2.17.5.1700000000000000000.3"
+    assert parse_ack_subject(old) == ("ORDERS", "proc", 2, 17, 5, 1700000000000000000, 3)
+    new = "$JS.ACK.hub.ACCHASH.ORDERS.proc.2.17.5.1700000000000000000.3.tok"
+    assert parse_ack_subject(new) == ("ORDERS", "proc", 2, 17, 5, 1700000000000000000, 3)
+    assert parse_ack_subject("_INBOX.abc") is None
+
+
+def test_start_options() -> None:
+    aware = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert resolve_start(jk.StartAt.NEW, aware, None) == (jk.StartAt.BY_START_TIME, aware, None)
+    assert resolve_start(jk.StartAt.NEW, None, 5) == (jk.StartAt.BY_SEQUENCE, None, 5)
+    with pytest.raises(jk.ConfigError):
+        resolve_start(jk.StartAt.BY_START_TIME, None, None)
+    with pytest.raises(jk.ConfigError):
+        resolve_start(jk.StartAt.BY_SEQUENCE, None, None)
+    with pytest.raises(jk.ConfigError):
+        resolve_start(jk.StartAt.ALL, aware, None)
+    naive = dt.datetime(2026, 1, 1, 12, 0)
+    assert to_datetime(naive).timestamp() == naive.timestamp()
+    assert to_datetime(1700000000).timestamp() == 1700000000
+    with pytest.raises(jk.ConfigError):
+        to_datetime("yesterday")  # type: ignore[arg-type]

@@ -1,0 +1,225 @@
+"""The embedded server: lifecycle, store ownership, attach, bad input, supervision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+import jetkit as jk
+from jetkit import _server
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); treat it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+async def test_temp_store_is_removed_and_server_stopped_on_close() -> None:
+    s = await jk.Stream.open()
+    assert s.embedded
+    store = s.store_dir
+    assert store is not None and store.is_dir()
+    pid = (await s.health())["server"]["pid"]
+    assert alive(pid)
+    await s.close()
+    assert not store.exists()
+    assert not alive(pid)
+    with pytest.raises(jk.StreamClosedError):
+        await s.publish("a.b", b"x")
+
+
+async def test_store_files_are_private_and_server_listens_on_loopback(
+    core: jk.Stream, store: Path
+) -> None:
+    for name in (_server.CREDS_FILE, _server.CONF_FILE):
+        mode = stat.S_IMODE((store / name).stat().st_mode)
+        assert mode == 0o600, (name, oct(mode))
+    conf = (store / _server.CONF_FILE).read_text()
+    assert '"127.0.0.1:' in conf
+    assert (store / "jetstream").is_dir()
+    url = core.server_url
+    assert url is not None and url.startswith("nats://127.0.0.1:")
+
+
+async def test_client_without_credentials_is_refused(core: jk.Stream) -> None:
+    assert core.server_url is not None
+    with pytest.raises(jk.ConnectionError, match="[Aa]uthorization"):
+        await jk.Stream.open(servers=[core.server_url], connect_timeout=2)
+
+
+async def test_second_open_attaches_and_closing_it_leaves_the_server(
+    core: jk.Stream, store: Path, topic: str
+) -> None:
+    other = await jk.Stream.open(store_dir=store)
+    assert not other.embedded
+    assert (await other.health())["server"]["attached"] is True
+    got: list[bytes] = []
+    sub = await core.subscribe(topic, lambda m: got.append(m.data))
+    await other.publish(topic, b"from-attached")
+    await wait_until(lambda: got == [b"from-attached"])
+    await other.close()
+    await core.healthy()
+    await sub.stop()
+
+
+async def test_sync_always_is_written_to_the_config(tmp_path: Path) -> None:
+    async with jk.Stream.open(store_dir=tmp_path, sync_always=True) as s:
+        await s.healthy()
+        assert "sync_interval: always" in (tmp_path / _server.CONF_FILE).read_text()
+
+
+async def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(jk.PortInUseError, match=str(port)):
+            await jk.Stream.open(store_dir=tmp_path, port=port)
+    # the failed attempt released the store: it opens now
+    async with jk.Stream.open(store_dir=tmp_path) as s:
+        await s.healthy()
+
+
+async def test_unwritable_store(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(jk.StoreNotWritableError, match="not writable"):
+        await jk.Stream.open(store_dir=blocker / "store")
+
+
+async def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(jk.ServerBinaryError, match="does not exist"):
+        await jk.Stream.open(store_dir=tmp_path, server_binary=tmp_path / "nope")
+    monkeypatch.setenv(_server.BINARY_ENV, str(tmp_path / "nope"))
+    with pytest.raises(jk.ServerBinaryError, match=_server.BINARY_ENV):
+        await jk.Stream.open(store_dir=tmp_path)
+
+
+def fake_server(tmp_path: Path, version: str, body: str) -> Path:
+    script = tmp_path / f"fake-nats-{version}"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            if [ "$1" = "--version" ]; then echo "nats-server: v{version}"; exit 0; fi
+            {body}
+            """
+        )
+    )
+    script.chmod(0o755)
+    return script
+
+
+async def test_binary_too_old(tmp_path: Path) -> None:
+    old = fake_server(tmp_path, "2.2.0", "exit 0")
+    with pytest.raises(jk.ServerBinaryError, match=r"2\.2\.0.*>= 2\.10"):
+        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=old)
+
+
+async def test_server_that_exits_early(tmp_path: Path) -> None:
+    bad = fake_server(tmp_path, "2.12.0", 'echo "[FTL] something broke" >&2; exit 3')
+    with pytest.raises(jk.ServerStartError, match="something broke"):
+        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=bad)
+
+
+async def test_server_that_never_gets_ready(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    slow = fake_server(tmp_path, "2.12.0", f'echo $$ > {pidfile}; exec sleep 30')
+    with pytest.raises(jk.ServerTimeoutError, match="server_ready_timeout"):
+        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=slow,
+                             server_ready_timeout=0.5)
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_bad_options() -> None:
+    with pytest.raises(jk.ConfigError):
+        jk.Stream.open(store_dir="x", servers=["nats://127.0.0.1:1"])
+    with pytest.raises(jk.ConfigError):
+        jk.Stream.open(user="u")
+    with pytest.raises(jk.ConfigError):
+        jk.Stream.open(port=70000)
+    with pytest.raises(jk.ConfigError):
+        jk.Stream.open(default_mode="jetstream")  # type: ignore[arg-type]
+
+
+async def test_unreachable_external_server() -> None:
+    port = _server.free_port("127.0.0.1")
+    with pytest.raises(jk.ConnectionError, match="cannot connect"):
+        await jk.Stream.open(servers=[f"nats://127.0.0.1:{port}"], connect_timeout=1)
+
+
+@pytest.mark.slow
+async def test_crashed_server_is_restarted_and_stored_data_survives(
+    tmp_path: Path, topic: str
+) -> None:
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        ack = await s.publish(topic, b"before")
+        assert ack is not None
+        server = s._server
+        assert server is not None
+        old_pid = server.pid
+        server.kill_for_test()
+        await wait_until(lambda: server.restart_count == 1 and server.running, timeout=20)
+        assert server.pid != old_pid
+        await wait_until(lambda: s._nc.is_connected, timeout=20)
+        ack2 = await s.publish(topic, b"after")
+        assert ack2 is not None and ack2.seq == ack.seq + 1
+        info = await s.topic_info(topic)
+        assert info.messages == 2
+        await s.healthy()
+
+
+OWNER = """
+import asyncio, sys
+import jetkit as jk
+
+async def main():
+    s = await jk.Stream.open(store_dir=sys.argv[1], default_mode=jk.TopicMode.JETSTREAM)
+    await s.publish("kill.test", b"stored")
+    print((await s.health())["server"]["pid"], flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_server_dies_with_a_sigkilled_owner_and_the_store_opens_again(
+    tmp_path: Path,
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OWNER, str(tmp_path), stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        server_pid = int(line)
+        assert alive(server_pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    await wait_until(lambda: not alive(server_pid), timeout=10)
+    info = json.loads((tmp_path / _server.INFO_FILE).read_text())
+    assert info["pid"] == server_pid  # left behind by the dead owner: must not confuse us
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        assert s.embedded
+        assert (await s.topic_info("kill.test")).messages == 1
