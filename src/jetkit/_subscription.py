@@ -278,6 +278,9 @@ class CoreSubscription(Subscription):
             pending_msgs_limit=self._capacity,
             pending_bytes_limit=0,
         )
+        # a round trip: once subscribe() returns, the server knows about us, so a
+        # publish from any connection reaches this subscription
+        await self._nc.flush()
 
     async def _on_msg(self, nmsg: Any) -> None:
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
