@@ -359,6 +359,7 @@ class Stream:
         if isinstance(exc, nats.errors.SlowConsumerError):
             for sub in self._subs:
                 if isinstance(sub, CoreSubscription) and sub.sid == exc.sid:
+                    sub.stats.received += 1
                     sub.stats.dropped += 1
                     return
             return

@@ -269,13 +269,16 @@ class CoreSubscription(Subscription):
 
     async def _start(self) -> None:
         self._start_workers()
-        # nats-py's own per-subscription queue is the second stage: bounded to
-        # buffer_size, and past it nats-py's slow-consumer protection drops (counted).
+        # nats-py's own per-subscription queue is the second stage. Under BLOCK it is
+        # where messages wait while the buffer is full: bounded to buffer_size, and past
+        # it nats-py's slow-consumer protection drops (counted). Under DROP_* our
+        # callback never waits, so it only smooths bursts before the policy applies.
+        blocking = self._policy is Backpressure.BLOCK
         self._sub = await self._nc.subscribe(
             self.topic,
             queue=self._queue,
             cb=self._on_msg,
-            pending_msgs_limit=self._capacity,
+            pending_msgs_limit=self._capacity if blocking else self._capacity + 1024,
             pending_bytes_limit=0,
         )
         # a round trip: once subscribe() returns, the server knows about us, so a

@@ -1,0 +1,121 @@
+"""Request/reply: replies, JSON, remote errors, no responders, timeouts, queue groups."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+import jetkit as jk
+
+
+@dataclasses.dataclass
+class Quote:
+    symbol: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Price:
+    symbol: str
+    total: float
+
+
+async def test_request_reply_bytes(core: jk.Stream, topic: str) -> None:
+    async def upper(data: bytes) -> bytes:
+        return data.upper()
+
+    sub = await core.respond(topic, upper)
+    reply = await core.request(topic, b"hello")
+    assert isinstance(reply, jk.Message)
+    assert reply.data == b"HELLO"
+    await sub.stop()
+
+
+async def test_request_json_typed(core: jk.Stream, topic: str) -> None:
+    def price(q: Quote) -> Price:  # a sync responder
+        return Price(q.symbol, q.qty * 2.5)
+
+    sub = await core.respond(topic, price)
+    result = await core.request_json(topic, Quote("ABC", 4), Price)
+    assert result == Price("ABC", 10.0)
+    as_dict = await core.request_json(topic, {"symbol": "X", "qty": 1}, dict)
+    assert as_dict == {"symbol": "X", "total": 2.5}
+    await sub.stop()
+
+
+async def test_responder_exception_becomes_remote_error(core: jk.Stream, topic: str) -> None:
+    async def broken(data: bytes) -> bytes:
+        raise ValueError("no such item")
+
+    sub = await core.respond(topic, broken)
+    with pytest.raises(jk.RemoteError) as info:
+        await core.request(topic, b"x")
+    assert info.value.type == "ValueError"
+    assert info.value.message == "no such item"
+    assert sub.stats.failed == 1
+    await sub.stop()
+
+
+async def test_undecodable_request_is_a_remote_decode_error(core: jk.Stream, topic: str) -> None:
+    async def price(q: Quote) -> Price:
+        return Price(q.symbol, 0)
+
+    sub = await core.respond(topic, price)
+    with pytest.raises(jk.RemoteError) as info:
+        await core.request(topic, b"{not json")
+    assert info.value.type == "DecodeError"
+    await sub.stop()
+
+
+async def test_no_responders(core: jk.Stream, topic: str) -> None:
+    with pytest.raises(jk.NoRespondersError, match="respond"):
+        await core.request(topic, b"x", timeout=2)
+
+
+async def test_request_timeout(core: jk.Stream, topic: str) -> None:
+    async def slow(data: bytes) -> bytes:
+        await asyncio.sleep(5)
+        return data
+
+    sub = await core.respond(topic, slow)
+    with pytest.raises(jk.TimeoutError) as info:
+        await core.request(topic, b"x", timeout=0.2)
+    assert isinstance(info.value, TimeoutError)  # also the builtin
+    await sub.stop()
+
+
+async def test_responders_in_a_queue_group_share_requests(core: jk.Stream, topic: str) -> None:
+    seen: dict[str, int] = {"a": 0, "b": 0}
+
+    def make(name: str):  # type: ignore[no-untyped-def]
+        async def handler(data: bytes) -> str:
+            seen[name] += 1
+            return name
+
+        return handler
+
+    sa = await core.respond(topic, make("a"), queue_group="svc")
+    sb = await core.respond(topic, make("b"), queue_group="svc")
+    replies = await asyncio.gather(*(core.request(topic, b"") for _ in range(60)))
+    assert {r.data for r in replies} <= {b"a", b"b"}
+    assert seen["a"] + seen["b"] == 60 and seen["a"] and seen["b"]
+    await sa.stop()
+    await sb.stop()
+
+
+async def test_request_is_core_even_on_a_jetstream_stream(js: jk.Stream, topic: str) -> None:
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    sub = await js.respond(topic, echo)
+    assert (await js.request(topic, b"ping")).data == b"ping"
+    await sub.stop()
+
+
+async def test_request_bad_input(core: jk.Stream) -> None:
+    with pytest.raises(jk.InvalidTopicError):
+        await core.request("a b", b"x")
+    with pytest.raises(jk.PayloadTooLargeError):
+        await core.request("a.b", b"x" * (core.max_payload + 1))
