@@ -33,9 +33,7 @@ async def core(store: Path) -> AsyncIterator[jk.Stream]:
 
 @pytest.fixture(scope="session")
 async def js(core: jk.Stream, store: Path) -> AsyncIterator[jk.Stream]:
-    s = await jk.Stream.open(
-        store_dir=store, default_mode=jk.TopicMode.JETSTREAM, drain_timeout=5
-    )
+    s = await jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM, drain_timeout=5)
     yield s
     await s.close()
 

@@ -14,14 +14,44 @@ from jetkit._retry import dead_letter_headers, normalize_backoff, retry_delay
 from jetkit._topics import stream_name, subject_matches, validate_topic
 
 EXPECTED_ALL = {
-    "AckPolicy", "AlreadySettledError", "Backpressure", "ConfigError", "ConnectionError",
-    "ConsumerInfo", "DecodeError", "Discard", "EncodeError", "HandlerSignatureError",
-    "IncompatibleConsumerError", "InvalidTopicError", "JetStreamError", "JetkitError",
-    "Message", "NoRespondersError", "NotFoundError", "PayloadTooLargeError", "PortInUseError",
-    "PubAck", "PublishBatchError", "RemoteError", "Retention", "ServerBinaryError",
-    "ServerStartError", "ServerTimeoutError", "StartAt", "StoreNotWritableError", "Stream",
-    "StreamClosedError", "StreamUnhealthyError", "Subscription", "SubscriptionStats",
-    "TimeoutError", "TopicInfo", "TopicMode", "__version__", "exponential_backoff",
+    "AckPolicy",
+    "AlreadySettledError",
+    "Backpressure",
+    "ConfigError",
+    "ConnectionError",
+    "ConsumerInfo",
+    "DecodeError",
+    "Discard",
+    "EncodeError",
+    "HandlerSignatureError",
+    "IncompatibleConsumerError",
+    "InvalidTopicError",
+    "JetStreamError",
+    "JetkitError",
+    "Message",
+    "NoRespondersError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PortInUseError",
+    "PubAck",
+    "PublishBatchError",
+    "RemoteError",
+    "Retention",
+    "ServerBinaryError",
+    "ServerStartError",
+    "ServerTimeoutError",
+    "StartAt",
+    "StoreNotWritableError",
+    "Stream",
+    "StreamClosedError",
+    "StreamUnhealthyError",
+    "Subscription",
+    "SubscriptionStats",
+    "TimeoutError",
+    "TopicInfo",
+    "TopicMode",
+    "__version__",
+    "exponential_backoff",
 }
 
 
@@ -64,8 +94,21 @@ def test_valid_topics() -> None:
 
 
 def test_stream_names_are_valid_and_collision_free() -> None:
-    topics = ["a.b", "a_b", "a-b", "a--b", "a.-b", "orders.>", "orders.*", "a-5f-b", "a.5f.b",
-              "ünï.côdé", "a.b.c", "a_b.c", "a.b_c"]
+    topics = [
+        "a.b",
+        "a_b",
+        "a-b",
+        "a--b",
+        "a.-b",
+        "orders.>",
+        "orders.*",
+        "a-5f-b",
+        "a.5f.b",
+        "ünï.côdé",
+        "a.b.c",
+        "a_b.c",
+        "a.b_c",
+    ]
     names = [stream_name(t) for t in topics]
     assert len(set(names)) == len(names)
     for name in names:
@@ -109,8 +152,12 @@ def test_backoff_normalisation_and_delay_choice() -> None:
 
 def test_dead_letter_headers() -> None:
     h = dead_letter_headers(
-        {"Nats-Msg-Id": "x", "trace": "t1"}, topic="orders", seq=7, deliveries=3,
-        consumer="c", error="ValueError: bad\nthing",
+        {"Nats-Msg-Id": "x", "trace": "t1"},
+        topic="orders",
+        seq=7,
+        deliveries=3,
+        consumer="c",
+        error="ValueError: bad\nthing",
     )
     assert h == {
         "trace": "t1",

@@ -52,9 +52,7 @@ async def test_publish_subscribe_fans_out(core: jk.Stream, topic: str) -> None:
 
 
 @pytest.mark.parametrize("kind", [Order, OrderStruct, OrderModel])
-async def test_handler_annotation_decides_decoding(
-    core: jk.Stream, topic: str, kind: type
-) -> None:
+async def test_handler_annotation_decides_decoding(core: jk.Stream, topic: str, kind: type) -> None:
     got: list[object] = []
 
     async def handler(order):  # type: ignore[no-untyped-def]
@@ -94,8 +92,10 @@ async def test_typeddict_dict_bytes_str_and_message(core: jk.Stream, topic: str)
     async def value_and_msg(v: OrderDict, m: jk.Message) -> None:
         seen["pair"] = (v, m.topic)
 
-    subs = [await core.subscribe(topic, h) for h in
-            (as_typed, as_dict, as_bytes, as_str, as_msg, unannotated, value_and_msg)]
+    subs = [
+        await core.subscribe(topic, h)
+        for h in (as_typed, as_dict, as_bytes, as_str, as_msg, unannotated, value_and_msg)
+    ]
     await core.publish(topic, b'{"id": "x", "amount": 2.5}')
     await wait_until(lambda: len(seen) == 7)
     assert seen["typed"] == seen["dict"] == {"id": "x", "amount": 2.5}

@@ -143,10 +143,9 @@ async def test_server_that_exits_early(tmp_path: Path) -> None:
 
 async def test_server_that_never_gets_ready(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    slow = fake_server(tmp_path, "2.12.0", f'echo $$ > {pidfile}; exec sleep 30')
+    slow = fake_server(tmp_path, "2.12.0", f"echo $$ > {pidfile}; exec sleep 30")
     with pytest.raises(jk.ServerTimeoutError, match="server_ready_timeout"):
-        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=slow,
-                             server_ready_timeout=0.5)
+        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=slow, server_ready_timeout=0.5)
     assert not alive(int(pidfile.read_text()))
 
 

@@ -78,7 +78,7 @@ def stream_config(
         "max_age": nanos(max_age) if max_age is not None else 0,
         "discard": discard.value,
         "num_replicas": replicas,
-        "duplicate_window": nanos(120),
+        "duplicate_window": min(nanos(120), nanos(max_age)) if max_age else nanos(120),
         "allow_direct": True,
     }
 

@@ -30,13 +30,17 @@ import logging
 import time
 from typing import Any, Protocol
 
+import nats.errors
+
 from ._codec import HandlerPlan
 from ._errors import (
     ConfigError,
     DecodeError,
     IncompatibleConsumerError,
     JetkitError,
+    JetStreamError,
     NotFoundError,
+    TimeoutError,
 )
 from ._jsapi import JsApi, nanos, rfc3339
 from ._message import ACK, NAK, TERM, WPI, Message
@@ -46,6 +50,7 @@ from ._subscription import AckPolicy, StartAt, Subscription
 PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
 EPHEMERAL_INACTIVE = 120.0
+WORK_QUEUE_NEEDS_ALL = 10101
 
 
 class DeadLetterSink(Protocol):
@@ -149,10 +154,24 @@ async def ensure_consumer(
         await api.call(f"CONSUMER.DELETE.{stream}.{name}")
         existing = None
     if existing is None:
-        return await api.call(
-            f"CONSUMER.CREATE.{stream}.{name}",
-            {"stream_name": stream, "config": config, "action": "create"},
-        )
+        try:
+            return await api.call(
+                f"CONSUMER.CREATE.{stream}.{name}",
+                {"stream_name": stream, "config": config, "action": "create"},
+            )
+        except JetStreamError as exc:
+            # a WORK_QUEUE topic only allows "deliver all": there, the default start
+            # (NEW) means every message not yet taken, which is what ALL delivers
+            if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
+                raise
+            return await api.call(
+                f"CONSUMER.CREATE.{stream}.{name}",
+                {
+                    "stream_name": stream,
+                    "config": {**config, "deliver_policy": "all"},
+                    "action": "create",
+                },
+            )
     current: dict[str, Any] = existing.get("config", {})
     if current.get("deliver_subject"):
         raise IncompatibleConsumerError(
@@ -388,7 +407,7 @@ class JetStreamSubscription(Subscription):
 
     # -- settling --------------------------------------------------------------------------
 
-    async def send_ack(self, msg: Message, token: bytes) -> None:
+    async def send_ack(self, msg: Message, token: bytes, wait: bool = False) -> None:
         if self._ack is AckPolicy.NONE or not msg.reply:
             return
         if token == ACK:
@@ -397,6 +416,14 @@ class JetStreamSubscription(Subscription):
             self.stats.naked += 1
         elif token.startswith(TERM):
             self.stats.terminated += 1
+        if wait:
+            try:
+                await self._nc.request(msg.reply, token, timeout=self._api.timeout)
+            except nats.errors.TimeoutError:
+                raise TimeoutError(
+                    f"the server did not confirm the ack of {msg.topic!r} seq {msg.seq}"
+                ) from None
+            return
         try:
             await self._nc.publish(msg.reply, token)
         except Exception as exc:

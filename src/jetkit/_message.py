@@ -16,7 +16,7 @@ WPI = b"+WPI"
 class Settler(Protocol):
     """Whoever sends a message's acks (the consumer that delivered it)."""
 
-    async def send_ack(self, msg: Message, token: bytes) -> None: ...
+    async def send_ack(self, msg: Message, token: bytes, wait: bool = False) -> None: ...
 
 
 def parse_ack_subject(reply: str) -> tuple[str, str, int, int, int, int, int] | None:
@@ -115,7 +115,7 @@ class Message:
     def is_jetstream(self) -> bool:
         return self._settler is not None
 
-    async def _settle(self, token: bytes) -> None:
+    async def _settle(self, token: bytes, wait: bool = False) -> None:
         if self._settler is None:
             return
         if self._settled:
@@ -123,11 +123,15 @@ class Message:
                 f"message {self.topic!r} seq {self.seq} was already settled; settle once"
             )
         self._settled = True
-        await self._settler.send_ack(self, token)
+        await self._settler.send_ack(self, token, wait)
 
-    async def ack(self) -> None:
-        """Mark the message processed: it is not delivered again."""
-        await self._settle(ACK)
+    async def ack(self, wait: bool = False) -> None:
+        """Mark the message processed: it is not delivered again.
+
+        By default the ack is sent without waiting for the server; ``wait=True`` waits
+        until the server confirmed it (raises jk.TimeoutError if it does not).
+        """
+        await self._settle(ACK, wait)
 
     async def nak(self, delay: float | dt.timedelta | None = None) -> None:
         """Ask for redelivery, after ``delay`` seconds if given."""

@@ -915,7 +915,10 @@ class Stream:
         config = consumer_config(
             name=consumer,
             durable=durable is not None,
-            filter_subject=None if subjects == [topic] else topic,
+            # the server needs a filter for last-per-subject, even on the whole stream
+            filter_subject=(
+                None if subjects == [topic] and start_at is not StartAt.LAST_PER_SUBJECT else topic
+            ),
             ack=ack,
             max_deliver=max_deliver,
             ack_wait=ack_wait,
