@@ -11,9 +11,9 @@ from typing import TypedDict
 import msgspec
 import pydantic
 import pytest
-from conftest import wait_until
 
 import jetkit as jk
+from conftest import wait_until
 
 
 @dataclasses.dataclass
@@ -345,7 +345,7 @@ async def test_bad_handlers(core: jk.Stream, topic: str) -> None:
 
 
 async def test_jetstream_options_on_a_core_topic(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.ConfigError, match="durable.*JetStream"):
+    with pytest.raises(jk.ConfigError, match=r"durable.*JetStream"):
         await core.subscribe(topic, lambda m: None, durable="d")
     with pytest.raises(jk.ConfigError, match="dlq"):
         await core.subscribe(topic, lambda m: None, dlq="dead")

@@ -8,9 +8,9 @@ import datetime as dt
 import time
 
 import pytest
-from conftest import wait_until
 
 import jetkit as jk
+from conftest import wait_until
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
 
 

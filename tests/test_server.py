@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
 
 import jetkit as jk
+from conftest import wait_until
 from jetkit import _server
 
 
@@ -62,7 +62,7 @@ async def test_store_files_are_private_and_server_listens_on_loopback(
 
 async def test_client_without_credentials_is_refused(core: jk.Stream) -> None:
     assert core.server_url is not None
-    with pytest.raises(jk.ConnectionError, match="[Aa]uthorization"):
+    with pytest.raises(jk.ConnectionError, match=r"[Aa]uthorization"):
         await jk.Stream.open(servers=[core.server_url], connect_timeout=2)
 
 
