@@ -4,6 +4,7 @@ Store layout (``store_dir``)::
 
     jetstream/                JetStream data, written by nats-server
     nats-server.conf          generated config (0600: it holds the password)
+    nats-server.log           the server's log since its last start
     jetkit-credentials.json   generated user/password for this store (0600)
     jetkit-server.json        host/port/pid of the live server, for attaching
     jetkit.lock               flock held for exactly as long as the server lives
@@ -59,6 +60,7 @@ LOCK_FILE = "jetkit.lock"
 INFO_FILE = "jetkit-server.json"
 CREDS_FILE = "jetkit-credentials.json"
 CONF_FILE = "nats-server.conf"
+LOG_FILE = "nats-server.log"
 _READY_LINE = "Server is ready"
 _MAX_RESTARTS = 5
 _RESTART_WINDOW = 60.0
@@ -259,10 +261,10 @@ class EmbeddedServer:
     """A nats-server child process owned by this Python process.
 
     Ownership: the event-loop thread starts it; one daemon thread per process
-    instance drains its stderr (logging every line at DEBUG) and notices when it
-    exits. An exit that ``stop()`` did not ask for is reported to the loop, which
-    restarts the server on the same port and store (at most 5 times a minute);
-    the client reconnects by itself.
+    instance follows its log file until it is ready (logging each line at DEBUG)
+    and then notices when it exits. An exit that ``stop()`` did not ask for is
+    reported to the loop, which restarts the server on the same port and store
+    (at most 5 times a minute); the client reconnects by itself.
     """
 
     def __init__(
@@ -353,22 +355,26 @@ class EmbeddedServer:
         conf_path = self.store_dir / CONF_FILE
         _write_private(conf_path, conf)
         assert self._lock_fd is not None
+        # The log goes to a file, never to a pipe: a Go program writing to a broken
+        # stderr pipe dies of SIGPIPE at once, which would cut short its graceful
+        # shutdown (and lose recent acks) when its owner is killed.
         try:
-            proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
-                [self.binary, "-c", str(conf_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(self._lock_fd,),
-                start_new_session=True,
-                preexec_fn=_make_child_setup(os.getpid()),
-            )
+            with open(self.store_dir / LOG_FILE, "wb") as log:  # noqa: ASYNC230
+                proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
+                    [self.binary, "-c", str(conf_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(self._lock_fd,),
+                    start_new_session=True,
+                    preexec_fn=_make_child_setup(os.getpid()),
+                )
         except OSError as exc:
             raise ServerBinaryError(f"cannot execute {self.binary}: {exc}") from exc
         self._proc = proc
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         reader = threading.Thread(
-            target=self._pump_stderr, args=(proc, ready), name="jetkit-nats-server-log", daemon=True
+            target=self._watch, args=(proc, ready), name="jetkit-nats-server-log", daemon=True
         )
         reader.start()
         try:
@@ -384,22 +390,27 @@ class EmbeddedServer:
             self._kill_now(proc)
             raise
 
-    def _pump_stderr(
-        self, proc: subprocess.Popen[bytes], ready: concurrent.futures.Future[None]
-    ) -> None:
-        assert proc.stderr is not None
+    def _watch(self, proc: subprocess.Popen[bytes], ready: concurrent.futures.Future[None]) -> None:
+        """Follow the server's log until it is ready (or exits), then wait for its exit."""
         tail: deque[str] = deque(maxlen=20)
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            tail.append(line)
-            self._log.debug("nats-server: %s", line)
-            if not ready.done() and _READY_LINE in line:
-                ready.set_result(None)
-        proc.stderr.close()
+        pending = b""
+        with open(self.store_dir / LOG_FILE, "rb") as log:
+            while not ready.done():
+                exited = proc.poll() is not None
+                pending += log.read()
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    tail.append(line)
+                    self._log.debug("nats-server: %s", line)
+                    if _READY_LINE in line:
+                        ready.set_result(None)
+                if exited and not ready.done():
+                    ready.set_exception(self._classify_failure(proc.wait(), list(tail)))
+                    return
+                if not ready.done():
+                    time.sleep(0.003)
         code = proc.wait()
-        if not ready.done():
-            ready.set_exception(self._classify_failure(code, list(tail)))
-            return
         if not self._stopping and self._proc is proc and self._loop is not None:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._handle_unexpected_exit, code)

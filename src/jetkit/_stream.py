@@ -289,7 +289,12 @@ class Stream:
     ) -> bool:
         """Connect as a client to the live server that owns ``path``; False if not ready."""
         info = _server.read_attach_info(path)
-        if info is None or not _server.process_alive(info.get("pid")):
+        # the server dies with its owner: a dead owner means it is going away
+        if (
+            info is None
+            or not _server.process_alive(info.get("pid"))
+            or not _server.process_alive(info.get("owner_pid"))
+        ):
             return False
         if user is None and token is None:
             user, password = _server.load_or_create_credentials(path)

@@ -10,7 +10,6 @@ returns; ``stop()`` stops the feed and cancels the workers at once.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import dataclasses
 import enum
@@ -201,9 +200,8 @@ class Subscription:
         await self._stop_feed()
         self._has_items.set()
         self._has_room.set()
-        try:
-            await asyncio.wait_for(asyncio.gather(*self._workers), timeout)
-        except builtins.TimeoutError:
+        _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
+        if unfinished:
             abandoned = [*self._inflight, *self._buffer]
             await self._cancel_workers()
             with contextlib.suppress(Exception):
@@ -211,8 +209,8 @@ class Subscription:
             await self._finish()
             raise TimeoutError(
                 f"drain of {self.topic!r} did not finish within {timeout}s; "
-                f"{len(self._buffer) + len(self._inflight)} messages were left unhandled"
-            ) from None
+                f"{len(abandoned)} messages were left unhandled"
+            )
         await self._finish()
 
     async def stop(self) -> None:
