@@ -530,3 +530,23 @@ async def test_consumer_lag_is_reported(js: jk.Stream, topic: str) -> None:
         await js.publish(topic, str(i).encode())
     info = await js.consumer_info(topic, "lag")
     assert info.pending == 7 and info.durable
+
+
+async def test_last_message(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(f"{topic}.>")
+    assert await js.last_message(f"{topic}.a") is None
+    await js.publish(f"{topic}.a", b"a1", headers={"k": "v1"})
+    await js.publish(f"{topic}.a", b"a2", headers={"k": "v2"})
+    await js.publish(f"{topic}.b", b"b1")
+    last = await js.last_message(f"{topic}.a")
+    assert last is not None
+    assert (last.data, last.headers["k"], last.seq, last.topic) == (b"a2", "v2", 2, f"{topic}.a")
+    assert last.timestamp.year >= 2026
+
+
+async def test_declare_without_limits_keeps_an_existing_stream(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(f"{topic}.>", max_msgs=10)
+    info = await js.declare_topic(f"{topic}.>")
+    assert info is not None and info.max_msgs == 10
+    narrow = await js.declare_topic(f"{topic}.eu")  # covered by the pattern: no new stream
+    assert narrow is not None and narrow.subjects == [f"{topic}.>"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 from typing import Any
 
 from ._errors import ConfigError
 from ._jsapi import JsApi, nanos, parse_time
+from ._message import Message
 from ._topics import Discard, Retention
 
 
@@ -147,3 +149,20 @@ async def list_consumers(api: JsApi, stream: str) -> list[dict[str, Any]]:
         offset += len(batch)
         if not batch or offset >= int(resp.get("total", 0)):
             return out
+
+
+def stored_message(raw: dict[str, Any]) -> Message:
+    """A message as STREAM.MSG.GET returns it (base64 payload and headers)."""
+    headers: dict[str, str] = {}
+    if raw.get("hdrs"):
+        lines = base64.b64decode(raw["hdrs"]).decode("utf-8", "replace").split("\r\n")[1:]
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip()] = value.strip()
+    msg = Message(raw.get("subject", ""), base64.b64decode(raw.get("data") or b""), headers)
+    msg.seq = int(raw.get("seq", 0))
+    stamp = parse_time(raw.get("time"))
+    if stamp is not None:
+        msg.timestamp = stamp
+    return msg

@@ -563,7 +563,9 @@ class Stream:
         ``topic`` may be a pattern (``orders.>``): every matching subject then uses this
         mode and is stored in one stream. ``mode=None`` means JETSTREAM when any stream
         option is given, else the Stream's default mode. Declaring again with other limits
-        updates them. Returns the stream's TopicInfo (None for a core topic).
+        updates them (every limit not given is then unlimited); declaring without any
+        limit leaves an existing stream as it is, including one that stores the topic
+        under a wider pattern. Returns the stream's TopicInfo (None for a core topic).
         """
         self._check_open()
         self._topic(topic, wildcards=True)
@@ -585,6 +587,11 @@ class Stream:
                 )
             self._set_declared(topic, mode)
             return None
+        if not stream_opts:
+            found = await self._find_stream(topic)
+            if found is not None:  # already stored (maybe by a wider pattern): keep as is
+                self._set_declared(topic, mode)
+                return _admin.topic_info(await self._api.call(f"STREAM.INFO.{found[0]}"))
         name = stream_name(topic)
         cfg = _admin.stream_config(
             name,
@@ -656,6 +663,17 @@ class Stream:
         name, _ = await self._stream_of(topic)
         await self._api.call(f"STREAM.DELETE.{name}")
         self._streams = {k: v for k, v in self._streams.items() if v[0] != name}
+
+    async def last_message(self, topic: str) -> Message | None:
+        """The newest stored message on ``topic`` (a concrete subject), or None if none."""
+        self._check_open()
+        self._topic(topic)
+        name, _ = await self._stream_of(topic)
+        try:
+            resp = await self._api.call(f"STREAM.MSG.GET.{name}", {"last_by_subj": topic})
+        except NotFoundError:
+            return None
+        return _admin.stored_message(resp["message"])
 
     async def consumers(self, topic: str) -> list[_admin.ConsumerInfo]:
         """The consumers of a stored topic, with their lag."""

@@ -1,7 +1,396 @@
-"""The ``jetkit`` command line."""
+"""The ``jetkit`` command line: the demo, a foreground server, and inspection tools.
+
+Every inspection command reaches NATS through ``--store-dir`` (attach to the jetkit
+server serving that store, or start one on it for the duration of the command) or
+``--server URL`` (an external NATS, with ``--user/--password`` or ``--token``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import jetkit as jk
+
+from ._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="jetkit",
+    help="Durable messaging with zero infrastructure: NATS JetStream, embedded.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+StoreDir = Annotated[
+    Path, typer.Option("--store-dir", help="Store of the embedded server (attach or start).")
+]
+Server = Annotated[
+    str | None, typer.Option("--server", help="URL of an external NATS instead of a store.")
+]
+User = Annotated[str | None, typer.Option(help="User for --server.")]
+Password = Annotated[str | None, typer.Option(help="Password for --server.")]
+Token = Annotated[str | None, typer.Option(help="Token for --server.")]
+DEFAULT_STORE = Path("./jetstream-store")
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn a JetkitError into a one-line message and exit code 2."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except jk.JetkitError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _open(
+    store_dir: Path,
+    server: str | None,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+) -> Any:
+    if server:
+        return jk.Stream.open(servers=[server], user=user, password=password, token=token)
+    return jk.Stream.open(store_dir=store_dir, user=user, password=password, token=token)
+
+
+async def _stored(s: jk.Stream, topic: str) -> bool:
+    """Whether a JetStream stream stores ``topic``; if so, use it in JetStream mode."""
+    try:
+        await s.topic_info(topic)
+    except jk.NotFoundError:
+        return False
+    await s.declare_topic(topic, mode=jk.TopicMode.JETSTREAM)
+    return True
+
+
+async def _read_stored(s: jk.Stream, topic: str, timeout: float = 10.0) -> list[jk.Message]:
+    """Every message currently stored on ``topic``, oldest first (nothing is acked)."""
+    info = await s.topic_info(topic)
+    if info.messages == 0:
+        return []
+    got: list[jk.Message] = []
+    done = asyncio.Event()
+
+    async def collect(msg: jk.Message) -> None:
+        got.append(msg)
+        if (msg.seq or 0) >= info.last_seq:
+            done.set()
+
+    sub = await s.subscribe(topic, collect, ack=jk.AckPolicy.NONE, start_at=jk.StartAt.ALL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout)
+    await sub.stop()
+    return got
+
+
+def _preview(data: bytes, width: int = 60) -> str:
+    text = data.decode("utf-8", "replace")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def demo(
+    store_dir: Annotated[str, typer.Option(help="Where the demo keeps its data.")] = str(
+        DEFAULT_STORE
+    ),
+    duration: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds.")
+    ] = None,
+    order_interval: Annotated[float, typer.Option(help="Seconds between orders.")] = 3.0,
+    user_interval: Annotated[float, typer.Option(help="Seconds between registrations.")] = 5.0,
+    fail_rate: Annotated[
+        float, typer.Option(help="Chance (0..1) that processing an order fails.")
+    ] = 0.0,
+    analytics_delay: Annotated[
+        float, typer.Option(help="Seconds before the analytics service starts.")
+    ] = 3.0,
+) -> None:
+    """Run the order-processing example: five services on one embedded JetStream."""
+    from .examples import orders
+
+    if not 0.0 <= fail_rate <= 1.0:
+        raise typer.BadParameter("must be between 0 and 1", param_hint="--fail-rate")
+    for name, value in (("--order-interval", order_interval), ("--user-interval", user_interval)):
+        if value <= 0:
+            raise typer.BadParameter("must be > 0", param_hint=name)
+    options = orders.Options(
+        store_dir=store_dir,
+        duration=duration,
+        order_interval=order_interval,
+        user_interval=user_interval,
+        fail_rate=fail_rate,
+        analytics_delay=analytics_delay,
+    )
+    raise typer.Exit(_run(lambda: orders.main(options)))
+
+
+@app.command()
+def server(
+    store_dir: StoreDir = DEFAULT_STORE,
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+) -> None:
+    """Run the embedded server in the foreground until Ctrl+C."""
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with jk.Stream.open(store_dir=store_dir, port=port) as s:
+            if not s.embedded:
+                err.print(f"[red]error:[/red] {s.store_dir} is already served at {s.server_url}")
+                raise typer.Exit(1)
+            out.print(f"nats-server running at [bold]{s.server_url}[/bold]")
+            out.print(f"store: {s.store_dir}  (credentials in jetkit-credentials.json)")
+            out.print("other jetkit processes using this store attach to it. Ctrl+C stops it.")
+            await stop.wait()
+        out.print("stopped")
+
+    _run(work)
+
+
+@app.command()
+def topics(
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """List the stored (JetStream) topics."""
+
+    async def work() -> list[jk.TopicInfo]:
+        async with _open(store_dir, server, user, password, token) as s:
+            result: list[jk.TopicInfo] = await s.topics()
+            return result
+
+    table = Table(
+        "topic", "stream", "messages", "bytes", "first", "last", "consumers", "last message"
+    )
+    for t in sorted(_run(work), key=lambda t: t.subjects):
+        table.add_row(
+            ", ".join(t.subjects),
+            t.name,
+            str(t.messages),
+            str(t.bytes),
+            str(t.first_seq),
+            str(t.last_seq),
+            str(t.consumers),
+            t.last_time.isoformat(timespec="seconds") if t.last_time else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def topic(
+    name: Annotated[str, typer.Argument(help="Topic (subject) to describe.")],
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """Describe one stored topic: size, sequences, limits, consumers."""
+
+    async def work() -> jk.TopicInfo:
+        async with _open(store_dir, server, user, password, token) as s:
+            info: jk.TopicInfo = await s.topic_info(name)
+            return info
+
+    info = _run(work)
+    table = Table("field", "value", show_header=False)
+    for key, value in vars(info).items():
+        shown = value.value if hasattr(value, "value") else value
+        table.add_row(key, "-" if shown is None else str(shown))
+    out.print(table)
+
+
+@app.command()
+def consumers(
+    name: Annotated[str, typer.Argument(help="Stored topic.")],
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """List a topic's consumers with their lag."""
+
+    async def work() -> list[jk.ConsumerInfo]:
+        async with _open(store_dir, server, user, password, token) as s:
+            result: list[jk.ConsumerInfo] = await s.consumers(name)
+            return result
+
+    table = Table(
+        "consumer",
+        "durable",
+        "lag (pending)",
+        "ack pending",
+        "redelivered",
+        "delivered seq",
+        "ack floor",
+    )
+    for c in _run(work):
+        table.add_row(
+            c.name,
+            "yes" if c.durable else "no",
+            str(c.pending),
+            str(c.ack_pending),
+            str(c.redelivered),
+            str(c.delivered_seq),
+            str(c.ack_floor),
+        )
+    out.print(table)
+
+
+@app.command()
+def pub(
+    name: Annotated[str, typer.Argument(help="Topic to publish to.")],
+    data: Annotated[str, typer.Argument(help="Payload (text or JSON).")],
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="KEY=VALUE, repeatable.")
+    ] = None,
+    msg_id: Annotated[str | None, typer.Option(help="Dedupe id (Nats-Msg-Id).")] = None,
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """Publish one message (stored if a stream stores the topic)."""
+    headers: dict[str, str] = {}
+    for item in header or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--header")
+        headers[key] = value
+
+    async def work() -> jk.PubAck | None:
+        async with _open(store_dir, server, user, password, token) as s:
+            await _stored(s, name)
+            ack: jk.PubAck | None = await s.publish(
+                name, data.encode(), headers=headers or None, msg_id=msg_id
+            )
+            return ack
+
+    ack = _run(work)
+    if ack is None:
+        out.print(f"published to {name} (core: not stored, only live subscribers get it)")
+    else:
+        dup = " (duplicate: not stored again)" if ack.duplicate else ""
+        out.print(f"stored in {ack.stream} at seq {ack.seq}{dup}")
+
+
+@app.command()
+def sub(
+    name: Annotated[str, typer.Argument(help="Topic or pattern to subscribe to.")],
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Replay the stored messages first.")
+    ] = False,
+    durable: Annotated[
+        str | None, typer.Option(help="Durable consumer name (acks what it prints).")
+    ] = None,
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """Print messages as they arrive (Ctrl+C stops)."""
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        seen = 0
+
+        async def show(msg: jk.Message) -> None:
+            nonlocal seen
+            if count is not None and seen >= count:
+                return  # already buffered when --count was reached
+            seq = f"#{msg.seq} " if msg.seq is not None else ""
+            out.print(f"{seq}[bold]{msg.topic}[/bold] {_preview(msg.data, 200)}")
+            seen += 1
+            if count is not None and seen >= count:
+                stop.set()
+
+        async with _open(store_dir, server, user, password, token) as s:
+            if await _stored(s, name):
+                start = jk.StartAt.ALL if from_start else jk.StartAt.NEW
+                ack = jk.AckPolicy.AUTO if durable else jk.AckPolicy.NONE
+                await s.subscribe(name, show, durable=durable, start_at=start, ack=ack)
+            else:
+                if from_start or durable:
+                    err.print(f"{name} is not stored: --from-start/--durable do not apply")
+                await s.subscribe(name, show)
+            await stop.wait()
+
+    _run(work)
+
+
+@app.command()
+def dlq(
+    name: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. failed.orders.events")],
+    republish: Annotated[
+        bool, typer.Option("--republish", help="Publish each back to its topic, then purge.")
+    ] = False,
+    store_dir: StoreDir = DEFAULT_STORE,
+    server: Server = None,
+    user: User = None,
+    password: Password = None,
+    token: Token = None,
+) -> None:
+    """List dead letters (and optionally re-publish them to their original topics)."""
+
+    async def work() -> tuple[list[jk.Message], int]:
+        async with _open(store_dir, server, user, password, token) as s:
+            letters = await _read_stored(s, name)
+            sent = 0
+            if republish and letters:
+                for msg in letters:
+                    original = msg.headers.get(H_TOPIC)
+                    if not original:
+                        continue
+                    await _stored(s, original)
+                    keep = {k: v for k, v in msg.headers.items() if not k.startswith("Jetkit-")}
+                    await s.publish(original, msg.data, headers=keep or None)
+                    sent += 1
+                await s.purge_topic(name)
+            return letters, sent
+
+    letters, sent = _run(work)
+    table = Table("seq", "original topic", "orig seq", "attempts", "consumer", "error", "data")
+    for m in letters:
+        h = m.headers
+        table.add_row(
+            str(m.seq),
+            h.get(H_TOPIC, "-"),
+            h.get(H_SEQ, "-"),
+            h.get(H_DELIVERIES, "-"),
+            h.get(H_CONSUMER, "-"),
+            _preview(h.get(H_ERROR, "-").encode(), 50),
+            _preview(m.data, 40),
+        )
+    out.print(table)
+    out.print(f"{len(letters)} dead letter(s) in {name}")
+    if republish:
+        out.print(f"re-published {sent} and purged {name}")
+
 
 def main() -> None:
-    print("jetkit demo: not yet implemented")
+    app()

@@ -1,0 +1,254 @@
+"""The JetStream durable messaging example: an order-processing system on jetkit.
+
+Run it with ``jetkit demo`` (or ``python -m jetkit.examples.orders``). Five services
+share one embedded NATS server whose data lives in ``./jetstream-store``:
+
+    Publishers --+-- orders.events --+-- Order Processor (durable: order-processor)
+                 |                   +-- Analytics Service (durable: analytics-processor)
+                 +-- users.registrations -- User Verification Service
+
+Stop it with Ctrl+C and start it again: the durable consumers resume where they
+stopped and the publishers continue numbering after the last stored order and user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import random
+import signal
+from pathlib import Path
+
+import jetkit as jk
+
+ORDERS = "orders.events"
+USERS = "users.registrations"
+DEAD_ORDERS = "failed.orders.events"
+STATUSES = ["created", "paid", "shipped", "delivered"]
+MAX_DELIVER = 3
+
+
+@dataclasses.dataclass
+class OrderEvent:
+    order_id: str
+    customer_id: str
+    amount: float
+    status: str
+    timestamp: dt.datetime
+    items: list[str]
+
+
+@dataclasses.dataclass
+class UserRegistration:
+    user_id: str
+    name: str
+    email: str
+    verified: bool
+    timestamp: dt.datetime
+
+
+def make_order(n: int) -> OrderEvent:
+    """Order n: statuses cycle, amounts grow by $1.99 from $11.99."""
+    return OrderEvent(
+        order_id=f"order-{n}",
+        customer_id=f"customer-{(n - 1) % 7 + 1}",
+        amount=round(10 + 1.99 * n, 2),
+        status=STATUSES[(n - 1) % len(STATUSES)],
+        timestamp=dt.datetime.now(dt.UTC),
+        items=[f"sku-{n % 5 + 1}"],
+    )
+
+
+def make_user(n: int) -> UserRegistration:
+    """User n: every third user registers already verified."""
+    return UserRegistration(
+        user_id=f"user-{n}",
+        name=f"User {n}",
+        email=f"user{n}@example.com",
+        verified=n % 3 == 0,
+        timestamp=dt.datetime.now(dt.UTC),
+    )
+
+
+async def last_number(s: jk.Stream, topic: str, field: str) -> int:
+    """The number in the newest stored event's id (0 when the topic is empty)."""
+    await s.declare_topic(topic)
+    last = await s.last_message(topic)
+    if last is None:
+        return 0
+    return int(str(json.loads(last.data)[field]).rsplit("-", 1)[1])
+
+
+@dataclasses.dataclass
+class Options:
+    store_dir: str = "./jetstream-store"
+    duration: float | None = None  # stop by itself after this many seconds
+    order_interval: float = 3.0
+    user_interval: float = 5.0
+    fail_rate: float = 0.0  # chance that processing an order fails (0..1)
+    analytics_delay: float = 3.0
+
+
+class Demo:
+    def __init__(self, s: jk.Stream, args: Options) -> None:
+        self.s = s
+        self.args = args
+
+    async def process_order(self, order: OrderEvent, msg: jk.Message) -> None:
+        print(
+            f"📦 Processing order: {order.order_id} (status: {order.status}, "
+            f"amount: ${order.amount:.2f})"
+        )
+        await asyncio.sleep(0.05)  # the work
+        if random.random() < self.args.fail_rate:
+            then = "giving up" if msg.num_delivered >= MAX_DELIVER else "it will be retried"
+            print(
+                f"   ❌ Order {order.order_id} failed (attempt {msg.num_delivered}/"
+                f"{MAX_DELIVER}); {then}"
+            )
+            raise RuntimeError("simulated processing failure")
+        done = {
+            "created": "validated and ready for payment",
+            "paid": "payment confirmed, preparing shipment",
+            "shipped": "handed to the carrier",
+            "delivered": "delivered to the customer",
+        }
+        print(f"   ✅ Order {order.order_id} {done.get(order.status, 'processed')}")
+
+    async def verify_user(self, user: UserRegistration) -> None:
+        if user.verified:
+            print(f"👤 ✅ {user.name} is already verified")
+            return
+        await asyncio.sleep(0.2)  # sending the email
+        print(f"👤 📧 Sending verification email to {user.name} ({user.email})")
+
+    async def analyse(self, order: OrderEvent) -> None:
+        local = order.timestamp.astimezone().strftime("%H:%M:%S")
+        print(
+            f"📊 Analytics: Order {order.order_id} processed "
+            f"(status: {order.status}, timestamp: {local})"
+        )
+
+    async def dead_letter(self, order: OrderEvent, msg: jk.Message) -> None:
+        print(
+            f"💀 Dead letter: {order.order_id} after {msg.headers.get('Jetkit-Deliveries')} "
+            f"attempts ({msg.headers.get('Jetkit-Error')})"
+        )
+
+    async def publish_orders(self, stop: asyncio.Event) -> None:
+        n = await last_number(self.s, ORDERS, "order_id")
+        while not stop.is_set():
+            n += 1
+            order = make_order(n)
+            await self.s.publish_json(ORDERS, order, msg_id=order.order_id)
+            print(f"📤 Published order event: {order.order_id} (status: {order.status})")
+            await sleep_or_stop(stop, self.args.order_interval)
+
+    async def publish_users(self, stop: asyncio.Event) -> None:
+        n = await last_number(self.s, USERS, "user_id")
+        while not stop.is_set():
+            n += 1
+            user = make_user(n)
+            await self.s.publish_json(USERS, user, msg_id=user.user_id)
+            state = "already verified" if user.verified else "needs verification"
+            print(f"📤 Published user registration: {user.name} ({state})")
+            await sleep_or_stop(stop, self.args.user_interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.s
+        await s.declare_topic(ORDERS)
+        await s.declare_topic(USERS)
+        print("📦 Starting Order Processing Service (durable consumer)")
+        await s.subscribe(
+            ORDERS,
+            self.process_order,
+            durable="order-processor",
+            ack=jk.AckPolicy.MANUAL,
+            max_deliver=MAX_DELIVER,
+            backoff=[1, 5, 30],
+            dlq=DEAD_ORDERS,
+            start_at=jk.StartAt.NEW,
+        )
+        await s.subscribe(DEAD_ORDERS, self.dead_letter, durable="dlq-watcher")
+        print("👤 Starting User Verification Service")
+        await s.subscribe(USERS, self.verify_user, concurrency=2)
+        print("📤 Starting Order Event Publisher")
+        print("📤 Starting User Registration Publisher")
+        tasks = [
+            asyncio.create_task(self.publish_orders(stop)),
+            asyncio.create_task(self.publish_users(stop)),
+        ]
+        if not await sleep_or_stop(stop, self.args.analytics_delay):
+            print("📊 Starting Analytics Service (replaying historical data)")
+            hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+            await s.subscribe(
+                ORDERS,
+                self.analyse,
+                durable="analytics-processor",
+                start_at=jk.StartAt.BY_START_TIME,
+                start_time=hour_ago,
+                concurrency=1,
+            )
+        await stop.wait()
+        await asyncio.gather(*tasks)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when ``stop`` is set; True if it was."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+BANNER = """JetStream Durable Messaging Example
+This example demonstrates:
+- Durable message storage and replay
+- Consumer acknowledgments
+- Stream persistence across restarts
+- Different delivery semantics
+Press Ctrl+C to stop
+"""
+
+
+async def main(args: Options) -> int:
+    logging.basicConfig(level=logging.WARNING, format="   %(message)s")
+    print(BANNER)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration is not None:
+        loop.call_later(args.duration, stop.set)
+    store = Path(args.store_dir).absolute()
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        await Demo(s, args).run(stop)
+        print("\n🛑 Shutting down gracefully: finishing in-flight messages...")
+    print(f"💾 All messages are persisted in {store}")
+    print(
+        f"   Run `jetkit demo --store-dir {args.store_dir}` again: the durable consumers "
+        "resume where they left off."
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jetkit demo", description=__doc__.splitlines()[0])
+    p.add_argument("--store-dir", default="./jetstream-store")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    p.add_argument("--order-interval", type=float, default=3.0)
+    p.add_argument("--user-interval", type=float, default=5.0)
+    p.add_argument(
+        "--fail-rate", type=float, default=0.0, help="chance (0..1) that processing an order fails"
+    )
+    p.add_argument("--analytics-delay", type=float, default=3.0)
+    return p
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main(Options(**vars(parser().parse_args())))))
