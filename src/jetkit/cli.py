@@ -78,6 +78,7 @@ async def _stored(s: jk.Stream, topic: str) -> bool:
 
 async def _read_stored(s: jk.Stream, topic: str, timeout: float = 10.0) -> list[jk.Message]:
     """Every message currently stored on ``topic``, oldest first (nothing is acked)."""
+    await _stored(s, topic)
     info = await s.topic_info(topic)
     if info.messages == 0:
         return []
@@ -94,6 +95,14 @@ async def _read_stored(s: jk.Stream, topic: str, timeout: float = 10.0) -> list[
         await asyncio.wait_for(done.wait(), timeout)
     await sub.stop()
     return got
+
+
+def _table(*columns: str, header: bool = True) -> Table:
+    """A table whose cells wrap instead of being cut short."""
+    table = Table(show_header=header)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 
 def _preview(data: bytes, width: int = 60) -> str:
@@ -177,7 +186,7 @@ def topics(
             result: list[jk.TopicInfo] = await s.topics()
             return result
 
-    table = Table(
+    table = _table(
         "topic", "stream", "messages", "bytes", "first", "last", "consumers", "last message"
     )
     for t in sorted(_run(work), key=lambda t: t.subjects):
@@ -211,7 +220,7 @@ def topic(
             return info
 
     info = _run(work)
-    table = Table("field", "value", show_header=False)
+    table = _table("field", "value", header=False)
     for key, value in vars(info).items():
         shown = value.value if hasattr(value, "value") else value
         table.add_row(key, "-" if shown is None else str(shown))
@@ -234,7 +243,7 @@ def consumers(
             result: list[jk.ConsumerInfo] = await s.consumers(name)
             return result
 
-    table = Table(
+    table = _table(
         "consumer",
         "durable",
         "lag (pending)",
@@ -374,7 +383,7 @@ def dlq(
             return letters, sent
 
     letters, sent = _run(work)
-    table = Table("seq", "original topic", "orig seq", "attempts", "consumer", "error", "data")
+    table = _table("seq", "original topic", "orig seq", "attempts", "consumer", "error", "data")
     for m in letters:
         h = m.headers
         table.add_row(

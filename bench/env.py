@@ -1,0 +1,212 @@
+"""The servers a bench run starts (and stops): jetkit's embedded nats-server and redis-server.
+
+One jetkit Stream owns the embedded server (a temporary store, random loopback port).
+Every measured client connects to it anew: jetkit through ``Stream.open(servers=...)``,
+the baselines through nats-py or FastStream, all with the credentials jetkit generated
+for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import psutil
+
+import jetkit as jk
+
+log = logging.getLogger("bench")
+
+CREDENTIALS_FILE = "jetkit-credentials.json"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (AOF on, fsync every second, like a store)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("redis-server")
+
+    async def start(self, timeout: float = 10.0) -> None:
+        exe = self.binary()
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.dir = Path(tempfile.mkdtemp(prefix="jetkit-bench-redis-"))
+        self.port = free_port()
+        args = [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir)]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--protected-mode", "yes", "--daemonize", "no", "--logfile", ""]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
+        import redis.asyncio as aioredis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start (code {self.proc.returncode})")
+            try:
+                client = aioredis.Redis(host="127.0.0.1", port=self.port)
+                try:
+                    await client.ping()
+                    return
+                finally:
+                    await client.aclose()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def client(self, **kwargs: Any) -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+class BenchEnv:
+    """The bench's servers and how to connect to them."""
+
+    def __init__(self, *, use_redis: bool = True) -> None:
+        self.use_redis = use_redis
+        self.store: Path | None = None
+        self.owner: jk.Stream | None = None
+        self.url = ""
+        self.user = ""
+        self.password = ""
+        self.redis: RedisServer | None = None
+        self.redis_note = ""
+
+    async def start(self) -> None:
+        self.store = Path(tempfile.mkdtemp(prefix="jetkit-bench-"))
+        self.owner = await jk.Stream.open(
+            store_dir=self.store, default_mode=jk.TopicMode.JETSTREAM, name="bench-owner"
+        )
+        creds = json.loads((self.store / CREDENTIALS_FILE).read_text())
+        self.user, self.password = creds["user"], creds["password"]
+        self.url = self.owner.server_url or ""
+        if not self.use_redis:
+            self.redis_note = "Redis disabled (--no-redis)"
+        elif RedisServer.binary() is None:
+            self.redis_note = "redis-server not installed; Redis rows skipped"
+        else:
+            server = RedisServer()
+            try:
+                await server.start()
+                self.redis = server
+            except Exception as exc:
+                server.stop()
+                self.redis_note = f"redis-server could not start ({exc}); Redis rows skipped"
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self.owner is not None:
+            with contextlib.suppress(Exception):
+                await self.owner.close()
+            self.owner = None
+        if self.store is not None:
+            shutil.rmtree(self.store, ignore_errors=True)
+            self.store = None
+
+    @property
+    def server(self) -> jk.Stream:
+        assert self.owner is not None, "BenchEnv.start() first"
+        return self.owner
+
+    @contextlib.asynccontextmanager
+    async def jetkit(
+        self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM
+    ) -> AsyncIterator[jk.Stream]:
+        """A new jetkit client Stream on the bench server."""
+        stream = await jk.Stream.open(
+            servers=[self.url],
+            user=self.user,
+            password=self.password,
+            default_mode=mode,
+            drain_timeout=10.0,
+        )
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    @contextlib.asynccontextmanager
+    async def nats(self, **options: Any) -> AsyncIterator[Any]:
+        """A new raw nats-py connection to the bench server."""
+        nc = await nats.connect(
+            self.url,
+            user=self.user,
+            password=self.password,
+            max_reconnect_attempts=1,
+            **options,
+        )
+        try:
+            yield nc
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+def leftover_servers() -> list[psutil.Process]:
+    """nats-server / redis-server processes this bench started that are still running."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if (
+                child.name() in ("nats-server", "redis-server")
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(child)
+    return found
+
+
+def stop_leftovers() -> list[str]:
+    """Stop this bench's leftover servers (only our own children); describe them."""
+    stopped = []
+    for proc in leftover_servers():
+        with contextlib.suppress(psutil.Error):
+            stopped.append(f"{proc.name()} pid {proc.pid}")
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except psutil.TimeoutExpired:
+                proc.kill()
+    return stopped

@@ -1,0 +1,9 @@
+"""The scenarios, in the order they run. Each module has NAME, TITLE and ``run(ctx)``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import consume, latency, memory, publish, pubsub, replay, reqrep, startup
+
+ALL: list[ModuleType] = [pubsub, publish, consume, replay, reqrep, latency, memory, startup]

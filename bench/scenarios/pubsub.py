@@ -1,0 +1,78 @@
+"""1. Core pub/sub throughput: one publisher, one subscriber, a trivial handler.
+
+Publisher and subscriber share one connection (one jetkit Stream / one nats-py
+client), as one service would. Core mode is at-most-once: a subscriber that falls
+behind loses messages to slow-consumer protection, so throughput counts what was
+received and the drops are noted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jetkit as jk
+
+from ..config import PAYLOAD
+from ..measure import Counter, Metric, Run, Target
+from ..runner import Context
+
+NAME = "pubsub"
+TITLE = "1 core pub/sub"
+
+THROUGHPUT = Metric(
+    "core_pubsub",
+    TITLE,
+    "1 pub -> 1 sub, trivial handler",
+    "msg/s",
+    baselines=("nats-py",),
+    targets=(Target("nats-py", min_ratio=0.9),),
+)
+
+
+def _result(counter: Counter, n: int, started: float) -> Run:
+    elapsed = (counter.last or time.perf_counter()) - started
+    run = Run({THROUGHPUT.key: counter.n / elapsed if elapsed > 0 else 0.0})
+    if counter.n < n:
+        run.notes.append(f"received {counter.n:,} of {n:,} (the rest dropped)")
+    return run
+
+
+async def run(ctx: Context) -> None:
+    n = ctx.sizes.pubsub
+
+    async def jetkit_run(rep: int) -> Run:
+        topic = f"bench.core.jetkit.{rep}"
+        async with ctx.env.jetkit(jk.TopicMode.CORE) as s:
+            counter = Counter(n)
+
+            async def handler(data: bytes) -> None:
+                counter.hit()
+
+            sub = await s.subscribe(topic, handler)
+            started = time.perf_counter()
+            for _ in range(n):
+                await s.publish(topic, PAYLOAD)
+            await counter.wait()
+            result = _result(counter, n, started)
+            await sub.stop()
+            return result
+
+    async def nats_run(rep: int) -> Run:
+        topic = f"bench.core.natspy.{rep}"
+        async with ctx.env.nats() as nc:
+            counter = Counter(n)
+
+            async def cb(msg: object) -> None:
+                counter.hit()
+
+            sub = await nc.subscribe(topic, cb=cb)
+            await nc.flush()
+            started = time.perf_counter()
+            for _ in range(n):
+                await nc.publish(topic, PAYLOAD)
+            await counter.wait()
+            result = _result(counter, n, started)
+            await sub.unsubscribe()
+            return result
+
+    await ctx.alternate([THROUGHPUT], {"jetkit": jetkit_run, "nats-py": nats_run})

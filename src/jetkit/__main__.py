@@ -1,0 +1,5 @@
+"""``python -m jetkit``: the command line."""
+
+from .cli import main
+
+main()
