@@ -222,3 +222,31 @@ async def test_server_dies_with_a_sigkilled_owner_and_the_store_opens_again(
     async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         assert s.embedded
         assert (await s.topic_info("kill.test")).messages == 1
+
+
+@pytest.mark.slow
+async def test_attached_stream_takes_over_when_the_owner_closes(tmp_path: Path) -> None:
+    owner = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    client = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    try:
+        assert not client.embedded
+        got: list[bytes] = []
+
+        async def handler(data: bytes) -> None:
+            got.append(data)
+
+        await client.subscribe("takeover.t", handler, durable="d", ack=jk.AckPolicy.MANUAL)
+        await owner.publish("takeover.t", b"one")
+        await wait_until(lambda: got == [b"one"])
+        url = client.server_url
+        await owner.close()
+        await wait_until(lambda: client.embedded and client._nc.is_connected, timeout=20)
+        assert client.server_url == url  # same port: the reconnect found it
+        await client.publish("takeover.t", b"two")
+        await wait_until(lambda: got == [b"one", b"two"], timeout=20)
+        await client.healthy()
+        pid = (await client.health())["server"]["pid"]
+    finally:
+        await client.close()
+        await owner.close()
+    assert not alive(pid)

@@ -111,6 +111,9 @@ class Stream:
         self._registrations: set[asyncio.Task[Subscription]] = set()
         self._server_died = False
         self._last_error: Exception | None = None
+        self._server_opts: dict[str, Any] = {}
+        self._attached_port: int | None = None
+        self._takeover: asyncio.Future[None] | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -229,6 +232,18 @@ class Stream:
             path = Path(store_dir).expanduser().absolute()
         self._store_dir = path
         _server.prepare_store(path)
+        if user is None and token is None:
+            user, password = _server.load_or_create_credentials(path)
+        self._server_opts = {
+            "binary": binary,
+            "host": host,
+            "max_payload": max_payload,
+            "sync_always": sync_always,
+            "ready_timeout": ready_timeout,
+            "user": user,
+            "password": password,
+            "token": token,
+        }
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         while True:
@@ -241,31 +256,8 @@ class Stream:
             if loop.time() >= deadline:
                 raise _server.attach_timeout_error(path, ready_timeout)
             await asyncio.sleep(0.02)
-        try:
-            with contextlib.suppress(OSError):
-                (path / _server.INFO_FILE).unlink()
-            exe = _server.find_binary(binary)
-            if user is None and token is None:
-                user, password = _server.load_or_create_credentials(path)
-            self._server = _server.EmbeddedServer(
-                store_dir=path,
-                binary=exe,
-                host=host,
-                port=port,
-                max_payload=max_payload,
-                sync_always=sync_always,
-                ready_timeout=ready_timeout,
-                user=user,
-                password=password,
-                token=token,
-                lock_fd=lock_fd,
-                logger=self._log.getChild("server"),
-            )
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        self._server.on_unexpected_exit = self._on_server_exit
-        await self._server.start()
+        await self._own(path, lock_fd, port)
+        assert self._server is not None
         await self._connect(
             [self._server.url],
             user,
@@ -276,6 +268,55 @@ class Stream:
             name,
             reconnect_forever=True,
         )
+
+    async def _own(self, path: Path, lock_fd: int, port: int | None) -> None:
+        """We hold the store's lock: start its server (the lock passes to it)."""
+        opts = self._server_opts
+        try:
+            with contextlib.suppress(OSError):
+                (path / _server.INFO_FILE).unlink()
+            server = _server.EmbeddedServer(
+                store_dir=path,
+                binary=_server.find_binary(opts["binary"]),
+                host=opts["host"],
+                port=port,
+                max_payload=opts["max_payload"],
+                sync_always=opts["sync_always"],
+                ready_timeout=opts["ready_timeout"],
+                user=opts["user"],
+                password=opts["password"],
+                token=opts["token"],
+                lock_fd=lock_fd,
+                logger=self._log.getChild("server"),
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        server.on_unexpected_exit = self._on_server_exit
+        self._server = server
+        await server.start()
+
+    async def _take_over(self) -> None:
+        """The server we attached to is gone (its owner exited): serve the store ourselves.
+
+        The new server listens where the old one did, so the client reconnects by itself.
+        """
+        path, port = self._store_dir, self._attached_port
+        assert path is not None and port is not None
+        while not self._closed and not self._nc.is_connected:
+            lock_fd = _server.try_lock(path)
+            if lock_fd is None:  # the owner is still there (restarting it, or shutting down)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self._own(path, lock_fd, port)
+            except JetkitError as exc:
+                self._server = None
+                self._log.error("jetkit: could not take over store %s: %s", path, exc)
+                return
+            self._attached = False
+            self._log.warning("jetkit: the owner of %s exited; this process serves it now", path)
+            return
 
     async def _attach(
         self,
@@ -307,6 +348,7 @@ class Stream:
         except ConnectionError:
             return False
         self._attached = True
+        self._attached_port = int(str(info.get("port")))
         self._log.info(
             "jetkit: store %s is served by pid %s; attached as a client", path, info.get("pid")
         )
@@ -371,8 +413,11 @@ class Stream:
         self._log.debug("jetkit: connection error: %r", exc)
 
     async def _on_disconnect(self) -> None:
-        if not self._closed:
-            self._log.warning("jetkit: disconnected from NATS; reconnecting")
+        if self._closed:
+            return
+        self._log.warning("jetkit: disconnected from NATS; reconnecting")
+        if self._attached and (self._takeover is None or self._takeover.done()):
+            self._takeover = asyncio.ensure_future(self._take_over())
 
     async def _on_reconnect(self) -> None:
         self._log.warning("jetkit: reconnected to NATS at %s", self._nc.connected_url)
@@ -406,6 +451,10 @@ class Stream:
 
     async def _teardown(self) -> None:
         self._closed = True
+        if self._takeover is not None and not self._takeover.done():
+            self._takeover.cancel()
+            with contextlib.suppress(BaseException):
+                await self._takeover
         publisher = getattr(self, "_publisher", None)
         if publisher is not None:
             await publisher.close()
