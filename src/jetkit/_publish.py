@@ -163,22 +163,35 @@ class AckedPublisher:
         headers: dict[str, str] | None,
         window: int,
     ) -> list[PubAck]:
-        results: list[PubAck | BaseException] = []
-        inflight: set[asyncio.Future[PubAck]] = set()
+        """Publish with up to ``window`` acks outstanding; every item gets a result.
+
+        If sending fails part-way (e.g. the connection closed), that error is the result
+        of the failing payload and of every payload not sent.
+        """
         futures: list[asyncio.Future[PubAck]] = []
-        for data in payloads:
-            while len(inflight) >= window:
+        inflight: set[asyncio.Future[PubAck]] = set()
+        failure: BaseException | None = None
+        unsent = 0
+        items = iter(payloads)
+        for data in items:
+            if inflight and len(inflight) >= window:
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            fut = await self.send(subject, data, headers)
+            try:
+                fut = await self.send(subject, data, headers)
+            except JetkitError as exc:
+                failure = exc
+                unsent = 1 + sum(1 for _ in items)
+                break
             futures.append(fut)
             inflight.add(fut)
         if inflight:
             await asyncio.wait(inflight)
-        failed = False
+        results: list[PubAck | BaseException] = []
         for fut in futures:
-            exc = fut.exception()
-            results.append(exc if exc is not None else fut.result())
-            failed = failed or exc is not None
-        if failed:
+            error = fut.exception()
+            results.append(error if error is not None else fut.result())
+        if failure is not None:
+            results.extend([failure] * unsent)
+        if any(isinstance(r, BaseException) for r in results):
             raise PublishBatchError(results)
         return [r for r in results if isinstance(r, PubAck)]

@@ -377,6 +377,9 @@ class Stream:
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
             "reconnected_cb": self._on_reconnect,
+            # jetkit validates topics itself (once per topic), so nats-py need not
+            # check every subject of every publish again
+            "skip_subject_validation": True,
             "name": name or f"jetkit-{os.getpid()}",
         }
         if user is not None:
