@@ -47,12 +47,12 @@ class Sizes:
 
 FULL = Sizes(
     reps=5,
-    pubsub=300_000,
-    js_publish=200_000,
+    pubsub=1_000_000,
+    js_publish=300_000,
     js_latency=10_000,
-    consume=100_000,
+    consume=200_000,
     replay=1_000_000,
-    reqrep=60_000,
+    reqrep=200_000,
     e2e_seconds=10.0,
     e2e_rate=2_000,
     memory_seconds=15.0,
@@ -63,12 +63,12 @@ FULL = Sizes(
 
 QUICK = Sizes(
     reps=3,
-    pubsub=50_000,
-    js_publish=30_000,
+    pubsub=100_000,
+    js_publish=50_000,
     js_latency=2_000,
-    consume=15_000,
+    consume=40_000,
     replay=100_000,
-    reqrep=10_000,
+    reqrep=30_000,
     e2e_seconds=3.0,
     e2e_rate=2_000,
     memory_seconds=4.0,

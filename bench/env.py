@@ -58,9 +58,7 @@ class RedisServer:
         args = [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir)]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
         args += ["--protected-mode", "yes", "--daemonize", "no", "--logfile", ""]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-        )
+        self.proc = self._spawn(args)
         import redis.asyncio as aioredis
 
         deadline = time.monotonic() + timeout
@@ -78,6 +76,13 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+        """Start the process (returns at once; start() then polls until it answers)."""
+        return subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
 
     def client(self, **kwargs: Any) -> Any:
         import redis.asyncio as aioredis
@@ -150,9 +155,7 @@ class BenchEnv:
         return self.owner
 
     @contextlib.asynccontextmanager
-    async def jetkit(
-        self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM
-    ) -> AsyncIterator[jk.Stream]:
+    async def jetkit(self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM) -> AsyncIterator[jk.Stream]:
         """A new jetkit client Stream on the bench server."""
         stream = await jk.Stream.open(
             servers=[self.url],

@@ -36,6 +36,7 @@ class Metric:
     higher_is_better: bool = True
     baselines: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
+    ratios: bool = True  # False: jetkit/baseline is not meaningful (e.g. growth near zero)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -65,7 +66,7 @@ class Counter:
         if self.n >= self.target:
             self.done.set()
 
-    async def wait(self, *, idle: float = 3.0, limit: float = 300.0) -> bool:
+    async def wait(self, *, idle: float = 1.0, limit: float = 600.0) -> bool:
         """Wait for ``target`` hits; give up after ``idle`` s without progress or ``limit`` s.
 
         Returns True if the target was reached.

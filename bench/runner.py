@@ -9,12 +9,17 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from .config import Sizes
 from .env import BenchEnv
 from .measure import Metric, Results, Run
 
 RunFn = Callable[[int], Awaitable[Run]]
+
+
+def _num(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4g}"
 
 
 @dataclasses.dataclass
@@ -29,7 +34,7 @@ class Context:
     quick: bool
 
     def say(self, text: str) -> None:
-        self.console.print(f"  [dim]{text}[/dim]")
+        self.console.print(f"  [dim]{escape(text)}[/dim]", highlight=False)
 
     def skip(self, metrics: Sequence[Metric], impl: str, reason: str) -> None:
         for metric in metrics:
@@ -63,15 +68,17 @@ class Context:
                     run = await asyncio.wait_for(fn(rep), self.run_timeout)
                 except Exception as exc:
                     text = f"{type(exc).__name__}: {exc}".strip()
-                    self.console.print(f"  [red]{name} run {rep + 1} failed: {text}[/red]")
+                    self.console.print(
+                        f"  [red]{name} run {rep + 1} failed: {escape(text)}[/red]", highlight=False
+                    )
                     if not isinstance(exc, TimeoutError):
-                        self.console.print(f"[dim]{traceback.format_exc(limit=6)}[/dim]")
+                        self.console.print(
+                            f"[dim]{escape(traceback.format_exc(limit=6))}[/dim]", highlight=False
+                        )
                     for key in keys:
                         self.results.note(key, name, f"run failed: {text[:120]}")
                     continue
-                shown = ", ".join(
-                    f"{k}={v:,.1f}" for k, v in run.values.items() if k in keys
-                )
+                shown = ", ".join(f"{k}={_num(v)}" for k, v in run.values.items() if k in keys)
                 self.say(
                     f"{name} run {rep + 1}: {shown} ({time.perf_counter() - started:.1f}s)"
                     + (f" [{'; '.join(run.notes)}]" if run.notes else "")

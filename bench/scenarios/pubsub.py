@@ -31,6 +31,8 @@ THROUGHPUT = Metric(
 
 def _result(counter: Counter, n: int, started: float) -> Run:
     elapsed = (counter.last or time.perf_counter()) - started
+    if counter.n == 0:
+        raise RuntimeError("no message was received")
     run = Run({THROUGHPUT.key: counter.n / elapsed if elapsed > 0 else 0.0})
     if counter.n < n:
         run.notes.append(f"received {counter.n:,} of {n:,} (the rest dropped)")

@@ -1,0 +1,65 @@
+"""Helpers shared by scenarios: stored topics on the bench server, pre-filling, timing."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import jetkit as jk
+
+from ..config import PAYLOAD, PUBLISH_WINDOW
+from ..measure import Run, percentile
+from ..runner import Context
+
+REDIS_FIELD = b"d"
+
+
+@contextlib.asynccontextmanager
+async def stored_topic(ctx: Context, topic: str) -> AsyncIterator[str]:
+    """A fresh JetStream topic (jetkit's stream config) for the block; yields the stream name.
+
+    Baselines use the same stream so that every client reads and writes the same store.
+    """
+    server = ctx.env.server
+    with contextlib.suppress(jk.NotFoundError):
+        await server.delete_topic(topic)
+    info = await server.declare_topic(topic, mode=jk.TopicMode.JETSTREAM)
+    assert info is not None
+    try:
+        yield info.name
+    finally:
+        with contextlib.suppress(jk.JetkitError):
+            await server.delete_topic(topic)
+
+
+async def prefill(ctx: Context, topic: str, count: int, chunk: int = 20_000) -> float:
+    """Store ``count`` payloads in ``topic`` through the bench server's Stream; returns seconds."""
+    started = time.perf_counter()
+    left = count
+    while left > 0:
+        n = min(chunk, left)
+        await ctx.env.server.publish_many(
+            topic, itertools.repeat(PAYLOAD, n), window=PUBLISH_WINDOW
+        )
+        left -= n
+    return time.perf_counter() - started
+
+
+async def redis_prefill(client: object, key: str, count: int, chunk: int = 1_000) -> None:
+    """XADD ``count`` payloads to ``key`` in pipelined chunks."""
+    left = count
+    while left > 0:
+        n = min(chunk, left)
+        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for _ in range(n):
+            pipe.xadd(key, {REDIS_FIELD: PAYLOAD})
+        await pipe.execute()
+        left -= n
+
+
+def latency_run(prefix: str, seconds: list[float]) -> Run:
+    """p50 / p99 in microseconds from per-operation latencies in seconds."""
+    micros = [s * 1e6 for s in seconds]
+    return Run({f"{prefix}_p50": percentile(micros, 50), f"{prefix}_p99": percentile(micros, 99)})
