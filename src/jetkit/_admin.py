@@ -164,5 +164,5 @@ def stored_message(raw: dict[str, Any]) -> Message:
     msg.seq = int(raw.get("seq", 0))
     stamp = parse_time(raw.get("time"))
     if stamp is not None:
-        msg.timestamp = stamp
+        msg._ts_ns = int(stamp.timestamp() * 1e9)
     return msg

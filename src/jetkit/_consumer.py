@@ -40,6 +40,7 @@ from ._errors import (
     JetkitError,
     JetStreamError,
     NotFoundError,
+    StreamClosedError,
     TimeoutError,
 )
 from ._jsapi import JsApi, nanos, rfc3339
@@ -425,12 +426,39 @@ class JetStreamSubscription(Subscription):
                 ) from None
             return
         try:
-            await self._nc.publish(msg.reply, token)
+            await self._write(msg.reply, token)
         except Exception as exc:
             self._log.warning(
                 "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
                 "ack_wait",
                 token[:5].decode(),
+                msg.topic,
+                msg.seq,
+                exc,
+            )
+
+    async def _write(self, subject: str, token: bytes) -> None:
+        """Publish an ack token without waiting: straight into nats-py's outgoing buffer.
+
+        This is what ``nc.publish`` does minus its per-call checks; the flusher task
+        coalesces the acks of every handler that finished in the same loop iteration.
+        """
+        nc = self._nc
+        if nc.is_closed:
+            raise StreamClosedError("the connection is closed")
+        await nc._send_command(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token))
+        if nc._flush_queue is not None and nc._flush_queue.empty():
+            await nc._flush_pending()
+
+    async def _ack_for_handler(self, msg: Message) -> None:
+        """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
+        msg._settled = True
+        self.stats.acked += 1
+        try:
+            await self._write(msg.reply, ACK)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._log.warning(
+                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
                 msg.topic,
                 msg.seq,
                 exc,
@@ -457,7 +485,7 @@ class JetStreamSubscription(Subscription):
             return
         ack = self._ack
         if ack is AckPolicy.AUTO:
-            await msg.ack()
+            await self._ack_for_handler(msg)
         try:
             await plan.fn(*args)
         except Exception as exc:
@@ -468,7 +496,7 @@ class JetStreamSubscription(Subscription):
                 self._log.exception("jetkit: handler for %r failed (seq %s)", msg.topic, msg.seq)
             return
         if ack is AckPolicy.MANUAL and not msg._settled:
-            await msg.ack()
+            await self._ack_for_handler(msg)
 
     async def _retry_or_dead_letter(self, msg: Message, exc: Exception) -> None:
         attempt = msg.num_delivered

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Protocol
 
 from ._errors import AlreadySettledError
@@ -58,18 +59,17 @@ class Message:
     """
 
     __slots__ = (
+        "_base",
+        "_headers",
         "_held_since",
         "_settled",
         "_settler",
-        "consumer",
+        "_tokens",
+        "_ts_ns",
         "data",
-        "headers",
         "num_delivered",
-        "pending",
         "reply",
         "seq",
-        "stream",
-        "timestamp",
         "topic",
     )
 
@@ -81,25 +81,54 @@ class Message:
         reply: str | None = None,
         settler: Settler | None = None,
     ) -> None:
+        # hot path: parse only what every delivery needs; the rest is read lazily
         self.topic = topic
         self.data = data
-        self.headers: dict[str, str] = headers or {}
+        self._headers = headers
         self.reply = reply
         self._settler = settler
         self._settled = False
-        self.seq: int | None = None
-        self.num_delivered = 1
-        self.stream: str | None = None
-        self.consumer: str | None = None
-        self.pending = 0
-        self.timestamp: dt.datetime
         self._held_since = 0.0
-        meta = parse_ack_subject(reply) if settler is not None and reply else None
-        if meta is not None:
-            self.stream, self.consumer, self.num_delivered, self.seq, _, ts, self.pending = meta
-            self.timestamp = dt.datetime.fromtimestamp(ts / 1e9, dt.UTC)
-        else:
-            self.timestamp = dt.datetime.now(dt.UTC)
+        self._tokens: list[str] | None = None
+        self._base = 2
+        if settler is not None and reply:
+            tokens = reply.split(".")
+            n = len(tokens)
+            if n >= 9 and tokens[1] == "ACK":
+                base = 2 if n == 9 else 4
+                self._tokens, self._base = tokens, base
+                self.num_delivered = int(tokens[base + 2])
+                self.seq: int | None = int(tokens[base + 3])
+                self._ts_ns = 0
+                return
+        self.num_delivered = 1
+        self.seq = None
+        self._ts_ns = time.time_ns()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {}
+        return self._headers
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        """When the server stored the message (core: when jetkit received it), in UTC."""
+        ns = int(self._tokens[self._base + 5]) if self._tokens is not None else self._ts_ns
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+
+    @property
+    def stream(self) -> str | None:
+        return self._tokens[self._base] if self._tokens is not None else None
+
+    @property
+    def consumer(self) -> str | None:
+        return self._tokens[self._base + 1] if self._tokens is not None else None
+
+    @property
+    def pending(self) -> int:
+        """Messages left for this consumer after this one (JetStream), else 0."""
+        return int(self._tokens[self._base + 6]) if self._tokens is not None else 0
 
     def __repr__(self) -> str:
         return (

@@ -61,100 +61,150 @@ class _AckResp(msgspec.Struct):
 _decode_ack = msgspec.json.Decoder(_AckResp).decode
 
 
+class _Batch:
+    """The state of one publish_many call: a result slot per payload."""
+
+    __slots__ = ("outstanding", "results", "room")
+
+    def __init__(self) -> None:
+        self.results: list[PubAck | BaseException | None] = []
+        self.outstanding = 0
+        self.room = asyncio.Event()
+
+
+class _Entry:
+    """One publish waiting for its ack: resolves a Future, or a slot of a batch."""
+
+    __slots__ = ("batch", "deadline", "future", "index", "subject")
+
+    def __init__(
+        self,
+        deadline: float,
+        subject: str,
+        future: asyncio.Future[PubAck] | None,
+        batch: _Batch | None = None,
+        index: int = 0,
+    ) -> None:
+        self.deadline = deadline
+        self.subject = subject
+        self.future = future
+        self.batch = batch
+        self.index = index
+
+    def resolve(self, result: PubAck | BaseException) -> None:
+        if self.batch is not None:
+            self.batch.results[self.index] = result
+            self.batch.outstanding -= 1
+            self.batch.room.set()
+        elif self.future is not None and not self.future.done():
+            if isinstance(result, BaseException):
+                self.future.set_exception(result)
+            else:
+                self.future.set_result(result)
+
+
 class AckedPublisher:
-    """Publishes to JetStream subjects and resolves each PubAck."""
+    """Publishes to JetStream subjects and resolves each PubAck.
+
+    Waiting publishes live in a dict in send order; one sweeper task (running only
+    while something waits) fails those older than ``timeout``, instead of a timer
+    per publish.
+    """
 
     def __init__(self, nc: Any, timeout: float) -> None:
         self._nc = nc
         self.timeout = timeout
         self._prefix = ""
-        self._pending: dict[str, tuple[asyncio.Future[PubAck], asyncio.TimerHandle, str]] = {}
+        self._pending: dict[str, _Entry] = {}
         self._ids = itertools.count(1)
         self._sub: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        self._sub = await self._nc.subscribe(
+            self._prefix + "*", cb=self._on_ack, pending_msgs_limit=0, pending_bytes_limit=0
+        )
 
     async def close(self) -> None:
-        for fut, timer, _ in self._pending.values():
-            timer.cancel()
-            if not fut.done():
-                fut.set_exception(StreamClosedError("the Stream closed before the ack arrived"))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        closed = StreamClosedError("the Stream closed before the ack arrived")
+        for entry in self._pending.values():
+            entry.resolve(closed)
         self._pending.clear()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
-    def _expire(self, token: str) -> None:
-        entry = self._pending.pop(token, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(
-                TimeoutError(
-                    f"no ack from JetStream for a publish to {entry[2]!r} within "
-                    f"{self.timeout}s; the message may or may not be stored: publish it again "
-                    "with the same msg_id to be safe"
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        while pending:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            now = loop.time()
+            expired = []
+            for token, entry in pending.items():
+                if entry.deadline > now:
+                    break
+                expired.append(token)
+            for token in expired:
+                entry = pending.pop(token)
+                entry.resolve(
+                    TimeoutError(
+                        f"no ack from JetStream for a publish to {entry.subject!r} within "
+                        f"{self.timeout}s; the message may or may not be stored: publish it "
+                        "again with the same msg_id to be safe"
+                    )
                 )
-            )
+        self._sweeper = None
 
     async def _on_ack(self, msg: Any) -> None:
         entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
-        if entry is None:
-            return
-        fut, timer, subject = entry
-        timer.cancel()
-        if fut.done():
-            return
+        if entry is not None:
+            entry.resolve(self._parse(msg, entry.subject))
+
+    @staticmethod
+    def _parse(msg: Any, subject: str) -> PubAck | BaseException:
         if not msg.data:
             status = (msg.headers or {}).get("Status", "")
             if status == "503":
-                fut.set_exception(
-                    NotFoundError(f"no JetStream topic stores {subject!r} (it was deleted?)", 503)
+                return NotFoundError(
+                    f"no JetStream topic stores {subject!r} (it was deleted?)", 503
                 )
-            else:
-                fut.set_exception(JetStreamError(f"publish to {subject!r}: status {status}"))
-            return
+            return JetStreamError(f"publish to {subject!r}: status {status}")
         try:
             resp = _decode_ack(msg.data)
         except msgspec.DecodeError as exc:
-            fut.set_exception(JetStreamError(f"unreadable PubAck for {subject!r}: {exc}"))
-            return
+            return JetStreamError(f"unreadable PubAck for {subject!r}: {exc}")
         if resp.error:
             code = int(resp.error.get("code", 0))
             err_code = int(resp.error.get("err_code", 0))
             desc = resp.error.get("description", "publish refused")
-            fut.set_exception(
-                JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
-            )
-            return
-        fut.set_result(PubAck(resp.stream, resp.seq, resp.duplicate))
+            return JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
+        return PubAck(resp.stream, resp.seq, resp.duplicate)
 
-    async def send(
-        self, subject: str, data: bytes, headers: dict[str, str] | None
-    ) -> asyncio.Future[PubAck]:
-        """Send one publish; the returned Future resolves to its PubAck."""
-        loop = asyncio.get_running_loop()
+    async def _send(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, entry: _Entry
+    ) -> None:
         token = str(next(self._ids))
-        fut: asyncio.Future[PubAck] = loop.create_future()
-        timer = loop.call_later(self.timeout, self._expire, token)
-        self._pending[token] = (fut, timer, subject)
+        self._pending[token] = entry
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except nats.errors.ConnectionClosedError:
-            self._drop(token)
+            self._pending.pop(token, None)
             raise StreamClosedError("the connection is closed; open the Stream again") from None
         except (nats.errors.Error, OSError) as exc:
-            self._drop(token)
+            self._pending.pop(token, None)
             raise ConnectionError(f"publish to {subject!r} failed: {exc}") from exc
-        return fut
-
-    def _drop(self, token: str) -> None:
-        entry = self._pending.pop(token, None)
-        if entry is not None:
-            entry[1].cancel()
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
-        return await (await self.send(subject, data, headers))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[PubAck] = loop.create_future()
+        await self._send(subject, data, headers, _Entry(loop.time() + self.timeout, subject, fut))
+        return await fut
 
     async def publish_many(
         self,
@@ -168,30 +218,26 @@ class AckedPublisher:
         If sending fails part-way (e.g. the connection closed), that error is the result
         of the failing payload and of every payload not sent.
         """
-        futures: list[asyncio.Future[PubAck]] = []
-        inflight: set[asyncio.Future[PubAck]] = set()
-        failure: BaseException | None = None
-        unsent = 0
+        loop = asyncio.get_running_loop()
+        batch = _Batch()
+        results = batch.results
         items = iter(payloads)
         for data in items:
-            if inflight and len(inflight) >= window:
-                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            while batch.outstanding >= window:
+                batch.room.clear()
+                await batch.room.wait()
+            results.append(None)
+            entry = _Entry(loop.time() + self.timeout, subject, None, batch, len(results) - 1)
             try:
-                fut = await self.send(subject, data, headers)
+                await self._send(subject, data, headers, entry)
             except JetkitError as exc:
-                failure = exc
-                unsent = 1 + sum(1 for _ in items)
+                results[-1] = exc
+                results.extend([exc] * sum(1 for _ in items))
                 break
-            futures.append(fut)
-            inflight.add(fut)
-        if inflight:
-            await asyncio.wait(inflight)
-        results: list[PubAck | BaseException] = []
-        for fut in futures:
-            error = fut.exception()
-            results.append(error if error is not None else fut.result())
-        if failure is not None:
-            results.extend([failure] * unsent)
-        if any(isinstance(r, BaseException) for r in results):
-            raise PublishBatchError(results)
+            batch.outstanding += 1
+        while batch.outstanding > 0:
+            batch.room.clear()
+            await batch.room.wait()
+        if any(not isinstance(r, PubAck) for r in results):
+            raise PublishBatchError([r if r is not None else JetkitError("lost") for r in results])
         return [r for r in results if isinstance(r, PubAck)]

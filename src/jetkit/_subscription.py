@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import HandlerPlan
-from ._errors import DecodeError, TimeoutError
+from ._errors import DecodeError
+from ._errors import TimeoutError as jk_timeout
 from ._message import Message
 
 
@@ -207,7 +208,7 @@ class Subscription:
             with contextlib.suppress(Exception):
                 await self._abandon(abandoned)
             await self._finish()
-            raise TimeoutError(
+            raise jk_timeout(
                 f"drain of {self.topic!r} did not finish within {timeout}s; "
                 f"{len(abandoned)} messages were left unhandled"
             )
@@ -251,7 +252,14 @@ class Subscription:
 
 
 class CoreSubscription(Subscription):
-    """A plain NATS subscription: at-most-once, in memory."""
+    """A plain NATS subscription: at-most-once, in memory.
+
+    With ``concurrency=1`` and BLOCK or DROP_NEWEST (the common case) the handler runs
+    right in nats-py's delivery task and nats-py's own queue, bounded to
+    ``buffer_size``, is the buffer: past it, its slow-consumer protection drops the
+    newest (counted). Otherwise messages go through jetkit's buffer and workers, and
+    nats-py's queue is a second stage in front of it.
+    """
 
     def __init__(
         self, nc: Any, topic: str, plan: HandlerPlan, *, queue_group: str | None, **kwargs: Any
@@ -260,28 +268,39 @@ class CoreSubscription(Subscription):
         self._nc = nc
         self._queue = queue_group or ""
         self._sub: Any = None
+        self._inline = self._concurrency == 1 and self._policy is not Backpressure.DROP_OLDEST
 
     @property
     def sid(self) -> int | None:
         return self._sub._id if self._sub is not None else None
 
+    @property
+    def buffered(self) -> int:
+        if self._inline:
+            return self._sub._pending_queue.qsize() if self._sub is not None else 0
+        return len(self._buffer)
+
     async def _start(self) -> None:
-        self._start_workers()
-        # nats-py's own per-subscription queue is the second stage. Under BLOCK it is
-        # where messages wait while the buffer is full: bounded to buffer_size, and past
-        # it nats-py's slow-consumer protection drops (counted). Under DROP_* our
-        # callback never waits, so it only smooths bursts before the policy applies.
-        blocking = self._policy is Backpressure.BLOCK
+        if self._inline:
+            cb, limit = self._on_msg_inline, self._capacity
+        else:
+            self._start_workers()
+            blocking = self._policy is Backpressure.BLOCK
+            cb = self._on_msg
+            limit = self._capacity if blocking else self._capacity + 1024
         self._sub = await self._nc.subscribe(
-            self.topic,
-            queue=self._queue,
-            cb=self._on_msg,
-            pending_msgs_limit=self._capacity if blocking else self._capacity + 1024,
-            pending_bytes_limit=0,
+            self.topic, queue=self._queue, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=0
         )
         # a round trip: once subscribe() returns, the server knows about us, so a
         # publish from any connection reaches this subscription
         await self._nc.flush()
+
+    async def _on_msg_inline(self, nmsg: Any) -> None:
+        self.stats.received += 1
+        try:
+            await self._process(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
+        except Exception:
+            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
 
     async def _on_msg(self, nmsg: Any) -> None:
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
@@ -299,3 +318,41 @@ class CoreSubscription(Subscription):
             while not pending.empty():
                 nmsg = pending.get_nowait()
                 self._offer(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
+
+    async def drain(self, timeout: float | None = None) -> None:
+        if not self._inline:
+            await super().drain(timeout)
+            return
+        if self._closed:
+            return
+        self._feeding = False
+        sub = self._sub
+        left = 0
+        try:
+            # nats-py's drain: unsubscribe, then handle every message already queued
+            await asyncio.wait_for(sub.drain(), timeout)
+        except TimeoutError:
+            left = sub._pending_queue.qsize() + 1
+            sub._stop_processing()
+        except Exception as exc:  # connection closed or draining: nothing more to handle
+            self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
+            sub._stop_processing()
+        await self._finish()
+        if left:
+            raise jk_timeout(
+                f"drain of {self.topic!r} did not finish within {timeout}s; "
+                f"{left} messages were left unhandled"
+            )
+
+    async def stop(self) -> None:
+        if not self._inline:
+            await super().stop()
+            return
+        if self._closed:
+            return
+        self._feeding = False
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub._stop_processing()
+        await self._finish()
