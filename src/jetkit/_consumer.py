@@ -252,7 +252,7 @@ class JetStreamSubscription(Subscription):
         self._requested = 0
         self._threshold = max(1, self._capacity // 2)
         self._last_activity = time.monotonic()
-        self._last_seq = 0
+        self._last_msg: Message | None = None  # its seq tells an ephemeral where to resume
         self._inbox = ""
         self._sub: Any = None
         self._monitor: asyncio.Task[None] | None = None
@@ -323,8 +323,7 @@ class JetStreamSubscription(Subscription):
             self._requested -= 1
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
         msg._held_since = self._last_activity
-        if msg.seq is not None and msg.seq > self._last_seq:
-            self._last_seq = msg.seq
+        self._last_msg = msg
         self._offer(msg)
 
     def _on_status(self, headers: dict[str, str]) -> None:
@@ -361,11 +360,12 @@ class JetStreamSubscription(Subscription):
                 await self._api.call(f"CONSUMER.INFO.{self.stream}.{self.consumer}")
             except NotFoundError:
                 config = dict(self._config)
-                if self._ephemeral and self._last_seq:
+                last_seq = self._last_msg.seq if self._last_msg is not None else None
+                if self._ephemeral and last_seq:
                     for key in ("opt_start_time", "opt_start_seq"):
                         config.pop(key, None)
                     config["deliver_policy"] = "by_start_sequence"
-                    config["opt_start_seq"] = self._last_seq + 1
+                    config["opt_start_seq"] = last_seq + 1
                 self._log.warning(
                     "jetkit: recreating consumer %r on %r", self.consumer, self.stream
                 )

@@ -62,14 +62,13 @@ class Message:
         "_base",
         "_headers",
         "_held_since",
+        "_seq",
         "_settled",
         "_settler",
         "_tokens",
         "_ts_ns",
         "data",
-        "num_delivered",
         "reply",
-        "seq",
         "topic",
     )
 
@@ -81,7 +80,8 @@ class Message:
         reply: str | None = None,
         settler: Settler | None = None,
     ) -> None:
-        # hot path: parse only what every delivery needs; the rest is read lazily
+        # hot path: nothing is parsed here; the JetStream metadata in the reply subject
+        # is read on first use
         self.topic = topic
         self.data = data
         self._headers = headers
@@ -90,20 +90,37 @@ class Message:
         self._settled = False
         self._held_since = 0.0
         self._tokens: list[str] | None = None
-        self._base = 2
-        if settler is not None and reply:
-            tokens = reply.split(".")
-            n = len(tokens)
-            if n >= 9 and tokens[1] == "ACK":
-                base = 2 if n == 9 else 4
-                self._tokens, self._base = tokens, base
-                self.num_delivered = int(tokens[base + 2])
-                self.seq: int | None = int(tokens[base + 3])
-                self._ts_ns = 0
-                return
-        self.num_delivered = 1
-        self.seq = None
-        self._ts_ns = time.time_ns()
+        self._base = 0
+        self._seq: int | None = None
+        self._ts_ns = 0 if settler is not None else time.time_ns()
+
+    def _meta(self) -> list[str] | None:
+        tokens = self._tokens
+        if tokens is None and self._settler is not None and self.reply:
+            parts = self.reply.split(".")
+            if len(parts) >= 9 and parts[1] == "ACK":
+                self._base = 2 if len(parts) == 9 else 4
+                self._tokens = tokens = parts
+        return tokens
+
+    @property
+    def seq(self) -> int | None:
+        """The stream sequence (JetStream), else None."""
+        if self._seq is None:
+            tokens = self._meta()
+            if tokens is not None:
+                self._seq = int(tokens[self._base + 3])
+        return self._seq
+
+    @seq.setter
+    def seq(self, value: int | None) -> None:
+        self._seq = value
+
+    @property
+    def num_delivered(self) -> int:
+        """1 on the first delivery, 2 on the first redelivery, ..."""
+        tokens = self._meta()
+        return int(tokens[self._base + 2]) if tokens is not None else 1
 
     @property
     def headers(self) -> dict[str, str]:
@@ -114,21 +131,25 @@ class Message:
     @property
     def timestamp(self) -> dt.datetime:
         """When the server stored the message (core: when jetkit received it), in UTC."""
-        ns = int(self._tokens[self._base + 5]) if self._tokens is not None else self._ts_ns
+        tokens = self._meta()
+        ns = int(tokens[self._base + 5]) if tokens is not None else self._ts_ns
         return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
 
     @property
     def stream(self) -> str | None:
-        return self._tokens[self._base] if self._tokens is not None else None
+        tokens = self._meta()
+        return tokens[self._base] if tokens is not None else None
 
     @property
     def consumer(self) -> str | None:
-        return self._tokens[self._base + 1] if self._tokens is not None else None
+        tokens = self._meta()
+        return tokens[self._base + 1] if tokens is not None else None
 
     @property
     def pending(self) -> int:
         """Messages left for this consumer after this one (JetStream), else 0."""
-        return int(self._tokens[self._base + 6]) if self._tokens is not None else 0
+        tokens = self._meta()
+        return int(tokens[self._base + 6]) if tokens is not None else 0
 
     def __repr__(self) -> str:
         return (
