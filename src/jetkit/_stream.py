@@ -111,6 +111,7 @@ class Stream:
         self._registrations: set[asyncio.Task[Subscription]] = set()
         self._server_died = False
         self._last_error: Exception | None = None
+        self._since_yield = 0
         self._server_opts: dict[str, Any] = {}
         self._attached_port: int | None = None
         self._takeover: asyncio.Future[None] | None = None
@@ -404,8 +405,10 @@ class Stream:
     # -- connection events -----------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        if self._last_error is None or "authorization" not in str(self._last_error).lower():
-            self._last_error = exc  # keep an auth failure: the reset that follows hides it
+        if self._nc is None and (
+            self._last_error is None or "authorization" not in str(self._last_error).lower()
+        ):
+            self._last_error = exc  # while connecting; keep an auth failure over later resets
         if isinstance(exc, nats.errors.SlowConsumerError):
             for sub in self._subs:
                 if isinstance(sub, CoreSubscription) and sub.sid == exc.sid:
@@ -786,15 +789,28 @@ class Stream:
         the duplicate window is not stored again and returns ``duplicate=True``.
         Core topics: returns None once the message is handed to the connection.
         """
+        # the hot path: every check is a cheap test first, the full one only if needed
         if self._registrations:
             await self._settle_registrations()
-        self._check_open()
-        self._topic(topic)
-        data = self._check_payload(topic, data)
+        if self._closed:
+            self._check_open()
+        if topic not in self._valid:
+            self._topic(topic)
+        if type(data) is not bytes or len(data) > self._nc._max_payload:
+            data = self._check_payload(topic, data)
         if msg_id is not None:
             headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
-        if self.mode_for(topic) is TopicMode.CORE:
-            await self._core_publish(topic, data, headers)
+        if (self._modes.get(topic) or self.mode_for(topic)) is TopicMode.CORE:
+            try:
+                await self._nc.publish(topic, data, headers=headers)
+            except (nats.errors.Error, OSError) as exc:
+                raise self._publish_error(topic, exc) from None
+            self._since_yield += 1
+            if self._since_yield >= 64:
+                # nats-py's publish never yields to the event loop; a tight publish loop
+                # would starve this process's own subscriptions into dropping
+                self._since_yield = 0
+                await asyncio.sleep(0)
             return None
         return await self._js_publish(topic, data, headers)
 
@@ -803,14 +819,18 @@ class Stream:
     ) -> None:
         try:
             await self._nc.publish(topic, data, reply=reply, headers=headers)
-        except nats.errors.ConnectionClosedError:
-            raise StreamClosedError("the connection is closed; open the Stream again") from None
-        except nats.errors.MaxPayloadError:
-            raise PayloadTooLargeError(
-                f"message for {topic!r} (payload plus headers) is over max_payload"
-            ) from None
         except (nats.errors.Error, OSError) as exc:
-            raise ConnectionError(f"publish to {topic!r} failed: {exc}") from exc
+            raise self._publish_error(topic, exc) from None
+
+    @staticmethod
+    def _publish_error(topic: str, exc: Exception) -> JetkitError:
+        if isinstance(exc, nats.errors.ConnectionClosedError):
+            return StreamClosedError("the connection is closed; open the Stream again")
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            return PayloadTooLargeError(
+                f"message for {topic!r} (payload plus headers) is over max_payload"
+            )
+        return ConnectionError(f"publish to {topic!r} failed: {exc}")
 
     async def _js_publish(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         await self._ensure_stream(topic)
