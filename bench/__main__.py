@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -36,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smaller counts (a few minutes on 2 cores)"
     )
-    parser.add_argument("--reps", type=int, help="repetitions per implementation")
+    parser.add_argument(
+        "--reps", type=int, help="repetitions per implementation (memory and start-up keep theirs)"
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -53,6 +56,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--run-timeout", type=float, help="seconds one run may take before it is abandoned"
     )
     return parser.parse_args(argv)
+
+
+def source_revision() -> str:
+    """The git commit of the checkout being measured (with "+dirty" for local changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def versions() -> dict[str, str]:
@@ -115,6 +133,7 @@ async def run_all(args: argparse.Namespace, console: Console) -> tuple[Results, 
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "versions": versions(),
+        "revision": source_revision(),
         "redis": env.redis_note or "ran",
         "failed_scenarios": failed,
         "server_health": health,
@@ -133,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if stopped:
             console.print(f"[red]stopped servers left running: {', '.join(stopped)}[/red]")
     title = (
-        f"jetkit bench ({meta['mode']}, {meta['sizes']['reps']} reps, medians; "
-        f"{meta['cpus']} CPUs, {meta['seconds']:.0f}s)"
+        f"jetkit bench at {meta['revision']} ({meta['mode']}, {meta['sizes']['reps']} reps, "
+        f"medians; {meta['cpus']} CPUs, {meta['seconds']:.0f}s)"
     )
     report.print_report(console, results, title)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 * jetkit: ``subscribe(ack=AckPolicy.NONE, start_at=StartAt.ALL)`` (ephemeral).
 * nats-py core sub (the target's "raw core subscribe"): a push consumer (ack none,
-  deliver all) whose deliver subject a plain ``nc.subscribe(cb=...)`` reads: the
-  fastest a Python client can take a replay in, with no flow control at all.
+  deliver all, flow control) whose deliver subject a plain ``nc.subscribe(cb=...)``
+  reads, answering the flow-control requests: about the fastest a Python client can
+  take a replay in. (Without flow control the server cuts a client that falls
+  behind, and most of a 1M-message replay is lost.)
 * nats-py fetch: ``pull_subscribe`` + ``fetch(batch)`` with ack none.
 * Redis: XREAD COUNT batch from id 0 to the end.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from nats.js.api import AckPolicy as NatsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -81,7 +84,11 @@ async def run(ctx: Context) -> None:
             async with ctx.env.nats() as nc:
                 js = nc.jetstream()
 
-                async def cb(msg: object) -> None:
+                async def cb(msg: Any) -> None:
+                    if not msg.data:  # flow control request (answer it) or heartbeat
+                        if msg.reply:
+                            await nc.publish(msg.reply, b"")
+                        return
                     counter.hit()
 
                 inbox = nc.new_inbox()
@@ -92,6 +99,8 @@ async def run(ctx: Context) -> None:
                         deliver_subject=inbox,
                         deliver_policy=DeliverPolicy.ALL,
                         ack_policy=NatsAckPolicy.NONE,
+                        flow_control=True,
+                        idle_heartbeat=5.0,
                     ),
                 )
                 await counter.wait()
