@@ -445,7 +445,10 @@ async def test_buffer_bounds_pulled_messages(js: jk.Stream, topic: str) -> None:
 
 
 @pytest.mark.slow
-async def test_buffered_and_slow_messages_are_not_redelivered(js: jk.Stream, topic: str) -> None:
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_buffered_and_slow_messages_are_not_redelivered(
+    js: jk.Stream, topic: str, concurrency: int
+) -> None:
     seen: list[int] = []
 
     async def slow(msg: jk.Message) -> None:
@@ -453,7 +456,13 @@ async def test_buffered_and_slow_messages_are_not_redelivered(js: jk.Stream, top
         await asyncio.sleep(0.4 if len(seen) < 5 else 2.5)
 
     sub = await js.subscribe(
-        topic, slow, durable="slow", ack=jk.AckPolicy.MANUAL, ack_wait=1.0, buffer_size=10
+        topic,
+        slow,
+        durable="slow",
+        ack=jk.AckPolicy.MANUAL,
+        ack_wait=1.0,
+        buffer_size=10,
+        concurrency=concurrency,
     )
     for i in range(5):
         await js.publish(topic, str(i).encode())

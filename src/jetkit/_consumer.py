@@ -254,8 +254,9 @@ class JetStreamSubscription(Subscription):
         self._last_activity = time.monotonic()
         self._last_msg: Message | None = None  # its seq tells an ephemeral where to resume
         self._inbox = ""
-        self._sub: Any = None
         self._monitor: asyncio.Task[None] | None = None
+        self._inline = self._concurrency == 1
+        self._queue_wpi_at = 0.0
         self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.consumer}"
         self._pull_tail = b', "expires": %d, "idle_heartbeat": %d}' % (
             nanos(PULL_EXPIRES),
@@ -271,14 +272,18 @@ class JetStreamSubscription(Subscription):
             self._api, self.stream, self._config, recreate=self._recreate, log=self._log
         )
         self._inbox = self._nc.new_inbox()
+        # concurrency=1: the handler runs in nats-py's delivery task, and nats-py's queue
+        # holds what was pulled (bounded by the pull credit); otherwise jetkit's buffer
+        # and workers do
         self._sub = await self._nc.subscribe(
             self._inbox,
-            cb=self._on_raw,
+            cb=self._on_raw_inline if self._inline else self._on_raw,
             pending_msgs_limit=0,
             pending_bytes_limit=0,
         )
-        self._start_workers()
-        self._last_activity = time.monotonic()
+        if not self._inline:
+            self._start_workers()
+        self._last_activity = self._queue_wpi_at = time.monotonic()
         self._maybe_pull()
         self._monitor = asyncio.ensure_future(self._watch())
 
@@ -312,6 +317,31 @@ class JetStreamSubscription(Subscription):
 
     async def _on_raw(self, nmsg: Any) -> None:
         self._ingest(nmsg)
+
+    async def _on_raw_inline(self, nmsg: Any) -> None:
+        self._last_activity = time.monotonic()
+        reply = nmsg.reply
+        if not reply:
+            self._on_status(nmsg.headers or {})
+            return
+        if self._requested > 0:
+            self._requested -= 1
+        self.stats.received += 1
+        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
+        # the server's ack timer restarted when it arrived or at the last in-progress
+        # sent for the queue, whichever came later; the latter is the safe guess
+        msg._held_since = self._queue_wpi_at
+        self._last_msg = self._current = msg
+        try:
+            await self._process(msg)
+        except Exception:
+            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+        finally:
+            self._current = None
+        self._maybe_pull()
+
+    def _wrap(self, nmsg: Any) -> Message:
+        return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply, self)
 
     def _ingest(self, nmsg: Any) -> None:
         self._last_activity = time.monotonic()
@@ -389,7 +419,8 @@ class JetStreamSubscription(Subscription):
         while self._feeding:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if now - self._last_activity > 2 * HEARTBEAT + tick and not self._recovering:
+            busy = self._current is not None or (self._inline and self.buffered > 0)
+            if now - self._last_activity > 2 * HEARTBEAT + tick and not (self._recovering or busy):
                 self._log.debug("jetkit: no heartbeat on %r; re-issuing pulls", self.topic)
                 self._requested = 0
                 self._last_activity = now
@@ -401,10 +432,20 @@ class JetStreamSubscription(Subscription):
 
     async def _keep_alive(self, now: float) -> None:
         limit = self._ack_wait / 2
-        for msg in [*self._buffer, *self._inflight]:
+        held = [*self._buffer, *self._inflight]
+        if self._current is not None:
+            held.append(self._current)
+        for msg in held:
             if not msg._settled and now - msg._held_since >= limit:
                 msg._held_since = now
                 await self.send_ack(msg, WPI)
+        if self._inline and now - self._queue_wpi_at >= limit:
+            # messages waiting in nats-py's queue carry no arrival time: every half
+            # ack_wait, mark all of them in progress
+            self._queue_wpi_at = now
+            for nmsg in self._queued():
+                if nmsg.reply:
+                    await self._write(nmsg.reply, WPI)
 
     # -- settling --------------------------------------------------------------------------
 
@@ -552,11 +593,14 @@ class JetStreamSubscription(Subscription):
 
     # -- stopping --------------------------------------------------------------------------
 
-    async def _stop_feed(self) -> None:
+    async def _stop_monitor(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._monitor
+
+    async def _stop_feed(self) -> None:
+        await self._stop_monitor()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -98,6 +98,11 @@ class Subscription:
         self._feeding = True
         self._closed = False
         self.on_closed: Callable[[Subscription], None] | None = None
+        # inline mode: the handler runs in nats-py's delivery task and nats-py's queue
+        # (of the subscription ``_sub``) is the buffer; there are no workers
+        self._inline = False
+        self._sub: Any = None
+        self._current: Message | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} topic={self.topic!r} {self.stats}>"
@@ -108,8 +113,18 @@ class Subscription:
 
     @property
     def buffered(self) -> int:
-        """Messages received and waiting for a worker."""
+        """Messages received and waiting for the handler."""
+        if self._inline:
+            return self._sub._pending_queue.qsize() if self._sub is not None else 0
         return len(self._buffer)
+
+    def _queued(self) -> list[Any]:
+        """Inline mode: the nats-py messages waiting in nats-py's queue."""
+        return list(self._sub._pending_queue._queue) if self._sub is not None else []
+
+    def _wrap(self, nmsg: Any) -> Message:
+        """A nats-py message as a jk.Message of this subscription."""
+        return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
 
     def _start_workers(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
@@ -198,6 +213,9 @@ class Subscription:
         if self._closed:
             return
         self._feeding = False
+        if self._inline:
+            await self._drain_inline(timeout)
+            return
         await self._stop_feed()
         self._has_items.set()
         self._has_room.set()
@@ -214,17 +232,55 @@ class Subscription:
             )
         await self._finish()
 
+    async def _drain_inline(self, timeout: float | None) -> None:
+        await self._stop_monitor()
+        sub = self._sub
+        abandoned: list[Message] = []
+        try:
+            # nats-py's drain: unsubscribe, then hand every queued message to the handler
+            await asyncio.wait_for(sub.drain(), timeout)
+        except TimeoutError:
+            current = self._current
+            abandoned = [self._wrap(n) for n in self._queued()]
+            sub._stop_processing()
+            if current is not None:
+                abandoned.insert(0, current)
+        except Exception as exc:  # connection closed or draining: nothing more to handle
+            self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
+            sub._stop_processing()
+        with contextlib.suppress(Exception):
+            await self._abandon(abandoned)
+        await self._finish()
+        if abandoned:
+            raise jk_timeout(
+                f"drain of {self.topic!r} did not finish within {timeout}s; "
+                f"{len(abandoned)} messages were left unhandled"
+            )
+
     async def stop(self) -> None:
         """Stop at once: buffered messages are discarded (JetStream: redelivered later)."""
         if self._closed:
             return
         self._feeding = False
-        await self._stop_feed()
-        abandoned = [*self._inflight, *self._buffer]
-        await self._cancel_workers()
+        if self._inline:
+            await self._stop_monitor()
+            abandoned = [self._wrap(n) for n in self._queued()]
+            if self._current is not None:
+                abandoned.insert(0, self._current)
+            if self._sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._sub.unsubscribe()
+                self._sub._stop_processing()
+        else:
+            await self._stop_feed()
+            abandoned = [*self._inflight, *self._buffer]
+            await self._cancel_workers()
         with contextlib.suppress(Exception):
             await self._abandon(abandoned)
         await self._finish()
+
+    async def _stop_monitor(self) -> None:
+        """Hook: stop background work before an inline drain/stop (JetStream's monitor)."""
 
     async def _abandon(self, msgs: list[Message]) -> None:
         """Hook: messages that ``stop()`` will not handle (JetStream naks them)."""
@@ -267,18 +323,11 @@ class CoreSubscription(Subscription):
         super().__init__(topic, plan, **kwargs)
         self._nc = nc
         self._queue = queue_group or ""
-        self._sub: Any = None
         self._inline = self._concurrency == 1 and self._policy is not Backpressure.DROP_OLDEST
 
     @property
     def sid(self) -> int | None:
         return self._sub._id if self._sub is not None else None
-
-    @property
-    def buffered(self) -> int:
-        if self._inline:
-            return self._sub._pending_queue.qsize() if self._sub is not None else 0
-        return len(self._buffer)
 
     async def _start(self) -> None:
         if self._inline:
@@ -297,10 +346,14 @@ class CoreSubscription(Subscription):
 
     async def _on_msg_inline(self, nmsg: Any) -> None:
         self.stats.received += 1
+        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
+        self._current = msg
         try:
-            await self._process(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
+            await self._process(msg)
         except Exception:
             self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+        finally:
+            self._current = None
 
     async def _on_msg(self, nmsg: Any) -> None:
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
@@ -318,41 +371,3 @@ class CoreSubscription(Subscription):
             while not pending.empty():
                 nmsg = pending.get_nowait()
                 self._offer(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
-
-    async def drain(self, timeout: float | None = None) -> None:
-        if not self._inline:
-            await super().drain(timeout)
-            return
-        if self._closed:
-            return
-        self._feeding = False
-        sub = self._sub
-        left = 0
-        try:
-            # nats-py's drain: unsubscribe, then handle every message already queued
-            await asyncio.wait_for(sub.drain(), timeout)
-        except TimeoutError:
-            left = sub._pending_queue.qsize() + 1
-            sub._stop_processing()
-        except Exception as exc:  # connection closed or draining: nothing more to handle
-            self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
-            sub._stop_processing()
-        await self._finish()
-        if left:
-            raise jk_timeout(
-                f"drain of {self.topic!r} did not finish within {timeout}s; "
-                f"{left} messages were left unhandled"
-            )
-
-    async def stop(self) -> None:
-        if not self._inline:
-            await super().stop()
-            return
-        if self._closed:
-            return
-        self._feeding = False
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub._stop_processing()
-        await self._finish()
