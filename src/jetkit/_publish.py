@@ -115,6 +115,7 @@ class AckedPublisher:
         self._nc = nc
         self.timeout = timeout
         self._prefix = ""
+        self._prefix_b = b""
         self._pending: dict[str, _Entry] = {}
         self._ids = itertools.count(1)
         self._sub: Any = None
@@ -122,6 +123,7 @@ class AckedPublisher:
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
+        self._prefix_b = self._prefix.encode()
         self._sub = await self._nc.subscribe(
             self._prefix + "*", cb=self._on_ack, pending_msgs_limit=0, pending_bytes_limit=0
         )
@@ -191,8 +193,19 @@ class AckedPublisher:
         self._pending[token] = entry
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
+        nc = self._nc
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            if headers is None and nc.is_connected:
+                # nc.publish minus its per-call checks (jetkit already validated the
+                # topic and the size): the PUB goes straight into the outgoing buffer
+                await nc._send_command(
+                    b"PUB %b %b%b %d\r\n%b\r\n"
+                    % (subject.encode(), self._prefix_b, token.encode(), len(data), data)
+                )
+                if nc._flush_queue is not None and nc._flush_queue.empty():
+                    await nc._flush_pending()
+            else:
+                await nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except nats.errors.ConnectionClosedError:
             self._pending.pop(token, None)
             raise StreamClosedError("the connection is closed; open the Stream again") from None
