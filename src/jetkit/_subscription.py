@@ -52,7 +52,13 @@ class Backpressure(enum.Enum):
 
 @dataclasses.dataclass
 class SubscriptionStats:
-    """Counters of one subscription since it started."""
+    """Counters of one subscription since it started.
+
+    ``received`` counts the messages jetkit took from the connection (handled, waiting
+    in jetkit's buffer, or dropped); ``failed`` counts handler exceptions and
+    undecodable payloads; ``retried`` the naks jetkit sent to retry a failure;
+    ``terminated`` the messages ended with term (dead-lettered ones included).
+    """
 
     received: int = 0
     acked: int = 0
