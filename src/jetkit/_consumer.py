@@ -318,43 +318,37 @@ class JetStreamSubscription(Subscription):
     async def _on_raw(self, nmsg: Any) -> None:
         self._ingest(nmsg)
 
-    async def _on_raw_inline(self, nmsg: Any) -> None:
+    def _take(self, nmsg: Any) -> Message | None:
+        """A delivery from the inbox as a Message; status messages are handled here."""
         self._last_activity = time.monotonic()
         reply = nmsg.reply
         if not reply:
             self._on_status(nmsg.headers or {})
-            return
+            return None
         if self._requested > 0:
             self._requested -= 1
+        msg = self._last_msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
+        return msg
+
+    async def _on_raw_inline(self, nmsg: Any) -> None:
+        msg = self._take(nmsg)
+        if msg is None:
+            return
         self.stats.received += 1
-        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
         # the server's ack timer restarted when it arrived or at the last in-progress
         # sent for the queue, whichever came later; the latter is the safe guess
         msg._held_since = self._queue_wpi_at
-        self._last_msg = self._current = msg
-        try:
-            await self._process(msg)
-        except Exception:
-            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
-        finally:
-            self._current = None
+        await self._run_inline(msg)
         self._maybe_pull()
 
     def _wrap(self, nmsg: Any) -> Message:
         return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply, self)
 
     def _ingest(self, nmsg: Any) -> None:
-        self._last_activity = time.monotonic()
-        reply = nmsg.reply
-        if not reply:
-            self._on_status(nmsg.headers or {})
-            return
-        if self._requested > 0:
-            self._requested -= 1
-        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
-        msg._held_since = self._last_activity
-        self._last_msg = msg
-        self._offer(msg)
+        msg = self._take(nmsg)
+        if msg is not None:
+            msg._held_since = self._last_activity
+            self._offer(msg)
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")

@@ -185,6 +185,16 @@ class Subscription:
                 self._inflight.discard(msg)
             self._after_message()
 
+    async def _run_inline(self, msg: Message) -> None:
+        """Inline mode: handle one message in nats-py's delivery task."""
+        self._current = msg
+        try:
+            await self._process(msg)
+        except Exception:
+            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+        finally:
+            self._current = None
+
     def _after_message(self) -> None:
         """Hook: a message left the subscription (JetStream pulls more)."""
 
@@ -352,14 +362,7 @@ class CoreSubscription(Subscription):
 
     async def _on_msg_inline(self, nmsg: Any) -> None:
         self.stats.received += 1
-        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
-        self._current = msg
-        try:
-            await self._process(msg)
-        except Exception:
-            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
-        finally:
-            self._current = None
+        await self._run_inline(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
 
     async def _on_msg(self, nmsg: Any) -> None:
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
