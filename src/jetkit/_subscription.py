@@ -97,7 +97,7 @@ class Subscription:
         self._log = logger
         self._buffer: deque[Message] = deque()
         self._inflight: set[Message] = set()
-        self._has_items = asyncio.Event()
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a message
         self._has_room = asyncio.Event()
         self._has_room.set()
         self._workers: list[asyncio.Task[None]] = []
@@ -151,7 +151,17 @@ class Subscription:
         buf.append(msg)
         if len(buf) >= self._capacity:
             self._has_room.clear()
-        self._has_items.set()
+        if self._idle:
+            self._wake(1)
+
+    def _wake(self, count: int) -> None:
+        """Wake up to ``count`` idle workers (one per new message: no thundering herd)."""
+        idle = self._idle
+        while idle and count > 0:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
 
     async def _put(self, msg: Message) -> None:
         """Append, waiting for room under BLOCK."""
@@ -168,8 +178,9 @@ class Subscription:
             if not buf:
                 if not self._feeding:
                     return
-                self._has_items.clear()
-                await self._has_items.wait()
+                waiter = asyncio.get_running_loop().create_future()
+                self._idle.append(waiter)
+                await waiter
                 continue
             msg = buf.popleft()
             if not self._has_room.is_set() and len(buf) < self._capacity:
@@ -233,7 +244,7 @@ class Subscription:
             await self._drain_inline(timeout)
             return
         await self._stop_feed()
-        self._has_items.set()
+        self._wake(len(self._idle))
         self._has_room.set()
         _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
         if unfinished:
