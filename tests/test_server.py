@@ -250,3 +250,20 @@ async def test_attached_stream_takes_over_when_the_owner_closes(tmp_path: Path) 
         await client.close()
         await owner.close()
     assert not alive(pid)
+
+
+async def test_connect_info_lets_another_client_in(core: jk.Stream, topic: str) -> None:
+    import nats
+
+    info = core.connect_info()
+    assert info["servers"] == [core.server_url] and info["user"] and info["password"]
+    got: list[bytes] = []
+    sub = await core.subscribe(topic, lambda m: got.append(m.data))
+    nc = await nats.connect(**info)
+    try:
+        await nc.publish(topic, b"from nats-py")
+        await nc.flush()
+        await wait_until(lambda: got == [b"from nats-py"])
+    finally:
+        await nc.close()
+        await sub.stop()

@@ -112,6 +112,7 @@ class Stream:
         self._server_died = False
         self._last_error: Exception | None = None
         self._since_yield = 0
+        self._connect_info: dict[str, Any] = {}
         self._server_opts: dict[str, Any] = {}
         self._attached_port: int | None = None
         self._takeover: asyncio.Future[None] | None = None
@@ -391,6 +392,9 @@ class Stream:
             opts["tls"] = tls
         try:
             self._nc = await nats.connect(**opts)
+            self._connect_info = {
+                k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
+            }
             self._nc.options["max_reconnect_attempts"] = -1 if reconnect_forever else 60
         except Exception as exc:
             cause = self._last_error if isinstance(exc, nats.errors.NoServersError) else None
@@ -500,6 +504,15 @@ class Stream:
     def embedded(self) -> bool:
         """True when this Stream started and owns its nats-server."""
         return self._server is not None
+
+    def connect_info(self) -> dict[str, Any]:
+        """How another client reaches this Stream's server: ``nats.connect(**info)``.
+
+        ``servers`` plus ``user``/``password`` or ``token`` (for an embedded store,
+        the generated credentials; keep them secret) and ``tls`` if one was given.
+        """
+        self._check_open()
+        return dict(self._connect_info)
 
     @property
     def max_payload(self) -> int:
