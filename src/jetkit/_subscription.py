@@ -1,10 +1,13 @@
 """Subscriptions: the local buffer, the handler workers, backpressure and stats.
 
-Ownership: a Subscription owns ``concurrency`` worker tasks that take messages
-from its buffer (a deque) and run the handler. Whatever feeds the buffer (the
-nats-py callback in core mode, the pull engine in JetStream mode) only appends.
-``drain()`` stops the feed, lets the workers empty the buffer and finish, then
-returns; ``stop()`` stops the feed and cancels the workers at once.
+Ownership: with ``concurrency=1`` (and no DROP_OLDEST) a subscription is *inline*:
+nats-py's delivery task calls the handler itself and nats-py's queue is the buffer.
+Otherwise the subscription owns ``concurrency`` worker tasks that take messages from
+its own buffer (a deque) and run the handler; whatever feeds the buffer (the nats-py
+callback in core mode, the pull engine in JetStream mode) only appends, waking one
+idle worker per message. ``drain()`` stops the feed, lets the buffer empty and the
+handlers finish, then returns; ``stop()`` stops at once, and in JetStream mode hands
+every unfinished message back to the server (nak).
 """
 
 from __future__ import annotations
