@@ -13,7 +13,10 @@ Design (one JetStreamSubscription):
 * The monitor also sends ``+WPI`` (in progress) for every message held longer than
   half of ``ack_wait`` (buffered or in a running handler), so nothing is redelivered
   just for waiting or for a slow handler.
-* Acks are fire-and-forget publishes to the message's reply subject.
+* Acks are fire-and-forget publishes to the message's reply subject, written straight
+  into the connection's outgoing buffer (``ack(wait=True)`` waits for the server).
+* With ``concurrency=1`` the handler runs inline in nats-py's delivery task (see
+  ``_subscription``); messages waiting in nats-py's queue are kept alive as a group.
 * Retries: a failing MANUAL handler naks with the next backoff delay; at the
   ``max_deliver``-th attempt the message is dead-lettered and terminated. The server
   consumer is given ``max_deliver + 1`` so that, if the last attempt dies with the
