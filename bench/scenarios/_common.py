@@ -34,6 +34,20 @@ async def stored_topic(ctx: Context, topic: str) -> AsyncIterator[str]:
             await server.delete_topic(topic)
 
 
+@contextlib.asynccontextmanager
+async def prefilled(ctx: Context, topic: str, redis_key: str, count: int) -> AsyncIterator[str]:
+    """``stored_topic`` holding ``count`` payloads, and the Redis stream too when Redis runs."""
+    async with stored_topic(ctx, topic) as stream:
+        seconds = await prefill(ctx, topic, count)
+        ctx.say(f"pre-filled {count:,} messages in {seconds:.1f}s")
+        if ctx.env.redis is not None:
+            client = ctx.env.redis.client()
+            await client.delete(redis_key)
+            await redis_prefill(client, redis_key, count)
+            await client.aclose()
+        yield stream
+
+
 async def prefill(ctx: Context, topic: str, count: int, chunk: int = 20_000) -> float:
     """Store ``count`` payloads in ``topic`` through the bench server's Stream; returns seconds."""
     started = time.perf_counter()

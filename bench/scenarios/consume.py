@@ -30,7 +30,7 @@ import jetkit as jk
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
 from ..runner import Context
-from ._common import prefill, redis_prefill, stored_topic
+from ._common import prefilled
 
 NAME = "consume"
 TITLE = "3 durable consume+ack"
@@ -214,14 +214,7 @@ async def run(ctx: Context) -> None:
     topic = "bench.consume"
     redis = ctx.env.redis
     redis_key = "bench:consume"
-    async with stored_topic(ctx, topic) as stream:
-        seconds = await prefill(ctx, topic, n)
-        ctx.say(f"pre-filled {n:,} messages in {seconds:.1f}s")
-        if redis is not None:
-            client = redis.client()
-            await client.delete(redis_key)
-            await redis_prefill(client, redis_key, n)
-            await client.aclose()
+    async with prefilled(ctx, topic, redis_key, n) as stream:
         for conc in CONCURRENCY:
             metric = METRICS[conc]
             ctx.say(f"concurrency {conc}")

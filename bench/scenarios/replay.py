@@ -23,7 +23,7 @@ import jetkit as jk
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
 from ..runner import Context
-from ._common import REDIS_FIELD, prefill, redis_prefill, stored_topic
+from ._common import REDIS_FIELD, prefilled
 from .consume import nats_consume
 
 NAME = "replay"
@@ -54,14 +54,7 @@ async def run(ctx: Context) -> None:
     topic = "bench.replay"
     redis = ctx.env.redis
     redis_key = "bench:replay"
-    async with stored_topic(ctx, topic) as stream:
-        seconds = await prefill(ctx, topic, n)
-        ctx.say(f"pre-filled {n:,} messages in {seconds:.1f}s")
-        if redis is not None:
-            client = redis.client()
-            await client.delete(redis_key)
-            await redis_prefill(client, redis_key, n)
-            await client.aclose()
+    async with prefilled(ctx, topic, redis_key, n) as stream:
 
         async def jetkit_run(rep: int) -> Run:
             counter = Counter(n)
