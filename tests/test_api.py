@@ -9,7 +9,6 @@ import pytest
 
 import jetkit as jk
 from jetkit._consumer import resolve_start, to_datetime
-from jetkit._message import parse_ack_subject
 from jetkit._retry import dead_letter_headers, normalize_backoff, retry_delay
 from jetkit._topics import stream_name, subject_matches, validate_topic
 
@@ -169,12 +168,25 @@ def test_dead_letter_headers() -> None:
     }
 
 
-def test_parse_ack_subject_both_forms() -> None:
+class _NoSettler:
+    async def send_ack(self, msg: jk.Message, token: bytes, wait: bool = False) -> None: ...
+
+
+def test_message_reads_both_ack_subject_forms() -> None:
     old = "$JS.ACK.ORDERS.proc.2.17.5.1700000000000000000.3"
-    assert parse_ack_subject(old) == ("ORDERS", "proc", 2, 17, 5, 1700000000000000000, 3)
     new = "$JS.ACK.hub.ACCHASH.ORDERS.proc.2.17.5.1700000000000000000.3.tok"
-    assert parse_ack_subject(new) == ("ORDERS", "proc", 2, 17, 5, 1700000000000000000, 3)
-    assert parse_ack_subject("_INBOX.abc") is None
+    for reply in (old, new):
+        m = jk.Message("orders", b"", None, reply, _NoSettler())
+        assert (m.stream, m.consumer, m.num_delivered, m.seq, m.pending) == (
+            "ORDERS",
+            "proc",
+            2,
+            17,
+            3,
+        )
+        assert m.timestamp == dt.datetime.fromtimestamp(1700000000, dt.UTC)
+    plain = jk.Message("orders", b"", None, "_INBOX.abc", _NoSettler())
+    assert (plain.stream, plain.seq, plain.num_delivered) == (None, None, 1)
 
 
 def test_start_options() -> None:

@@ -491,16 +491,7 @@ class JetStreamSubscription(Subscription):
     async def _ack_for_handler(self, msg: Message) -> None:
         """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
         msg._settled = True
-        self.stats.acked += 1
-        try:
-            await self._write(msg.reply, ACK)  # type: ignore[arg-type]
-        except Exception as exc:
-            self._log.warning(
-                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
-                msg.topic,
-                msg.seq,
-                exc,
-            )
+        await self.send_ack(msg, ACK)
 
     # -- handling --------------------------------------------------------------------------
 

@@ -20,31 +20,6 @@ class Settler(Protocol):
     async def send_ack(self, msg: Message, token: bytes, wait: bool = False) -> None: ...
 
 
-def parse_ack_subject(reply: str) -> tuple[str, str, int, int, int, int, int] | None:
-    """Parse a JetStream reply subject into (stream, consumer, delivered, sseq, cseq, ts, pending).
-
-    Handles both ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
-    and the newer form with domain and account hash (and an optional trailing token).
-    """
-    tokens = reply.split(".")
-    n = len(tokens)
-    if n < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
-        return None
-    base = 2 if n == 9 else 4
-    try:
-        return (
-            tokens[base],
-            tokens[base + 1],
-            int(tokens[base + 2]),
-            int(tokens[base + 3]),
-            int(tokens[base + 4]),
-            int(tokens[base + 5]),
-            int(tokens[base + 6]),
-        )
-    except (ValueError, IndexError):
-        return None
-
-
 class Message:
     """A delivered message.
 

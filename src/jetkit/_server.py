@@ -43,7 +43,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import (
@@ -67,16 +66,6 @@ _RESTART_WINDOW = 60.0
 _PR_SET_PDEATHSIG = 1
 
 _version_cache: dict[str, tuple[int, int, int]] = {}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to connect to a server jetkit started (or found running)."""
-
-    url: str
-    user: str | None
-    password: str | None
-    token: str | None
 
 
 def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -314,9 +303,6 @@ class EmbeddedServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"nats://{host}:{self.port}"
-
-    def endpoint(self) -> Endpoint:
-        return Endpoint(self.url, self.user, self.password, self.token)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

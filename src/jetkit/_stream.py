@@ -339,8 +339,6 @@ class Stream:
             or not _server.process_alive(info.get("owner_pid"))
         ):
             return False
-        if user is None and token is None:
-            user, password = _server.load_or_create_credentials(path)
         host = str(info.get("host", "127.0.0.1"))
         url = f"nats://{f'[{host}]' if ':' in host else host}:{info.get('port')}"
         try:

@@ -135,6 +135,13 @@ class Subscription:
         """A nats-py message as a jk.Message of this subscription."""
         return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
 
+    def _unfinished_inline(self) -> list[Message]:
+        """Inline mode: the message in the handler, then those still queued."""
+        held = [self._wrap(n) for n in self._queued()]
+        if self._current is not None:
+            held.insert(0, self._current)
+        return held
+
     def _start_workers(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
 
@@ -270,11 +277,8 @@ class Subscription:
             # nats-py's drain: unsubscribe, then hand every queued message to the handler
             await asyncio.wait_for(sub.drain(), timeout)
         except TimeoutError:
-            current = self._current
-            abandoned = [self._wrap(n) for n in self._queued()]
+            abandoned = self._unfinished_inline()
             sub._stop_processing()
-            if current is not None:
-                abandoned.insert(0, current)
         except Exception as exc:  # connection closed or draining: nothing more to handle
             self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
             sub._stop_processing()
@@ -294,9 +298,7 @@ class Subscription:
         self._feeding = False
         if self._inline:
             await self._stop_monitor()
-            abandoned = [self._wrap(n) for n in self._queued()]
-            if self._current is not None:
-                abandoned.insert(0, self._current)
+            abandoned = self._unfinished_inline()
             if self._sub is not None:
                 with contextlib.suppress(Exception):
                     await self._sub.unsubscribe()
@@ -392,5 +394,4 @@ class CoreSubscription(Subscription):
             # messages nats-py already queued for us still reach the buffer
             pending = self._sub._pending_queue
             while not pending.empty():
-                nmsg = pending.get_nowait()
-                self._offer(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
+                self._offer(self._wrap(pending.get_nowait()))
