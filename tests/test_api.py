@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 import jetkit as jk
-from jetkit._consumer import resolve_start, to_datetime
+from jetkit._options import resolve_start, to_datetime
 from jetkit._retry import dead_letter_headers, normalize_backoff, retry_delay
 from jetkit._topics import stream_name, subject_matches, validate_topic
 

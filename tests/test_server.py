@@ -156,8 +156,8 @@ async def test_bad_options() -> None:
         jk.Stream.open(user="u")
     with pytest.raises(jk.ConfigError):
         jk.Stream.open(port=70000)
-    with pytest.raises(jk.ConfigError):
-        jk.Stream.open(default_mode="jetstream")  # type: ignore[arg-type]
+    with pytest.raises(jk.ConfigError, match="default_mode must be one of"):
+        jk.Stream.open(default_mode="stored")  # type: ignore[arg-type]
 
 
 async def test_unreachable_external_server() -> None:

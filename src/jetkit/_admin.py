@@ -7,10 +7,12 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from ._errors import ConfigError
 from ._jsapi import JsApi, nanos, parse_time
 from ._message import Message
 from ._topics import Discard, Retention
+from ._validate import INT64_MAX, number, optional_number
+
+_MAX_AGE = 100 * 365 * 86_400.0  # a century, well inside JetStream's int64 nanoseconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,18 @@ class ConsumerInfo:
     filter_subject: str | None
 
 
+def check_limits(max_msgs: object, max_bytes: object, max_age: object, replicas: object) -> None:
+    """ConfigError unless the stream limits are whole/finite numbers in range."""
+    number("replicas", replicas, minimum=1, maximum=5, integer=True)
+    for label, value in (("max_msgs", max_msgs), ("max_bytes", max_bytes)):
+        optional_number(
+            label, value, minimum=1, maximum=INT64_MAX, integer=True, hint=" (or None: no limit)"
+        )
+    optional_number(
+        "max_age", max_age, above=0, maximum=_MAX_AGE, hint=" (seconds or timedelta, or None)"
+    )
+
+
 def stream_config(
     name: str,
     subjects: list[str],
@@ -63,13 +77,7 @@ def stream_config(
     replicas: int,
     retention: Retention,
 ) -> dict[str, Any]:
-    if replicas < 1 or replicas > 5:
-        raise ConfigError(f"replicas must be between 1 and 5, got {replicas}")
-    for label, value in (("max_msgs", max_msgs), ("max_bytes", max_bytes)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{label} must be >= 1 (or None for no limit), got {value}")
-    if max_age is not None and nanos(max_age) <= 0:
-        raise ConfigError(f"max_age must be > 0 seconds (or None), got {max_age!r}")
+    check_limits(max_msgs, max_bytes, max_age, replicas)
     return {
         "name": name,
         "subjects": subjects,

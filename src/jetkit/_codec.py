@@ -51,7 +51,7 @@ def encode_json(value: Any) -> bytes:
     """Encode a dataclass, Struct, pydantic model, dict, list or scalar as JSON."""
     try:
         return _hooked_encoder.encode(value)
-    except (TypeError, NotImplementedError) as exc:
+    except (TypeError, ValueError, NotImplementedError, RecursionError, OverflowError) as exc:
         raise EncodeError(
             f"cannot encode {type(value).__name__} as JSON ({exc}); pass a dataclass, "
             "msgspec.Struct, pydantic model, dict, list or bytes"
@@ -140,16 +140,29 @@ def plan_handler(handler: Callable[..., Any]) -> HandlerPlan:
         sig = inspect.signature(handler)
     except (TypeError, ValueError) as exc:
         raise HandlerSignatureError(f"cannot inspect handler {handler!r}: {exc}") from exc
+    name = getattr(handler, "__qualname__", repr(handler))
+    everything = list(sig.parameters.values())
+    keyword_only = [p.name for p in everything if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise HandlerSignatureError(
+            f"handler {name} has required keyword-only parameters ({', '.join(keyword_only)}) "
+            "that jetkit cannot fill; give them defaults or bind them with functools.partial"
+        )
     params = [
         p
-        for p in sig.parameters.values()
+        for p in everything
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    name = getattr(handler, "__qualname__", repr(handler))
+    if not params:
+        # ``def h(*args)`` or ``def h(msg=None)``: it can take the one argument jetkit gives
+        params = [p for p in everything if p.kind is p.VAR_POSITIONAL][:1] or [
+            p for p in everything if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ][:1]
     if not params or len(params) > 2:
         raise HandlerSignatureError(
             f"handler {name} must take one parameter (the value or a jk.Message) or two "
-            f"(value, msg: jk.Message); it takes {len(params)} required positional parameters"
+            f"(value, msg: jk.Message); it takes {len(params)} required positional parameters "
+            "(use defaults for any others)"
         )
     target = handler if inspect.isroutine(handler) else type(handler).__call__
     try:

@@ -37,7 +37,6 @@ import nats.errors
 
 from ._codec import HandlerPlan
 from ._errors import (
-    ConfigError,
     DecodeError,
     IncompatibleConsumerError,
     JetkitError,
@@ -49,7 +48,7 @@ from ._errors import (
 from ._jsapi import JsApi, nanos, rfc3339
 from ._message import ACK, NAK, TERM, WPI, Message
 from ._retry import dead_letter_headers, describe_error, retry_delay
-from ._subscription import AckPolicy, StartAt, Subscription
+from ._subscription import AckPolicy, StartAt, Subscription, is_handler_failure
 
 PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
@@ -59,37 +58,6 @@ WORK_QUEUE_NEEDS_ALL = 10101
 
 class DeadLetterSink(Protocol):
     async def __call__(self, topic: str, data: bytes, headers: dict[str, str]) -> None: ...
-
-
-def to_datetime(value: dt.datetime | float | int) -> dt.datetime:
-    """Aware datetime as is; naive as local time; a number as a Unix timestamp."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            return dt.datetime.fromtimestamp(value.timestamp(), dt.UTC)
-        return value
-    if isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
-    raise ConfigError(f"start_time must be a datetime or a Unix timestamp, got {value!r}")
-
-
-def resolve_start(
-    start_at: StartAt, start_time: Any, start_seq: int | None
-) -> tuple[StartAt, dt.datetime | None, int | None]:
-    """Check start options; a start_time/start_seq alone implies its StartAt."""
-    if start_time is not None and start_at is StartAt.NEW:
-        start_at = StartAt.BY_START_TIME
-    if start_seq is not None and start_at is StartAt.NEW:
-        start_at = StartAt.BY_SEQUENCE
-    when = to_datetime(start_time) if start_time is not None else None
-    if start_at is StartAt.BY_START_TIME and when is None:
-        raise ConfigError("start_at=StartAt.BY_START_TIME needs start_time=")
-    if start_at is StartAt.BY_SEQUENCE and (start_seq is None or start_seq < 1):
-        raise ConfigError("start_at=StartAt.BY_SEQUENCE needs start_seq= (>= 1)")
-    if when is not None and start_at is not StartAt.BY_START_TIME:
-        raise ConfigError(f"start_time= only applies to StartAt.BY_START_TIME, not {start_at}")
-    if start_seq is not None and start_at is not StartAt.BY_SEQUENCE:
-        raise ConfigError(f"start_seq= only applies to StartAt.BY_SEQUENCE, not {start_at}")
-    return start_at, when, start_seq
 
 
 def consumer_config(
@@ -517,17 +485,24 @@ class JetStreamSubscription(Subscription):
             await self._ack_for_handler(msg)
         try:
             await plan.fn(*args)
-        except Exception as exc:
+        except BaseException as exc:
+            if not is_handler_failure(exc):
+                if isinstance(exc, KeyboardInterrupt | SystemExit) and not msg._settled:
+                    # the program is stopping: hand the message back before it does
+                    await msg.nak()
+                raise
             self.stats.failed += 1
             if ack is AckPolicy.MANUAL and not msg._settled:
                 await self._retry_or_dead_letter(msg, exc)
             else:
-                self._log.exception("jetkit: handler for %r failed (seq %s)", msg.topic, msg.seq)
+                self._log.error(
+                    "jetkit: handler for %r failed (seq %s)", msg.topic, msg.seq, exc_info=exc
+                )
             return
         if ack is AckPolicy.MANUAL and not msg._settled:
             await self._ack_for_handler(msg)
 
-    async def _retry_or_dead_letter(self, msg: Message, exc: Exception) -> None:
+    async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
         attempt = msg.num_delivered
         if self._max_deliver is None or attempt < self._max_deliver:
             delay = retry_delay(self._backoff, attempt)

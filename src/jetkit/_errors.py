@@ -5,12 +5,16 @@ JetkitError
  │    ├── ServerBinaryError            binary missing or too old
  │    ├── PortInUseError               the requested port is taken
  │    ├── StoreNotWritableError        store_dir cannot be written
+ │    ├── InsecureStoreError           store_dir is writable by other users
  │    └── ServerTimeoutError           not ready within server_ready_timeout
  ├── ConnectionError                   talking to NATS failed
  │    ├── StreamClosedError            the Stream was closed
+ │    ├── ConnectionLostError          dropped before the server answered
  │    └── StreamUnhealthyError         healthy() found a problem
  ├── InvalidTopicError (ValueError)    a topic name is not allowed
- ├── PayloadTooLargeError (ValueError) payload over the server's max_payload
+ ├── InvalidHeaderError (ValueError)   a header name/value or msg_id is not allowed
+ ├── PayloadTooLargeError (ValueError) message (headers + payload) over max_payload
+ ├── NotADeadLetterTopicError (ValueError) redrive() on a topic without dead letters
  ├── ConfigError (ValueError)          an option or combination is not allowed
  │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
  ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
@@ -21,7 +25,9 @@ JetkitError
  ├── RemoteError                       a responder raised; carries its type and message
  ├── AlreadySettledError               ack/nak/term on a message already settled
  └── JetStreamError                    the JetStream API refused a call
-      └── NotFoundError                topic (stream) or consumer does not exist
+      ├── NotFoundError                topic (stream) or consumer does not exist
+      ├── StorageFullError             the store's disk (or JetStream's share) is full
+      └── DamagedConsumerError         a durable's state on disk cannot be loaded
 """
 
 from __future__ import annotations
@@ -32,14 +38,19 @@ __all__ = [
     "AlreadySettledError",
     "ConfigError",
     "ConnectionError",
+    "ConnectionLostError",
+    "DamagedConsumerError",
     "DecodeError",
     "EncodeError",
     "HandlerSignatureError",
     "IncompatibleConsumerError",
+    "InsecureStoreError",
+    "InvalidHeaderError",
     "InvalidTopicError",
     "JetStreamError",
     "JetkitError",
     "NoRespondersError",
+    "NotADeadLetterTopicError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PortInUseError",
@@ -47,6 +58,7 @@ __all__ = [
     "ServerBinaryError",
     "ServerStartError",
     "ServerTimeoutError",
+    "StorageFullError",
     "StoreNotWritableError",
     "StreamClosedError",
     "StreamUnhealthyError",
@@ -74,6 +86,10 @@ class StoreNotWritableError(ServerStartError):
     """The store directory cannot be created or written."""
 
 
+class InsecureStoreError(ServerStartError):
+    """The store directory is writable by other users (or owned by another user)."""
+
+
 class ServerTimeoutError(ServerStartError):
     """The server did not report ready within ``server_ready_timeout``."""
 
@@ -86,6 +102,11 @@ class StreamClosedError(ConnectionError):
     """The Stream was closed; open a new one."""
 
 
+class ConnectionLostError(ConnectionError):
+    """The connection dropped before the server answered: the call may or may not
+    have taken effect (for a publish: repeat it with the same ``msg_id`` to be safe)."""
+
+
 class StreamUnhealthyError(ConnectionError):
     """``Stream.healthy()`` found the server, connection or JetStream not working."""
 
@@ -94,8 +115,16 @@ class InvalidTopicError(JetkitError, ValueError):
     """A topic name NATS would reject, or a wildcard where one is not allowed."""
 
 
+class InvalidHeaderError(JetkitError, ValueError):
+    """A header name or value (or ``msg_id``) NATS cannot carry: not a str, or CR/LF in it."""
+
+
 class PayloadTooLargeError(JetkitError, ValueError):
-    """A payload larger than the server's ``max_payload``."""
+    """A message (headers plus payload) larger than the server's ``max_payload``."""
+
+
+class NotADeadLetterTopicError(JetkitError, ValueError):
+    """``redrive()`` on a topic whose messages carry no dead-letter headers."""
 
 
 class ConfigError(JetkitError, ValueError):
@@ -154,3 +183,11 @@ class JetStreamError(JetkitError):
 
 class NotFoundError(JetStreamError):
     """The topic's stream or the consumer does not exist."""
+
+
+class StorageFullError(JetStreamError):
+    """The store is out of space: its disk is full or JetStream's storage limit is reached."""
+
+
+class DamagedConsumerError(JetStreamError):
+    """A durable consumer's state on disk is damaged and the server cannot load it."""

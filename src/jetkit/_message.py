@@ -6,12 +6,14 @@ import datetime as dt
 import time
 from typing import Protocol
 
-from ._errors import AlreadySettledError
+from ._errors import AlreadySettledError, ConfigError
+from ._validate import number
 
 ACK = b"+ACK"
 NAK = b"-NAK"
 TERM = b"+TERM"
 WPI = b"+WPI"
+_MAX_NAK_DELAY = 365 * 86_400.0
 
 
 class Settler(Protocol):
@@ -163,11 +165,13 @@ class Message:
         if delay is None:
             await self._settle(NAK)
             return
-        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
+        seconds = number("delay", delay, minimum=0, maximum=_MAX_NAK_DELAY, hint=" (seconds)")
         await self._settle(b'-NAK {"delay": %d}' % int(seconds * 1e9))
 
     async def term(self, reason: str | None = None) -> None:
         """Stop delivering this message (it is not retried, and not dead-lettered)."""
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigError(f"reason must be a str, got {reason!r}")
         await self._settle(TERM + (b" " + reason.encode() if reason else b""))
 
     async def in_progress(self) -> None:

@@ -20,6 +20,7 @@ import nats.errors
 
 from ._errors import (
     ConnectionError,
+    ConnectionLostError,
     JetkitError,
     JetStreamError,
     NotFoundError,
@@ -138,6 +139,26 @@ class AckedPublisher:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+    def connection_lost(self) -> None:
+        """The connection dropped: no ack for what was sent before can arrive any more.
+
+        Fail those publishes now (the message may or may not be stored) instead of
+        letting them wait out the timeout; publishes made from now on are sent after
+        the reconnect and resolve normally.
+        """
+        if not self._pending:
+            return
+        waiting = list(self._pending.values())
+        self._pending.clear()
+        for entry in waiting:
+            entry.resolve(
+                ConnectionLostError(
+                    f"the connection to NATS dropped before the ack of a publish to "
+                    f"{entry.subject!r} arrived; the message may or may not be stored: "
+                    "publish it again with the same msg_id to be safe"
+                )
+            )
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

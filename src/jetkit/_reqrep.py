@@ -11,7 +11,7 @@ from ._codec import encode_reply
 from ._errors import DecodeError
 from ._message import Message
 from ._retry import describe_error
-from ._subscription import CoreSubscription
+from ._subscription import CoreSubscription, is_handler_failure
 
 ERROR_HEADER = "Jetkit-Error"
 
@@ -39,7 +39,9 @@ class Responder(CoreSubscription):
         except DecodeError as exc:
             self.stats.failed += 1
             payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
-        except Exception as exc:
+        except BaseException as exc:
+            if not is_handler_failure(exc):
+                raise
             self.stats.failed += 1
             self._log.warning("jetkit: responder for %r raised %s", msg.topic, describe_error(exc))
             payload, headers = b"", {ERROR_HEADER: " ".join(describe_error(exc).split())[:1024]}

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from ._errors import ConfigError
+from ._validate import number
 
 H_TOPIC = "Jetkit-Original-Topic"
 H_SEQ = "Jetkit-Original-Seq"
@@ -16,37 +17,48 @@ H_ERROR = "Jetkit-Error"
 Delay = float | int | dt.timedelta
 
 
+MAX_DELAY = 365 * 86_400.0  # a retry delay longer than a year is a mistake
+MAX_STEPS = 1000
+
+
 def exponential_backoff(
     initial: Delay, steps: int, factor: float = 2.0, max: Delay | None = None
 ) -> list[float]:
-    """``steps`` delays in seconds: initial, initial*factor, ... each capped at ``max``."""
-    first = _seconds(initial)
-    cap = _seconds(max) if max is not None else None
-    if steps < 1:
-        raise ConfigError(f"exponential_backoff needs steps >= 1, got {steps}")
-    if first < 0 or factor < 1:
-        raise ConfigError("exponential_backoff needs initial >= 0 and factor >= 1")
+    """``steps`` delays in seconds: initial, initial*factor, ... each capped at ``max``.
+
+    A delay that would pass a year is capped there (and at ``max`` if given).
+    """
+    first = delay_seconds("exponential_backoff initial", initial)
+    cap = delay_seconds("exponential_backoff max", max) if max is not None else MAX_DELAY
+    number("exponential_backoff steps", steps, minimum=1, maximum=MAX_STEPS, integer=True)
+    number("exponential_backoff factor", factor, minimum=1, maximum=1000)
     out: list[float] = []
     delay = first
     for _ in range(steps):
-        out.append(min(delay, cap) if cap is not None else delay)
+        delay = min(delay, cap)
+        out.append(delay)
         delay *= factor
     return out
 
 
-def _seconds(value: Delay) -> float:
-    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+def delay_seconds(name: str, value: object) -> float:
+    """One delay (seconds or timedelta) as finite seconds from 0 to a year."""
+    return float(number(name, value, minimum=0, maximum=MAX_DELAY, hint=" (seconds)"))
 
 
 def normalize_backoff(backoff: Sequence[Delay] | Delay | None) -> list[float] | None:
     """Accept a list of seconds/timedeltas (or one value); validate; return seconds."""
     if backoff is None:
         return None
-    items = [backoff] if isinstance(backoff, float | int | dt.timedelta) else list(backoff)
-    out = [_seconds(v) for v in items]
-    if not out or any(v < 0 for v in out):
-        raise ConfigError(f"backoff must be a non-empty list of delays >= 0, got {backoff!r}")
-    return out
+    if isinstance(backoff, float | int | dt.timedelta):
+        items: list[object] = [backoff]
+    elif isinstance(backoff, Sequence) and not isinstance(backoff, str | bytes):
+        items = list(backoff)
+    else:
+        raise ConfigError(f"backoff must be a list of delays in seconds, got {backoff!r}")
+    if not items:
+        raise ConfigError("backoff must not be empty; leave it None for immediate retries")
+    return [delay_seconds("backoff delay", v) for v in items]
 
 
 def retry_delay(backoff: list[float] | None, attempt: int) -> float | None:

@@ -61,8 +61,9 @@ CREDS_FILE = "jetkit-credentials.json"
 CONF_FILE = "nats-server.conf"
 LOG_FILE = "nats-server.log"
 _READY_LINE = "Server is ready"
-_MAX_RESTARTS = 5
-_RESTART_WINDOW = 60.0
+_QUICK_RESTARTS = 5  # crashes in a row restarted at once; then the delay grows
+_MAX_RESTART_DELAY = 30.0
+_RESTART_WINDOW = 60.0  # a server that ran this long resets the crash count
 _PR_SET_PDEATHSIG = 1
 
 _version_cache: dict[str, tuple[int, int, int]] = {}
@@ -252,8 +253,10 @@ class EmbeddedServer:
     Ownership: the event-loop thread starts it; one daemon thread per process
     instance follows its log file until it is ready (logging each line at DEBUG)
     and then notices when it exits. An exit that ``stop()`` did not ask for is
-    reported to the loop, which restarts the server on the same port and store
-    (at most 5 times a minute); the client reconnects by itself.
+    reported to the loop, which restarts the server on the same port and store;
+    the client reconnects by itself. The supervisor never gives up while the Stream
+    is open: after five crashes in a row it waits before each restart, 0.5 s doubling
+    up to 30 s (logged), and ``state`` says what it is doing meanwhile.
     """
 
     def __init__(
@@ -285,10 +288,14 @@ class EmbeddedServer:
         self._log = logger
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
-        self._restarts: deque[float] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_unexpected_exit: Callable[[int | None], None] | None = None
         self.restart_count = 0
+        self.last_exit_code: int | None = None
+        self.last_error: str | None = None
+        self.next_restart_at: float | None = None  # wall clock of a delayed restart
+        self._crashes = 0
+        self._started_at = 0.0
         self._restart_task: asyncio.Future[None] | None = None
 
     @property
@@ -358,6 +365,7 @@ class EmbeddedServer:
         except OSError as exc:
             raise ServerBinaryError(f"cannot execute {self.binary}: {exc}") from exc
         self._proc = proc
+        self._started_at = time.monotonic()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         reader = threading.Thread(
             target=self._watch, args=(proc, ready), name="jetkit-nats-server-log", daemon=True
@@ -420,25 +428,60 @@ class EmbeddedServer:
 
     def _handle_unexpected_exit(self, code: int | None) -> None:
         self._log.warning("embedded nats-server exited unexpectedly (code %s)", code)
+        self.last_exit_code = code
         if self.on_unexpected_exit is not None:
             self.on_unexpected_exit(code)
-        now = time.monotonic()
-        while self._restarts and now - self._restarts[0] > _RESTART_WINDOW:
-            self._restarts.popleft()
-        if self._stopping or len(self._restarts) >= _MAX_RESTARTS:
-            self._log.error("not restarting nats-server: too many restarts in a minute")
+        if self._stopping or (self._restart_task is not None and not self._restart_task.done()):
             return
-        self._restarts.append(now)
         self._restart_task = asyncio.ensure_future(self._restart())
 
+    def _next_delay(self) -> float:
+        """0 for the first quick crashes, then a capped exponential delay."""
+        now = time.monotonic()
+        if now - self._started_at >= _RESTART_WINDOW:
+            self._crashes = 0  # it ran a good while: this is a new incident
+        self._crashes += 1
+        if self._crashes <= _QUICK_RESTARTS:
+            return 0.0
+        return float(min(_MAX_RESTART_DELAY, 0.5 * 2 ** (self._crashes - _QUICK_RESTARTS - 1)))
+
     async def _restart(self) -> None:
-        try:
-            await self._spawn_and_wait()
+        """Start the server again until it runs or ``stop()`` is called; never give up."""
+        while not self._stopping:
+            delay = self._next_delay()
+            if delay:
+                self._log.warning(
+                    "nats-server crashed %d times in a row; restarting it in %.1fs",
+                    self._crashes,
+                    delay,
+                )
+                self.next_restart_at = time.time() + delay
+                await asyncio.sleep(delay)
+                self.next_restart_at = None
+            if self._stopping:
+                return
+            try:
+                await self._spawn_and_wait()
+            except ServerStartError as exc:
+                self.last_error = str(exc)
+                self._log.error("restarting nats-server failed: %s", exc)
+                continue
+            if not self.running:
+                continue  # it died again at once (its exit was reported while we waited)
             self.restart_count += 1
+            self.last_error = None
             self._write_info()
             self._log.warning("embedded nats-server restarted on %s", self.url)
-        except ServerStartError as exc:
-            self._log.error("restarting nats-server failed: %s", exc)
+            return
+
+    @property
+    def state(self) -> str:
+        """'running', 'restarting', 'waiting' (to restart after repeated crashes), 'stopped'."""
+        if self._stopping:
+            return "stopped"
+        if self.running:
+            return "running"
+        return "waiting" if self.next_restart_at is not None else "restarting"
 
     def kill_for_test(self) -> None:
         """SIGKILL the server as if it crashed (it will be restarted)."""
@@ -453,8 +496,17 @@ class EmbeddedServer:
             proc.wait(timeout=5)
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGTERM), forced after ``timeout``; then release the store."""
+        """Graceful stop (SIGTERM), forced after ``timeout``; then release the store.
+
+        A restart in progress is cancelled first (its half-started server is killed),
+        so nothing is started once stopping began.
+        """
         self._stopping = True
+        restart = self._restart_task
+        if restart is not None and not restart.done():
+            restart.cancel()
+            with contextlib.suppress(BaseException):
+                await restart
         proc = self._proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -10,6 +10,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -17,9 +18,10 @@ from typing import Any, TypeVar, cast
 import nats
 import nats.errors
 
-from . import _admin, _server
+from . import _admin, _server, _validate
 from ._codec import decoder_for, encode_json, plan_handler
-from ._consumer import JetStreamSubscription, consumer_config, resolve_start
+from ._connection import reconnect_on_server_errors
+from ._consumer import JetStreamSubscription, consumer_config
 from ._errors import (
     ConfigError,
     ConnectionError,
@@ -36,9 +38,10 @@ from ._errors import (
 )
 from ._jsapi import JsApi
 from ._message import Message
+from ._options import subscribe_options
 from ._publish import AckedPublisher, PubAck
 from ._reqrep import ERROR_HEADER, Responder
-from ._retry import Delay, normalize_backoff
+from ._retry import Delay
 from ._subscription import AckPolicy, Backpressure, CoreSubscription, StartAt, Subscription
 from ._topics import (
     Discard,
@@ -53,6 +56,8 @@ from ._topics import (
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
+_MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses a larger max_payload
+_MAX_TIMEOUT = 86_400.0  # a day: longer waits are mistakes (or units confusion)
 _STREAM_NAME_IN_USE = 10058
 _SUBJECTS_OVERLAP = 10065
 
@@ -109,7 +114,6 @@ class Stream:
         self._valid: set[str] = set()
         self._subs: set[Subscription] = set()
         self._registrations: set[asyncio.Task[Subscription]] = set()
-        self._server_died = False
         self._last_error: Exception | None = None
         self._since_yield = 0
         self._connect_info: dict[str, Any] = {}
@@ -152,16 +156,38 @@ class Stream:
         the bundled one. ``publish_timeout``: how long a JetStream publish waits for
         its ack before raising jk.TimeoutError.
         """
-        if isinstance(default_mode, str) or not isinstance(default_mode, TopicMode):
-            raise ConfigError(f"default_mode must be a jk.TopicMode, got {default_mode!r}")
+        default_mode = _validate.option(TopicMode, default_mode, "default_mode")
         if servers is not None and store_dir is not None:
             raise ConfigError("pass store_dir (embedded server) or servers (external), not both")
+        for label, secret in (("user", user), ("password", password), ("token", token)):
+            # an empty credential would start (or reach) a server without authentication
+            _validate.text(label, secret)
         if token is not None and (user is not None or password is not None):
             raise ConfigError("pass user/password or token, not both")
         if (user is None) != (password is None):
             raise ConfigError("user and password go together")
-        if port is not None and not 0 < port < 65536:
-            raise ConfigError(f"port must be between 1 and 65535, got {port}")
+        _validate.optional_number("port", port, minimum=1, maximum=65535, integer=True)
+        _validate.optional_number(
+            "max_payload", max_payload, minimum=1, maximum=_MAX_PAYLOAD_LIMIT, integer=True
+        )
+        for label, seconds in (
+            ("connect_timeout", connect_timeout),
+            ("server_ready_timeout", server_ready_timeout),
+            ("publish_timeout", publish_timeout),
+        ):
+            _validate.number(label, seconds, above=0, maximum=_MAX_TIMEOUT)
+        _validate.number("drain_timeout", drain_timeout, minimum=0, maximum=_MAX_TIMEOUT)
+        _validate.flag("sync_always", sync_always)
+        _validate.text("host", host, optional=False)
+        _validate.text("name", name)
+        if tls is not None and not isinstance(tls, ssl.SSLContext):
+            raise ConfigError(f"tls must be an ssl.SSLContext, got {tls!r}")
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise ConfigError(f"logger must be a logging.Logger, got {logger!r}")
+        if servers is not None:
+            urls = [servers] if isinstance(servers, str) else list(servers)
+            if not urls or not all(isinstance(u, str) and u for u in urls):
+                raise ConfigError(f"servers must be a list of NATS URLs, got {servers!r}")
         log = logger or logging.getLogger("jetkit")
 
         async def factory() -> Stream:
@@ -294,7 +320,6 @@ class Stream:
         except BaseException:
             os.close(lock_fd)
             raise
-        server.on_unexpected_exit = self._on_server_exit
         self._server = server
         await server.start()
 
@@ -390,6 +415,7 @@ class Stream:
             opts["tls"] = tls
         try:
             self._nc = await nats.connect(**opts)
+            reconnect_on_server_errors(self._nc, self._log)
             self._connect_info = {
                 k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
             }
@@ -421,6 +447,9 @@ class Stream:
         self._log.debug("jetkit: connection error: %r", exc)
 
     async def _on_disconnect(self) -> None:
+        publisher = getattr(self, "_publisher", None)
+        if publisher is not None:
+            publisher.connection_lost()
         if self._closed:
             return
         self._log.warning("jetkit: disconnected from NATS; reconnecting")
@@ -432,9 +461,6 @@ class Stream:
         for sub in list(self._subs):
             if isinstance(sub, JetStreamSubscription):
                 sub.on_reconnect()
-
-    def _on_server_exit(self, code: int | None) -> None:
-        self._server_died = True
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -635,6 +661,10 @@ class Stream:
         """
         self._check_open()
         self._topic(topic, wildcards=True)
+        mode = None if mode is None else _validate.option(TopicMode, mode, "mode")
+        discard = _validate.option(Discard, discard, "discard")
+        retention = _validate.option(Retention, retention, "retention")
+        _admin.check_limits(max_msgs, max_bytes, max_age, replicas)
         stream_opts = (
             max_msgs is not None
             or max_bytes is not None
@@ -769,20 +799,18 @@ class Stream:
             self._registrations.discard(task)
             await task
 
-    def _check_payload(self, topic: str, data: object) -> bytes:
+    def _check_payload(
+        self, topic: str, data: object, headers: dict[str, str] | None = None
+    ) -> bytes:
+        """The payload as bytes, once the whole message is known to fit ``max_payload``."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise EncodeError(
                 f"publish() takes bytes, got {type(data).__name__}; use publish_json() for "
                 "objects, or encode text with .encode()"
             )
-        limit = self._nc.max_payload
-        if len(data) > limit:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes for {topic!r} is over the server's max_payload "
-                f"of {limit} bytes; send less per message (or raise max_payload when opening "
-                "the Stream, up to 64 MiB)"
-            )
-        return bytes(data) if not isinstance(data, bytes) else data
+        payload = bytes(data) if not isinstance(data, bytes) else data
+        _validate.message_size(topic, payload, headers, self._nc.max_payload)
+        return payload
 
     async def publish(
         self,
@@ -807,10 +835,10 @@ class Stream:
             self._check_open()
         if topic not in self._valid:
             self._topic(topic)
-        if type(data) is not bytes or len(data) > self._nc._max_payload:
-            data = self._check_payload(topic, data)
-        if msg_id is not None:
-            headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+        if headers is not None or msg_id is not None:
+            headers = _validate.headers(headers, msg_id)
+        if type(data) is not bytes or headers is not None or len(data) > self._nc._max_payload:
+            data = self._check_payload(topic, data, headers)
         if (self._modes.get(topic) or self.mode_for(topic)) is TopicMode.CORE:
             try:
                 await self._nc.publish(topic, data, headers=headers)
@@ -881,9 +909,9 @@ class Stream:
             await self._settle_registrations()
         self._check_open()
         self._topic(topic)
-        if window < 1:
-            raise ConfigError(f"window must be >= 1, got {window}")
-        checked = (self._check_payload(topic, p) for p in payloads)
+        _validate.number("window", window, minimum=1, maximum=1_000_000, integer=True)
+        headers = _validate.headers(headers)
+        checked = (self._check_payload(topic, p, headers) for p in payloads)
         if self.mode_for(topic) is TopicMode.CORE:
             count = 0
             for data in checked:
@@ -920,46 +948,8 @@ class Stream:
         self._check_open()
         self._topic(topic, wildcards=True)
         plan = plan_handler(handler)
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-        if buffer_size < 1:
-            raise ConfigError(f"buffer_size must be >= 1, got {buffer_size}")
-        if not isinstance(backpressure, Backpressure):
-            raise ConfigError(f"backpressure must be a jk.Backpressure, got {backpressure!r}")
-        if queue_group is not None:
-            consumer_name_ok(queue_group)
-        common: dict[str, Any] = {
-            "concurrency": concurrency,
-            "buffer_size": buffer_size,
-            "backpressure": backpressure,
-            "logger": self._log,
-        }
-        if self.mode_for(topic) is TopicMode.CORE:
-            js_only = {
-                "durable": durable is not None,
-                "ack": ack is not AckPolicy.AUTO,
-                "max_deliver": max_deliver is not None,
-                "backoff": backoff is not None,
-                "start_at": start_at is not StartAt.NEW,
-                "start_time": start_time is not None,
-                "start_seq": start_seq is not None,
-                "dlq": dlq is not None,
-                "recreate": recreate,
-            }
-            used = [k for k, v in js_only.items() if v]
-            if used:
-                raise ConfigError(
-                    f"{', '.join(used)} need a JetStream topic, but {topic!r} is a core topic; "
-                    "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
-                    "default_mode=jk.TopicMode.JETSTREAM"
-                )
-            core = CoreSubscription(self._nc, topic, plan, queue_group=queue_group, **common)
-            await core._start()
-            return self._track(core)
-        return await self._subscribe_js(
+        opts = subscribe_options(
             topic,
-            plan,
-            common,
             durable=durable,
             queue_group=queue_group,
             ack=ack,
@@ -968,54 +958,40 @@ class Stream:
             start_at=start_at,
             start_time=start_time,
             start_seq=start_seq,
+            concurrency=concurrency,
+            buffer_size=buffer_size,
+            backpressure=backpressure,
             dlq=dlq,
             ack_wait=ack_wait,
             recreate=recreate,
         )
-
-    async def _subscribe_js(
-        self,
-        topic: str,
-        plan: Any,
-        common: dict[str, Any],
-        *,
-        durable: str | None,
-        queue_group: str | None,
-        ack: AckPolicy,
-        max_deliver: int | None,
-        backoff: Any,
-        start_at: StartAt,
-        start_time: Any,
-        start_seq: int | None,
-        dlq: str | None,
-        ack_wait: float,
-        recreate: bool,
-    ) -> Subscription:
-        if common["backpressure"] is not Backpressure.BLOCK:
+        common: dict[str, Any] = {
+            "concurrency": opts.concurrency,
+            "buffer_size": opts.buffer_size,
+            "backpressure": opts.backpressure,
+            "logger": self._log,
+        }
+        if self.mode_for(topic) is TopicMode.CORE:
+            used = opts.jetstream_only()
+            if used:
+                raise ConfigError(
+                    f"{', '.join(used)} need a JetStream topic, but {topic!r} is a core topic; "
+                    "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
+                    "default_mode=jk.TopicMode.JETSTREAM"
+                )
+            core = CoreSubscription(self._nc, topic, plan, queue_group=opts.queue_group, **common)
+            await core._start()
+            return self._track(core)
+        if opts.backpressure is not Backpressure.BLOCK:
             raise ConfigError(
-                f"{common['backpressure']} is not allowed on the JetStream topic {topic!r}: "
+                f"{opts.backpressure} is not allowed on the JetStream topic {topic!r}: "
                 "stored messages are never dropped; buffer_size bounds how many are pulled. "
                 "Use Backpressure.BLOCK (the default)"
             )
-        if not isinstance(ack, AckPolicy):
-            raise ConfigError(f"ack must be a jk.AckPolicy, got {ack!r}")
-        if max_deliver is not None and max_deliver < 1:
-            raise ConfigError(f"max_deliver must be >= 1 (or None), got {max_deliver}")
-        if ack_wait <= 0:
-            raise ConfigError(f"ack_wait must be > 0 seconds, got {ack_wait}")
-        delays = normalize_backoff(backoff)
-        if delays and ack is not AckPolicy.MANUAL:
-            raise ConfigError("backoff applies to retries, which need ack=jk.AckPolicy.MANUAL")
-        if durable is not None:
-            consumer_name_ok(durable)
-        if dlq is not None:
-            self._topic(dlq)
-            if dlq == topic or subject_matches(topic, dlq):
-                raise ConfigError(f"dlq {dlq!r} must not be the topic {topic!r} itself")
-        start_at, when, seq = resolve_start(start_at, start_time, start_seq)
         name, subjects = await self._ensure_stream(topic)
-        if dlq is not None:
-            await self._ensure_stream(dlq)
+        if opts.dlq is not None:
+            await self._ensure_stream(opts.dlq)
+        durable, queue_group = opts.durable, opts.queue_group
         shared = durable is None and queue_group is not None
         consumer = durable or queue_group or f"jk_{self._nc._nuid.next().decode()}"
         config = consumer_config(
@@ -1023,15 +999,17 @@ class Stream:
             durable=durable is not None,
             # the server needs a filter for last-per-subject, even on the whole stream
             filter_subject=(
-                None if subjects == [topic] and start_at is not StartAt.LAST_PER_SUBJECT else topic
+                None
+                if subjects == [topic] and opts.start_at is not StartAt.LAST_PER_SUBJECT
+                else topic
             ),
-            ack=ack,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait,
-            start_at=start_at,
-            start_time=when,
-            start_seq=seq,
-            max_ack_pending=max(1000, 4 * (common["buffer_size"] + common["concurrency"])),
+            ack=opts.ack,
+            max_deliver=opts.max_deliver,
+            ack_wait=opts.ack_wait,
+            start_at=opts.start_at,
+            start_time=opts.start_time,
+            start_seq=opts.start_seq,
+            max_ack_pending=max(1000, 4 * (opts.buffer_size + opts.concurrency)),
         )
         sub = JetStreamSubscription(
             self._nc,
@@ -1041,13 +1019,13 @@ class Stream:
             stream=name,
             config=config,
             shared=shared,
-            ack=ack,
-            max_deliver=max_deliver,
-            backoff=delays,
-            dlq=dlq,
+            ack=opts.ack,
+            max_deliver=opts.max_deliver,
+            backoff=opts.backoff,
+            dlq=opts.dlq,
             dead_letter=self._dead_letter,
-            ack_wait=ack_wait,
-            recreate=recreate,
+            ack_wait=opts.ack_wait,
+            recreate=opts.recreate,
             **common,
         )
         await sub._start()
@@ -1100,7 +1078,9 @@ class Stream:
             await self._settle_registrations()
         self._check_open()
         self._topic(topic)
-        data = self._check_payload(topic, data)
+        _validate.number("timeout", timeout, above=0, maximum=_MAX_TIMEOUT)
+        headers = _validate.headers(headers)
+        data = self._check_payload(topic, data, headers)
         try:
             nmsg = await self._nc.request(topic, data, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
@@ -1151,9 +1131,8 @@ class Stream:
         self._check_open()
         self._topic(topic, wildcards=True)
         if queue_group is not None:
-            consumer_name_ok(queue_group)
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+            consumer_name_ok(queue_group, "queue_group")
+        _validate.number("concurrency", concurrency, minimum=1, maximum=10_000, integer=True)
         responder = Responder(
             self._nc,
             topic,
@@ -1182,7 +1161,10 @@ class Stream:
                 pid=self._server.pid,
                 url=self._server.url,
                 running=self._server.running,
+                state=self._server.state,
                 restarts=self._server.restart_count,
+                last_exit_code=self._server.last_exit_code,
+                last_error=self._server.last_error,
             )
         nc = self._nc
         connection = {
@@ -1214,10 +1196,14 @@ class Stream:
         """Return if server, connection and JetStream work; else raise StreamUnhealthyError."""
         if self._closed:
             raise StreamUnhealthyError("the Stream is closed")
-        if self._server is not None and not self._server.running:
+        server = self._server
+        if server is not None and not server.running:
+            raise StreamUnhealthyError(_server_problem(server))
+        if self._nc.is_closed:
             raise StreamUnhealthyError(
-                f"the embedded nats-server (store {self._store_dir}) is not running"
-                + ("; jetkit is restarting it" if self._server_died else "")
+                "the connection to NATS is closed"
+                + (f" ({self._nc.last_error})" if self._nc.last_error else "")
+                + "; open the Stream again"
             )
         if not self._nc.is_connected:
             raise StreamUnhealthyError("not connected to NATS (reconnecting)")
@@ -1225,3 +1211,18 @@ class Stream:
             await self._api.call("INFO")
         except JetkitError as exc:
             raise StreamUnhealthyError(f"JetStream does not answer: {exc}") from exc
+
+
+def _server_problem(server: _server.EmbeddedServer) -> str:
+    """Why the embedded server is not running, and what jetkit is doing about it."""
+    text = f"the embedded nats-server (store {server.store_dir}) is not running"
+    if server.last_exit_code is not None:
+        text += f" (it exited with code {server.last_exit_code})"
+    if server.state == "waiting" and server.next_restart_at is not None:
+        wait = max(0.0, server.next_restart_at - time.time())
+        text += f"; it crashed repeatedly, jetkit restarts it in {wait:.1f}s"
+    elif server.state == "restarting":
+        text += "; jetkit is restarting it"
+    if server.last_error:
+        text += f". Last restart failed: {server.last_error}"
+    return text

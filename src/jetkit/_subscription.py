@@ -25,6 +25,23 @@ from ._codec import HandlerPlan
 from ._errors import DecodeError
 from ._errors import TimeoutError as jk_timeout
 from ._message import Message
+from ._validate import optional_number
+
+
+def is_handler_failure(exc: BaseException) -> bool:
+    """Whether what a handler raised is a failure of that one message.
+
+    Everything is, ``BaseException`` subclasses included (a CancelledError the handler
+    raised itself, custom ones), so no handler can kill its subscription. Except:
+    KeyboardInterrupt and SystemExit, which must stop the program, and a CancelledError
+    while this very task is being cancelled (``stop()``), which must end the task.
+    """
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return False
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() == 0
+    return True
 
 
 class AckPolicy(enum.Enum):
@@ -229,9 +246,11 @@ class Subscription:
             return
         try:
             await self._plan.fn(*args)
-        except Exception:
+        except BaseException as exc:
+            if not is_handler_failure(exc):
+                raise
             self.stats.failed += 1
-            self._log.exception("jetkit: handler for %r failed", msg.topic)
+            self._log.error("jetkit: handler for %r failed", msg.topic, exc_info=exc)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -247,6 +266,7 @@ class Subscription:
         Raises jk.TimeoutError if that takes longer than ``timeout`` (the rest is
         then cancelled; in JetStream mode unfinished messages are redelivered later).
         """
+        optional_number("timeout", timeout, minimum=0)
         if self._closed:
             return
         self._feeding = False

@@ -37,7 +37,12 @@ class Discard(enum.Enum):
     NEW = "new"  # refuse the new message (publish raises)
 
 
-_BAD_CHARS = re.compile(r"[\s\x00]")
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+# Bytes a topic may take: well inside nats-server's 4 KiB control line (which also
+# carries the reply subject and sizes); a longer line makes the server close the
+# connection.
+MAX_TOPIC_BYTES = 1024
+MAX_NAME = 255  # JetStream's limit for stream and consumer names
 _KEEP = re.compile(r"[A-Za-z0-9]")
 
 
@@ -49,8 +54,19 @@ def validate_topic(topic: object, *, wildcards: bool) -> str:
         raise InvalidTopicError("topic is empty; use a dotted name such as 'orders.events'")
     if _BAD_CHARS.search(topic):
         raise InvalidTopicError(
-            f"topic {topic!r} contains whitespace; NATS subjects are tokens separated by '.', "
-            "e.g. 'orders.created'"
+            f"topic {topic!r} contains whitespace or a control character; NATS subjects are "
+            "tokens separated by '.', e.g. 'orders.created'"
+        )
+    if topic.startswith("$"):
+        raise InvalidTopicError(
+            f"topic {topic!r} starts with '$': such subjects belong to NATS itself (the "
+            "system and JetStream APIs); choose a topic that does not start with '$'"
+        )
+    size = len(topic.encode("utf-8", "surrogatepass"))
+    if size > MAX_TOPIC_BYTES:
+        raise InvalidTopicError(
+            f"topic {topic[:40]!r}... is {size} bytes long; the limit is {MAX_TOPIC_BYTES} "
+            "bytes: use a shorter topic"
         )
     tokens = topic.split(".")
     for i, token in enumerate(tokens):
@@ -97,7 +113,10 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 def stream_name(topic: str) -> str:
-    """The JetStream stream that backs ``topic`` (see the module docstring for the rule)."""
+    """The JetStream stream that backs ``topic`` (see the module docstring for the rule).
+
+    Raises InvalidTopicError when the name would be longer than JetStream allows.
+    """
     out: list[str] = []
     for ch in topic:
         if ch == ".":
@@ -108,14 +127,23 @@ def stream_name(topic: str) -> str:
             out.append(ch)
         else:
             out.append(f"-{ord(ch):x}-")
-    return "".join(out)
-
-
-def consumer_name_ok(name: str) -> str:
-    """Validate a durable / queue-group name (no '.', '*', '>', whitespace)."""
-    if not name or re.search(r"[\s.*>/\\]", name):
+    name = "".join(out)
+    if len(name) > MAX_NAME:
         raise InvalidTopicError(
-            f"consumer name {name!r} is not allowed: use letters, digits, '-' and '_' "
-            "(no '.', '*', '>', '/' or whitespace)"
+            f"topic {topic[:40]!r}... is too long to be stored: its stream name would be "
+            f"{len(name)} characters and JetStream allows {MAX_NAME}; use a shorter topic "
+            "(characters other than letters, digits and '.' count up to four times)"
+        )
+    return name
+
+
+def consumer_name_ok(name: object, option: str = "consumer name") -> str:
+    """Validate a durable / queue-group name (no '.', '*', '>', whitespace)."""
+    if not isinstance(name, str):
+        raise InvalidTopicError(f"{option} must be a str, got {type(name).__name__} {name!r}")
+    if not name or len(name) > MAX_NAME or re.search(r"[\s\x00-\x1f\x7f.*>/\\]", name):
+        raise InvalidTopicError(
+            f"{option} {name!r} is not allowed: use 1 to {MAX_NAME} letters, digits, '-' and "
+            "'_' (no '.', '*', '>', '/' or whitespace)"
         )
     return name
