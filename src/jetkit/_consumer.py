@@ -31,12 +31,15 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import nats.errors
 
 from ._codec import HandlerPlan
+from ._damage import remove_consumer_state
 from ._errors import (
+    DamagedConsumerError,
     DecodeError,
     IncompatibleConsumerError,
     JetkitError,
@@ -54,6 +57,7 @@ PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
 EPHEMERAL_INACTIVE = 120.0
 WORK_QUEUE_NEEDS_ALL = 10101
+CONSUMER_STORE_FAILED = 10012  # "error creating store for consumer": damaged state
 
 
 class DeadLetterSink(Protocol):
@@ -110,11 +114,15 @@ async def ensure_consumer(
     *,
     recreate: bool,
     log: logging.Logger,
+    store: Path | None = None,
 ) -> dict[str, Any]:
     """Create the consumer, or reconcile an existing one with ``config``.
 
     Start fields of an existing consumer are kept (it resumes); ack policy cannot
     change (IncompatibleConsumerError unless ``recreate``); the rest is updated.
+    A durable whose state on disk the server cannot load raises DamagedConsumerError,
+    unless ``recreate`` and jetkit can reach the store (``store``): then its damaged
+    state is removed and it is created afresh.
     """
     name = config.get("durable_name") or config["name"]
     existing: dict[str, Any] | None
@@ -127,23 +135,25 @@ async def ensure_consumer(
         existing = None
     if existing is None:
         try:
-            return await api.call(
-                f"CONSUMER.CREATE.{stream}.{name}",
-                {"stream_name": stream, "config": config, "action": "create"},
+            return await _create(api, stream, name, config)
+        except DamagedConsumerError:
+            if not recreate or store is None:
+                raise
+            if not remove_consumer_state(store, stream, name):
+                raise
+            log.warning(
+                "jetkit: durable %r of stream %r could not be loaded (damaged state on disk); "
+                "recreate=True: removed it and created it again from its start position",
+                name,
+                stream,
             )
+            return await _create(api, stream, name, config)
         except JetStreamError as exc:
             # a WORK_QUEUE topic only allows "deliver all": there, the default start
             # (NEW) means every message not yet taken, which is what ALL delivers
             if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
                 raise
-            return await api.call(
-                f"CONSUMER.CREATE.{stream}.{name}",
-                {
-                    "stream_name": stream,
-                    "config": {**config, "deliver_policy": "all"},
-                    "action": "create",
-                },
-            )
+            return await _create(api, stream, name, {**config, "deliver_policy": "all"})
     current: dict[str, Any] = existing.get("config", {})
     if current.get("deliver_subject"):
         raise IncompatibleConsumerError(
@@ -183,6 +193,24 @@ async def ensure_consumer(
     )
 
 
+async def _create(api: JsApi, stream: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await api.call(
+            f"CONSUMER.CREATE.{stream}.{name}",
+            {"stream_name": stream, "config": config, "action": "create"},
+        )
+    except JetStreamError as exc:
+        if exc.err_code != CONSUMER_STORE_FAILED:
+            raise
+        raise DamagedConsumerError(
+            f"durable {name!r} of stream {stream!r} exists on disk but the server cannot "
+            f"load it ({exc}): its state is damaged. Subscribe with recreate=True to start "
+            "it over from start_at (its position is lost), or use another durable name",
+            exc.code,
+            exc.err_code,
+        ) from exc
+
+
 class JetStreamSubscription(Subscription):
     """A subscription on a JetStream topic, fed by a pull consumer."""
 
@@ -203,9 +231,11 @@ class JetStreamSubscription(Subscription):
         dead_letter: DeadLetterSink,
         ack_wait: float,
         recreate: bool,
+        store: Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(topic, plan, **kwargs)
+        self._store = store
         self._nc = nc
         self._api = api
         self.stream = stream
@@ -240,7 +270,12 @@ class JetStreamSubscription(Subscription):
 
     async def _start(self) -> None:
         await ensure_consumer(
-            self._api, self.stream, self._config, recreate=self._recreate, log=self._log
+            self._api,
+            self.stream,
+            self._config,
+            recreate=self._recreate,
+            log=self._log,
+            store=self._store,
         )
         self._inbox = self._nc.new_inbox()
         # concurrency=1: the handler runs in nats-py's delivery task, and nats-py's queue

@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _damage
 from ._errors import (
     PortInUseError,
     ServerBinaryError,
@@ -291,6 +292,8 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_unexpected_exit: Callable[[int | None], None] | None = None
         self.restart_count = 0
+        # what the last start found damaged in the store (reported by the Stream)
+        self.damage = _damage.Damage()
         self.last_exit_code: int | None = None
         self.last_error: str | None = None
         self.next_restart_at: float | None = None  # wall clock of a delayed restart
@@ -347,6 +350,8 @@ class EmbeddedServer:
         )
         conf_path = self.store_dir / CONF_FILE
         _write_private(conf_path, conf)
+        # read before the server touches the store: it rewrites some of what it repairs
+        self.damage = _damage.scan(self.store_dir)
         assert self._lock_fd is not None
         # The log goes to a file, never to a pipe: a Go program writing to a broken
         # stderr pipe dies of SIGPIPE at once, which would cut short its graceful
@@ -387,6 +392,7 @@ class EmbeddedServer:
     def _watch(self, proc: subprocess.Popen[bytes], ready: concurrent.futures.Future[None]) -> None:
         """Follow the server's log until it is ready (or exits), then wait for its exit."""
         tail: deque[str] = deque(maxlen=20)
+        warnings: list[str] = []
         pending = b""
         with open(self.store_dir / LOG_FILE, "rb") as log:
             while not ready.done():
@@ -397,7 +403,10 @@ class EmbeddedServer:
                     line = raw.decode("utf-8", "replace").rstrip()
                     tail.append(line)
                     self._log.debug("nats-server: %s", line)
+                    if "[WRN]" in line or "[ERR]" in line:
+                        warnings.append(line)
                     if _READY_LINE in line:
+                        _damage.read_log(warnings, self.store_dir, self.damage)
                         ready.set_result(None)
                 if exited and not ready.done():
                     ready.set_exception(self._classify_failure(proc.wait(), list(tail)))

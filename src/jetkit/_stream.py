@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import nats
 import nats.errors
 
-from . import _admin, _server, _validate
+from . import _admin, _damage, _server, _validate
 from ._codec import decoder_for, encode_json, plan_handler
 from ._connection import reconnect_on_server_errors
 from ._consumer import JetStreamSubscription, consumer_config
@@ -120,6 +120,10 @@ class Stream:
         self._server_opts: dict[str, Any] = {}
         self._attached_port: int | None = None
         self._takeover: asyncio.Future[None] | None = None
+        # streams the server could not load (damaged metadata): recreating one serves
+        # its messages again, and jetkit then rewrites its metadata
+        self._damaged_streams: set[str] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -229,6 +233,7 @@ class Stream:
                 stream._api = JsApi(stream._nc, timeout=max(connect_timeout, 5.0))
                 stream._publisher = AckedPublisher(stream._nc, publish_timeout)
                 await stream._publisher.start()
+                await stream._report_damage()
             except BaseException:
                 await stream._teardown()
                 raise
@@ -432,6 +437,11 @@ class Stream:
 
     # -- connection events -----------------------------------------------------------------
 
+    def _background(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_error(self, exc: Exception) -> None:
         if self._nc is None and (
             self._last_error is None or "authorization" not in str(self._last_error).lower()
@@ -456,8 +466,19 @@ class Stream:
         if self._attached and (self._takeover is None or self._takeover.done()):
             self._takeover = asyncio.ensure_future(self._take_over())
 
+    async def _report_damage(self) -> None:
+        """Log what the embedded server's last start found damaged in the store."""
+        server = self._server
+        if server is None or not server.damage:
+            return
+        damage, server.damage = server.damage, _damage.Damage()
+        self._damaged_streams.update(damage.streams)
+        await _damage.report(damage, server.store_dir, self._api, self._log)
+
     async def _on_reconnect(self) -> None:
         self._log.warning("jetkit: reconnected to NATS at %s", self._nc.connected_url)
+        if self._server is not None and self._server.damage:
+            self._background(self._report_damage())
         for sub in list(self._subs):
             if isinstance(sub, JetStreamSubscription):
                 sub.on_reconnect()
@@ -623,7 +644,7 @@ class Stream:
             retention=Retention.LIMITS,
         )
         try:
-            await self._api.call(f"STREAM.CREATE.{name}", cfg)
+            await self._create_stream(name, cfg)
         except JetStreamError as exc:
             if exc.err_code not in (_STREAM_NAME_IN_USE, _SUBJECTS_OVERLAP):
                 raise
@@ -705,7 +726,7 @@ class Stream:
             current = None
         try:
             if current is None:
-                resp = await self._api.call(f"STREAM.CREATE.{name}", cfg)
+                resp = await self._create_stream(name, cfg)
             else:
                 merged = {**current["config"], **cfg}
                 resp = await self._api.call(f"STREAM.UPDATE.{name}", merged)
@@ -720,6 +741,21 @@ class Stream:
             raise
         self._set_declared(topic, mode)
         return _admin.topic_info(resp)
+
+    async def _create_stream(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+        resp = await self._api.call(f"STREAM.CREATE.{name}", cfg)
+        if name in self._damaged_streams:
+            # nats-server served the old messages again but kept the damaged metadata
+            # file; an update rewrites it, so the stream survives the next restart
+            resp = await self._api.call(f"STREAM.UPDATE.{name}", cfg)
+            self._damaged_streams.discard(name)
+            self._log.warning(
+                "jetkit: stream %r restored from a damaged store with %d messages and the "
+                "limits given now",
+                name,
+                int(resp.get("state", {}).get("messages", 0)),
+            )
+        return resp
 
     def _set_declared(self, topic: str, mode: TopicMode) -> None:
         self._declared[topic] = mode
@@ -786,10 +822,26 @@ class Stream:
         )
 
     async def delete_consumer(self, topic: str, durable: str) -> None:
-        """Delete a durable consumer (its position is forgotten)."""
+        """Delete a durable consumer (its position is forgotten).
+
+        A durable the server could not load (its state on disk is damaged) is removed
+        from an embedded store too.
+        """
         self._check_open()
         name, _ = await self._stream_of(topic)
-        await self._api.call(f"CONSUMER.DELETE.{name}.{consumer_name_ok(durable)}")
+        consumer = consumer_name_ok(durable, "durable")
+        try:
+            await self._api.call(f"CONSUMER.DELETE.{name}.{consumer}")
+        except NotFoundError:
+            if self._store_dir is None or not _damage.remove_consumer_state(
+                self._store_dir, name, consumer
+            ):
+                raise
+            self._log.warning(
+                "jetkit: durable %r of stream %r could not be loaded; removed its state",
+                consumer,
+                name,
+            )
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -1026,6 +1078,7 @@ class Stream:
             dead_letter=self._dead_letter,
             ack_wait=opts.ack_wait,
             recreate=opts.recreate,
+            store=self._store_dir,
             **common,
         )
         await sub._start()
