@@ -17,7 +17,7 @@ import pytest
 
 import jetkit as jk
 from conftest import wait_until
-from jetkit import _server
+from jetkit import _server, _store
 
 
 def alive(pid: int) -> bool:
@@ -50,10 +50,10 @@ async def test_temp_store_is_removed_and_server_stopped_on_close() -> None:
 async def test_store_files_are_private_and_server_listens_on_loopback(
     core: jk.Stream, store: Path
 ) -> None:
-    for name in (_server.CREDS_FILE, _server.CONF_FILE):
+    for name in (_store.CREDS_FILE, _store.CONF_FILE):
         mode = stat.S_IMODE((store / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
-    conf = (store / _server.CONF_FILE).read_text()
+    conf = (store / _store.CONF_FILE).read_text()
     assert '"127.0.0.1:' in conf
     assert (store / "jetstream").is_dir()
     url = core.server_url
@@ -84,7 +84,7 @@ async def test_second_open_attaches_and_closing_it_leaves_the_server(
 async def test_sync_always_is_written_to_the_config(tmp_path: Path) -> None:
     async with jk.Stream.open(store_dir=tmp_path, sync_always=True) as s:
         await s.healthy()
-        assert "sync_interval: always" in (tmp_path / _server.CONF_FILE).read_text()
+        assert "sync_interval: always" in (tmp_path / _store.CONF_FILE).read_text()
 
 
 async def test_port_in_use(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ async def test_server_dies_with_a_sigkilled_owner_and_the_store_opens_again(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     await wait_until(lambda: not alive(server_pid), timeout=10)
-    info = json.loads((tmp_path / _server.INFO_FILE).read_text())
+    info = json.loads((tmp_path / _store.INFO_FILE).read_text())
     assert info["pid"] == server_pid  # left behind by the dead owner: must not confuse us
     async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         assert s.embedded

@@ -1,19 +1,17 @@
-"""The embedded nats-server: find the binary, own the store, start, supervise, stop.
+"""The embedded nats-server: find the binary, start it on a store, supervise, stop.
 
-Store layout (``store_dir``)::
+Store layout (``store_dir``; ``_store`` owns the files jetkit writes there)::
 
     jetstream/                JetStream data, written by nats-server
     nats-server.conf          generated config (0600: it holds the password)
-    nats-server.log           the server's log since its last start
+    nats-server.log           the server's log since its last start (0600)
     jetkit-credentials.json   generated user/password for this store (0600)
     jetkit-server.json        host/port/pid of the live server, for attaching
     jetkit.lock               flock held for exactly as long as the server lives
 
-nats-server does not lock its store, so jetkit does: the process that starts the
-server takes an exclusive ``flock`` on ``jetkit.lock`` and hands the same open file
-to the server, so the lock is released only when both are gone. A second
-``Stream.open`` on the same store finds the lock taken and attaches to the running
-server as a client instead of starting another one.
+The process that starts the server holds the store's lock and hands it to the
+server; a second ``Stream.open`` on the same store finds the lock taken and
+attaches to the running server as a client instead of starting another one.
 
 The server never outlives its owner: on Linux it is started with a parent-death
 signal (SIGTERM) bound to the thread that forks it, which is the event-loop thread.
@@ -26,13 +24,10 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
-import errno
-import fcntl
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -53,14 +48,10 @@ from ._errors import (
     ServerTimeoutError,
     StoreNotWritableError,
 )
+from ._store import CONF_FILE, INFO_FILE, LOCK_FILE, LOG_FILE, open_log, write_private
 
 MIN_VERSION = (2, 10, 0)
 BINARY_ENV = "JETKIT_NATS_SERVER"
-LOCK_FILE = "jetkit.lock"
-INFO_FILE = "jetkit-server.json"
-CREDS_FILE = "jetkit-credentials.json"
-CONF_FILE = "nats-server.conf"
-LOG_FILE = "nats-server.log"
 _READY_LINE = "Server is ready"
 _QUICK_RESTARTS = 5  # crashes in a row restarted at once; then the delay grows
 _MAX_RESTART_DELAY = 30.0
@@ -124,53 +115,6 @@ def binary_version(path: str) -> tuple[int, int, int]:
         major, minor, patch = (int(g) for g in match.groups())
         _version_cache[path] = (major, minor, patch)
     return _version_cache[path]
-
-
-def prepare_store(store_dir: Path) -> None:
-    """Create the store directory and prove it is writable."""
-    try:
-        store_dir.mkdir(parents=True, exist_ok=True)
-        probe = store_dir / f".jetkit-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise StoreNotWritableError(
-            f"store directory {str(store_dir)!r} is not writable ({exc.strerror or exc}); "
-            "choose another store_dir or fix its permissions"
-        ) from exc
-
-
-def try_lock(store_dir: Path) -> int | None:
-    """Take the store's lock; the fd on success, None if a live server holds it."""
-    fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def load_or_create_credentials(store_dir: Path) -> tuple[str, str]:
-    """The store's generated user and password, created on first use (file mode 0600)."""
-    path = store_dir / CREDS_FILE
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        data = json.loads(path.read_text())
-        return str(data["user"]), str(data["password"])
-    user, password = "jetkit", secrets.token_urlsafe(24)
-    _write_private(path, json.dumps({"user": user, "password": password}))
-    return user, password
 
 
 def free_port(host: str) -> int:
@@ -238,14 +182,6 @@ def _make_child_setup(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return setup
-
-
-def read_attach_info(store_dir: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((store_dir / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class EmbeddedServer:
@@ -335,7 +271,7 @@ class EmbeddedServer:
 
     def _write_info(self) -> None:
         info = {"pid": self.pid, "host": self.host, "port": self.port, "owner_pid": os.getpid()}
-        _write_private(self.store_dir / INFO_FILE, json.dumps(info))
+        write_private(self.store_dir / INFO_FILE, json.dumps(info))
 
     async def _spawn_and_wait(self) -> None:
         conf = render_config(
@@ -349,26 +285,28 @@ class EmbeddedServer:
             token=self.token,
         )
         conf_path = self.store_dir / CONF_FILE
-        _write_private(conf_path, conf)
+        write_private(conf_path, conf)
         # read before the server touches the store: it rewrites some of what it repairs
         self.damage = _damage.scan(self.store_dir)
         assert self._lock_fd is not None
         # The log goes to a file, never to a pipe: a Go program writing to a broken
         # stderr pipe dies of SIGPIPE at once, which would cut short its graceful
         # shutdown (and lose recent acks) when its owner is killed.
+        log_fd = open_log(self.store_dir / LOG_FILE)
         try:
-            with open(self.store_dir / LOG_FILE, "wb") as log:  # noqa: ASYNC230
-                proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
-                    [self.binary, "-c", str(conf_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=(self._lock_fd,),
-                    start_new_session=True,
-                    preexec_fn=_make_child_setup(os.getpid()),
-                )
+            proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
+                [self.binary, "-c", str(conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                pass_fds=(self._lock_fd,),
+                start_new_session=True,
+                preexec_fn=_make_child_setup(os.getpid()),
+            )
         except OSError as exc:
             raise ServerBinaryError(f"cannot execute {self.binary}: {exc}") from exc
+        finally:
+            os.close(log_fd)
         self._proc = proc
         self._started_at = time.monotonic()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -394,7 +332,8 @@ class EmbeddedServer:
         tail: deque[str] = deque(maxlen=20)
         warnings: list[str] = []
         pending = b""
-        with open(self.store_dir / LOG_FILE, "rb") as log:
+        fd = os.open(self.store_dir / LOG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as log:
             while not ready.done():
                 exited = proc.poll() is not None
                 pending += log.read()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import nats
 import nats.errors
 
-from . import _admin, _damage, _server, _validate
+from . import _admin, _damage, _server, _store, _validate
 from ._codec import decoder_for, encode_json, plan_handler
 from ._connection import reconnect_on_server_errors
 from ._consumer import JetStreamSubscription, consumer_config
@@ -264,9 +264,9 @@ class Stream:
         else:
             path = Path(store_dir).expanduser().absolute()
         self._store_dir = path
-        _server.prepare_store(path)
+        _store.prepare(path)
         if user is None and token is None:
-            user, password = _server.load_or_create_credentials(path)
+            user, password = _store.load_or_create_credentials(path, self._log)
         self._server_opts = {
             "binary": binary,
             "host": host,
@@ -280,7 +280,7 @@ class Stream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         while True:
-            lock_fd = _server.try_lock(path)
+            lock_fd = _store.try_lock(path)
             if lock_fd is not None:
                 break
             # a live jetkit server owns the store (or one is just exiting): attach to it
@@ -307,7 +307,7 @@ class Stream:
         opts = self._server_opts
         try:
             with contextlib.suppress(OSError):
-                (path / _server.INFO_FILE).unlink()
+                (path / _store.INFO_FILE).unlink()
             server = _server.EmbeddedServer(
                 store_dir=path,
                 binary=_server.find_binary(opts["binary"]),
@@ -336,7 +336,7 @@ class Stream:
         path, port = self._store_dir, self._attached_port
         assert path is not None and port is not None
         while not self._closed and not self._nc.is_connected:
-            lock_fd = _server.try_lock(path)
+            lock_fd = _store.try_lock(path)
             if lock_fd is None:  # the owner is still there (restarting it, or shutting down)
                 await asyncio.sleep(0.1)
                 continue
@@ -361,7 +361,7 @@ class Stream:
         name: str | None,
     ) -> bool:
         """Connect as a client to the live server that owns ``path``; False if not ready."""
-        info = _server.read_attach_info(path)
+        info = _store.read_attach_info(path)
         # the server dies with its owner: a dead owner means it is going away
         if (
             info is None

@@ -1,0 +1,94 @@
+"""The store is private: created 0700, files 0600, links never followed, never without auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+import jetkit as jk
+from jetkit import _store
+
+WRITTEN = (_store.CONF_FILE, _store.CREDS_FILE, _store.INFO_FILE, _store.LOG_FILE)
+
+
+@pytest.fixture
+def umask_zero() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+async def test_store_is_created_0700_and_every_file_is_0600(
+    tmp_path: Path, umask_zero: None
+) -> None:
+    store = tmp_path / "new" / "store"
+    async with jk.Stream.open(store_dir=store):
+        assert mode(store) == 0o700
+        for name in (*WRITTEN, _store.LOCK_FILE):
+            assert mode(store / name) == 0o600, name
+        assert not [p for p in store.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("bits", [0o020, 0o002])
+async def test_store_writable_by_others_is_refused(tmp_path: Path, bits: int) -> None:
+    store = tmp_path / "shared"
+    store.mkdir()
+    store.chmod(0o700 | bits)
+    with pytest.raises(jk.InsecureStoreError, match="chmod go-w"):
+        await jk.Stream.open(store_dir=store)
+    assert list(store.iterdir()) == []  # nothing was written, nothing started
+
+
+async def test_planted_links_do_not_redirect_what_jetkit_writes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    # the temporary names an older jetkit used, and the log itself
+    for name in WRITTEN:
+        (store / f"{name}.tmp").symlink_to(victim)
+    (store / _store.LOG_FILE).unlink(missing_ok=True)
+    (store / _store.LOG_FILE).symlink_to(victim)
+    async with jk.Stream.open(store_dir=store):
+        assert victim.read_text() == "untouched"
+        log = store / _store.LOG_FILE
+        assert not log.is_symlink() and "Server is ready" in log.read_text()
+        password = json.loads((store / _store.CREDS_FILE).read_text())["password"]
+    assert password not in victim.read_text()
+
+
+@pytest.mark.parametrize(
+    "creds",
+    [{"user": "", "password": "p"}, {"user": "u", "password": ""}, {"token": ""}],
+)
+def test_empty_credentials_are_refused(creds: dict[str, str]) -> None:
+    with pytest.raises(jk.ConfigError, match="non-empty"):
+        jk.Stream.open(**creds)  # type: ignore[arg-type]
+
+
+async def test_credentials_file_with_empty_strings_gets_new_ones(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    (store / _store.CREDS_FILE).write_text(json.dumps({"user": "", "password": ""}))
+    async with jk.Stream.open(store_dir=store) as s:
+        info = s.connect_info()
+        assert info["user"] and info["password"]
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            nc = await nats.connect(
+                servers=info["servers"], max_reconnect_attempts=1, allow_reconnect=False
+            )
+            await nc.close()
+        nc = await nats.connect(**info)  # the new ones work
+        await nc.close()
