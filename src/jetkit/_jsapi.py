@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import nats.errors
 
-from ._errors import ConnectionError, JetStreamError, NotFoundError, StreamClosedError, TimeoutError
+from ._errors import (
+    ConnectionError,
+    JetStreamError,
+    NotFoundError,
+    StorageFullError,
+    StreamClosedError,
+    TimeoutError,
+)
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
@@ -44,12 +52,34 @@ def parse_time(text: str | None) -> dt.datetime | None:
     return stamp.astimezone(dt.UTC)
 
 
+# "insufficient resources" (JetStream's storage limit reached), "insufficient storage
+# resources available" (a stream's limits do not fit)
+STORAGE_FULL_CODES = (10023, 10047)
+
+
+def storage_full(
+    detail: str, store_dir: Path | None, code: int = 0, err_code: int = 0
+) -> StorageFullError:
+    """The error for JetStream's storage limit being reached, with what to do."""
+    where = f"store {store_dir}" if store_dir is not None else "the NATS server's store"
+    return StorageFullError(
+        f"{where} is full: JetStream's storage limit is reached (nats-server: {detail}); "
+        "nothing more is stored until there is room. Purge or delete topics you do not "
+        "need, or give topics limits (declare_topic(..., max_bytes=..., max_age=...)) so "
+        "old messages make room. The limit is set when the server starts (three quarters "
+        "of the disk's free space then): disk space freed elsewhere counts once it restarts",
+        code,
+        err_code,
+    )
+
+
 class JsApi:
     """Request/response with the JetStream API on one connection."""
 
-    def __init__(self, nc: Any, timeout: float = 5.0) -> None:
+    def __init__(self, nc: Any, timeout: float = 5.0, store_dir: Path | None = None) -> None:
         self._nc = nc
         self.timeout = timeout
+        self._store_dir = store_dir
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         body = _encode(payload) if payload is not None else b""
@@ -76,5 +106,7 @@ class JsApi:
             text = f"{err.get('description', 'JetStream error')} ({suffix})"
             if code == 404 or err_code in (STREAM_NOT_FOUND, CONSUMER_NOT_FOUND):
                 raise NotFoundError(text, code, err_code)
+            if err_code in STORAGE_FULL_CODES:
+                raise storage_full(text, self._store_dir, code, err_code)
             raise JetStreamError(text, code, err_code)
         return resp

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,9 +25,12 @@ from ._errors import (
     JetkitError,
     JetStreamError,
     NotFoundError,
+    StorageFullError,
     StreamClosedError,
     TimeoutError,
 )
+from ._jsapi import STORAGE_FULL_CODES, storage_full
+from ._store import has_room
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +116,12 @@ class AckedPublisher:
     per publish.
     """
 
-    def __init__(self, nc: Any, timeout: float) -> None:
+    def __init__(self, nc: Any, timeout: float, store_dir: Path | None = None) -> None:
         self._nc = nc
         self.timeout = timeout
+        self._store_dir = store_dir
+        # the last "storage full" refusal, until a publish is stored again
+        self.full: StorageFullError | None = None
         self._prefix = ""
         self._prefix_b = b""
         self._pending: dict[str, _Entry] = {}
@@ -147,18 +154,34 @@ class AckedPublisher:
         letting them wait out the timeout; publishes made from now on are sent after
         the reconnect and resolve normally.
         """
+        self.fail_waiting(
+            lambda subject: ConnectionLostError(
+                f"the connection to NATS dropped before the ack of a publish to {subject!r} "
+                "arrived; the message may or may not be stored: publish it again with the "
+                "same msg_id to be safe"
+            )
+        )
+
+    def fail_waiting(self, error: Callable[[str], JetkitError]) -> None:
+        """Resolve every publish waiting for its ack with ``error(subject)``."""
         if not self._pending:
             return
         waiting = list(self._pending.values())
         self._pending.clear()
         for entry in waiting:
-            entry.resolve(
-                ConnectionLostError(
-                    f"the connection to NATS dropped before the ack of a publish to "
-                    f"{entry.subject!r} arrived; the message may or may not be stored: "
-                    "publish it again with the same msg_id to be safe"
-                )
+            entry.resolve(error(entry.subject))
+
+    def _timed_out(self, subject: str) -> JetkitError:
+        if self._store_dir is not None and not has_room(self._store_dir):
+            return StorageFullError(
+                f"no ack for a publish to {subject!r} within {self.timeout}s and the disk of "
+                f"store {self._store_dir} is full; the message may or may not be stored. Free "
+                "disk space; the server stores again once it is restarted with room"
             )
+        return TimeoutError(
+            f"no ack from JetStream for a publish to {subject!r} within {self.timeout}s; the "
+            "message may or may not be stored: publish it again with the same msg_id to be safe"
+        )
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -173,13 +196,7 @@ class AckedPublisher:
                 expired.append(token)
             for token in expired:
                 entry = pending.pop(token)
-                entry.resolve(
-                    TimeoutError(
-                        f"no ack from JetStream for a publish to {entry.subject!r} within "
-                        f"{self.timeout}s; the message may or may not be stored: publish it "
-                        "again with the same msg_id to be safe"
-                    )
-                )
+                entry.resolve(self._timed_out(entry.subject))
         self._sweeper = None
 
     async def _on_ack(self, msg: Any) -> None:
@@ -187,8 +204,7 @@ class AckedPublisher:
         if entry is not None:
             entry.resolve(self._parse(msg, entry.subject))
 
-    @staticmethod
-    def _parse(msg: Any, subject: str) -> PubAck | BaseException:
+    def _parse(self, msg: Any, subject: str) -> PubAck | BaseException:
         if not msg.data:
             status = (msg.headers or {}).get("Status", "")
             if status == "503":
@@ -204,7 +220,12 @@ class AckedPublisher:
             code = int(resp.error.get("code", 0))
             err_code = int(resp.error.get("err_code", 0))
             desc = resp.error.get("description", "publish refused")
+            if err_code in STORAGE_FULL_CODES:
+                self.full = storage_full(desc, self._store_dir, code, err_code)
+                return self.full
             return JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
+        if self.full is not None:
+            self.full = None
         return PubAck(resp.stream, resp.seq, resp.duplicate)
 
     async def _send(

@@ -48,11 +48,27 @@ from ._errors import (
     ServerTimeoutError,
     StoreNotWritableError,
 )
-from ._store import CONF_FILE, INFO_FILE, LOCK_FILE, LOG_FILE, open_log, write_private
+from ._store import (
+    CONF_FILE,
+    INFO_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    free_space,
+    has_room,
+    open_log,
+    write_private,
+)
 
 MIN_VERSION = (2, 10, 0)
 BINARY_ENV = "JETKIT_NATS_SERVER"
 _READY_LINE = "Server is ready"
+# [ERR] lines that mean the store cannot take more: the disk is full (the server then
+# stops answering publishes to the stream it failed to write, until it restarts), or
+# JetStream's own limit is reached
+_STORAGE_ERROR = re.compile(
+    r"no space left on device|resource limits exceeded|out of space|disk quota exceeded", re.I
+)
+
 _QUICK_RESTARTS = 5  # crashes in a row restarted at once; then the delay grows
 _MAX_RESTART_DELAY = 30.0
 _RESTART_WINDOW = 60.0  # a server that ran this long resets the crash count
@@ -236,6 +252,11 @@ class EmbeddedServer:
         self._crashes = 0
         self._started_at = 0.0
         self._restart_task: asyncio.Future[None] | None = None
+        # the disk is full: what nats-server said, and the task waiting for room
+        self.storage_error: str | None = None
+        self.on_storage_error: Callable[[str], None] | None = None
+        self._room_watch: asyncio.Future[None] | None = None
+        self._replacing: subprocess.Popen[bytes] | None = None  # its exit is planned
 
     @property
     def pid(self) -> int | None:
@@ -328,34 +349,43 @@ class EmbeddedServer:
             raise
 
     def _watch(self, proc: subprocess.Popen[bytes], ready: concurrent.futures.Future[None]) -> None:
-        """Follow the server's log until it is ready (or exits), then wait for its exit."""
+        """Follow the server's log while it lives: until ready (damage, failures), then for
+        storage errors; report an exit that nobody asked for."""
         tail: deque[str] = deque(maxlen=20)
         warnings: list[str] = []
         pending = b""
         fd = os.open(self.store_dir / LOG_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as log:
-            while not ready.done():
+            while True:
                 exited = proc.poll() is not None
-                pending += log.read()
+                chunk = log.read()
+                pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:
                     line = raw.decode("utf-8", "replace").rstrip()
-                    tail.append(line)
                     self._log.debug("nats-server: %s", line)
-                    if "[WRN]" in line or "[ERR]" in line:
-                        warnings.append(line)
-                    if _READY_LINE in line:
-                        _damage.read_log(warnings, self.store_dir, self.damage)
-                        ready.set_result(None)
-                if exited and not ready.done():
-                    ready.set_exception(self._classify_failure(proc.wait(), list(tail)))
-                    return
-                if not ready.done():
-                    time.sleep(0.003)
+                    if not ready.done():
+                        tail.append(line)
+                        if "[WRN]" in line or "[ERR]" in line:
+                            warnings.append(line)
+                        if _READY_LINE in line:
+                            _damage.read_log(warnings, self.store_dir, self.damage)
+                            ready.set_result(None)
+                    elif "[ERR]" in line and _STORAGE_ERROR.search(line):
+                        self._tell_loop(self._on_storage_error, proc, line.split("[ERR]", 1)[1])
+                if exited:
+                    break
+                time.sleep(0.003 if not ready.done() else 0.05 if not chunk else 0)
         code = proc.wait()
-        if not self._stopping and self._proc is proc and self._loop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._handle_unexpected_exit, code)
+        if not ready.done():
+            ready.set_exception(self._classify_failure(code, list(tail)))
+        elif not self._stopping and self._proc is proc and proc is not self._replacing:
+            self._tell_loop(self._handle_unexpected_exit, code)
+
+    def _tell_loop(self, callback: Callable[..., None], *args: object) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                self._loop.call_soon_threadsafe(callback, *args)
 
     def _classify_failure(self, code: int, tail: list[str]) -> ServerStartError:
         text = "\n".join(tail)
@@ -373,6 +403,65 @@ class EmbeddedServer:
         return ServerStartError(
             f"nats-server exited with code {code} before it was ready. Last lines:\n{text}"
         )
+
+    # -- a full disk ------------------------------------------------------------------------
+
+    def _on_storage_error(self, proc: subprocess.Popen[bytes], text: str) -> None:
+        if proc is not self._proc or self._stopping:
+            return
+        text = text.strip()
+        first = self.storage_error is None
+        self.storage_error = text
+        if first:
+            self._log.error("nats-server cannot store more in %s: %s", self.store_dir, text)
+        if self.on_storage_error is not None:
+            self.on_storage_error(text)
+        if self._room_watch is None or self._room_watch.done():
+            self._room_watch = asyncio.ensure_future(self._wait_for_room())
+
+    async def _wait_for_room(self) -> None:
+        """Once the disk has room again, restart the server: a stream that failed to
+        write stays stuck until then (nats-server keeps the error in memory)."""
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            free = free_space(self.store_dir)
+            if free is None or not has_room(self.store_dir):
+                continue
+            if self._stopping:
+                return
+            self._log.warning(
+                "disk space is available again in %s (%d MiB free); restarting nats-server "
+                "so that it stores again",
+                self.store_dir,
+                free // 2**20,
+            )
+            await self._cycle()
+            return
+
+    async def _cycle(self) -> None:
+        """Stop the server gracefully and start it again on the same port and store."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._replacing = proc
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._kill_now(proc)
+        self.storage_error = None
+        if self._stopping:
+            return
+        try:
+            await self._spawn_and_wait()
+            self._write_info()
+        except ServerStartError as exc:
+            self.last_error = str(exc)
+            self._log.error("restarting nats-server failed: %s", exc)
+            if self._restart_task is None or self._restart_task.done():
+                self._restart_task = asyncio.ensure_future(self._restart())
+
+    # -- crashes ---------------------------------------------------------------------------
 
     def _handle_unexpected_exit(self, code: int | None) -> None:
         self._log.warning("embedded nats-server exited unexpectedly (code %s)", code)
@@ -450,11 +539,11 @@ class EmbeddedServer:
         so nothing is started once stopping began.
         """
         self._stopping = True
-        restart = self._restart_task
-        if restart is not None and not restart.done():
-            restart.cancel()
-            with contextlib.suppress(BaseException):
-                await restart
+        for task in (self._restart_task, self._room_watch):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         proc = self._proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

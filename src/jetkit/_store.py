@@ -31,6 +31,7 @@ CREDS_FILE = "jetkit-credentials.json"
 CONF_FILE = "nats-server.conf"
 LOG_FILE = "nats-server.log"
 
+_ROOM = 16 * 1024 * 1024  # free space that counts as room to store again
 _PRIVATE = 0o600
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -155,3 +156,23 @@ def read_attach_info(store_dir: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def free_space(store_dir: Path) -> int | None:
+    """Bytes free for us on the store's filesystem (None if that cannot be read)."""
+    try:
+        st = os.statvfs(store_dir)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def has_room(store_dir: Path) -> bool:
+    """Whether the store's disk has room to store again: 16 MiB free (or a tenth of a
+    small filesystem). True when it cannot be told."""
+    try:
+        st = os.statvfs(store_dir)
+    except OSError:
+        return True
+    room = min(_ROOM, st.f_blocks * st.f_frsize // 10)
+    return st.f_bavail * st.f_frsize >= room

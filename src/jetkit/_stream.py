@@ -32,6 +32,7 @@ from ._errors import (
     NotFoundError,
     PayloadTooLargeError,
     RemoteError,
+    StorageFullError,
     StreamClosedError,
     StreamUnhealthyError,
     TimeoutError,
@@ -230,8 +231,12 @@ class Stream:
                         binary=server_binary,
                         name=name,
                     )
-                stream._api = JsApi(stream._nc, timeout=max(connect_timeout, 5.0))
-                stream._publisher = AckedPublisher(stream._nc, publish_timeout)
+                stream._api = JsApi(
+                    stream._nc, timeout=max(connect_timeout, 5.0), store_dir=stream._store_dir
+                )
+                stream._publisher = AckedPublisher(
+                    stream._nc, publish_timeout, store_dir=stream._store_dir
+                )
                 await stream._publisher.start()
                 await stream._report_damage()
             except BaseException:
@@ -325,6 +330,7 @@ class Stream:
         except BaseException:
             os.close(lock_fd)
             raise
+        server.on_storage_error = self._on_storage_error
         self._server = server
         await server.start()
 
@@ -465,6 +471,25 @@ class Stream:
         self._log.warning("jetkit: disconnected from NATS; reconnecting")
         if self._attached and (self._takeover is None or self._takeover.done()):
             self._takeover = asyncio.ensure_future(self._take_over())
+
+    def _on_storage_error(self, detail: str) -> None:
+        """The embedded server cannot write its store: fail what waits for an ack now."""
+        publisher = getattr(self, "_publisher", None)
+        if publisher is not None:
+            publisher.fail_waiting(
+                lambda subject: self._disk_full(
+                    f"the publish to {subject!r} was not confirmed and may or may not be stored"
+                )
+            )
+
+    def _disk_full(self, what: str) -> StorageFullError:
+        server = self._server
+        detail = server.storage_error if server is not None else None
+        return StorageFullError(
+            f"store {self._store_dir} is out of disk space (nats-server: {detail}): {what}. "
+            "Free disk space (delete files, or delete_topic() a topic you do not need); "
+            "jetkit restarts the server and stores again by itself once there is room"
+        )
 
     async def _report_damage(self) -> None:
         """Log what the embedded server's last start found damaged in the store."""
@@ -924,6 +949,8 @@ class Stream:
         return ConnectionError(f"publish to {topic!r} failed: {exc}")
 
     async def _js_publish(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
+        if self._server is not None and self._server.storage_error is not None:
+            raise self._disk_full("nothing was sent, the message is not stored")
         await self._ensure_stream(topic)
         try:
             return await self._publisher.publish(topic, data, headers)
@@ -970,6 +997,8 @@ class Stream:
                 await self._core_publish(topic, data, headers)
                 count += 1
             return [None] * count
+        if self._server is not None and self._server.storage_error is not None:
+            raise self._disk_full("nothing was sent, no message is stored")
         await self._ensure_stream(topic)
         acks = await self._publisher.publish_many(topic, checked, headers, window)
         return list(acks)
@@ -1215,6 +1244,7 @@ class Stream:
                 url=self._server.url,
                 running=self._server.running,
                 state=self._server.state,
+                storage_error=self._server.storage_error,
                 restarts=self._server.restart_count,
                 last_exit_code=self._server.last_exit_code,
                 last_error=self._server.last_error,
@@ -1260,6 +1290,10 @@ class Stream:
             )
         if not self._nc.is_connected:
             raise StreamUnhealthyError("not connected to NATS (reconnecting)")
+        if server is not None and server.storage_error is not None:
+            raise StreamUnhealthyError(str(self._disk_full("publishes to stored topics fail")))
+        if self._publisher.full is not None:
+            raise StreamUnhealthyError(str(self._publisher.full))
         try:
             await self._api.call("INFO")
         except JetkitError as exc:
