@@ -97,15 +97,23 @@ def test_pub_and_sub(store: Path) -> None:
     assert "#1 orders.events" in out and "#2 orders.events" in out and "#3" not in out
 
 
-def test_dlq_lists_and_republishes(store: Path) -> None:
+@pytest.mark.parametrize("flag", ["--redrive", "--republish"])
+def test_dlq_lists_and_redrives(store: Path, flag: str) -> None:
     out = run("dlq", "failed.orders", "--store-dir", str(store))
     assert "1 dead letter(s)" in out and "RuntimeError: boom" in out and "orders.events" in out
-    out = run("dlq", "failed.orders", "--republish", "--store-dir", str(store))
-    assert "re-published 1" in out
+    out = run("dlq", "failed.orders", flag, "--store-dir", str(store))
+    assert "re-drove 1" in out
     out = run("dlq", "failed.orders", "--store-dir", str(store))
     assert "0 dead letter(s)" in out
     out = run("topic", "orders.events", "--store-dir", str(store))
     assert re.search(r"messages\s*│\s*3\s", out), out
+
+
+def test_dlq_redrive_refuses_a_topic_that_is_not_a_dlq(store: Path) -> None:
+    result = runner.invoke(app, ["dlq", "orders.events", "--redrive", "--store-dir", str(store)])
+    assert result.exit_code == 2 and "no dead letter" in result.output
+    out = run("topic", "orders.events", "--store-dir", str(store))
+    assert re.search(r"messages\s*│\s*2\s", out), out  # nothing was deleted
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ request/reply and durable JetStream consumers.
 """
 
 from ._admin import ConsumerInfo, TopicInfo
+from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
     AlreadySettledError,
     ConfigError,
@@ -54,6 +55,7 @@ __all__ = [
     "ConnectionLostError",
     "ConsumerInfo",
     "DamagedConsumerError",
+    "DeadLetter",
     "DecodeError",
     "Discard",
     "EncodeError",
@@ -72,6 +74,7 @@ __all__ = [
     "PortInUseError",
     "PubAck",
     "PublishBatchError",
+    "RedriveResult",
     "RemoteError",
     "Retention",
     "ServerBinaryError",

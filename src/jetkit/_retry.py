@@ -13,6 +13,7 @@ H_SEQ = "Jetkit-Original-Seq"
 H_DELIVERIES = "Jetkit-Deliveries"
 H_CONSUMER = "Jetkit-Consumer"
 H_ERROR = "Jetkit-Error"
+H_REDRIVES = "Jetkit-Redrives"
 
 Delay = float | int | dt.timedelta
 

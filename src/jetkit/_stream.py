@@ -18,17 +18,20 @@ from typing import Any, TypeVar, cast
 import nats
 import nats.errors
 
-from . import _admin, _damage, _server, _store, _validate
+from . import _admin, _damage, _deadletters, _server, _store, _validate
 from ._codec import decoder_for, encode_json, plan_handler
 from ._connection import reconnect_on_server_errors
 from ._consumer import JetStreamSubscription, consumer_config
+from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
     ConfigError,
     ConnectionError,
     EncodeError,
+    InvalidTopicError,
     JetkitError,
     JetStreamError,
     NoRespondersError,
+    NotADeadLetterTopicError,
     NotFoundError,
     PayloadTooLargeError,
     RemoteError,
@@ -867,6 +870,93 @@ class Stream:
                 consumer,
                 name,
             )
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def dead_letters(self, dlq_topic: str, limit: int | None = None) -> list[DeadLetter]:
+        """The dead letters stored on ``dlq_topic``, oldest first (at most ``limit``).
+
+        Messages without the dead-letter headers are not dead letters and are left out.
+        """
+        self._check_open()
+        self._topic(dlq_topic)
+        _validate.optional_number("limit", limit, minimum=1, integer=True)
+        name, last = await self._dlq_stream(dlq_topic)
+        found: list[DeadLetter] = []
+        async for msg in _deadletters.stored(self._api, name, dlq_topic, last):
+            letter = _deadletters.dead_letter(msg)
+            if letter is not None:
+                found.append(letter)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    async def redrive(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        where: Callable[[DeadLetter], bool] | None = None,
+    ) -> RedriveResult:
+        """Publish dead letters again to their original topics, then delete them from the DLQ.
+
+        Each one goes back with its original payload and headers plus
+        ``Jetkit-Redrives: n``, and is deleted from ``dlq_topic`` (by sequence) only
+        after that publish was acknowledged: the DLQ is never purged, so letters
+        arriving meanwhile stay. ``where`` selects which letters to re-drive (the others
+        are kept), ``limit`` how many at most. Messages without the dead-letter headers
+        are skipped, never deleted; if the topic holds messages but no dead letter at
+        all, raises jk.NotADeadLetterTopicError. A failing publish stops the re-drive
+        with its error; what was re-driven until then is done, the rest stays.
+        """
+        self._check_open()
+        self._topic(dlq_topic)
+        _validate.optional_number("limit", limit, minimum=1, integer=True)
+        if where is not None and not callable(where):
+            raise ConfigError(f"where must be a function DeadLetter -> bool, got {where!r}")
+        name, last = await self._dlq_stream(dlq_topic)
+        redriven = skipped = kept = letters = 0
+        async for msg in _deadletters.stored(self._api, name, dlq_topic, last):
+            letter = _deadletters.dead_letter(msg)
+            if letter is None:
+                skipped += 1
+                continue
+            letters += 1
+            if (limit is not None and redriven >= limit) or (
+                where is not None and not where(letter)
+            ):
+                kept += 1
+                continue
+            try:
+                topic, headers = _deadletters.redrive_message(letter, name)
+                if topic == dlq_topic:
+                    raise InvalidTopicError("its original topic is the DLQ itself")
+                data = self._check_payload(topic, letter.data, headers)
+            except (*_deadletters.NOT_PUBLISHABLE, PayloadTooLargeError) as exc:
+                self._log.warning(
+                    "jetkit: dead letter %s on %r cannot be re-driven (%s); left in place",
+                    letter.seq,
+                    dlq_topic,
+                    exc,
+                )
+                skipped += 1
+                continue
+            await self._js_publish(topic, data, headers)
+            await self._api.call(f"STREAM.MSG.DELETE.{name}", {"seq": letter.seq, "no_erase": True})
+            redriven += 1
+        if letters == 0 and skipped > 0:
+            raise NotADeadLetterTopicError(
+                f"{dlq_topic!r} holds {skipped} messages but no dead letter (none has the "
+                "Jetkit-Original-Topic header); nothing was re-driven or deleted. Pass the "
+                "topic given as dlq= to subscribe()"
+            )
+        return RedriveResult(redriven, skipped, kept)
+
+    async def _dlq_stream(self, dlq_topic: str) -> tuple[str, int]:
+        """The stream storing ``dlq_topic`` and its last sequence now."""
+        name, _ = await self._stream_of(dlq_topic)
+        info = await self._api.call(f"STREAM.INFO.{name}")
+        return name, int(info.get("state", {}).get("last_seq", 0))
 
     # -- publishing ------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ server serving that store, or start one on it for the duration of the command) o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,10 +16,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import jetkit as jk
-
-from ._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
 
 T = TypeVar("T")
 
@@ -74,27 +72,6 @@ async def _stored(s: jk.Stream, topic: str) -> bool:
         return False
     await s.declare_topic(topic, mode=jk.TopicMode.JETSTREAM)
     return True
-
-
-async def _read_stored(s: jk.Stream, topic: str, timeout: float = 10.0) -> list[jk.Message]:
-    """Every message currently stored on ``topic``, oldest first (nothing is acked)."""
-    await _stored(s, topic)
-    info = await s.topic_info(topic)
-    if info.messages == 0:
-        return []
-    got: list[jk.Message] = []
-    done = asyncio.Event()
-
-    async def collect(msg: jk.Message) -> None:
-        got.append(msg)
-        if (msg.seq or 0) >= info.last_seq:
-            done.set()
-
-    sub = await s.subscribe(topic, collect, ack=jk.AckPolicy.NONE, start_at=jk.StartAt.ALL)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout)
-    await sub.stop()
-    return got
 
 
 def _table(*columns: str, header: bool = True) -> Table:
@@ -355,8 +332,13 @@ def sub(
 @app.command()
 def dlq(
     name: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. failed.orders.events")],
-    republish: Annotated[
-        bool, typer.Option("--republish", help="Publish each back to its topic, then purge.")
+    redrive: Annotated[
+        bool,
+        typer.Option(
+            "--redrive",
+            "--republish",
+            help="Publish each dead letter back to its topic, then delete it from the DLQ.",
+        ),
     ] = False,
     store_dir: StoreDir = DEFAULT_STORE,
     server: Server = None,
@@ -364,41 +346,39 @@ def dlq(
     password: Password = None,
     token: Token = None,
 ) -> None:
-    """List dead letters (and optionally re-publish them to their original topics)."""
+    """List dead letters (and with --redrive send them back to their original topics)."""
 
-    async def work() -> tuple[list[jk.Message], int]:
+    async def work() -> tuple[list[jk.DeadLetter], jk.RedriveResult | None]:
         async with _open(store_dir, server, user, password, token) as s:
-            letters = await _read_stored(s, name)
-            sent = 0
-            if republish and letters:
-                for msg in letters:
-                    original = msg.headers.get(H_TOPIC)
-                    if not original:
-                        continue
-                    await _stored(s, original)
-                    keep = {k: v for k, v in msg.headers.items() if not k.startswith("Jetkit-")}
-                    await s.publish(original, msg.data, headers=keep or None)
-                    sent += 1
-                await s.purge_topic(name)
-            return letters, sent
+            letters = await s.dead_letters(name)
+            result = await s.redrive(name) if redrive else None
+            return letters, result
 
-    letters, sent = _run(work)
+    letters, result = _run(work)
     table = _table("seq", "original topic", "orig seq", "attempts", "consumer", "error", "data")
-    for m in letters:
-        h = m.headers
+    for letter in letters:
         table.add_row(
-            str(m.seq),
-            h.get(H_TOPIC, "-"),
-            h.get(H_SEQ, "-"),
-            h.get(H_DELIVERIES, "-"),
-            h.get(H_CONSUMER, "-"),
-            _preview(h.get(H_ERROR, "-").encode(), 50),
-            _preview(m.data, 40),
+            *(
+                Text(cell)
+                for cell in (
+                    str(letter.seq),
+                    letter.original_topic,
+                    str(letter.original_seq or "-"),
+                    str(letter.deliveries or "-"),
+                    letter.consumer or "-",
+                    _preview((letter.error or "-").encode(), 50),
+                    _preview(letter.data, 40),
+                )
+            )
         )
     out.print(table)
-    out.print(f"{len(letters)} dead letter(s) in {name}")
-    if republish:
-        out.print(f"re-published {sent} and purged {name}")
+    out.print(f"{len(letters)} dead letter(s) in {name}", markup=False)
+    if result is not None:
+        out.print(
+            f"re-drove {result.redriven} to their topics and deleted them from {name}"
+            + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else ""),
+            markup=False,
+        )
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""Dead letters: listing a DLQ and re-driving it without losing anything."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import jetkit as jk
+from conftest import wait_until
+from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
+
+
+def letter_headers(topic: str, seq: int, **extra: str) -> dict[str, str]:
+    return {
+        H_TOPIC: topic,
+        H_SEQ: str(seq),
+        H_DELIVERIES: "3",
+        H_CONSUMER: "proc",
+        H_ERROR: "RuntimeError: boom",
+        **extra,
+    }
+
+
+async def stored(s: jk.Stream, topic: str) -> list[jk.Message]:
+    """Every message stored on ``topic`` (read without a consumer)."""
+    info = await s.topic_info(topic)
+    got: list[jk.Message] = []
+    async for msg in jk._deadletters.stored(s._api, info.name, topic, info.last_seq):
+        got.append(msg)
+    return got
+
+
+async def test_a_failing_handler_dead_letter_is_listed_and_redriven(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    calls: list[jk.Message] = []
+
+    async def handler(msg: jk.Message) -> None:
+        calls.append(msg)
+        if msg.headers.get(H_REDRIVES) is None:
+            raise RuntimeError(f"boom {msg.data.decode()}")
+
+    sub = await js.subscribe(
+        topic, handler, durable="proc", ack=jk.AckPolicy.MANUAL, max_deliver=2, dlq=dlq
+    )
+    await js.publish(topic, b"order-1", headers={"trace": "t1"})
+    await wait_until(lambda: sub.stats.dead_lettered == 1)
+    [letter] = await js.dead_letters(dlq)
+    assert (letter.original_topic, letter.original_seq, letter.deliveries) == (topic, 1, 2)
+    assert (letter.consumer, letter.error) == ("proc", "RuntimeError: boom order-1")
+    assert (letter.data, letter.headers, letter.redrives) == (b"order-1", {"trace": "t1"}, 0)
+
+    result = await js.redrive(dlq)
+    assert (result.redriven, result.skipped) == (1, 0)
+    await wait_until(lambda: len(calls) == 3)
+    redriven = calls[-1].headers
+    assert (redriven["trace"], redriven[H_REDRIVES]) == ("t1", "1")
+    assert redriven["Nats-Msg-Id"].startswith("jk-redrive-")  # a repeated re-drive dedupes
+    assert await js.dead_letters(dlq) == []
+    assert (await js.topic_info(dlq)).messages == 0
+
+
+async def test_redrive_deletes_only_what_it_redrove(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    for i in range(5):
+        await js.publish(dlq, f"d{i}".encode(), headers=letter_headers(topic, i + 1))
+    await js.publish(dlq, b"not a dead letter")
+    result = await js.redrive(dlq, where=lambda letter: letter.data != b"d3")
+    assert (result.redriven, result.skipped, result.kept) == (4, 1, 1)
+    assert [m.data for m in await stored(js, dlq)] == [b"d3", b"not a dead letter"]
+    assert [m.data for m in await stored(js, topic)] == [b"d0", b"d1", b"d2", b"d4"]
+
+
+async def test_letters_arriving_during_a_redrive_stay(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    for i in range(200):
+        await js.publish(dlq, f"old{i}".encode(), headers=letter_headers(topic, i + 1))
+    started = asyncio.Event()
+
+    def select(letter: jk.DeadLetter) -> bool:
+        started.set()  # the re-drive has read which letters it handles
+        return True
+
+    async def dead_letters_keep_arriving() -> None:
+        await started.wait()
+        for i in range(50):
+            await js.publish(dlq, f"new{i}".encode(), headers=letter_headers(topic, 500 + i))
+
+    publisher = asyncio.ensure_future(dead_letters_keep_arriving())
+    result = await js.redrive(dlq, where=select)
+    await publisher
+    assert result.redriven == 200
+    assert [m.data for m in await stored(js, dlq)] == [f"new{i}".encode() for i in range(50)]
+    assert len(await stored(js, topic)) == 200
+
+
+async def test_a_topic_without_dead_letters_is_refused_and_untouched(
+    js: jk.Stream, topic: str
+) -> None:
+    for i in range(5):
+        await js.publish(topic, f"m{i}".encode())
+    with pytest.raises(jk.NotADeadLetterTopicError, match="no dead letter"):
+        await js.redrive(topic)
+    assert (await js.topic_info(topic)).messages == 5
+    assert await js.dead_letters(topic) == []
+
+
+async def test_letters_that_cannot_be_redriven_stay(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    await js.publish(dlq, b"hostile", headers=letter_headers("$JS.API.STREAM.DELETE.x", 1))
+    await js.publish(dlq, b"loop", headers=letter_headers(dlq, 2))
+    await js.publish(dlq, b"fine", headers=letter_headers(topic, 3))
+    result = await js.redrive(dlq, limit=5)
+    assert (result.redriven, result.skipped) == (1, 2)
+    assert [m.data for m in await stored(js, dlq)] == [b"hostile", b"loop"]
+
+
+async def test_limit_and_bad_arguments(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    for i in range(3):
+        await js.publish(dlq, f"d{i}".encode(), headers=letter_headers(topic, i + 1))
+    assert len(await js.dead_letters(dlq, limit=2)) == 2
+    result = await js.redrive(dlq, limit=2)
+    assert (result.redriven, result.kept) == (2, 1)
+    with pytest.raises(jk.ConfigError):
+        await js.redrive(dlq, limit=0)
+    with pytest.raises(jk.ConfigError):
+        await js.redrive(dlq, where="d1")  # type: ignore[arg-type]
+    with pytest.raises(jk.NotFoundError):
+        await js.dead_letters(f"{topic}.nothing.stored")
