@@ -844,10 +844,9 @@ class Stream:
     async def consumer_info(self, topic: str, durable: str) -> _admin.ConsumerInfo:
         """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
         self._check_open()
+        consumer = consumer_name_ok(durable, "durable")
         name, _ = await self._stream_of(topic)
-        return _admin.consumer_info(
-            await self._api.call(f"CONSUMER.INFO.{name}.{consumer_name_ok(durable)}")
-        )
+        return _admin.consumer_info(await self._api.call(f"CONSUMER.INFO.{name}.{consumer}"))
 
     async def delete_consumer(self, topic: str, durable: str) -> None:
         """Delete a durable consumer (its position is forgotten).
@@ -856,8 +855,8 @@ class Stream:
         from an embedded store too.
         """
         self._check_open()
-        name, _ = await self._stream_of(topic)
         consumer = consumer_name_ok(durable, "durable")
+        name, _ = await self._stream_of(topic)
         try:
             await self._api.call(f"CONSUMER.DELETE.{name}.{consumer}")
         except NotFoundError:

@@ -1,0 +1,143 @@
+"""No handler can kill a subscription; the supervisor never gives up; publishes in flight
+resolve promptly when the connection drops; a crash during close() restarts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+import jetkit as jk
+from conftest import wait_until
+from jetkit import _store
+
+
+class Odd(BaseException):
+    """A BaseException that is not an Exception, as some libraries raise."""
+
+
+@pytest.mark.parametrize("raised", [asyncio.CancelledError, Odd])
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_a_handler_raising_a_base_exception_is_a_retried_failure(
+    js: jk.Stream, topic: str, raised: type[BaseException], concurrency: int
+) -> None:
+    done: list[bytes] = []
+
+    async def handler(data: bytes, msg: jk.Message) -> None:
+        if msg.num_delivered == 1:
+            raise raised()
+        done.append(data)
+
+    sub = await js.subscribe(
+        topic, handler, ack=jk.AckPolicy.MANUAL, max_deliver=3, concurrency=concurrency
+    )
+    for i in range(6):
+        await js.publish(topic, f"m{i}".encode())
+    await wait_until(lambda: len(done) == 6)
+    assert sorted(done) == [f"m{i}".encode() for i in range(6)]
+    assert sub.stats.failed == 6 and sub.stats.retried == 6 and sub.stats.acked == 6
+    await js.publish(topic, b"sentinel")  # the subscription still runs
+    await wait_until(lambda: len(done) == 7)
+    await sub.stop()
+
+
+async def test_a_core_handler_raising_a_base_exception_keeps_running(
+    core: jk.Stream, topic: str
+) -> None:
+    seen: list[bytes] = []
+
+    async def handler(data: bytes) -> None:
+        seen.append(data)
+        if data == b"bad":
+            raise asyncio.CancelledError()
+
+    sub = await core.subscribe(topic, handler)
+    await core.publish(topic, b"bad")
+    await core.publish(topic, b"sentinel")
+    await wait_until(lambda: seen == [b"bad", b"sentinel"])
+    assert sub.stats.failed == 1
+    await sub.stop()
+
+
+async def test_a_responder_raising_a_base_exception_answers_with_an_error(
+    core: jk.Stream, topic: str
+) -> None:
+    async def respond(data: bytes) -> bytes:
+        if data == b"bad":
+            raise Odd("odd")
+        return data
+
+    sub = await core.respond(topic, respond)
+    with pytest.raises(jk.RemoteError, match="Odd"):
+        await core.request(topic, b"bad")
+    assert (await core.request(topic, b"ok")).data == b"ok"
+    await sub.stop()
+
+
+@pytest.mark.slow
+async def test_supervisor_never_gives_up(tmp_path: Path) -> None:
+    async with jk.Stream.open(store_dir=tmp_path) as s:
+        server = s._server
+        assert server is not None
+        for crash in range(1, 8):
+            await wait_until(lambda: server.running and s._nc.is_connected, timeout=30)
+            server.kill_for_test()
+            if crash == 6:  # past five quick restarts: a delay, and healthy() says so
+                await wait_until(lambda: server.state == "waiting")
+                with pytest.raises(jk.StreamUnhealthyError, match="crashed repeatedly"):
+                    await s.healthy()
+            await wait_until(lambda c=crash: server.restart_count == c, timeout=30)  # type: ignore[misc]
+        await wait_until(lambda: server.running, timeout=30)
+        await wait_until(lambda: s._nc.is_connected, timeout=30)
+        await s.healthy()
+        assert server.restart_count == 7
+
+
+@pytest.mark.slow
+async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
+    tmp_path: Path,
+) -> None:
+    # publish_timeout is far longer than the test may take: waiting it out would fail
+    async with jk.Stream.open(
+        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, publish_timeout=300
+    ) as s:
+        assert s._server is not None
+        await s.publish("inflight", b"warm-up")
+        started = asyncio.Event()
+
+        def payloads() -> object:
+            for i in range(20_000):
+                if i == 2_000:
+                    started.set()
+                yield f"m{i}".encode()
+
+        batch = asyncio.ensure_future(s.publish_many("inflight", payloads(), window=512))  # type: ignore[arg-type]
+        await started.wait()
+        s._server.kill_for_test()
+        with pytest.raises(jk.PublishBatchError) as caught:
+            await batch
+        results = caught.value.results
+        lost = [r for r in results if isinstance(r, jk.ConnectionLostError)]
+        acked = [r for r in results if isinstance(r, jk.PubAck)]
+        assert lost and acked and len(lost) + len(acked) == 20_000
+        assert "may or may not be stored" in str(lost[0])
+        await wait_until(lambda: s._nc.is_connected, timeout=30)
+        info = await s.topic_info("inflight")
+        assert info.messages >= len(acked) + 1  # nothing acknowledged is lost
+
+
+@pytest.mark.slow
+async def test_a_crash_during_close_restarts_nothing(tmp_path: Path) -> None:
+    for _ in range(5):
+        s = await jk.Stream.open(store_dir=tmp_path)
+        server = s._server
+        assert server is not None
+        server.kill_for_test()
+        await wait_until(lambda srv=server: not srv.running)  # type: ignore[misc]
+        await asyncio.sleep(0)  # let the supervisor start its restart
+        await s.close()
+        lock = _store.try_lock(tmp_path)  # no server (restarted or not) holds the store
+        assert lock is not None
+        os.close(lock)
