@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -59,3 +60,40 @@ async def wait_until(
 
 async def wait_for(awaitable: Awaitable[object], timeout: float = 10.0) -> object:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+# -- the fault suite's scale and figures (tests/faults) ----------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jetkit")
+    group.addoption(
+        "--faults-full",
+        action="store_true",
+        help="run the fault suite at full scale (more cycles and messages; see RELIABILITY.md)",
+    )
+    group.addoption(
+        "--faults-report",
+        metavar="PATH",
+        help="write the fault suite's figures as JSON to PATH",
+    )
+
+
+FAULT_FIGURES: list[dict[str, object]] = []
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if not FAULT_FIGURES:
+        return
+    scale = "full" if config.getoption("--faults-full") else "quick"
+    terminalreporter.section(f"fault suite figures ({scale} scale)")
+    columns = ["scenario", "cycles", "acked", "stored", "processed", "lost", "duplicated"]
+    columns += ["acks_forgotten", "recovery_s", "note"]
+    terminalreporter.write_line(" | ".join(columns))
+    for row in FAULT_FIGURES:
+        terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+    path = config.getoption("--faults-report")
+    if path:
+        Path(path).write_text(json.dumps({"scale": scale, "rows": FAULT_FIGURES}, indent=2))

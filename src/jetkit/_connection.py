@@ -38,3 +38,10 @@ def reconnect_on_server_errors(nc: Any, log: logging.Logger) -> None:
         await nc._process_op_err(nats.errors.Error(f"nats: {text}"))
 
     nc._process_err = process_err
+
+
+def server_identity(nc: Any) -> tuple[str, str]:
+    """(server name, server id) of the server ``nc`` is connected to; a restarted server
+    keeps its name and gets a new id."""
+    info = nc._server_info or {}
+    return str(info.get("server_name", "")), str(info.get("server_id", ""))

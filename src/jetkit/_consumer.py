@@ -39,6 +39,7 @@ import nats.errors
 from ._codec import HandlerPlan
 from ._damage import remove_consumer_state
 from ._errors import (
+    ConnectionLostError,
     DamagedConsumerError,
     DecodeError,
     IncompatibleConsumerError,
@@ -265,6 +266,7 @@ class JetStreamSubscription(Subscription):
         )
         self._recovering = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._confirming: set[asyncio.Future[Any]] = set()  # ack(wait=True) in flight
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -408,9 +410,33 @@ class JetStreamSubscription(Subscription):
             self._last_activity = time.monotonic()
             self._maybe_pull()
 
-    def on_reconnect(self) -> None:
-        """The connection came back: pulls in flight are gone with the old connection."""
+    def on_reconnect(self, restarted: bool = False) -> None:
+        """The connection came back: pulls in flight are gone with the old connection.
+
+        If the server itself restarted, the messages pulled before and not yet handed to
+        the handler are dropped: the server may have forgotten those deliveries (it
+        persists them asynchronously), so their acks could go unanswered; it delivers
+        them again.
+        """
         self._requested = 0
+        if restarted:
+            # acks sent since the connection dropped were for deliveries of the old server
+            self.connection_lost()
+            stale = len(self._buffer)
+            self._buffer.clear()
+            self._has_room.set()
+            if self._sub is not None and self._inline:
+                queue = self._sub._pending_queue
+                stale += queue.qsize()
+                while not queue.empty():
+                    queue.get_nowait()
+            if stale:
+                self._log.info(
+                    "jetkit: the server restarted; %d messages of %r pulled before are "
+                    "delivered again",
+                    stale,
+                    self.topic,
+                )
         self._spawn(self._recover())
 
     async def _watch(self) -> None:
@@ -459,12 +485,7 @@ class JetStreamSubscription(Subscription):
         elif token.startswith(TERM):
             self.stats.terminated += 1
         if wait:
-            try:
-                await self._nc.request(msg.reply, token, timeout=self._api.timeout)
-            except nats.errors.TimeoutError:
-                raise TimeoutError(
-                    f"the server did not confirm the ack of {msg.topic!r} seq {msg.seq}"
-                ) from None
+            await self._confirmed(msg, token)
             return
         try:
             await self._write(msg.reply, token)
@@ -477,6 +498,38 @@ class JetStreamSubscription(Subscription):
                 msg.seq,
                 exc,
             )
+
+    async def _confirmed(self, msg: Message, token: bytes) -> None:
+        """Send an ack token and wait for the server's confirmation.
+
+        If the connection drops meanwhile no confirmation can come: ConnectionLostError
+        at once (see ``connection_lost``), not a timeout.
+        """
+        request = asyncio.ensure_future(
+            self._nc.request(msg.reply, token, timeout=self._api.timeout)
+        )
+        self._confirming.add(request)
+        try:
+            await request
+        except nats.errors.TimeoutError:
+            raise TimeoutError(
+                f"the server did not confirm the ack of {msg.topic!r} seq {msg.seq}"
+            ) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not request.cancelled() or (task is not None and task.cancelling()):
+                raise
+            raise ConnectionLostError(
+                f"the connection dropped before the server confirmed the ack of {msg.topic!r} "
+                f"seq {msg.seq}; it may or may not be recorded (the message may come again)"
+            ) from None
+        finally:
+            self._confirming.discard(request)
+
+    def connection_lost(self) -> None:
+        """The connection dropped: confirmations still awaited cannot arrive any more."""
+        for request in list(self._confirming):
+            request.cancel()
 
     async def _write(self, subject: str, token: bytes) -> None:
         """Publish an ack token without waiting: straight into nats-py's outgoing buffer.

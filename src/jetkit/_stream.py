@@ -20,7 +20,7 @@ import nats.errors
 
 from . import _admin, _damage, _deadletters, _server, _store, _validate
 from ._codec import decoder_for, encode_json, plan_handler
-from ._connection import reconnect_on_server_errors
+from ._connection import reconnect_on_server_errors, server_identity
 from ._consumer import JetStreamSubscription, consumer_config
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
@@ -128,6 +128,7 @@ class Stream:
         # its messages again, and jetkit then rewrites its metadata
         self._damaged_streams: set[str] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._identity = ("", "")  # the server's (name, id): a new id is a restart
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -430,6 +431,7 @@ class Stream:
         try:
             self._nc = await nats.connect(**opts)
             reconnect_on_server_errors(self._nc, self._log)
+            self._identity = server_identity(self._nc)
             self._connect_info = {
                 k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
             }
@@ -469,6 +471,9 @@ class Stream:
         publisher = getattr(self, "_publisher", None)
         if publisher is not None:
             publisher.connection_lost()
+        for sub in list(self._subs):
+            if isinstance(sub, JetStreamSubscription):
+                sub.connection_lost()
         if self._closed:
             return
         self._log.warning("jetkit: disconnected from NATS; reconnecting")
@@ -507,9 +512,11 @@ class Stream:
         self._log.warning("jetkit: reconnected to NATS at %s", self._nc.connected_url)
         if self._server is not None and self._server.damage:
             self._background(self._report_damage())
+        identity, self._identity = self._identity, server_identity(self._nc)
+        restarted = identity[0] == self._identity[0] and identity[1] != self._identity[1]
         for sub in list(self._subs):
             if isinstance(sub, JetStreamSubscription):
-                sub.on_reconnect()
+                sub.on_reconnect(restarted)
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -1,0 +1,299 @@
+"""Kills and stops: the server, the owner, consumers. Nothing acknowledged may be lost.
+
+Each scenario counts what was acknowledged, stored, processed, lost (must be 0) and
+duplicated, and how long recovery took; the figures are printed at the end of the run
+(``--faults-report PATH`` writes them as JSON for RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jetkit as jk
+from conftest import wait_until
+
+from .conftest import Child, Figures, read_all
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
+
+TOPIC = "fault.events"
+RETRYABLE = (jk.ConnectionError, jk.TimeoutError, jk.JetStreamError)
+
+
+async def publish_until_acked(s: jk.Stream, index: int, deadline: float) -> jk.PubAck:
+    """Publish m<index> with its msg_id, again and again until the server acks it."""
+    while True:
+        try:
+            ack = await s.publish(TOPIC, f"m{index}".encode(), msg_id=f"m{index}")
+        except RETRYABLE:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+            continue
+        assert ack is not None
+        return ack
+
+
+async def until_all_acked(s: jk.Stream, durable: str, count: int, timeout: float = 180) -> None:
+    """Wait until the server's ack floor of ``durable`` reaches ``count``.
+
+    The consumers' own lines cannot tell: an ack whose confirmation was cut off (or
+    whose line was never printed) may still have been recorded, and then the message
+    is rightly not delivered again.
+    """
+    deadline = time.monotonic() + timeout
+    while (await s.consumer_info(TOPIC, durable)).ack_floor < count:
+        assert time.monotonic() < deadline, f"{durable} did not acknowledge all {count}"
+        await asyncio.sleep(0.1)
+
+
+def counted(fig: Figures, acked_ids: set[str], stored: list[jk.Message]) -> None:
+    ids = [m.data.decode() for m in stored]
+    fig.acked = len(acked_ids)
+    fig.stored = len(ids)
+    fig.lost = len(acked_ids - set(ids))
+    fig.duplicated = len(ids) - len(set(ids))
+
+
+async def test_server_kill_during_publish(
+    tmp_path: Path, scale: Callable[[int, int], int], figures: Callable[[str], Figures]
+) -> None:
+    count, cycles, workers = scale(3_000, 30_000), scale(3, 15), 32
+    fig = figures("server kill -9 during publish (msg_id retries)")
+    fig.cycles = cycles
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        server = s._server
+        assert server is not None
+        acked: set[str] = set()
+        next_index = iter(range(count))
+        deadline = time.monotonic() + 600
+
+        async def worker() -> None:
+            for i in next_index:
+                await publish_until_acked(s, i, deadline)
+                acked.add(f"m{i}")
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+        for k in range(cycles):
+            await wait_until(lambda k=k: len(acked) >= count * (k + 1) // (cycles + 1), 120)  # type: ignore[misc]
+            before = len(acked)
+            killed = time.monotonic()
+            server.kill_for_test()
+            await wait_until(lambda b=before: len(acked) > b + workers, 60)  # type: ignore[misc]
+            fig.recoveries.append(time.monotonic() - killed)
+        await asyncio.gather(*tasks)
+        counted(fig, acked, await read_all(s, TOPIC))
+        assert server.restart_count == cycles
+    assert fig.lost == 0
+    assert fig.duplicated == 0  # msg_id dedupes the retries
+
+
+@pytest.mark.parametrize("sync_always", [False, True], ids=["default", "sync_always"])
+async def test_server_kill_during_consume(
+    tmp_path: Path,
+    scale: Callable[[int, int], int],
+    figures: Callable[[str], Figures],
+    sync_always: bool,
+) -> None:
+    count, cycles = scale(3_000, 20_000), scale(3, 10)
+    fig = figures(f"server kill -9 during consume (ack(wait=True){', sync_always' * sync_always})")
+    fig.cycles = cycles
+    async with jk.Stream.open(
+        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, sync_always=sync_always
+    ) as s:
+        server = s._server
+        assert server is not None
+        await s.publish_many(TOPIC, (f"m{i}".encode() for i in range(count)))
+        deliveries: collections.Counter[str] = collections.Counter()
+        confirmed: set[str] = set()
+        forgotten: set[str] = set()
+
+        async def handler(msg: jk.Message) -> None:
+            data = msg.data.decode()
+            deliveries[data] += 1
+            if data in confirmed:
+                forgotten.add(data)  # the server confirmed this ack before, then forgot it
+            try:
+                await msg.ack(wait=True)
+            except RETRYABLE:
+                return  # not confirmed: it comes back after ack_wait
+            confirmed.add(data)
+
+        await s.subscribe(
+            TOPIC,
+            handler,
+            durable="proc",
+            ack=jk.AckPolicy.MANUAL,
+            start_at=jk.StartAt.ALL,
+            ack_wait=2,
+            concurrency=8,
+        )
+        began = time.monotonic()
+        await wait_until(lambda: len(confirmed) >= count // (cycles + 1), 120)
+        rate = len(confirmed) / (time.monotonic() - began)
+        for k in range(cycles):
+            await wait_until(lambda k=k: len(confirmed) >= count * (k + 1) // (cycles + 1), 120)  # type: ignore[misc]
+            before = len(confirmed)
+            killed = time.monotonic()
+            server.kill_for_test()
+            await wait_until(lambda b=before: len(confirmed) > b + 10, 60)  # type: ignore[misc]
+            fig.recoveries.append(time.monotonic() - killed)
+        await wait_until(lambda: len(deliveries) == count, 180)
+        await until_all_acked(s, "proc", count)
+        fig.acked = len(confirmed)
+        fig.stored = (await s.topic_info(TOPIC)).messages
+        fig.processed = sum(deliveries.values())
+        fig.lost = count - len(deliveries)
+        fig.duplicated = fig.processed - len(deliveries)
+        fig.acks_forgotten = len(forgotten)
+        fig.note = (
+            f"{len(forgotten) / cycles:.0f} confirmed acks undone per kill at ~{rate:.0f} acks/s"
+        )
+        info = await s.consumer_info(TOPIC, "proc")
+        assert info.ack_floor == count and info.pending == 0
+    assert fig.lost == 0
+
+
+async def test_owner_kill_during_publish(
+    tmp_path: Path,
+    scale: Callable[[int, int], int],
+    figures: Callable[[str], Figures],
+    children: Any,
+) -> None:
+    cycles, per_cycle = scale(3, 12), scale(300, 1_000)
+    fig = figures("owner process kill -9 during publish (msg_id)")
+    fig.cycles = cycles
+    acked: set[str] = set()
+    start = 0
+    killed: float | None = None
+    for _ in range(cycles):
+        child: Child = await children("owner.py", tmp_path, TOPIC, start, 1_000_000)
+        goal = start + per_cycle
+        line = await child.read_until(lambda ln: ln.startswith("acked"))
+        if killed is not None:
+            fig.recoveries.append(time.monotonic() - killed)
+        while True:
+            index = int(line.split()[1])
+            acked.add(f"m{index}")
+            if index >= goal:
+                break
+            line = await child.read_until(lambda ln: ln.startswith("acked"))
+        child.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await child.kill()
+        # what it printed while dying counts too; go on after the last acknowledged one
+        for ln in child.lines:
+            if ln.startswith("acked"):
+                acked.add(f"m{int(ln.split()[1])}")
+        start = max(int(a[1:]) for a in acked) + 1
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        assert s.embedded  # the killed owner's server went with it
+        counted(fig, acked, await read_all(s, TOPIC))
+    assert fig.lost == 0
+
+
+async def test_consumer_kill_cycles(
+    tmp_path: Path,
+    scale: Callable[[int, int], int],
+    figures: Callable[[str], Figures],
+    children: Any,
+) -> None:
+    count, cycles = scale(2_000, 20_000), scale(4, 15)
+    fig = figures("consumer process kill -9 cycles (ack(wait=True))")
+    fig.cycles = cycles
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        await s.publish_many(TOPIC, (f"m{i}".encode() for i in range(count)))
+        lines: list[str] = []
+        killed: float | None = None
+        for k in range(cycles + 1):
+            child: Child = await children("consumer.py", tmp_path, TOPIC, "worker", 1)
+            await child.read_until(lambda ln: ln == "ready")
+            if k == cycles:  # the last one finishes the work
+                await until_all_acked(s, "worker", count)
+                await child.kill()
+                lines += child.lines
+                break
+            await child.read_until(lambda ln: ln.startswith("acked"))
+            if killed is not None:
+                fig.recoveries.append(time.monotonic() - killed)
+            for _ in range(count // (cycles + 2)):
+                await child.read_until(lambda ln: ln.startswith("acked"))
+            killed = time.monotonic()
+            await child.kill()
+            lines += child.lines
+        got = [ln.split()[1] for ln in lines if ln.startswith("got")]
+        acked = {ln.split()[1] for ln in lines if ln.startswith("acked")}
+        redelivered_after_ack = 0
+        seen_ack: set[str] = set()
+        for ln in lines:
+            kind, data = ln.split()[:2] if " " in ln else (ln, "")
+            if kind == "acked":
+                seen_ack.add(data)
+            elif kind == "got" and data in seen_ack:
+                redelivered_after_ack += 1
+        fig.acked = len(acked)
+        fig.stored = (await s.topic_info(TOPIC)).messages
+        fig.processed = len(got)
+        fig.lost = count - len(set(got))
+        fig.duplicated = len(got) - len(set(got))
+        fig.acks_forgotten = redelivered_after_ack
+    assert fig.lost == 0
+    assert redelivered_after_ack == 0  # the server never died: a confirmed ack holds
+
+
+async def test_sigstop_longer_than_heartbeats_and_ack_wait(
+    tmp_path: Path,
+    scale: Callable[[int, int], int],
+    figures: Callable[[str], Figures],
+    children: Any,
+) -> None:
+    count, cycles = scale(1_000, 5_000), scale(1, 3)
+    fig = figures("consumer SIGSTOP 12 s (> 2 heartbeats, > ack_wait), another takes over")
+    fig.cycles = cycles
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        stopped: Child = await children("consumer.py", tmp_path, TOPIC, "shared", 1)
+        other: Child = await children("consumer.py", tmp_path, TOPIC, "shared", 1)
+        for child in (stopped, other):
+            await child.read_until(lambda ln: ln == "ready")
+        total = 0
+        for _ in range(cycles):
+            await s.publish_many(TOPIC, (f"m{total + i}".encode() for i in range(count)))
+            total += count
+            await stopped.read_until(lambda ln: ln.startswith("got"))
+            stopped.signal(signal.SIGSTOP)
+            frozen = time.monotonic()
+            # the other consumer gets everything, including what the stopped one held
+            everything = _all(total)
+            await wait_until(lambda e=everything: _acked(other) | _acked(stopped) >= e, 60)  # type: ignore[misc]
+            fig.recoveries.append(time.monotonic() - frozen)  # until all were handled
+            await asyncio.sleep(max(0.0, 12 - (time.monotonic() - frozen)))
+            stopped.signal(signal.SIGCONT)
+        # the stopped one still works: stop the other and give it new messages
+        await other.kill()
+        await s.publish_many(TOPIC, (f"m{total + i}".encode() for i in range(50)))
+        total += 50
+        await wait_until(lambda: _acked(other) | _acked(stopped) >= _all(total), 60)
+        assert _acked(stopped) & {f"m{total - 1}"}
+        got = [ln.split()[1] for c in (stopped, other) for ln in c.lines if ln.startswith("got")]
+        fig.acked = len(_acked(other) | _acked(stopped))
+        fig.stored = (await s.topic_info(TOPIC)).messages
+        fig.processed = len(got)
+        fig.lost = total - len(set(got))
+        fig.duplicated = len(got) - len(set(got))
+    assert fig.lost == 0
+
+
+def _acked(child: Child) -> set[str]:
+    return {ln.split()[1] for ln in child.lines if ln.startswith("acked")}
+
+
+def _all(total: int) -> set[str]:
+    return {f"m{i}" for i in range(total)}
