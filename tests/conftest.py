@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import jetkit as jk
 
@@ -80,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 FAULT_FIGURES: list[dict[str, object]] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    full = bool(config.getoption("--faults-full", default=False))
+    settings.register_profile("jetkit", max_examples=1_000 if full else 60)
+    settings.load_profile("jetkit")
 
 
 def pytest_terminal_summary(

@@ -215,3 +215,11 @@ async def test_a_dropped_connection_is_restored(js: jk.Stream, topic: str) -> No
     assert await js.publish(topic, b"after") is not None
     await wait_until(lambda: got == [b"after"])
     await sub.stop()
+
+
+async def test_a_payload_of_exactly_max_payload_with_empty_headers_is_stored(
+    js: jk.Stream, topic: str
+) -> None:
+    reconnects = js._nc.stats["reconnects"]
+    ack = await js.publish(topic, b"x" * js.max_payload, headers={})
+    assert ack is not None and js._nc.stats["reconnects"] == reconnects

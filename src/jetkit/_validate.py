@@ -118,7 +118,8 @@ def headers(given: object, msg_id: object = None) -> dict[str, str] | None:
         if not str(msg_id).strip():
             raise InvalidHeaderError("msg_id must not be empty or blank")
         out[MSG_ID_HEADER] = str(msg_id)
-    return out
+    # no headers at all is None: an empty dict would still send an (empty) header block
+    return out or None
 
 
 def header_value(name: str, value: object) -> str:
