@@ -62,12 +62,11 @@ from ._store import (
 MIN_VERSION = (2, 10, 0)
 BINARY_ENV = "JETKIT_NATS_SERVER"
 _READY_LINE = "Server is ready"
-# [ERR] lines that mean the store cannot take more: the disk is full (the server then
-# stops answering publishes to the stream it failed to write, until it restarts), or
-# JetStream's own limit is reached
-_STORAGE_ERROR = re.compile(
-    r"no space left on device|resource limits exceeded|out of space|disk quota exceeded", re.I
-)
+# [ERR] lines that mean the disk is full: the server then stops answering publishes to
+# the stream it failed to write, until it restarts. (JetStream's own storage limit,
+# "resource limits exceeded", is not one: publishes get an error reply, and purging
+# makes room without a restart.)
+_STORAGE_ERROR = re.compile(r"no space left on device|out of space|disk quota exceeded", re.I)
 
 _QUICK_RESTARTS = 5  # crashes in a row restarted at once; then the delay grows
 _MAX_RESTART_DELAY = 30.0
