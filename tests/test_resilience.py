@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,53 @@ async def test_a_crash_during_close_restarts_nothing(tmp_path: Path) -> None:
         lock = _store.try_lock(tmp_path)  # no server (restarted or not) holds the store
         assert lock is not None
         os.close(lock)
+
+
+INTERRUPTED_CHILD = """
+import asyncio, sys
+import jetkit as jk
+
+async def main():
+    s = await jk.Stream.open(store_dir=sys.argv[1], default_mode=jk.TopicMode.JETSTREAM)
+
+    async def handler(msg: jk.Message) -> None:
+        raise KeyboardInterrupt
+
+    await s.subscribe("interrupted", handler, durable="worker", ack=jk.AckPolicy.MANUAL,
+                      start_at=jk.StartAt.ALL, ack_wait=300)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_keyboard_interrupt_in_a_handler_stops_the_program_after_a_nak(
+    tmp_path: Path,
+) -> None:
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        await s.publish("interrupted", b"work")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            INTERRUPTED_CHILD,
+            str(tmp_path),
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            assert await asyncio.wait_for(child.wait(), 30) != 0  # the interrupt propagated
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        got: list[jk.Message] = []
+        # ack_wait is 300 s: only the nak can bring the message back within the test
+        await s.subscribe(
+            "interrupted",
+            lambda m: got.append(m),  # type: ignore[arg-type,func-returns-value]
+            durable="worker",
+            ack=jk.AckPolicy.MANUAL,
+            ack_wait=300,
+        )
+        await wait_until(lambda: len(got) == 1, timeout=20)
+        assert got[0].num_delivered == 2

@@ -576,8 +576,14 @@ class JetStreamSubscription(Subscription):
         except BaseException as exc:
             if not is_handler_failure(exc):
                 if isinstance(exc, KeyboardInterrupt | SystemExit) and not msg._settled:
-                    # the program is stopping: hand the message back before it does
+                    # the program is stopping: stop pulling (so the server does not send
+                    # the message straight back here), hand it back, and make sure that
+                    # leaves the process before the event loop stops
+                    with contextlib.suppress(Exception):  # UNSUB only: this task stays
+                        await self._nc._send_command(b"UNSUB %d\r\n" % self._sub._id)
                     await msg.nak()
+                    with contextlib.suppress(Exception):
+                        await self._nc.flush(timeout=1)
                 raise
             self.stats.failed += 1
             if ack is AckPolicy.MANUAL and not msg._settled:
