@@ -241,7 +241,6 @@ class EmbeddedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.on_unexpected_exit: Callable[[int | None], None] | None = None
         self.restart_count = 0
         # what the last start found damaged in the store (reported by the Stream)
         self.damage = _damage.Damage()
@@ -465,8 +464,6 @@ class EmbeddedServer:
     def _handle_unexpected_exit(self, code: int | None) -> None:
         self._log.warning("embedded nats-server exited unexpectedly (code %s)", code)
         self.last_exit_code = code
-        if self.on_unexpected_exit is not None:
-            self.on_unexpected_exit(code)
         if self._stopping or (self._restart_task is not None and not self._restart_task.done()):
             return
         self._restart_task = asyncio.ensure_future(self._restart())

@@ -541,10 +541,11 @@ class Stream:
 
     async def _teardown(self) -> None:
         self._closed = True
-        if self._takeover is not None and not self._takeover.done():
-            self._takeover.cancel()
-            with contextlib.suppress(BaseException):
-                await self._takeover
+        for task in [self._takeover, *self._tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         publisher = getattr(self, "_publisher", None)
         if publisher is not None:
             await publisher.close()
