@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import nats.errors
 
 from ._codec import HandlerPlan
-from ._damage import remove_consumer_state
+from ._damage import consumer_dir, remove_consumer_state
 from ._errors import (
     ConnectionLostError,
     DamagedConsumerError,
@@ -136,7 +136,7 @@ async def ensure_consumer(
         existing = None
     if existing is None:
         try:
-            return await _create(api, stream, name, config)
+            return await _create(api, stream, name, config, store)
         except DamagedConsumerError:
             if not recreate or store is None:
                 raise
@@ -148,13 +148,13 @@ async def ensure_consumer(
                 name,
                 stream,
             )
-            return await _create(api, stream, name, config)
+            return await _create(api, stream, name, config, store)
         except JetStreamError as exc:
             # a WORK_QUEUE topic only allows "deliver all": there, the default start
             # (NEW) means every message not yet taken, which is what ALL delivers
             if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
                 raise
-            return await _create(api, stream, name, {**config, "deliver_policy": "all"})
+            return await _create(api, stream, name, {**config, "deliver_policy": "all"}, store)
     current: dict[str, Any] = existing.get("config", {})
     if current.get("deliver_subject"):
         raise IncompatibleConsumerError(
@@ -194,7 +194,9 @@ async def ensure_consumer(
     )
 
 
-async def _create(api: JsApi, stream: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
+async def _create(
+    api: JsApi, stream: str, name: str, config: dict[str, Any], store: Path | None
+) -> dict[str, Any]:
     try:
         return await api.call(
             f"CONSUMER.CREATE.{stream}.{name}",
@@ -203,10 +205,19 @@ async def _create(api: JsApi, stream: str, name: str, config: dict[str, Any]) ->
     except JetStreamError as exc:
         if exc.err_code != CONSUMER_STORE_FAILED:
             raise
+        if store is not None and not consumer_dir(store, stream, name).exists():
+            # nothing on disk to be damaged: the server could not write it (disk full?)
+            raise JetStreamError(
+                f"the server could not create durable {name!r} of stream {stream!r} ({exc}); "
+                "is the store's disk full?",
+                exc.code,
+                exc.err_code,
+            ) from exc
         raise DamagedConsumerError(
-            f"durable {name!r} of stream {stream!r} exists on disk but the server cannot "
-            f"load it ({exc}): its state is damaged. Subscribe with recreate=True to start "
-            "it over from start_at (its position is lost), or use another durable name",
+            f"the server cannot create or load durable {name!r} of stream {stream!r} ({exc}): "
+            "its state on disk is damaged (or the disk is full). Subscribe with "
+            "recreate=True to start it over from start_at (its position is lost), or use "
+            "another durable name",
             exc.code,
             exc.err_code,
         ) from exc
