@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
+import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from nats.aio.client import Client
 
 import jetkit as jk
+from jetkit._server import EmbeddedServer
 
 _counter = itertools.count(1)
 
@@ -104,3 +109,29 @@ def pytest_terminal_summary(
     path = config.getoption("--faults-report")
     if path:
         Path(path).write_text(json.dumps({"scale": scale, "rows": FAULT_FIGURES}, indent=2))
+
+
+# -- reaching inside a Stream (tests only) -----------------------------------------------
+
+
+def nc_of(s: jk.Stream) -> Client:
+    """The nats-py client under a Stream."""
+    return s._conn.nc
+
+
+def server_of(s: jk.Stream) -> EmbeddedServer:
+    """The embedded server a Stream owns (fails the test if it has none)."""
+    assert s._store is not None and s._store.server is not None, "no embedded server here"
+    return s._store.server
+
+
+def kill_server(server: EmbeddedServer) -> None:
+    """SIGKILL an embedded server as if it crashed (its supervisor restarts it)."""
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

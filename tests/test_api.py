@@ -9,7 +9,7 @@ import pytest
 
 import jetkit as jk
 from jetkit._options import resolve_start, to_datetime
-from jetkit._retry import dead_letter_headers, normalize_backoff, retry_delay
+from jetkit._retry import Decision, dead_letter_headers, decide, normalize_backoff
 from jetkit._topics import stream_name, subject_matches, validate_topic
 
 EXPECTED_ALL = {
@@ -153,8 +153,17 @@ def test_backoff_normalisation_and_delay_choice() -> None:
     with pytest.raises(jk.ConfigError):
         normalize_backoff([-1])
     delays = [1.0, 5.0]
-    assert [retry_delay(delays, a) for a in (1, 2, 3, 9)] == [1, 5, 5, 5]
-    assert retry_delay(None, 1) is None
+    assert [decide(a, None, delays).delay for a in (1, 2, 3, 9)] == [1, 5, 5, 5]
+    assert decide(1, None, None) == Decision(True, None)
+    assert decide(2, 3, delays) == Decision(True, 5.0)
+    assert decide(3, 3, delays) == Decision(False, None)  # the last attempt failed
+
+
+def test_backoff_jitter_shortens_each_delay_by_at_most_its_fraction() -> None:
+    assert jk.exponential_backoff(1, 3, jitter=0.5, rand=lambda: 1.0) == [0.5, 1.0, 2.0]
+    assert jk.exponential_backoff(1, 3, jitter=0.5, rand=lambda: 0.0) == [1, 2, 4]
+    with pytest.raises(jk.ConfigError):
+        jk.exponential_backoff(1, 3, jitter=2)
 
 
 def test_dead_letter_headers() -> None:

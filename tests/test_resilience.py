@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
+from conftest import kill_server, nc_of, server_of, wait_until
 from jetkit import _store
 
 
@@ -80,18 +80,18 @@ async def test_a_responder_raising_a_base_exception_answers_with_an_error(
 @pytest.mark.slow
 async def test_supervisor_never_gives_up(tmp_path: Path) -> None:
     async with jk.Stream.open(store_dir=tmp_path) as s:
-        server = s._server
+        server = server_of(s)
         assert server is not None
         for crash in range(1, 8):
-            await wait_until(lambda: server.running and s._nc.is_connected, timeout=30)
-            server.kill_for_test()
+            await wait_until(lambda: server.running and nc_of(s).is_connected, timeout=30)
+            kill_server(server)
             if crash == 6:  # past five quick restarts: a delay, and healthy() says so
                 await wait_until(lambda: server.state == "waiting")
                 with pytest.raises(jk.StreamUnhealthyError, match="crashed repeatedly"):
                     await s.healthy()
             await wait_until(lambda c=crash: server.restart_count == c, timeout=30)  # type: ignore[misc]
         await wait_until(lambda: server.running, timeout=30)
-        await wait_until(lambda: s._nc.is_connected, timeout=30)
+        await wait_until(lambda: nc_of(s).is_connected, timeout=30)
         await s.healthy()
         assert server.restart_count == 7
 
@@ -104,7 +104,7 @@ async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
     async with jk.Stream.open(
         store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, publish_timeout=300
     ) as s:
-        assert s._server is not None
+        assert server_of(s) is not None
         await s.publish("inflight", b"warm-up")
         started = asyncio.Event()
 
@@ -116,7 +116,7 @@ async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
 
         batch = asyncio.ensure_future(s.publish_many("inflight", payloads(), window=512))  # type: ignore[arg-type]
         await started.wait()
-        s._server.kill_for_test()
+        kill_server(server_of(s))
         with pytest.raises(jk.PublishBatchError) as caught:
             await batch
         results = caught.value.results
@@ -124,7 +124,7 @@ async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
         acked = [r for r in results if isinstance(r, jk.PubAck)]
         assert lost and acked and len(lost) + len(acked) == 20_000
         assert "may or may not be stored" in str(lost[0])
-        await wait_until(lambda: s._nc.is_connected, timeout=30)
+        await wait_until(lambda: nc_of(s).is_connected, timeout=30)
         info = await s.topic_info("inflight")
         assert info.messages >= len(acked) + 1  # nothing acknowledged is lost
 
@@ -133,9 +133,9 @@ async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
 async def test_a_crash_during_close_restarts_nothing(tmp_path: Path) -> None:
     for _ in range(5):
         s = await jk.Stream.open(store_dir=tmp_path)
-        server = s._server
+        server = server_of(s)
         assert server is not None
-        server.kill_for_test()
+        kill_server(server)
         await wait_until(lambda srv=server: not srv.running)  # type: ignore[misc]
         await asyncio.sleep(0)  # let the supervisor start its restart
         await s.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
+from conftest import free_port, nc_of, wait_until
 from jetkit import _server
 from jetkit._retry import H_DELIVERIES, H_ERROR
 
@@ -227,7 +227,7 @@ class ExternalServer:
 
     def __init__(self, store: Path) -> None:
         self.store = store
-        self.port = _server.free_port("127.0.0.1")
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -288,7 +288,7 @@ async def test_subscription_survives_external_server_restart(external: ExternalS
         await wait_until(lambda: got == [b"before"])
         await external.stop()
         await external.start()
-        await wait_until(lambda: s._nc.is_connected, timeout=20)
+        await wait_until(lambda: nc_of(s).is_connected, timeout=20)
         await s.publish("ext.orders", b"after")
         await wait_until(lambda: got == [b"before", b"after"], timeout=20)
         await s.healthy()
@@ -305,7 +305,7 @@ async def test_publish_to_a_dead_server_never_reports_success(
     ) as s:
         await s.publish("dead.orders", b"stored")
         await external.stop()
-        await wait_until(lambda: not s._nc.is_connected)
+        await wait_until(lambda: not nc_of(s).is_connected)
         with pytest.raises((jk.TimeoutError, jk.ConnectionError)):
             await s.publish("dead.orders", b"lost?")
         with pytest.raises(jk.StreamUnhealthyError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
-from jetkit import _server, _store
+from conftest import free_port, kill_server, nc_of, server_of, wait_until
+from jetkit import _files, _server
 
 
 def alive(pid: int) -> bool:
@@ -50,14 +50,15 @@ async def test_temp_store_is_removed_and_server_stopped_on_close() -> None:
 async def test_store_files_are_private_and_server_listens_on_loopback(
     core: jk.Stream, store: Path
 ) -> None:
-    for name in (_store.CREDS_FILE, _store.CONF_FILE):
+    for name in (_files.CREDS_FILE, _files.CONF_FILE):
         mode = stat.S_IMODE((store / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
-    conf = (store / _store.CONF_FILE).read_text()
-    assert '"127.0.0.1:' in conf
+    conf = (store / _files.CONF_FILE).read_text()
+    assert 'host: "127.0.0.1"' in conf
     assert (store / "jetstream").is_dir()
     url = core.server_url
     assert url is not None and url.startswith("nats://127.0.0.1:")
+    assert int(url.rsplit(":", 1)[1]) == server_of(core).port > 0  # the port it chose
 
 
 async def test_client_without_credentials_is_refused(core: jk.Stream) -> None:
@@ -84,7 +85,7 @@ async def test_second_open_attaches_and_closing_it_leaves_the_server(
 async def test_sync_always_is_written_to_the_config(tmp_path: Path) -> None:
     async with jk.Stream.open(store_dir=tmp_path, sync_always=True) as s:
         await s.healthy()
-        assert "sync_interval: always" in (tmp_path / _store.CONF_FILE).read_text()
+        assert "sync_interval: always" in (tmp_path / _files.CONF_FILE).read_text()
 
 
 async def test_port_in_use(tmp_path: Path) -> None:
@@ -161,7 +162,7 @@ async def test_bad_options() -> None:
 
 
 async def test_unreachable_external_server() -> None:
-    port = _server.free_port("127.0.0.1")
+    port = free_port()
     with pytest.raises(jk.ConnectionError, match="cannot connect"):
         await jk.Stream.open(servers=[f"nats://127.0.0.1:{port}"], connect_timeout=1)
 
@@ -173,13 +174,13 @@ async def test_crashed_server_is_restarted_and_stored_data_survives(
     async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         ack = await s.publish(topic, b"before")
         assert ack is not None
-        server = s._server
+        server = server_of(s)
         assert server is not None
         old_pid = server.pid
-        server.kill_for_test()
+        kill_server(server)
         await wait_until(lambda: server.restart_count == 1 and server.running, timeout=20)
         assert server.pid != old_pid
-        await wait_until(lambda: s._nc.is_connected, timeout=20)
+        await wait_until(lambda: nc_of(s).is_connected, timeout=20)
         ack2 = await s.publish(topic, b"after")
         assert ack2 is not None and ack2.seq == ack.seq + 1
         info = await s.topic_info(topic)
@@ -217,7 +218,7 @@ async def test_server_dies_with_a_sigkilled_owner_and_the_store_opens_again(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     await wait_until(lambda: not alive(server_pid), timeout=10)
-    info = json.loads((tmp_path / _store.INFO_FILE).read_text())
+    info = json.loads((tmp_path / _files.INFO_FILE).read_text())
     assert info["pid"] == server_pid  # left behind by the dead owner: must not confuse us
     async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         assert s.embedded
@@ -240,7 +241,7 @@ async def test_attached_stream_takes_over_when_the_owner_closes(tmp_path: Path) 
         await wait_until(lambda: got == [b"one"])
         url = client.server_url
         await owner.close()
-        await wait_until(lambda: client.embedded and client._nc.is_connected, timeout=20)
+        await wait_until(lambda: client.embedded and nc_of(client).is_connected, timeout=20)
         assert client.server_url == url  # same port: the reconnect found it
         await client.publish("takeover.t", b"two")
         await wait_until(lambda: got == [b"one", b"two"], timeout=20)

@@ -14,9 +14,9 @@ import nats
 import pytest
 
 import jetkit as jk
-from jetkit import _store
+from jetkit import _files
 
-WRITTEN = (_store.CONF_FILE, _store.CREDS_FILE, _store.INFO_FILE, _store.LOG_FILE)
+WRITTEN = (_files.CONF_FILE, _files.CREDS_FILE, _files.INFO_FILE, _files.LOG_FILE)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def test_store_is_created_0700_and_every_file_is_0600(
     store = tmp_path / "new" / "store"
     async with jk.Stream.open(store_dir=store):
         assert mode(store) == 0o700
-        for name in (*WRITTEN, _store.LOCK_FILE):
+        for name in (*WRITTEN, _files.LOCK_FILE):
             assert mode(store / name) == 0o600, name
         assert not [p for p in store.iterdir() if p.name.endswith(".tmp")]
 
@@ -61,13 +61,13 @@ async def test_planted_links_do_not_redirect_what_jetkit_writes(tmp_path: Path) 
     # the temporary names an older jetkit used, and the log itself
     for name in WRITTEN:
         (store / f"{name}.tmp").symlink_to(victim)
-    (store / _store.LOG_FILE).unlink(missing_ok=True)
-    (store / _store.LOG_FILE).symlink_to(victim)
+    (store / _files.LOG_FILE).unlink(missing_ok=True)
+    (store / _files.LOG_FILE).symlink_to(victim)
     async with jk.Stream.open(store_dir=store):
         assert victim.read_text() == "untouched"
-        log = store / _store.LOG_FILE
+        log = store / _files.LOG_FILE
         assert not log.is_symlink() and "Server is ready" in log.read_text()
-        password = json.loads((store / _store.CREDS_FILE).read_text())["password"]
+        password = json.loads((store / _files.CREDS_FILE).read_text())["password"]
     assert password not in victim.read_text()
 
 
@@ -83,7 +83,7 @@ def test_empty_credentials_are_refused(creds: dict[str, str]) -> None:
 async def test_credentials_file_with_empty_strings_gets_new_ones(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir(mode=0o700)
-    (store / _store.CREDS_FILE).write_text(json.dumps({"user": "", "password": ""}))
+    (store / _files.CREDS_FILE).write_text(json.dumps({"user": "", "password": ""}))
     async with jk.Stream.open(store_dir=store) as s:
         info = s.connect_info()
         assert info["user"] and info["password"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
+from conftest import nc_of, wait_until
 from jetkit._options import subscribe_options
 
 Call = Callable[[jk.Stream, str], Awaitable[Any]]
@@ -129,12 +129,12 @@ BAD_CALLS: list[tuple[str, Call, type[jk.JetkitError]]] = [
 async def test_bad_input_is_a_clear_error_and_the_stream_lives_on(
     js: jk.Stream, topic: str, call: Call, error: type[jk.JetkitError]
 ) -> None:
-    reconnects = js._nc.stats["reconnects"]
+    reconnects = nc_of(js).stats["reconnects"]
     with pytest.raises(error):
         await call(js, topic)
     assert await js.publish(topic, b"still fine") is not None
     await js.healthy()
-    assert js._nc.stats["reconnects"] == reconnects  # the server never dropped us
+    assert nc_of(js).stats["reconnects"] == reconnects  # the server never dropped us
 
 
 async def test_strings_for_enums_are_read_by_value(js: jk.Stream, topic: str) -> None:
@@ -205,12 +205,12 @@ async def test_a_dropped_connection_is_restored(js: jk.Stream, topic: str) -> No
         got.append(data)
 
     sub = await js.subscribe(topic, record)
-    reconnects = js._nc.stats["reconnects"]
+    reconnects = nc_of(js).stats["reconnects"]
     # bypass every check: a PUB over max_payload makes the server close the connection
-    await js._nc._send_command(b"PUB x %d\r\n" % (js.max_payload + 1))
-    await js._nc._flush_pending()
-    await wait_until(lambda: js._nc.stats["reconnects"] > reconnects, timeout=20)
-    await wait_until(lambda: js._nc.is_connected, timeout=20)
+    await nc_of(js)._send_command(b"PUB x %d\r\n" % (js.max_payload + 1))
+    await nc_of(js)._flush_pending()
+    await wait_until(lambda: nc_of(js).stats["reconnects"] > reconnects, timeout=20)
+    await wait_until(lambda: nc_of(js).is_connected, timeout=20)
     await js.healthy()
     assert await js.publish(topic, b"after") is not None
     await wait_until(lambda: got == [b"after"])
@@ -220,6 +220,6 @@ async def test_a_dropped_connection_is_restored(js: jk.Stream, topic: str) -> No
 async def test_a_payload_of_exactly_max_payload_with_empty_headers_is_stored(
     js: jk.Stream, topic: str
 ) -> None:
-    reconnects = js._nc.stats["reconnects"]
+    reconnects = nc_of(js).stats["reconnects"]
     ack = await js.publish(topic, b"x" * js.max_payload, headers={})
-    assert ack is not None and js._nc.stats["reconnects"] == reconnects
+    assert ack is not None and nc_of(js).stats["reconnects"] == reconnects

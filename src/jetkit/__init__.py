@@ -5,7 +5,6 @@ to an external NATS) and gives a typed asyncio API for pub/sub, queue groups,
 request/reply and durable JetStream consumers.
 """
 
-from ._admin import ConsumerInfo, TopicInfo
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
     AlreadySettledError,
@@ -27,6 +26,7 @@ from ._errors import (
     NotFoundError,
     PayloadTooLargeError,
     PortInUseError,
+    PublishBatchError,
     RemoteError,
     ServerBinaryError,
     ServerStartError,
@@ -37,8 +37,9 @@ from ._errors import (
     StreamUnhealthyError,
     TimeoutError,
 )
+from ._info import ConsumerInfo, TopicInfo
 from ._message import Message
-from ._publish import PubAck, PublishBatchError
+from ._publish import PubAck
 from ._retry import exponential_backoff
 from ._stream import Stream
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription, SubscriptionStats

@@ -1,176 +1,182 @@
-"""Topic and consumer administration over the JetStream API: declare, inspect, delete."""
+"""Topic and consumer administration: the part of ``jk.Stream`` that declares, inspects,
+purges and deletes topics and consumers, and reads and re-drives dead letters."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from ._jsapi import JsApi, nanos, parse_time
+from . import _damage, _deadletters
+from ._deadletters import DeadLetter, RedriveResult
+from ._errors import NotFoundError
+from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
+from ._jsapi import JsApi
 from ._message import Message
-from ._topics import Discard, Retention
-from ._validate import INT64_MAX, number, optional_number
-
-_MAX_AGE = 100 * 365 * 86_400.0  # a century, well inside JetStream's int64 nanoseconds
+from ._publish import Publisher
+from ._topics import Discard, Retention, TopicMode, TopicRegistry, consumer_name_ok
 
 
-@dataclasses.dataclass(frozen=True)
-class TopicInfo:
-    """A JetStream topic (stream) and what it holds."""
+class AdminAPI:
+    """Mixed into ``jk.Stream``: its admin calls, over the Stream's JetStream API."""
 
-    name: str  # the stream name
-    subjects: list[str]
-    messages: int
-    bytes: int
-    first_seq: int
-    last_seq: int
-    first_time: dt.datetime | None
-    last_time: dt.datetime | None
-    consumers: int
-    retention: Retention
-    max_msgs: int | None
-    max_bytes: int | None
-    max_age: float | None
-    discard: Discard
-    replicas: int
+    _api: JsApi
+    _topics: TopicRegistry
+    _publisher: Publisher
+    _log: logging.Logger
 
+    def _check_open(self) -> None:
+        raise NotImplementedError
 
-@dataclasses.dataclass(frozen=True)
-class ConsumerInfo:
-    """A consumer's position: ``pending`` is its lag (stored, not yet delivered)."""
+    @property
+    def store_dir(self) -> Path | None:
+        raise NotImplementedError
 
-    name: str
-    stream: str
-    durable: bool
-    pending: int
-    ack_pending: int
-    redelivered: int
-    waiting: int
-    delivered_seq: int
-    ack_floor: int
-    ack_policy: str
-    max_deliver: int | None  # as the subscriber asked (jetkit keeps one more on the server)
-    filter_subject: str | None
+    async def declare_topic(
+        self,
+        topic: str,
+        mode: TopicMode | None = None,
+        max_msgs: int | None = None,
+        max_bytes: int | None = None,
+        max_age: float | dt.timedelta | None = None,
+        discard: Discard = Discard.OLD,
+        replicas: int = 1,
+        retention: Retention = Retention.LIMITS,
+    ) -> TopicInfo | None:
+        """Set a topic's mode and, for JetStream, create or update its stream and limits.
 
-
-def check_limits(max_msgs: object, max_bytes: object, max_age: object, replicas: object) -> None:
-    """ConfigError unless the stream limits are whole/finite numbers in range."""
-    number("replicas", replicas, minimum=1, maximum=5, integer=True)
-    for label, value in (("max_msgs", max_msgs), ("max_bytes", max_bytes)):
-        optional_number(
-            label, value, minimum=1, maximum=INT64_MAX, integer=True, hint=" (or None: no limit)"
+        ``topic`` may be a pattern (``orders.>``): every matching subject then uses this
+        mode and is stored in one stream. ``mode=None`` means JETSTREAM when any stream
+        option is given, else the Stream's default mode. Declaring again with other limits
+        updates them (every limit not given is then unlimited); declaring without any
+        limit leaves an existing stream as it is, including one that stores the topic
+        under a wider pattern. Returns the stream's TopicInfo (None for a core topic).
+        """
+        self._check_open()
+        resp = await self._topics.declare(
+            topic,
+            mode,
+            max_msgs=max_msgs,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            discard=discard,
+            replicas=replicas,
+            retention=retention,
         )
-    optional_number(
-        "max_age", max_age, above=0, maximum=_MAX_AGE, hint=" (seconds or timedelta, or None)"
-    )
+        return topic_info(resp) if resp is not None else None
 
+    async def topics(self) -> list[TopicInfo]:
+        """Every JetStream topic (stream) on the server."""
+        self._check_open()
+        return [topic_info(s) for s in await self._list("STREAM.LIST", "streams")]
 
-def stream_config(
-    name: str,
-    subjects: list[str],
-    *,
-    max_msgs: int | None,
-    max_bytes: int | None,
-    max_age: float | dt.timedelta | None,
-    discard: Discard,
-    replicas: int,
-    retention: Retention,
-) -> dict[str, Any]:
-    check_limits(max_msgs, max_bytes, max_age, replicas)
-    return {
-        "name": name,
-        "subjects": subjects,
-        "retention": retention.value,
-        "storage": "file",
-        "max_msgs": max_msgs if max_msgs is not None else -1,
-        "max_bytes": max_bytes if max_bytes is not None else -1,
-        "max_age": nanos(max_age) if max_age is not None else 0,
-        "discard": discard.value,
-        "num_replicas": replicas,
-        "duplicate_window": min(nanos(120), nanos(max_age)) if max_age else nanos(120),
-        "allow_direct": True,
-    }
+    async def topic_info(self, topic: str) -> TopicInfo:
+        """Messages, bytes, first/last sequence and consumer count of a stored topic."""
+        self._check_open()
+        name, _ = await self._topics.stream_of(topic)
+        return topic_info(await self._api.call(f"STREAM.INFO.{name}"))
 
+    async def purge_topic(self, topic: str) -> int:
+        """Remove the stored messages of ``topic`` (only its subjects); returns how many."""
+        self._check_open()
+        name, subjects = await self._topics.stream_of(topic)
+        body = None if subjects == [topic] else {"filter": topic}
+        resp = await self._api.call(f"STREAM.PURGE.{name}", body)
+        return int(resp.get("purged", 0))
 
-def topic_info(resp: dict[str, Any]) -> TopicInfo:
-    cfg = resp.get("config", {})
-    state = resp.get("state", {})
-    return TopicInfo(
-        name=cfg.get("name", ""),
-        subjects=list(cfg.get("subjects") or []),
-        messages=int(state.get("messages", 0)),
-        bytes=int(state.get("bytes", 0)),
-        first_seq=int(state.get("first_seq", 0)),
-        last_seq=int(state.get("last_seq", 0)),
-        first_time=parse_time(state.get("first_ts")),
-        last_time=parse_time(state.get("last_ts")),
-        consumers=int(state.get("consumer_count", 0)),
-        retention=Retention(cfg.get("retention", "limits")),
-        max_msgs=None if cfg.get("max_msgs", -1) < 0 else cfg["max_msgs"],
-        max_bytes=None if cfg.get("max_bytes", -1) < 0 else cfg["max_bytes"],
-        max_age=(cfg.get("max_age") or 0) / 1e9 or None,
-        discard=Discard(cfg.get("discard", "old")),
-        replicas=int(cfg.get("num_replicas", 1)),
-    )
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the stream that stores ``topic``, with its messages and consumers."""
+        self._check_open()
+        name, _ = await self._topics.stream_of(topic)
+        await self._api.call(f"STREAM.DELETE.{name}")
+        self._topics.forget(name)
 
+    async def last_message(self, topic: str) -> Message | None:
+        """The newest stored message on ``topic`` (a concrete subject), or None if none."""
+        self._check_open()
+        self._topics.check(topic)
+        name, _ = await self._topics.stream_of(topic)
+        try:
+            resp = await self._api.call(f"STREAM.MSG.GET.{name}", {"last_by_subj": topic})
+        except NotFoundError:
+            return None
+        return Message.stored(resp["message"])
 
-def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
-    cfg = resp.get("config", {})
-    server_max = int(cfg.get("max_deliver", -1))
-    explicit = cfg.get("ack_policy") == "explicit"
-    return ConsumerInfo(
-        name=resp.get("name", ""),
-        stream=resp.get("stream_name", ""),
-        durable=bool(cfg.get("durable_name")),
-        pending=int(resp.get("num_pending", 0)),
-        ack_pending=int(resp.get("num_ack_pending", 0)),
-        redelivered=int(resp.get("num_redelivered", 0)),
-        waiting=int(resp.get("num_waiting", 0)),
-        delivered_seq=int(resp.get("delivered", {}).get("stream_seq", 0)),
-        ack_floor=int(resp.get("ack_floor", {}).get("stream_seq", 0)),
-        ack_policy=str(cfg.get("ack_policy", "")),
-        max_deliver=server_max - 1 if server_max > 0 and explicit else None,
-        filter_subject=cfg.get("filter_subject") or None,
-    )
+    async def consumers(self, topic: str) -> list[ConsumerInfo]:
+        """The consumers of a stored topic, with their lag."""
+        self._check_open()
+        name, _ = await self._topics.stream_of(topic)
+        return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{name}", "consumers")]
 
+    async def consumer_info(self, topic: str, durable: str) -> ConsumerInfo:
+        """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
+        self._check_open()
+        consumer = consumer_name_ok(durable, "durable")
+        name, _ = await self._topics.stream_of(topic)
+        return consumer_info(await self._api.call(f"CONSUMER.INFO.{name}.{consumer}"))
 
-async def list_streams(api: JsApi) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        resp = await api.call("STREAM.LIST", {"offset": offset})
-        batch = resp.get("streams") or []
-        out.extend(batch)
-        offset += len(batch)
-        if not batch or offset >= int(resp.get("total", 0)):
-            return out
+    async def delete_consumer(self, topic: str, durable: str) -> None:
+        """Delete a durable consumer (its position is forgotten).
 
+        A durable the server could not load (its state on disk is damaged) is removed
+        from an embedded store too.
+        """
+        self._check_open()
+        consumer = consumer_name_ok(durable, "durable")
+        name, _ = await self._topics.stream_of(topic)
+        try:
+            await self._api.call(f"CONSUMER.DELETE.{name}.{consumer}")
+        except NotFoundError:
+            store = self.store_dir
+            if store is None or not _damage.remove_consumer_state(store, name, consumer):
+                raise
+            self._log.warning(
+                "jetkit: durable %r of stream %r could not be loaded; removed its state",
+                consumer,
+                name,
+            )
 
-async def list_consumers(api: JsApi, stream: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        resp = await api.call(f"CONSUMER.LIST.{stream}", {"offset": offset})
-        batch = resp.get("consumers") or []
-        out.extend(batch)
-        offset += len(batch)
-        if not batch or offset >= int(resp.get("total", 0)):
-            return out
+    async def dead_letters(self, dlq_topic: str, limit: int | None = None) -> list[DeadLetter]:
+        """The dead letters stored on ``dlq_topic``, oldest first (at most ``limit``).
 
+        Messages without the dead-letter headers are not dead letters and are left out.
+        """
+        self._check_open()
+        return await _deadletters.read(self._api, self._topics, dlq_topic, limit)
 
-def stored_message(raw: dict[str, Any]) -> Message:
-    """A message as STREAM.MSG.GET returns it (base64 payload and headers)."""
-    headers: dict[str, str] = {}
-    if raw.get("hdrs"):
-        lines = base64.b64decode(raw["hdrs"]).decode("utf-8", "replace").split("\r\n")[1:]
-        for line in lines:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers[key.strip()] = value.strip()
-    msg = Message(raw.get("subject", ""), base64.b64decode(raw.get("data") or b""), headers)
-    msg.seq = int(raw.get("seq", 0))
-    stamp = parse_time(raw.get("time"))
-    if stamp is not None:
-        msg._ts_ns = int(stamp.timestamp() * 1e9)
-    return msg
+    async def redrive(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        where: Callable[[DeadLetter], bool] | None = None,
+    ) -> RedriveResult:
+        """Publish dead letters again to their original topics, then delete them from the DLQ.
+
+        Each one goes back with its original payload and headers plus
+        ``Jetkit-Redrives: n``, and is deleted from ``dlq_topic`` (by sequence) only
+        after that publish was acknowledged: the DLQ is never purged, so letters
+        arriving meanwhile stay. ``where`` selects which letters to re-drive (the others
+        are kept), ``limit`` how many at most. Messages without the dead-letter headers
+        are skipped, never deleted; if the topic holds messages but no dead letter at
+        all, raises jk.NotADeadLetterTopicError. A failing publish stops the re-drive
+        with its error; what was re-driven until then is done, the rest stays.
+        """
+        self._check_open()
+        return await _deadletters.redrive(
+            self._api, self._topics, self._publisher, dlq_topic, limit, where, self._log
+        )
+
+    async def _list(self, call: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paged JetStream list call."""
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            resp = await self._api.call(call, {"offset": offset})
+            batch = resp.get(key) or []
+            out.extend(batch)
+            offset += len(batch)
+            if not batch or offset >= int(resp.get("total", 0)):
+                return out

@@ -1,47 +1,290 @@
-"""The nats-py connection: what jetkit changes about how it handles server errors.
+"""The connection to NATS: nats-py's client behind one small interface.
 
-nats-py closes the client for good on any ``-ERR`` from the server (for example
-"Maximum Payload Violation" or "Maximum Control Line Exceeded"), so one bad message
-would leave every later call raising StreamClosedError. jetkit checks messages before
-sending so that this should not happen; if the server drops the connection anyway,
-the client reconnects, as it does after a network failure, and subscriptions are
-restored.
+This is the only module that touches nats-py's private attributes (the outgoing
+buffer, a subscription's queue and task, the server's INFO, the parser's error hook),
+and the one place that turns nats-py's errors into jetkit's (``map_error``).
+
+Two changes to nats-py's behaviour live here. nats-py closes the client for good on
+any ``-ERR`` from the server (for example "Maximum Payload Violation"), which would
+leave every later call raising StreamClosedError: jetkit checks messages before
+sending so that this should not happen, and if the server drops the connection
+anyway, the client reconnects as after a network failure. And the first connect is
+bounded (nats-py retries a refused one forever); once connected it reconnects forever.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats
 import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
-# the only server errors after which reconnecting cannot help
+from ._errors import (
+    ConnectionError,
+    JetkitError,
+    NoRespondersError,
+    PayloadTooLargeError,
+    StreamClosedError,
+    TimeoutError,
+)
+
+Callback = Callable[[], Awaitable[None]]
+MessageHandler = Callable[[Msg], Awaitable[None]]
+
+# server errors after which reconnecting cannot help
 _FATAL = ("authorization violation", "user authentication expired", "account authentication")
 # errors the server reports without closing the connection
 _HARMLESS = ("permissions violation", "invalid subject")
 
 
-def reconnect_on_server_errors(nc: Any, log: logging.Logger) -> None:
-    """Make ``nc`` reconnect (instead of closing) when the server sends ``-ERR``."""
-    close_for_good = nc._process_err
-
-    async def process_err(err_msg: str) -> None:
-        text = err_msg.strip().strip("'")
-        lower = text.lower()
-        if nc.is_connecting or any(f in lower for f in _FATAL):
-            await close_for_good(err_msg)
-            return
-        if any(h in lower for h in _HARMLESS):
-            log.warning("jetkit: the NATS server refused a request: %s", text)
-            return
-        log.warning("jetkit: the NATS server dropped the connection (%s); reconnecting", text)
-        await nc._process_op_err(nats.errors.Error(f"nats: {text}"))
-
-    nc._process_err = process_err
+def map_error(exc: BaseException, what: str) -> JetkitError:
+    """A nats-py (or socket) error during ``what`` as the jetkit error that says it."""
+    if isinstance(exc, JetkitError):
+        return exc
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return StreamClosedError("the connection is closed; open the Stream again")
+    if isinstance(exc, nats.errors.TimeoutError):
+        return TimeoutError(f"{what}: no answer in time")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return NoRespondersError(f"{what}: nobody is listening")
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLargeError(f"{what}: the message (payload plus headers) is too large")
+    return ConnectionError(f"{what} failed: {exc}")
 
 
-def server_identity(nc: Any) -> tuple[str, str]:
-    """(server name, server id) of the server ``nc`` is connected to; a restarted server
-    keeps its name and gets a new id."""
-    info = nc._server_info or {}
-    return str(info.get("server_name", "")), str(info.get("server_id", ""))
+class Connection:
+    """One nats-py client, connected by ``connect`` and closed by ``close``."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self.nc = Client()
+        self.options: dict[str, Any] = {}  # what another client needs to connect
+        self._first_error: Exception | None = None  # while connecting
+
+    async def connect(
+        self,
+        urls: list[str],
+        *,
+        user: str | None,
+        password: str | None,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        timeout: float,
+        name: str | None,
+        on_error: Callable[[Exception], Awaitable[None]],
+        on_disconnect: Callback,
+        on_reconnect: Callback,
+    ) -> None:
+        """Connect (bounded); then reconnect forever. ConnectionError names the cause."""
+
+        self.nc = Client()  # a fresh client: one that failed to connect is not reused
+
+        async def error_cb(exc: Exception) -> None:
+            if self._first_error is None or "authorization" not in str(self._first_error).lower():
+                self._first_error = exc  # keep an auth failure over the resets after it
+            await on_error(exc)
+
+        opts: dict[str, Any] = {
+            "servers": urls,
+            "connect_timeout": timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.25,
+            "error_cb": error_cb,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+            # jetkit checks topics itself (once per topic)
+            "skip_subject_validation": True,
+            "name": name or f"jetkit-{os.getpid()}",
+        }
+        if user is not None:
+            opts["user"], opts["password"] = user, password
+        if token is not None:
+            opts["token"] = token
+        if tls is not None:
+            opts["tls"] = tls
+        try:
+            await self.nc.connect(**opts)
+        except Exception as exc:
+            cause = self._first_error if isinstance(exc, nats.errors.NoServersError) else None
+            text = str(cause or exc) or type(exc).__name__
+            hint = (
+                "check user/password or token"
+                if "authorization" in text.lower()
+                else "is the server running and reachable?"
+            )
+            raise ConnectionError(f"cannot connect to {', '.join(urls)}: {text}; {hint}") from exc
+        self.nc.options["max_reconnect_attempts"] = -1
+        self.options = {
+            k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
+        }
+        self._reconnect_on_server_errors()
+
+    def _reconnect_on_server_errors(self) -> None:
+        nc = self.nc
+        close_for_good = nc._process_err
+
+        async def process_err(err_msg: str) -> None:
+            text = err_msg.strip().strip("'")
+            lower = text.lower()
+            if nc.is_connecting or any(f in lower for f in _FATAL):
+                await close_for_good(err_msg)
+                return
+            if any(h in lower for h in _HARMLESS):
+                self._log.warning("jetkit: the NATS server refused a request: %s", text)
+                return
+            self._log.warning(
+                "jetkit: the NATS server dropped the connection (%s); reconnecting", text
+            )
+            await nc._process_op_err(nats.errors.Error(f"nats: {text}"))
+
+        nc._process_err = process_err  # type: ignore[method-assign]
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    @property
+    def is_closed(self) -> bool:
+        return bool(self.nc.is_closed)
+
+    @property
+    def is_reconnecting(self) -> bool:
+        return bool(self.nc.is_reconnecting)
+
+    @property
+    def url(self) -> str | None:
+        url = self.nc.connected_url
+        return str(url.geturl()) if url is not None else None
+
+    @property
+    def last_error(self) -> Exception | None:
+        return self.nc.last_error
+
+    @property
+    def reconnects(self) -> int:
+        return int(self.nc.stats.get("reconnects", 0))
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc._max_payload)
+
+    def identity(self) -> tuple[str, str]:
+        """(server name, server id): a restarted server keeps its name, gets a new id."""
+        info = self.nc._server_info or {}
+        return str(info.get("server_name", "")), str(info.get("server_id", ""))
+
+    def new_inbox(self) -> str:
+        return self.nc.new_inbox()
+
+    def unique_name(self) -> str:
+        """A short unique token (for ephemeral consumer names)."""
+        return self.nc._nuid.next().decode()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        try:
+            await self.nc.publish(subject, data, reply=reply, headers=headers)
+        except (nats.errors.Error, OSError) as exc:
+            raise map_error(exc, f"publish to {subject!r}") from None
+
+    async def write(self, command: bytes) -> None:
+        """Put a raw protocol command in the outgoing buffer (the flusher sends it).
+
+        What ``publish`` does without its per-call checks: for the hot paths (acks, and
+        acked publishes without headers), whose callers validated everything already.
+        """
+        nc = self.nc
+        if nc.is_closed:
+            raise StreamClosedError("the connection is closed; open the Stream again")
+        await nc._send_command(command)
+        if nc._flush_queue is not None and nc._flush_queue.empty():
+            await nc._flush_pending()
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes,
+        timeout: float,
+        *,
+        headers: dict[str, str] | None = None,
+        what: str | None = None,
+    ) -> Msg:
+        try:
+            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
+        except (nats.errors.Error, OSError) as exc:
+            raise map_error(exc, what or f"request to {subject!r}") from None
+
+    async def flush(self, timeout: float) -> None:
+        try:
+            await self.nc.flush(timeout=max(1, round(timeout)))
+        except (nats.errors.Error, OSError) as exc:
+            raise map_error(exc, "flush") from None
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(
+        self, subject: str, cb: MessageHandler, *, queue: str = "", limit: int = 0
+    ) -> NatsSubscription:
+        """A nats-py subscription whose messages go to ``cb`` (at most ``limit`` queued;
+        0: unbounded)."""
+        return await self.nc.subscribe(
+            subject, queue=queue, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=0
+        )
+
+    @staticmethod
+    def queued(sub: NatsSubscription) -> list[Msg]:
+        """The messages waiting in ``sub``'s queue (not removed)."""
+        return list(sub._pending_queue._queue)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def queue_size(sub: NatsSubscription) -> int:
+        return sub._pending_queue.qsize()
+
+    @staticmethod
+    def take_queued(sub: NatsSubscription) -> list[Msg]:
+        """Remove and return what waits in ``sub``'s queue."""
+        queue = sub._pending_queue
+        taken = []
+        while not queue.empty():
+            taken.append(queue.get_nowait())
+        return taken
+
+    @staticmethod
+    async def drain(sub: NatsSubscription) -> None:
+        """nats-py's drain: unsubscribe, then hand every queued message to the callback."""
+        await sub.drain()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def stop_processing(sub: NatsSubscription) -> None:
+        """Stop ``sub``'s delivery task now (its queue is left as it is)."""
+        sub._stop_processing()
+
+    @staticmethod
+    def sid(sub: NatsSubscription) -> int:
+        return int(sub._id)
+
+    async def unsubscribe_now(self, sub: NatsSubscription) -> None:
+        """Tell the server to stop sending to ``sub`` without stopping the task that runs
+        its callback (which may be the caller)."""
+        await self.write(b"UNSUB %d\r\n" % sub._id)

@@ -1,4 +1,6 @@
-"""The JetStream consume engine: consumer setup, continuous pull, acks, retries, DLQ.
+"""The JetStream consume engine: continuous pull, acks, retries, dead letters.
+
+(The consumer's config on the server is ``_consumer_config``'s.)
 
 Design (one JetStreamSubscription):
 
@@ -28,199 +30,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-import nats.errors
+from nats.aio.msg import Msg
 
 from ._codec import HandlerPlan
-from ._damage import consumer_dir, remove_consumer_state
+from ._connection import Connection
+from ._consumer_config import ensure_consumer
 from ._errors import (
     ConnectionLostError,
-    DamagedConsumerError,
     DecodeError,
-    IncompatibleConsumerError,
     JetkitError,
-    JetStreamError,
     NotFoundError,
-    StreamClosedError,
     TimeoutError,
+    describe_error,
 )
-from ._jsapi import JsApi, nanos, rfc3339
+from ._jsapi import JsApi
 from ._message import ACK, NAK, TERM, WPI, Message
-from ._retry import dead_letter_headers, describe_error, retry_delay
-from ._subscription import AckPolicy, StartAt, Subscription, is_handler_failure
+from ._options import SubscribeOptions
+from ._retry import dead_letter_headers, decide
+from ._subscription import AckPolicy, Subscription, is_handler_failure
+from ._time import nanos
 
 PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
-EPHEMERAL_INACTIVE = 120.0
-WORK_QUEUE_NEEDS_ALL = 10101
-CONSUMER_STORE_FAILED = 10012  # "error creating store for consumer": damaged state
 
 
 class DeadLetterSink(Protocol):
     async def __call__(self, topic: str, data: bytes, headers: dict[str, str]) -> None: ...
-
-
-def consumer_config(
-    *,
-    name: str,
-    durable: bool,
-    filter_subject: str | None,
-    ack: AckPolicy,
-    max_deliver: int | None,
-    ack_wait: float,
-    start_at: StartAt,
-    start_time: dt.datetime | None,
-    start_seq: int | None,
-    max_ack_pending: int,
-) -> dict[str, Any]:
-    """The server-side consumer config for a jetkit subscription."""
-    cfg: dict[str, Any] = {
-        "ack_policy": "none" if ack is AckPolicy.NONE else "explicit",
-        "deliver_policy": start_at.value,
-        "replay_policy": "instant",
-        "max_deliver": -1 if max_deliver is None or ack is AckPolicy.NONE else max_deliver + 1,
-        "max_waiting": 512,
-    }
-    if ack is not AckPolicy.NONE:
-        cfg["ack_wait"] = nanos(ack_wait)
-        cfg["max_ack_pending"] = max_ack_pending
-    if durable:
-        cfg["durable_name"] = name
-    else:
-        cfg["name"] = name
-        cfg["inactive_threshold"] = nanos(EPHEMERAL_INACTIVE)
-    if filter_subject:
-        cfg["filter_subject"] = filter_subject
-    if start_time is not None:
-        cfg["opt_start_time"] = rfc3339(start_time)
-    if start_seq is not None:
-        cfg["opt_start_seq"] = start_seq
-    return cfg
-
-
-_FIXED = {"ack_policy": "ack"}
-_UPDATABLE = ("max_deliver", "ack_wait", "max_ack_pending", "filter_subject", "max_waiting")
-_START_FIELDS = ("deliver_policy", "opt_start_time", "opt_start_seq")
-
-
-async def ensure_consumer(
-    api: JsApi,
-    stream: str,
-    config: dict[str, Any],
-    *,
-    recreate: bool,
-    log: logging.Logger,
-    store: Path | None = None,
-) -> dict[str, Any]:
-    """Create the consumer, or reconcile an existing one with ``config``.
-
-    Start fields of an existing consumer are kept (it resumes); ack policy cannot
-    change (IncompatibleConsumerError unless ``recreate``); the rest is updated.
-    A durable whose state on disk the server cannot load raises DamagedConsumerError,
-    unless ``recreate`` and jetkit can reach the store (``store``): then its damaged
-    state is removed and it is created afresh.
-    """
-    name = config.get("durable_name") or config["name"]
-    existing: dict[str, Any] | None
-    try:
-        existing = await api.call(f"CONSUMER.INFO.{stream}.{name}")
-    except NotFoundError:
-        existing = None
-    if existing is not None and recreate:
-        await api.call(f"CONSUMER.DELETE.{stream}.{name}")
-        existing = None
-    if existing is None:
-        try:
-            return await _create(api, stream, name, config, store)
-        except DamagedConsumerError:
-            if not recreate or store is None:
-                raise
-            if not remove_consumer_state(store, stream, name):
-                raise
-            log.warning(
-                "jetkit: durable %r of stream %r could not be loaded (damaged state on disk); "
-                "recreate=True: removed it and created it again from its start position",
-                name,
-                stream,
-            )
-            return await _create(api, stream, name, config, store)
-        except JetStreamError as exc:
-            # a WORK_QUEUE topic only allows "deliver all": there, the default start
-            # (NEW) means every message not yet taken, which is what ALL delivers
-            if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
-                raise
-            return await _create(api, stream, name, {**config, "deliver_policy": "all"}, store)
-    current: dict[str, Any] = existing.get("config", {})
-    if current.get("deliver_subject"):
-        raise IncompatibleConsumerError(
-            f"consumer {name!r} on stream {stream!r} is a push consumer; jetkit needs a pull "
-            "consumer: pick another durable name or pass recreate=True",
-            "deliver_subject",
-        )
-    for key, option in _FIXED.items():
-        if current.get(key) != config.get(key):
-            raise IncompatibleConsumerError(
-                f"durable {name!r} exists with {key}={current.get(key)!r} but this subscribe "
-                f"asks for {config.get(key)!r} (option {option}=); that cannot change in place. "
-                "Pass recreate=True to start it over, or use another durable name",
-                option,
-            )
-    if any(current.get(f) != config.get(f) for f in _START_FIELDS):
-        log.info(
-            "jetkit: durable %r exists and resumes from its position; the requested start "
-            "(%s) was not applied (pass recreate=True to start over)",
-            name,
-            config.get("deliver_policy"),
-        )
-    if current.get("filter_subjects") and "filter_subject" in config:
-        current = {**current, "filter_subject": None}
-    if all(current.get(f) == config.get(f) for f in _UPDATABLE):
-        return existing
-    merged = {**current, **{f: config[f] for f in _UPDATABLE if f in config}}
-    if "filter_subject" not in config:
-        merged.pop("filter_subject", None)
-    merged.pop("filter_subjects", None)
-    for field in _START_FIELDS:
-        if field in current:
-            merged[field] = current[field]
-    return await api.call(
-        f"CONSUMER.CREATE.{stream}.{name}",
-        {"stream_name": stream, "config": merged, "action": "update"},
-    )
-
-
-async def _create(
-    api: JsApi, stream: str, name: str, config: dict[str, Any], store: Path | None
-) -> dict[str, Any]:
-    try:
-        return await api.call(
-            f"CONSUMER.CREATE.{stream}.{name}",
-            {"stream_name": stream, "config": config, "action": "create"},
-        )
-    except JetStreamError as exc:
-        if exc.err_code != CONSUMER_STORE_FAILED:
-            raise
-        if store is not None and not consumer_dir(store, stream, name).exists():
-            # nothing on disk to be damaged: the server could not write it (disk full?)
-            raise JetStreamError(
-                f"the server could not create durable {name!r} of stream {stream!r} ({exc}); "
-                "is the store's disk full?",
-                exc.code,
-                exc.err_code,
-            ) from exc
-        raise DamagedConsumerError(
-            f"the server cannot create or load durable {name!r} of stream {stream!r} ({exc}): "
-            "its state on disk is damaged (or the disk is full). Subscribe with "
-            "recreate=True to start it over from start_at (its position is lost), or use "
-            "another durable name",
-            exc.code,
-            exc.err_code,
-        ) from exc
 
 
 class JetStreamSubscription(Subscription):
@@ -228,40 +69,41 @@ class JetStreamSubscription(Subscription):
 
     def __init__(
         self,
-        nc: Any,
+        conn: Connection,
         api: JsApi,
         topic: str,
         plan: HandlerPlan,
+        opts: SubscribeOptions,
         *,
         stream: str,
         config: dict[str, Any],
         shared: bool,
-        ack: AckPolicy,
-        max_deliver: int | None,
-        backoff: list[float] | None,
-        dlq: str | None,
         dead_letter: DeadLetterSink,
-        ack_wait: float,
-        recreate: bool,
-        store: Path | None = None,
-        **kwargs: Any,
+        store: Path | None,
+        logger: logging.Logger,
     ) -> None:
-        super().__init__(topic, plan, **kwargs)
+        super().__init__(
+            topic,
+            plan,
+            concurrency=opts.concurrency,
+            buffer_size=opts.buffer_size,
+            backpressure=opts.backpressure,
+            logger=logger,
+        )
         self._store = store
-        self._nc = nc
+        self._conn = conn
         self._api = api
         self.stream = stream
         self._config = config
         self.consumer = config.get("durable_name") or config["name"]
-        self.name = self.consumer
         self._ephemeral = "durable_name" not in config and not shared
-        self._ack = ack
-        self._max_deliver = max_deliver if ack is not AckPolicy.NONE else None
-        self._backoff = backoff
-        self._dlq = dlq
+        self._ack = opts.ack
+        self._max_deliver = opts.max_deliver if opts.ack is not AckPolicy.NONE else None
+        self._backoff = opts.backoff
+        self._dlq = opts.dlq
         self._dead_letter_sink = dead_letter
-        self._ack_wait = ack_wait
-        self._recreate = recreate
+        self._ack_wait = opts.ack_wait
+        self._recreate = opts.recreate
         self._requested = 0
         self._threshold = max(1, self._capacity // 2)
         self._last_activity = time.monotonic()
@@ -290,15 +132,12 @@ class JetStreamSubscription(Subscription):
             log=self._log,
             store=self._store,
         )
-        self._inbox = self._nc.new_inbox()
+        self._inbox = self._conn.new_inbox()
         # concurrency=1: the handler runs in nats-py's delivery task, and nats-py's queue
         # holds what was pulled (bounded by the pull credit); otherwise jetkit's buffer
         # and workers do
-        self._sub = await self._nc.subscribe(
-            self._inbox,
-            cb=self._on_raw_inline if self._inline else self._on_raw,
-            pending_msgs_limit=0,
-            pending_bytes_limit=0,
+        self._sub = await self._conn.subscribe(
+            self._inbox, self._on_raw_inline if self._inline else self._on_raw
         )
         if not self._inline:
             self._start_workers()
@@ -306,7 +145,7 @@ class JetStreamSubscription(Subscription):
         self._maybe_pull()
         self._monitor = asyncio.ensure_future(self._watch())
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -316,7 +155,7 @@ class JetStreamSubscription(Subscription):
     def _maybe_pull(self) -> None:
         if not self._feeding or self._recovering:
             return
-        free = self._capacity - len(self._buffer) - self._requested
+        free = self._capacity - self.buffered - self._requested
         if free <= 0 or (free < self._threshold and self._requested > 0):
             return
         self._requested += free
@@ -324,20 +163,20 @@ class JetStreamSubscription(Subscription):
 
     async def _send_pull(self, batch: int) -> None:
         try:
-            await self._nc.publish(
+            await self._conn.publish(
                 self._pull_subject, b'{"batch": %d' % batch + self._pull_tail, reply=self._inbox
             )
         except Exception as exc:
             self._log.debug("jetkit: pull on %r failed (%s); the monitor retries", self.topic, exc)
             self._requested = max(0, self._requested - batch)
 
-    def _after_message(self) -> None:
+    def _after_take(self) -> None:
         self._maybe_pull()
 
-    async def _on_raw(self, nmsg: Any) -> None:
+    async def _on_raw(self, nmsg: Msg) -> None:
         self._ingest(nmsg)
 
-    def _take(self, nmsg: Any) -> Message | None:
+    def _take(self, nmsg: Msg) -> Message | None:
         """A delivery from the inbox as a Message; status messages are handled here."""
         self._last_activity = time.monotonic()
         reply = nmsg.reply
@@ -349,7 +188,7 @@ class JetStreamSubscription(Subscription):
         msg = self._last_msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
         return msg
 
-    async def _on_raw_inline(self, nmsg: Any) -> None:
+    async def _on_raw_inline(self, nmsg: Msg) -> None:
         msg = self._take(nmsg)
         if msg is None:
             return
@@ -360,10 +199,10 @@ class JetStreamSubscription(Subscription):
         await self._run_inline(msg)
         self._maybe_pull()
 
-    def _wrap(self, nmsg: Any) -> Message:
+    def _wrap(self, nmsg: Msg) -> Message:
         return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply, self)
 
-    def _ingest(self, nmsg: Any) -> None:
+    def _ingest(self, nmsg: Msg) -> None:
         msg = self._take(nmsg)
         if msg is not None:
             msg._held_since = self._last_activity
@@ -437,10 +276,7 @@ class JetStreamSubscription(Subscription):
             self._buffer.clear()
             self._has_room.set()
             if self._sub is not None and self._inline:
-                queue = self._sub._pending_queue
-                stale += queue.qsize()
-                while not queue.empty():
-                    queue.get_nowait()
+                stale += len(Connection.take_queued(self._sub))
             if stale:
                 self._log.info(
                     "jetkit: the server restarted; %d messages of %r pulled before are "
@@ -473,7 +309,7 @@ class JetStreamSubscription(Subscription):
         if self._current is not None:
             held.append(self._current)
         for msg in held:
-            if not msg._settled and now - msg._held_since >= limit:
+            if not msg.settled and now - msg._held_since >= limit:
                 msg._held_since = now
                 await self.send_ack(msg, WPI)
         if self._inline and now - self._queue_wpi_at >= limit:
@@ -517,12 +353,14 @@ class JetStreamSubscription(Subscription):
         at once (see ``connection_lost``), not a timeout.
         """
         request = asyncio.ensure_future(
-            self._nc.request(msg.reply, token, timeout=self._api.timeout)
+            self._conn.request(
+                msg.reply or "", token, self._api.timeout, what=f"the ack of seq {msg.seq}"
+            )
         )
         self._confirming.add(request)
         try:
             await request
-        except nats.errors.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(
                 f"the server did not confirm the ack of {msg.topic!r} seq {msg.seq}"
             ) from None
@@ -543,22 +381,13 @@ class JetStreamSubscription(Subscription):
             request.cancel()
 
     async def _write(self, subject: str, token: bytes) -> None:
-        """Publish an ack token without waiting: straight into nats-py's outgoing buffer.
-
-        This is what ``nc.publish`` does minus its per-call checks; the flusher task
-        coalesces the acks of every handler that finished in the same loop iteration.
-        """
-        nc = self._nc
-        if nc.is_closed:
-            raise StreamClosedError("the connection is closed")
-        await nc._send_command(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token))
-        if nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()
+        """Send an ack token without waiting: straight into the outgoing buffer (the
+        flusher coalesces the acks of every handler that finished in one loop turn)."""
+        await self._conn.write(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token))
 
     async def _ack_for_handler(self, msg: Message) -> None:
-        """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
-        msg._settled = True
-        await self.send_ack(msg, ACK)
+        """jetkit's own ack (AUTO before, MANUAL after the handler)."""
+        await msg.ack()
 
     # -- handling --------------------------------------------------------------------------
 
@@ -586,31 +415,32 @@ class JetStreamSubscription(Subscription):
             await plan.fn(*args)
         except BaseException as exc:
             if not is_handler_failure(exc):
-                if isinstance(exc, KeyboardInterrupt | SystemExit) and not msg._settled:
+                if isinstance(exc, KeyboardInterrupt | SystemExit) and not msg.settled:
                     # the program is stopping: stop pulling (so the server does not send
                     # the message straight back here), hand it back, and make sure that
                     # leaves the process before the event loop stops
-                    with contextlib.suppress(Exception):  # UNSUB only: this task stays
-                        await self._nc._send_command(b"UNSUB %d\r\n" % self._sub._id)
+                    if self._sub is not None:
+                        with contextlib.suppress(Exception):
+                            await self._conn.unsubscribe_now(self._sub)
                     await msg.nak()
                     with contextlib.suppress(Exception):
-                        await self._nc.flush(timeout=1)
+                        await self._conn.flush(timeout=1)
                 raise
             self.stats.failed += 1
-            if ack is AckPolicy.MANUAL and not msg._settled:
+            if ack is AckPolicy.MANUAL and not msg.settled:
                 await self._retry_or_dead_letter(msg, exc)
             else:
                 self._log.error(
                     "jetkit: handler for %r failed (seq %s)", msg.topic, msg.seq, exc_info=exc
                 )
             return
-        if ack is AckPolicy.MANUAL and not msg._settled:
+        if ack is AckPolicy.MANUAL and not msg.settled:
             await self._ack_for_handler(msg)
 
     async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
         attempt = msg.num_delivered
-        if self._max_deliver is None or attempt < self._max_deliver:
-            delay = retry_delay(self._backoff, attempt)
+        retry, delay = decide(attempt, self._max_deliver, self._backoff)
+        if retry:
             self._log.warning(
                 "jetkit: handler for %r failed on attempt %d (%s); retrying%s",
                 msg.topic,
@@ -652,11 +482,11 @@ class JetStreamSubscription(Subscription):
                     self._dlq,
                     exc,
                 )
-                if self._ack is not AckPolicy.NONE and not msg._settled:
-                    await msg.nak(retry_delay(self._backoff, 1) or 1.0)
+                if self._ack is not AckPolicy.NONE and not msg.settled:
+                    await msg.nak(decide(1, None, self._backoff)[1] or 1.0)
                 return
             self.stats.dead_lettered += 1
-        if self._ack is not AckPolicy.NONE and not msg._settled:
+        if self._ack is not AckPolicy.NONE and not msg.settled:
             await msg.term(f"jetkit: {error}"[:256])
 
     # -- stopping --------------------------------------------------------------------------
@@ -672,13 +502,12 @@ class JetStreamSubscription(Subscription):
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-            pending = self._sub._pending_queue
-            while not pending.empty():
-                self._ingest(pending.get_nowait())
+            for nmsg in Connection.take_queued(self._sub):
+                self._ingest(nmsg)
 
     async def _abandon(self, msgs: list[Message]) -> None:
         for msg in msgs:
-            if not msg._settled:
+            if not msg.settled:
                 with contextlib.suppress(Exception):
                     await msg.nak()
 

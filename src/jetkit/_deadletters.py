@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ._admin import stored_message
-from ._errors import InvalidHeaderError, InvalidTopicError, NotFoundError
+from ._errors import (
+    ConfigError,
+    InvalidHeaderError,
+    InvalidTopicError,
+    NotADeadLetterTopicError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from ._jsapi import JsApi
 from ._message import Message
+from ._publish import Publisher
 from ._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
-from ._topics import validate_topic
+from ._topics import TopicRegistry, validate_topic
 from ._validate import headers as check_headers
+from ._validate import optional_number
 
 _DEAD_LETTER_HEADERS = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_ERROR)
 NO_MESSAGE = 10037  # STREAM.MSG.GET: no message at or after that sequence
@@ -105,7 +114,7 @@ async def stored(api: JsApi, stream: str, topic: str, last_seq: int) -> AsyncIte
             resp = await api.call(f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": topic})
         except NotFoundError:
             return
-        msg = stored_message(resp["message"])
+        msg = Message.stored(resp["message"])
         if msg.seq is None or msg.seq > last_seq:
             return
         yield msg
@@ -125,4 +134,77 @@ def redrive_message(letter: DeadLetter, stream: str) -> tuple[str, dict[str, str
     return topic, checked
 
 
-NOT_PUBLISHABLE = (InvalidTopicError, InvalidHeaderError)
+async def read(
+    api: JsApi, topics: TopicRegistry, dlq_topic: str, limit: int | None
+) -> list[DeadLetter]:
+    """``Stream.dead_letters``."""
+    topics.check(dlq_topic)
+    optional_number("limit", limit, minimum=1, integer=True)
+    name, last = await _snapshot(api, topics, dlq_topic)
+    found: list[DeadLetter] = []
+    async for msg in stored(api, name, dlq_topic, last):
+        letter = dead_letter(msg)
+        if letter is not None:
+            found.append(letter)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+async def redrive(
+    api: JsApi,
+    topics: TopicRegistry,
+    publisher: Publisher,
+    dlq_topic: str,
+    limit: int | None,
+    where: Callable[[DeadLetter], bool] | None,
+    log: logging.Logger,
+) -> RedriveResult:
+    """``Stream.redrive``: re-publish each selected letter, then delete that one."""
+    topics.check(dlq_topic)
+    optional_number("limit", limit, minimum=1, integer=True)
+    if where is not None and not callable(where):
+        raise ConfigError(f"where must be a function DeadLetter -> bool, got {where!r}")
+    name, last = await _snapshot(api, topics, dlq_topic)
+    redriven = skipped = kept = letters = 0
+    async for msg in stored(api, name, dlq_topic, last):
+        letter = dead_letter(msg)
+        if letter is None:
+            skipped += 1
+            continue
+        letters += 1
+        wanted = where is None or where(letter)
+        if not wanted or (limit is not None and redriven >= limit):
+            kept += 1
+            continue
+        try:
+            topic, headers = redrive_message(letter, name)
+            if topic == dlq_topic:
+                raise InvalidTopicError("its original topic is the DLQ itself")
+            data = publisher.check_payload(topic, letter.data, headers)
+        except (InvalidTopicError, InvalidHeaderError, PayloadTooLargeError) as exc:
+            log.warning(
+                "jetkit: dead letter %s on %r cannot be re-driven (%s); left in place",
+                letter.seq,
+                dlq_topic,
+                exc,
+            )
+            skipped += 1
+            continue
+        await publisher.stored(topic, data, headers)
+        await api.call(f"STREAM.MSG.DELETE.{name}", {"seq": letter.seq, "no_erase": True})
+        redriven += 1
+    if letters == 0 and skipped > 0:
+        raise NotADeadLetterTopicError(
+            f"{dlq_topic!r} holds {skipped} messages but no dead letter (none has the "
+            "Jetkit-Original-Topic header); nothing was re-driven or deleted. Pass the "
+            "topic given as dlq= to subscribe()"
+        )
+    return RedriveResult(redriven, skipped, kept)
+
+
+async def _snapshot(api: JsApi, topics: TopicRegistry, dlq_topic: str) -> tuple[str, int]:
+    """The stream storing ``dlq_topic`` and its last sequence now."""
+    name, _ = await topics.stream_of(dlq_topic)
+    info = await api.call(f"STREAM.INFO.{name}")
+    return name, int(info.get("state", {}).get("last_seq", 0))

@@ -24,6 +24,7 @@ JetkitError
  ├── NoRespondersError                 a request found nobody listening
  ├── RemoteError                       a responder raised; carries its type and message
  ├── AlreadySettledError               ack/nak/term on a message already settled
+ ├── PublishBatchError                 some publishes of publish_many() failed
  └── JetStreamError                    the JetStream API refused a call
       ├── NotFoundError                topic (stream) or consumer does not exist
       ├── StorageFullError             the store's disk (or JetStream's share) is full
@@ -33,6 +34,10 @@ JetkitError
 from __future__ import annotations
 
 import builtins
+from typing import Any
+
+# the header that carries an error: a responder's (request/reply) or a dead letter's last
+ERROR_HEADER = "Jetkit-Error"
 
 __all__ = [
     "AlreadySettledError",
@@ -54,6 +59,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PortInUseError",
+    "PublishBatchError",
     "RemoteError",
     "ServerBinaryError",
     "ServerStartError",
@@ -191,3 +197,23 @@ class StorageFullError(JetStreamError):
 
 class DamagedConsumerError(JetStreamError):
     """A durable consumer's state on disk is damaged and the server cannot load it."""
+
+
+class PublishBatchError(JetkitError):
+    """Some publishes of a batch failed; ``results`` holds a PubAck or exception per item."""
+
+    def __init__(self, results: list[Any]) -> None:
+        failed = [r for r in results if isinstance(r, BaseException)]
+        super().__init__(f"{len(failed)} of {len(results)} publishes failed; first: {failed[0]!r}")
+        self.results = results
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"<ExceptionType>: <message>"`` on one line, at most 1,024 characters: how an
+    exception travels in a header (a responder's error, a dead letter's cause)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:1024]
+
+
+def one_line(text: str) -> str:
+    """``text`` fit for a header value: one line, at most 1,024 characters."""
+    return " ".join(text.split())[:1024]

@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
 
-from ._errors import (
-    ConnectionError,
-    JetStreamError,
-    NotFoundError,
-    StorageFullError,
-    StreamClosedError,
-    TimeoutError,
-)
+from ._connection import Connection
+from ._errors import JetStreamError, NoRespondersError, NotFoundError, StorageFullError
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
-
-
-def nanos(seconds: float | dt.timedelta) -> int:
-    if isinstance(seconds, dt.timedelta):
-        seconds = seconds.total_seconds()
-    return int(seconds * 1_000_000_000)
-
-
-def rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str | None) -> dt.datetime | None:
-    """Parse the server's RFC 3339 timestamps (nanosecond precision is cut to micro)."""
-    if not text or text.startswith("0001-01-01"):
-        return None
-    main, _, frac = text.rstrip("Z").partition(".")
-    tz = ""
-    for sep in ("+", "-"):
-        if sep in frac:
-            frac, _, rest = frac.partition(sep)
-            tz = sep + rest
-    if not frac and len(main) > 19:
-        main, tz = main[:19], main[19:]
-    fraction = f".{frac[:6]:0<6}" if frac else ""
-    stamp = dt.datetime.fromisoformat(main + fraction + (tz or "+00:00"))
-    return stamp.astimezone(dt.UTC)
 
 
 # "insufficient resources" (JetStream's storage limit reached), "insufficient storage
@@ -74,30 +39,26 @@ def storage_full(
 
 
 class JsApi:
-    """Request/response with the JetStream API on one connection."""
+    """Request/response with the JetStream API over the Stream's connection."""
 
-    def __init__(self, nc: Any, timeout: float = 5.0, store_dir: Path | None = None) -> None:
-        self._nc = nc
+    def __init__(
+        self, conn: Connection, timeout: float = 5.0, store_dir: Path | None = None
+    ) -> None:
+        self._conn = conn
         self.timeout = timeout
         self._store_dir = store_dir
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         body = _encode(payload) if payload is not None else b""
         try:
-            msg = await self._nc.request("$JS.API." + suffix, body, timeout=self.timeout)
-        except nats.errors.NoRespondersError:
+            msg = await self._conn.request(
+                "$JS.API." + suffix, body, self.timeout, what=f"JetStream API call {suffix}"
+            )
+        except NoRespondersError:
             raise JetStreamError(
                 "JetStream is not enabled on this NATS server; start nats-server with -js "
                 "(the embedded server always has it)"
             ) from None
-        except nats.errors.TimeoutError:
-            raise TimeoutError(
-                f"JetStream API call {suffix} got no answer within {self.timeout}s"
-            ) from None
-        except nats.errors.ConnectionClosedError:
-            raise StreamClosedError("the connection is closed; open the Stream again") from None
-        except (nats.errors.Error, OSError) as exc:
-            raise ConnectionError(f"JetStream API call {suffix} failed: {exc}") from exc
         resp = _decode(msg.data) if msg.data else {}
         err = resp.get("error")
         if err:

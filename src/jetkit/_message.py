@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import AlreadySettledError, ConfigError
+from ._time import parse_time
 from ._validate import number
 
 ACK = b"+ACK"
@@ -65,11 +67,28 @@ class Message:
         self.reply = reply
         self._settler = settler
         self._settled = False
-        self._held_since = 0.0
+        self._held_since = 0.0  # the delivering consumer's: when it last kept it alive
         self._tokens: list[str] | None = None
         self._base = 0
         self._seq: int | None = None
         self._ts_ns = 0 if settler is not None else time.time_ns()
+
+    @classmethod
+    def stored(cls, raw: dict[str, Any]) -> Message:
+        """A message as read from the store (STREAM.MSG.GET: base64 payload and headers)."""
+        headers: dict[str, str] = {}
+        if raw.get("hdrs"):
+            lines = base64.b64decode(raw["hdrs"]).decode("utf-8", "replace").split("\r\n")[1:]
+            for line in lines:
+                key, sep, value = line.partition(":")
+                if sep:
+                    headers[key.strip()] = value.strip()
+        msg = cls(raw.get("subject", ""), base64.b64decode(raw.get("data") or b""), headers)
+        msg._seq = int(raw.get("seq", 0))
+        stamp = parse_time(raw.get("time"))
+        if stamp is not None:
+            msg._ts_ns = int(stamp.timestamp() * 1e9)
+        return msg
 
     def _meta(self) -> list[str] | None:
         tokens = self._tokens
@@ -88,10 +107,6 @@ class Message:
             if tokens is not None:
                 self._seq = int(tokens[self._base + 3])
         return self._seq
-
-    @seq.setter
-    def seq(self, value: int | None) -> None:
-        self._seq = value
 
     @property
     def num_delivered(self) -> int:

@@ -1,21 +1,25 @@
-"""Subscribe options: one pure check of everything ``Stream.subscribe`` is given.
+"""Options of ``Stream.open`` and ``Stream.subscribe``: one pure check of each.
 
-``subscribe_options(...)`` turns the keyword arguments into a frozen
-``SubscribeOptions`` (enums resolved, delays in seconds, the start position
-resolved) or raises a ConfigError / InvalidTopicError naming the option and the
-fix. It talks to nobody, so it is unit-tested without a server.
+``open_options(...)`` and ``subscribe_options(...)`` turn the keyword arguments into a
+frozen ``OpenOptions`` / ``SubscribeOptions`` (enums resolved, delays in seconds, the
+start position resolved) or raise a ConfigError / InvalidTopicError naming the option
+and the fix. They talk to nobody, so they are unit-tested without a server.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import os
+import ssl
+from collections.abc import Sequence
 
 from . import _validate
 from ._errors import ConfigError
 from ._retry import normalize_backoff
 from ._subscription import AckPolicy, Backpressure, StartAt
-from ._topics import consumer_name_ok, subject_matches, validate_topic
+from ._topics import TopicMode, consumer_name_ok, subject_matches, validate_topic
 
 MIN_ACK_WAIT = 0.1  # below this the server redelivers before any handler can answer
 MAX_ACK_WAIT = 7 * 86_400.0  # jetkit keeps slow handlers alive; a week is plenty
@@ -162,3 +166,103 @@ def resolve_start(
     if seq is not None and start_at is not StartAt.BY_SEQUENCE:
         raise ConfigError(f"start_seq= only applies to StartAt.BY_SEQUENCE, not {start_at}")
     return start_at, when, seq
+
+
+MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses a larger max_payload
+MAX_TIMEOUT = 86_400.0  # a day: longer waits are mistakes (or units confusion)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenOptions:
+    """Checked ``Stream.open`` options (see there for their meaning)."""
+
+    store_dir: str | os.PathLike[str] | None
+    servers: list[str] | None
+    default_mode: TopicMode
+    host: str
+    port: int | None
+    user: str | None
+    password: str | None
+    token: str | None
+    tls: ssl.SSLContext | None
+    max_payload: int | None
+    connect_timeout: float
+    drain_timeout: float
+    server_ready_timeout: float
+    sync_always: bool
+    logger: logging.Logger
+    server_binary: str | os.PathLike[str] | None
+    publish_timeout: float
+    name: str | None
+
+
+def open_options(
+    *,
+    store_dir: str | os.PathLike[str] | None,
+    servers: Sequence[str] | str | None,
+    default_mode: object,
+    host: object,
+    port: object,
+    user: object,
+    password: object,
+    token: object,
+    tls: object,
+    max_payload: object,
+    connect_timeout: object,
+    drain_timeout: object,
+    server_ready_timeout: object,
+    sync_always: object,
+    logger: object,
+    server_binary: str | os.PathLike[str] | None,
+    publish_timeout: object,
+    name: object,
+) -> OpenOptions:
+    """Check ``Stream.open``'s options before anything starts."""
+    if servers is not None and store_dir is not None:
+        raise ConfigError("pass store_dir (embedded server) or servers (external), not both")
+    for label, secret in (("user", user), ("password", password), ("token", token)):
+        # an empty credential would start (or reach) a server without authentication
+        _validate.text(label, secret)
+    if token is not None and (user is not None or password is not None):
+        raise ConfigError("pass user/password or token, not both")
+    if (user is None) != (password is None):
+        raise ConfigError("user and password go together")
+    for label, seconds in (
+        ("connect_timeout", connect_timeout),
+        ("server_ready_timeout", server_ready_timeout),
+        ("publish_timeout", publish_timeout),
+    ):
+        _validate.number(label, seconds, above=0, maximum=MAX_TIMEOUT)
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
+        raise ConfigError(f"tls must be an ssl.SSLContext, got {tls!r}")
+    if logger is not None and not isinstance(logger, logging.Logger):
+        raise ConfigError(f"logger must be a logging.Logger, got {logger!r}")
+    urls: list[str] | None = None
+    if servers is not None:
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise ConfigError(f"servers must be a list of NATS URLs, got {servers!r}")
+    return OpenOptions(
+        store_dir=store_dir,
+        servers=urls,
+        default_mode=_validate.option(TopicMode, default_mode, "default_mode"),
+        host=str(_validate.text("host", host, optional=False)),
+        port=_validate.optional_number("port", port, minimum=1, maximum=65535, integer=True),
+        user=user,  # type: ignore[arg-type]
+        password=password,  # type: ignore[arg-type]
+        token=token,  # type: ignore[arg-type]
+        tls=tls,
+        max_payload=_validate.optional_number(
+            "max_payload", max_payload, minimum=1, maximum=MAX_PAYLOAD_LIMIT, integer=True
+        ),
+        connect_timeout=float(connect_timeout),  # type: ignore[arg-type]
+        drain_timeout=float(
+            _validate.number("drain_timeout", drain_timeout, minimum=0, maximum=MAX_TIMEOUT)
+        ),
+        server_ready_timeout=float(server_ready_timeout),  # type: ignore[arg-type]
+        sync_always=_validate.flag("sync_always", sync_always),
+        logger=logger or logging.getLogger("jetkit"),
+        server_binary=server_binary,
+        publish_timeout=float(publish_timeout),  # type: ignore[arg-type]
+        name=_validate.text("name", name),
+    )

@@ -1,4 +1,5 @@
-"""Acked JetStream publishing without a task per publish.
+"""Publishing: the checks, the core path, and acked JetStream publishing without a
+task per publish.
 
 One wildcard inbox subscription receives every PubAck; each publish is a
 Future keyed by a short token, with a timer that fails it after ``timeout``.
@@ -17,20 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
+from ._connection import Connection
 from ._errors import (
-    ConnectionError,
     ConnectionLostError,
+    EncodeError,
     JetkitError,
     JetStreamError,
     NotFoundError,
+    PublishBatchError,
     StorageFullError,
     StreamClosedError,
     TimeoutError,
 )
+from ._files import has_room
 from ._jsapi import STORAGE_FULL_CODES, storage_full
-from ._store import has_room
+from ._topics import TopicMode, TopicRegistry
+from ._validate import headers as check_headers
+from ._validate import message_size, number
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,15 +52,6 @@ class PubAck:
     stream: str
     seq: int
     duplicate: bool = False
-
-
-class PublishBatchError(JetkitError):
-    """Some publishes of a batch failed; ``results`` holds a PubAck or exception per item."""
-
-    def __init__(self, results: list[PubAck | BaseException]) -> None:
-        failed = [r for r in results if isinstance(r, BaseException)]
-        super().__init__(f"{len(failed)} of {len(results)} publishes failed; first: {failed[0]!r}")
-        self.results = results
 
 
 class _AckResp(msgspec.Struct):
@@ -116,8 +114,8 @@ class AckedPublisher:
     per publish.
     """
 
-    def __init__(self, nc: Any, timeout: float, store_dir: Path | None = None) -> None:
-        self._nc = nc
+    def __init__(self, conn: Connection, timeout: float, store_dir: Path | None = None) -> None:
+        self._conn = conn
         self.timeout = timeout
         self._store_dir = store_dir
         # the last "storage full" refusal, until a publish is stored again
@@ -126,15 +124,13 @@ class AckedPublisher:
         self._prefix_b = b""
         self._pending: dict[str, _Entry] = {}
         self._ids = itertools.count(1)
-        self._sub: Any = None
+        self._sub: NatsSubscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._prefix = self._nc.new_inbox() + "."
+        self._prefix = self._conn.new_inbox() + "."
         self._prefix_b = self._prefix.encode()
-        self._sub = await self._nc.subscribe(
-            self._prefix + "*", cb=self._on_ack, pending_msgs_limit=0, pending_bytes_limit=0
-        )
+        self._sub = await self._conn.subscribe(self._prefix + "*", self._on_ack)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -199,12 +195,12 @@ class AckedPublisher:
                 entry.resolve(self._timed_out(entry.subject))
         self._sweeper = None
 
-    async def _on_ack(self, msg: Any) -> None:
+    async def _on_ack(self, msg: Msg) -> None:
         entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
         if entry is not None:
             entry.resolve(self._parse(msg, entry.subject))
 
-    def _parse(self, msg: Any, subject: str) -> PubAck | BaseException:
+    def _parse(self, msg: Msg, subject: str) -> PubAck | BaseException:
         if not msg.data:
             status = (msg.headers or {}).get("Status", "")
             if status == "503":
@@ -235,25 +231,19 @@ class AckedPublisher:
         self._pending[token] = entry
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
-        nc = self._nc
+        conn = self._conn
         try:
-            if headers is None and nc.is_connected:
-                # nc.publish minus its per-call checks (jetkit already validated the
-                # topic and the size): the PUB goes straight into the outgoing buffer
-                await nc._send_command(
+            if headers is None and conn.is_connected:
+                # a PUB straight into the outgoing buffer (jetkit checked topic and size)
+                await conn.write(
                     b"PUB %b %b%b %d\r\n%b\r\n"
                     % (subject.encode(), self._prefix_b, token.encode(), len(data), data)
                 )
-                if nc._flush_queue is not None and nc._flush_queue.empty():
-                    await nc._flush_pending()
             else:
-                await nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-        except nats.errors.ConnectionClosedError:
+                await conn.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except JetkitError:
             self._pending.pop(token, None)
-            raise StreamClosedError("the connection is closed; open the Stream again") from None
-        except (nats.errors.Error, OSError) as exc:
-            self._pending.pop(token, None)
-            raise ConnectionError(f"publish to {subject!r} failed: {exc}") from exc
+            raise
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         loop = asyncio.get_running_loop()
@@ -296,3 +286,116 @@ class AckedPublisher:
         if any(not isinstance(r, PubAck) for r in results):
             raise PublishBatchError([r if r is not None else JetkitError("lost") for r in results])
         return [r for r in results if isinstance(r, PubAck)]
+
+
+def disk_full(store_dir: Path | None, detail: str | None, what: str) -> StorageFullError:
+    """The error for a store whose disk is full (the server stopped writing)."""
+    return StorageFullError(
+        f"store {store_dir} is out of disk space (nats-server: {detail}): {what}. Free "
+        "disk space (delete files, or delete_topic() a topic you do not need); jetkit "
+        "restarts the server and stores again by itself once there is room"
+    )
+
+
+class Publisher:
+    """``Stream.publish`` and friends: checks, then the core or the acked JetStream path.
+
+    ``disk_error()`` says whether the embedded server stopped writing its store (its
+    last storage error, or None): JetStream publishes then fail at once.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        topics: TopicRegistry,
+        timeout: float,
+        store_dir: Path | None,
+        disk_error: Callable[[], str | None],
+    ) -> None:
+        self._conn = conn
+        self._topics = topics
+        self._store_dir = store_dir
+        self._disk_error = disk_error
+        self.acked = AckedPublisher(conn, timeout, store_dir)
+        self._since_yield = 0
+
+    def check_payload(self, topic: str, data: object, headers: dict[str, str] | None) -> bytes:
+        """The payload as bytes, once the whole message is known to fit ``max_payload``."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise EncodeError(
+                f"publish() takes bytes, got {type(data).__name__}; use publish_json() for "
+                "objects, or encode text with .encode()"
+            )
+        payload = bytes(data) if not isinstance(data, bytes) else data
+        message_size(topic, payload, headers, self._conn.max_payload)
+        return payload
+
+    async def publish(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
+    ) -> PubAck | None:
+        # the hot path: every check is a cheap test first, the full one only if needed
+        topics = self._topics
+        if topic not in topics.valid:
+            topics.check(topic)
+        if headers is not None or msg_id is not None:
+            headers = check_headers(headers, msg_id)
+        if type(data) is not bytes or headers is not None or len(data) > self._conn.max_payload:
+            data = self.check_payload(topic, data, headers)
+        if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
+            await self._conn.publish(topic, data, headers=headers)
+            self._since_yield += 1
+            if self._since_yield >= 64:
+                # a publish never yields to the event loop; a tight publish loop would
+                # starve this process's own subscriptions into dropping
+                self._since_yield = 0
+                await asyncio.sleep(0)
+            return None
+        return await self.stored(topic, data, headers)
+
+    async def stored(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
+        """Publish to JetStream whatever the topic's mode (dead letters always are)."""
+        if self._disk_error() is not None:
+            raise disk_full(
+                self._store_dir, self._disk_error(), "nothing was sent, the message is not stored"
+            )
+        await self._topics.ensure_stream(topic)
+        try:
+            return await self.acked.publish(topic, data, headers)
+        except NotFoundError:
+            self._topics.streams.pop(topic, None)  # deleted behind our back: create it again
+            await self._topics.ensure_stream(topic)
+            return await self.acked.publish(topic, data, headers)
+
+    async def dead_letter(self, topic: str, data: bytes, headers: dict[str, str]) -> None:
+        """The subscriptions' hook for dead letters."""
+        await self.stored(topic, data, headers)
+
+    async def publish_many(
+        self, topic: str, payloads: Iterable[bytes], headers: dict[str, str] | None, window: int
+    ) -> list[PubAck | None]:
+        self._topics.check(topic)
+        number("window", window, minimum=1, maximum=1_000_000, integer=True)
+        headers = check_headers(headers)
+        checked = (self.check_payload(topic, p, headers) for p in payloads)
+        if self._topics.mode_for(topic) is TopicMode.CORE:
+            count = 0
+            for data in checked:
+                await self._conn.publish(topic, data, headers=headers)
+                count += 1
+            return [None] * count
+        if self._disk_error() is not None:
+            raise disk_full(
+                self._store_dir, self._disk_error(), "nothing was sent, no message is stored"
+            )
+        await self._topics.ensure_stream(topic)
+        return list(await self.acked.publish_many(topic, checked, headers, window))
+
+    def disk_full_now(self) -> None:
+        """The embedded server stopped writing: fail what waits for an ack now."""
+        self.acked.fail_waiting(
+            lambda subject: disk_full(
+                self._store_dir,
+                self._disk_error(),
+                f"the publish to {subject!r} was not confirmed and may or may not be stored",
+            )
+        )

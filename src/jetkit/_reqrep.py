@@ -1,33 +1,105 @@
-"""Request/reply: the responder side (the requester side is ``Stream.request``).
+"""Request/reply, always on core NATS: the requester and the responder.
 
-An error reply is an empty payload with the header ``Jetkit-Error: <Type>: <message>``.
+An error reply is an empty payload with the header ``Jetkit-Error: <Type>: <message>``;
+``request`` raises it as jk.RemoteError.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable
+from typing import Any
 
-from ._codec import encode_reply
-from ._errors import DecodeError
+from ._codec import HandlerPlan, decoder_for, encode_reply, plan_handler
+from ._connection import Connection
+from ._errors import (
+    ERROR_HEADER,
+    DecodeError,
+    NoRespondersError,
+    RemoteError,
+    TimeoutError,
+    describe_error,
+)
 from ._message import Message
-from ._retry import describe_error
-from ._subscription import CoreSubscription, is_handler_failure
+from ._publish import Publisher
+from ._subscription import Backpressure, CoreSubscription, is_handler_failure
+from ._topics import TopicRegistry, consumer_name_ok
+from ._validate import headers as check_headers
+from ._validate import number
 
-ERROR_HEADER = "Jetkit-Error"
+MAX_TIMEOUT = 86_400.0
 
 
-class ReplySink(Protocol):
-    async def __call__(
-        self, topic: str, data: bytes, headers: dict[str, str] | None, reply: str = ""
-    ) -> None: ...
+async def request(
+    conn: Connection,
+    publisher: Publisher,
+    topics: TopicRegistry,
+    topic: str,
+    data: bytes,
+    timeout: float,
+    headers: dict[str, str] | None,
+) -> Message:
+    """``Stream.request``: send ``data`` to ``topic`` and return the reply."""
+    topics.check(topic)
+    number("timeout", timeout, above=0, maximum=MAX_TIMEOUT)
+    headers = check_headers(headers)
+    data = publisher.check_payload(topic, data, headers)
+    try:
+        nmsg = await conn.request(topic, data, timeout, headers=headers)
+    except NoRespondersError:
+        raise NoRespondersError(
+            f"nobody responds on {topic!r}; start a responder with Stream.respond()"
+        ) from None
+    except TimeoutError:
+        raise TimeoutError(f"no reply on {topic!r} within {timeout}s") from None
+    received = nmsg.headers or {}
+    error = received.get(ERROR_HEADER)
+    if error is not None:
+        kind, _, text = error.partition(": ")
+        raise RemoteError(kind, text)
+    return Message(nmsg.subject, nmsg.data, received)
+
+
+def decode_reply(reply: Message, response_type: object) -> Any:
+    """``reply`` as ``response_type`` (a Message stays a Message)."""
+    if response_type is Message:
+        return reply
+    decode: Callable[[bytes], Any] = decoder_for(response_type)
+    return decode(reply.data)
+
+
+async def respond(
+    conn: Connection,
+    topics: TopicRegistry,
+    topic: str,
+    handler: Callable[..., Any],
+    queue_group: str | None,
+    concurrency: int,
+    log: logging.Logger,
+) -> Responder:
+    """``Stream.respond``: a running responder on ``topic``."""
+    topics.check(topic, wildcards=True)
+    if queue_group is not None:
+        consumer_name_ok(queue_group, "queue_group")
+    number("concurrency", concurrency, minimum=1, maximum=10_000, integer=True)
+    responder = Responder(
+        conn,
+        topic,
+        plan_handler(handler),
+        queue_group=queue_group,
+        concurrency=concurrency,
+        buffer_size=1024,
+        backpressure=Backpressure.BLOCK,
+        logger=log,
+    )
+    await responder._start()
+    return responder
 
 
 class Responder(CoreSubscription):
     """A core subscription whose handler's return value answers each request."""
 
-    def __init__(self, nc: Any, topic: str, plan: Any, *, reply: ReplySink, **kwargs: Any) -> None:
-        super().__init__(nc, topic, plan, **kwargs)
-        self._reply = reply
+    _plan: HandlerPlan
 
     async def _process(self, msg: Message) -> None:
         if not msg.reply:
@@ -44,9 +116,9 @@ class Responder(CoreSubscription):
                 raise
             self.stats.failed += 1
             self._log.warning("jetkit: responder for %r raised %s", msg.topic, describe_error(exc))
-            payload, headers = b"", {ERROR_HEADER: " ".join(describe_error(exc).split())[:1024]}
+            payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
         if msg.reply:
             try:
-                await self._reply(msg.reply, payload, headers)
+                await self._conn.publish(msg.reply, payload, headers=headers)
             except Exception as exc:
                 self._log.warning("jetkit: could not send reply on %r: %s", msg.topic, exc)

@@ -1,18 +1,23 @@
-"""Retry policy (backoff) and the dead-letter headers: pure functions."""
+"""Retry policy: backoff delays, the retry-or-give-up decision, the dead-letter headers.
+
+Pure functions, tested without a server.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-from ._errors import ConfigError
+from ._errors import ERROR_HEADER, ConfigError, one_line
 from ._validate import number
 
 H_TOPIC = "Jetkit-Original-Topic"
 H_SEQ = "Jetkit-Original-Seq"
 H_DELIVERIES = "Jetkit-Deliveries"
 H_CONSUMER = "Jetkit-Consumer"
-H_ERROR = "Jetkit-Error"
+H_ERROR = ERROR_HEADER
 H_REDRIVES = "Jetkit-Redrives"
 
 Delay = float | int | dt.timedelta
@@ -23,21 +28,30 @@ MAX_STEPS = 1000
 
 
 def exponential_backoff(
-    initial: Delay, steps: int, factor: float = 2.0, max: Delay | None = None
+    initial: Delay,
+    steps: int,
+    factor: float = 2.0,
+    max: Delay | None = None,
+    *,
+    jitter: float = 0.0,
+    rand: Callable[[], float] = random.random,
 ) -> list[float]:
     """``steps`` delays in seconds: initial, initial*factor, ... each capped at ``max``.
 
+    ``jitter`` (0 to 1) shortens each delay by a random fraction of itself up to that
+    much, so that many consumers failing together do not all retry at the same moment.
     A delay that would pass a year is capped there (and at ``max`` if given).
     """
     first = delay_seconds("exponential_backoff initial", initial)
     cap = delay_seconds("exponential_backoff max", max) if max is not None else MAX_DELAY
     number("exponential_backoff steps", steps, minimum=1, maximum=MAX_STEPS, integer=True)
     number("exponential_backoff factor", factor, minimum=1, maximum=1000)
+    number("exponential_backoff jitter", jitter, minimum=0, maximum=1)
     out: list[float] = []
     delay = first
     for _ in range(steps):
         delay = min(delay, cap)
-        out.append(delay)
+        out.append(delay * (1 - jitter * rand()) if jitter else delay)
         delay *= factor
     return out
 
@@ -62,14 +76,25 @@ def normalize_backoff(backoff: Sequence[Delay] | Delay | None) -> list[float] | 
     return [delay_seconds("backoff delay", v) for v in items]
 
 
-def retry_delay(backoff: list[float] | None, attempt: int) -> float | None:
-    """Delay before the redelivery that follows failed attempt number ``attempt`` (1-based).
+class Decision(NamedTuple):
+    """What to do after a failed attempt: ``retry`` after ``delay`` (None: at once), or
+    give up (dead-letter the message)."""
 
-    The last delay repeats when there are more attempts than delays.
+    retry: bool
+    delay: float | None
+
+
+def decide(attempt: int, max_deliver: int | None, backoff: list[float] | None) -> Decision:
+    """After failed attempt number ``attempt`` (1-based): retry, or give up.
+
+    Retries go on while attempts are left (``max_deliver=None``: forever); each waits
+    the backoff delay for that attempt, the last delay repeating.
     """
+    if max_deliver is not None and attempt >= max_deliver:
+        return Decision(False, None)
     if not backoff:
-        return None
-    return backoff[min(attempt, len(backoff)) - 1]
+        return Decision(True, None)
+    return Decision(True, backoff[min(attempt, len(backoff)) - 1])
 
 
 def dead_letter_headers(
@@ -87,9 +112,5 @@ def dead_letter_headers(
     headers[H_SEQ] = "" if seq is None else str(seq)
     headers[H_DELIVERIES] = str(deliveries)
     headers[H_CONSUMER] = consumer
-    headers[H_ERROR] = " ".join(error.split())[:1024]
+    headers[H_ERROR] = one_line(error)
     return headers
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"

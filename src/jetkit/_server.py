@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -48,10 +47,9 @@ from ._errors import (
     ServerTimeoutError,
     StoreNotWritableError,
 )
-from ._store import (
+from ._files import (
     CONF_FILE,
     INFO_FILE,
-    LOCK_FILE,
     LOG_FILE,
     free_space,
     has_room,
@@ -62,6 +60,7 @@ from ._store import (
 MIN_VERSION = (2, 10, 0)
 BINARY_ENV = "JETKIT_NATS_SERVER"
 _READY_LINE = "Server is ready"
+_LISTENING = re.compile(r"Listening for client connections on .*:(\d+)\s*$")
 # [ERR] lines that mean the disk is full: the server then stops answering publishes to
 # the stream it failed to write, until it restarts. (JetStream's own storage limit,
 # "resource limits exceeded", is not one: publishes get an error reply, and purging
@@ -132,22 +131,6 @@ def binary_version(path: str) -> tuple[int, int, int]:
     return _version_cache[path]
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def _conf_str(value: str) -> str:
     return json.dumps(value)
 
@@ -165,7 +148,8 @@ def render_config(
 ) -> str:
     """The nats-server config jetkit writes into the store."""
     lines = [
-        f"listen: {_conf_str(f'{host}:{port}')}",
+        f"host: {_conf_str(host)}",
+        f"port: {port}",  # -1: a free port, chosen by the server (read from its log)
         'server_name: "jetkit"',
         "jetstream {",
         f"  store_dir: {_conf_str(str(store_dir))}",
@@ -230,8 +214,7 @@ class EmbeddedServer:
         self.store_dir = store_dir
         self.binary = binary
         self.host = host
-        self.port = port or 0
-        self._fixed_port = port is not None
+        self.port = port if port is not None else -1
         self.max_payload = max_payload
         self.sync_always = sync_always
         self.ready_timeout = ready_timeout
@@ -270,22 +253,10 @@ class EmbeddedServer:
         return f"nats://{host}:{self.port}"
 
     async def start(self) -> None:
+        """Start the server and wait until it is ready (it picks a free port if none was
+        given; restarts keep the port it listens on)."""
         self._loop = asyncio.get_running_loop()
-        if self._fixed_port and not port_is_free(self.host, self.port):
-            raise PortInUseError(
-                f"port {self.port} on {self.host} is already in use; pass another port, or "
-                "port=None to pick a free one"
-            )
-        attempts = 1 if self._fixed_port else 3
-        for attempt in range(attempts):
-            if not self._fixed_port:
-                self.port = free_port(self.host)
-            try:
-                await self._spawn_and_wait()
-                break
-            except PortInUseError:
-                if attempt == attempts - 1:
-                    raise
+        await self._spawn_and_wait()
         self._write_info()
 
     def _write_info(self) -> None:
@@ -366,6 +337,9 @@ class EmbeddedServer:
                         tail.append(line)
                         if "[WRN]" in line or "[ERR]" in line:
                             warnings.append(line)
+                        listening = _LISTENING.search(line)
+                        if listening is not None:
+                            self.port = int(listening.group(1))
                         if _READY_LINE in line:
                             _damage.read_log(warnings, self.store_dir, self.damage)
                             ready.set_result(None)
@@ -516,11 +490,6 @@ class EmbeddedServer:
             return "running"
         return "waiting" if self.next_restart_at is not None else "restarting"
 
-    def kill_for_test(self) -> None:
-        """SIGKILL the server as if it crashed (it will be restarted)."""
-        if self._proc is not None:
-            self._proc.kill()
-
     @staticmethod
     def _kill_now(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -554,28 +523,3 @@ class EmbeddedServer:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def process_alive(pid: object) -> bool:
-    """Whether ``pid`` runs (a zombie, or a Go process whose leader already exited, does not)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def attach_timeout_error(store_dir: Path, timeout: float) -> ServerTimeoutError:
-    return ServerTimeoutError(
-        f"store {store_dir} is locked by another jetkit process but its server did not "
-        f"answer within {timeout:.1f}s; if no jetkit process uses this store, remove "
-        f"{store_dir / LOCK_FILE}"
-    )

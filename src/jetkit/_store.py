@@ -1,10 +1,9 @@
-"""The store directory: who may use it, its lock, its private files, its credentials.
+"""The store directory: who may use it, its lock, its credentials, and serving it
+(owning its server, attaching to another process's, taking it over).
 
 A store holds a generated password and the server's data, so it is private: jetkit
 creates it 0700 and refuses one that other users could write to (they could replace
-the config or plant links). Every file jetkit writes there is 0600 and is written
-through a temporary file created with O_EXCL | O_NOFOLLOW and then renamed, so a
-link planted at any name cannot redirect what jetkit writes.
+the config or plant links); ``_files`` writes its files.
 
 nats-server does not lock its store, so jetkit does: the process that starts the
 server takes an exclusive ``flock`` on ``jetkit.lock`` and hands the same open file
@@ -13,27 +12,36 @@ to the server, so the lock is released only when both are gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import errno
-import fcntl
 import json
 import logging
 import os
 import secrets
+import shutil
 import stat
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ._errors import InsecureStoreError, StoreNotWritableError
-
-LOCK_FILE = "jetkit.lock"
-INFO_FILE = "jetkit-server.json"
-CREDS_FILE = "jetkit-credentials.json"
-CONF_FILE = "nats-server.conf"
-LOG_FILE = "nats-server.log"
-
-_ROOM = 16 * 1024 * 1024  # free space that counts as room to store again
-_PRIVATE = 0o600
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+from ._errors import (
+    ConnectionError,
+    InsecureStoreError,
+    JetkitError,
+    ServerTimeoutError,
+    StoreNotWritableError,
+)
+from ._files import (
+    CREDS_FILE,
+    INFO_FILE,
+    LOCK_FILE,
+    PRIVATE,
+    create_private,
+    write_private,
+)
+from ._server import EmbeddedServer, find_binary
 
 
 def prepare(store_dir: Path) -> None:
@@ -69,49 +77,12 @@ def _not_writable(store_dir: Path, exc: OSError) -> StoreNotWritableError:
     )
 
 
-def create_private(directory: Path, name: str) -> tuple[int, Path]:
-    """A new 0600 file with a random name next to ``name``: (fd, path). Never follows links."""
-    for _ in range(100):
-        path = directory / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(path, _NEW_FILE, _PRIVATE)
-        except FileExistsError:
-            continue
-        os.fchmod(fd, _PRIVATE)  # whatever the umask
-        return fd, path
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory))
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``path`` (0600) atomically: a new temporary file, then a rename over it."""
-    fd, tmp = create_private(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def open_log(path: Path) -> int:
-    """A fresh, empty 0600 log file at ``path`` (replacing the last one); its fd."""
-    fd, tmp = create_private(path.parent, path.name)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return fd
-
-
 def try_lock(store_dir: Path) -> int | None:
     """Take the store's lock; the fd on success, None if a live server holds it."""
+    import fcntl  # POSIX only, like the parent-death signal: jetkit runs on Linux and macOS
+
     fd = os.open(
-        store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _PRIVATE
+        store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, PRIVATE
     )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,21 +129,190 @@ def read_attach_info(store_dir: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def free_space(store_dir: Path) -> int | None:
-    """Bytes free for us on the store's filesystem (None if that cannot be read)."""
+def process_alive(pid: object) -> bool:
+    """Whether ``pid`` runs (a zombie, or a Go process whose leader already exited, does not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        st = os.statvfs(store_dir)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def has_room(store_dir: Path) -> bool:
-    """Whether the store's disk has room to store again: 16 MiB free (or a tenth of a
-    small filesystem). True when it cannot be told."""
-    try:
-        st = os.statvfs(store_dir)
-    except OSError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    room = min(_ROOM, st.f_blocks * st.f_frsize // 10)
-    return st.f_bavail * st.f_frsize >= room
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def attach_timeout_error(store_dir: Path, timeout: float) -> ServerTimeoutError:
+    return ServerTimeoutError(
+        f"store {store_dir} is locked by another jetkit process but its server did not "
+        f"answer within {timeout:.1f}s; if no jetkit process uses this store, remove "
+        f"{store_dir / LOCK_FILE}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """How to run a store's embedded server (``Stream.open``'s options for it)."""
+
+    binary: str | os.PathLike[str] | None
+    host: str
+    port: int | None
+    max_payload: int | None
+    sync_always: bool
+    ready_timeout: float
+
+
+class EmbeddedStore:
+    """A store a Stream opened: its server runs here (owner) or in another jetkit
+    process (attached, as a client).
+
+    ``open`` takes the store's lock and starts the server, or, if a live jetkit server
+    holds the lock, attaches to it. When the connection to an attached server drops
+    because its owner exited, ``connection_lost`` takes the store over: this process
+    starts the server again on the same port, and every client reconnects to it.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str] | None,
+        settings: ServerSettings,
+        log: logging.Logger,
+    ) -> None:
+        self.temp = store_dir is None
+        self.path = (
+            Path(tempfile.mkdtemp(prefix="jetkit-store-"))
+            if store_dir is None
+            else Path(store_dir).expanduser().absolute()
+        )
+        self.settings = settings
+        self.server: EmbeddedServer | None = None
+        self.attached = False
+        self.on_storage_error: Callable[[str], None] | None = None
+        self._log = log
+        self._attached_port: int | None = None
+        self._takeover: asyncio.Future[None] | None = None
+
+    async def open(
+        self,
+        user: str | None,
+        token: str | None,
+        connect: Callable[[str, str | None, str | None], Awaitable[None]],
+    ) -> None:
+        """Serve or attach; ``connect(url, user, password)`` connects the Stream."""
+        prepare(self.path)
+        password: str | None = None
+        if user is None and token is None:
+            user, password = load_or_create_credentials(self.path, self._log)
+        self.credentials = (user, password, token)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.ready_timeout
+        while True:
+            lock_fd = try_lock(self.path)
+            if lock_fd is not None:
+                break
+            # a live jetkit server owns the store (or one is just exiting): attach to it
+            if await self._attach(connect, user, password):
+                return
+            if loop.time() >= deadline:
+                raise attach_timeout_error(self.path, self.settings.ready_timeout)
+            await asyncio.sleep(0.02)
+        server = await self._own(lock_fd, self.settings.port)
+        await connect(server.url, user, password)
+
+    async def _own(self, lock_fd: int, port: int | None) -> EmbeddedServer:
+        """We hold the store's lock: start its server (the lock passes to it)."""
+        settings = self.settings
+        user, password, token = self.credentials
+        try:
+            with contextlib.suppress(OSError):
+                (self.path / INFO_FILE).unlink()
+            server = EmbeddedServer(
+                store_dir=self.path,
+                binary=find_binary(settings.binary),
+                host=settings.host,
+                port=port,
+                max_payload=settings.max_payload,
+                sync_always=settings.sync_always,
+                ready_timeout=settings.ready_timeout,
+                user=user,
+                password=password,
+                token=token,
+                lock_fd=lock_fd,
+                logger=self._log.getChild("server"),
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        server.on_storage_error = self.on_storage_error
+        self.server = server
+        await server.start()
+        return server
+
+    async def _attach(
+        self,
+        connect: Callable[[str, str | None, str | None], Awaitable[None]],
+        user: str | None,
+        password: str | None,
+    ) -> bool:
+        """Connect as a client to the live server that owns the store; False if not ready."""
+        info = read_attach_info(self.path)
+        # the server dies with its owner: a dead owner means it is going away
+        if (
+            info is None
+            or not process_alive(info.get("pid"))
+            or not process_alive(info.get("owner_pid"))
+        ):
+            return False
+        host = str(info.get("host", "127.0.0.1"))
+        url = f"nats://{f'[{host}]' if ':' in host else host}:{info.get('port')}"
+        try:
+            await connect(url, user, password)
+        except ConnectionError:
+            return False
+        self.attached = True
+        self._attached_port = int(str(info.get("port")))
+        self._log.info(
+            "jetkit: store %s is served by pid %s; attached as a client", self.path, info.get("pid")
+        )
+        return True
+
+    def connection_lost(self, reconnected: Callable[[], bool]) -> None:
+        """The connection dropped: if attached, the owner may have exited; take over."""
+        if self.attached and (self._takeover is None or self._takeover.done()):
+            self._takeover = asyncio.ensure_future(self._take_over(reconnected))
+
+    async def _take_over(self, reconnected: Callable[[], bool]) -> None:
+        """Serve the store ourselves once its owner let go of the lock (on the port it
+        used, so the client reconnects by itself)."""
+        assert self._attached_port is not None
+        while not reconnected():
+            lock_fd = try_lock(self.path)
+            if lock_fd is None:  # the owner is still there (restarting it, or shutting down)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self._own(lock_fd, self._attached_port)
+            except JetkitError as exc:
+                self.server = None
+                self._log.error("jetkit: could not take over store %s: %s", self.path, exc)
+                return
+            self.attached = False
+            self._log.warning(
+                "jetkit: the owner of %s exited; this process serves it now", self.path
+            )
+            return
+
+    async def close(self) -> None:
+        """Stop taking over, stop the server if it is ours, remove a temporary store."""
+        if self._takeover is not None and not self._takeover.done():
+            self._takeover.cancel()
+            with contextlib.suppress(BaseException):
+                await self._takeover
+        if self.server is not None:
+            await self.server.stop()
+        if self.temp:
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -21,7 +21,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
 from ._codec import HandlerPlan
+from ._connection import Connection
 from ._errors import DecodeError
 from ._errors import TimeoutError as jk_timeout
 from ._message import Message
@@ -105,10 +109,8 @@ class Subscription:
         buffer_size: int,
         backpressure: Backpressure,
         logger: logging.Logger,
-        name: str | None = None,
     ) -> None:
         self.topic = topic
-        self.name = name
         self.stats = SubscriptionStats()
         self._plan = plan
         self._concurrency = concurrency
@@ -127,7 +129,7 @@ class Subscription:
         # inline mode: the handler runs in nats-py's delivery task and nats-py's queue
         # (of the subscription ``_sub``) is the buffer; there are no workers
         self._inline = False
-        self._sub: Any = None
+        self._sub: NatsSubscription | None = None
         self._current: Message | None = None
 
     def __repr__(self) -> str:
@@ -141,14 +143,14 @@ class Subscription:
     def buffered(self) -> int:
         """Messages received and waiting for the handler."""
         if self._inline:
-            return self._sub._pending_queue.qsize() if self._sub is not None else 0
+            return Connection.queue_size(self._sub) if self._sub is not None else 0
         return len(self._buffer)
 
-    def _queued(self) -> list[Any]:
+    def _queued(self) -> list[Msg]:
         """Inline mode: the nats-py messages waiting in nats-py's queue."""
-        return list(self._sub._pending_queue._queue) if self._sub is not None else []
+        return Connection.queued(self._sub) if self._sub is not None else []
 
-    def _wrap(self, nmsg: Any) -> Message:
+    def _wrap(self, nmsg: Msg) -> Message:
         """A nats-py message as a jk.Message of this subscription."""
         return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
 
@@ -212,6 +214,7 @@ class Subscription:
             msg = buf.popleft()
             if not self._has_room.is_set() and len(buf) < self._capacity:
                 self._has_room.set()
+            self._after_take()
             self._inflight.add(msg)
             try:
                 await self._process(msg)
@@ -221,7 +224,6 @@ class Subscription:
                 self._log.exception("jetkit: internal error handling a message on %r", self.topic)
             finally:
                 self._inflight.discard(msg)
-            self._after_message()
 
     async def _run_inline(self, msg: Message) -> None:
         """Inline mode: handle one message in nats-py's delivery task."""
@@ -233,8 +235,8 @@ class Subscription:
         finally:
             self._current = None
 
-    def _after_message(self) -> None:
-        """Hook: a message left the subscription (JetStream pulls more)."""
+    def _after_take(self) -> None:
+        """Hook: a worker took a message from the buffer (JetStream pulls more)."""
 
     async def _process(self, msg: Message) -> None:
         """Run the handler for one message (core mode: no acks)."""
@@ -292,16 +294,17 @@ class Subscription:
     async def _drain_inline(self, timeout: float | None) -> None:
         await self._stop_monitor()
         sub = self._sub
+        assert sub is not None
         abandoned: list[Message] = []
         try:
             # nats-py's drain: unsubscribe, then hand every queued message to the handler
-            await asyncio.wait_for(sub.drain(), timeout)
+            await asyncio.wait_for(Connection.drain(sub), timeout)
         except TimeoutError:
             abandoned = self._unfinished_inline()
-            sub._stop_processing()
+            Connection.stop_processing(sub)
         except Exception as exc:  # connection closed or draining: nothing more to handle
             self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
-            sub._stop_processing()
+            Connection.stop_processing(sub)
         with contextlib.suppress(Exception):
             await self._abandon(abandoned)
         await self._finish()
@@ -322,7 +325,7 @@ class Subscription:
             if self._sub is not None:
                 with contextlib.suppress(Exception):
                     await self._sub.unsubscribe()
-                self._sub._stop_processing()
+                Connection.stop_processing(self._sub)
         else:
             await self._stop_feed()
             abandoned = [*self._inflight, *self._buffer]
@@ -370,16 +373,32 @@ class CoreSubscription(Subscription):
     """
 
     def __init__(
-        self, nc: Any, topic: str, plan: HandlerPlan, *, queue_group: str | None, **kwargs: Any
+        self,
+        conn: Connection,
+        topic: str,
+        plan: HandlerPlan,
+        *,
+        queue_group: str | None,
+        concurrency: int,
+        buffer_size: int,
+        backpressure: Backpressure,
+        logger: logging.Logger,
     ) -> None:
-        super().__init__(topic, plan, **kwargs)
-        self._nc = nc
+        super().__init__(
+            topic,
+            plan,
+            concurrency=concurrency,
+            buffer_size=buffer_size,
+            backpressure=backpressure,
+            logger=logger,
+        )
+        self._conn = conn
         self._queue = queue_group or ""
         self._inline = self._concurrency == 1 and self._policy is not Backpressure.DROP_OLDEST
 
     @property
     def sid(self) -> int | None:
-        return self._sub._id if self._sub is not None else None
+        return Connection.sid(self._sub) if self._sub is not None else None
 
     async def _start(self) -> None:
         if self._inline:
@@ -389,18 +408,16 @@ class CoreSubscription(Subscription):
             blocking = self._policy is Backpressure.BLOCK
             cb = self._on_msg
             limit = self._capacity if blocking else self._capacity + 1024
-        self._sub = await self._nc.subscribe(
-            self.topic, queue=self._queue, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=0
-        )
+        self._sub = await self._conn.subscribe(self.topic, cb, queue=self._queue, limit=limit)
         # a round trip: once subscribe() returns, the server knows about us, so a
         # publish from any connection reaches this subscription
-        await self._nc.flush()
+        await self._conn.flush(timeout=5)
 
-    async def _on_msg_inline(self, nmsg: Any) -> None:
+    async def _on_msg_inline(self, nmsg: Msg) -> None:
         self.stats.received += 1
         await self._run_inline(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
 
-    async def _on_msg(self, nmsg: Any) -> None:
+    async def _on_msg(self, nmsg: Msg) -> None:
         msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
         if self._policy is Backpressure.BLOCK:
             await self._put(msg)
@@ -412,6 +429,5 @@ class CoreSubscription(Subscription):
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             # messages nats-py already queued for us still reach the buffer
-            pending = self._sub._pending_queue
-            while not pending.empty():
-                self._offer(self._wrap(pending.get_nowait()))
+            for nmsg in Connection.take_queued(self._sub):
+                self._offer(self._wrap(nmsg))

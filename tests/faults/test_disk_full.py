@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
+from conftest import nc_of, server_of, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -71,8 +71,8 @@ async def test_disk_filled_under_the_server_then_freed(small_disk: Path) -> None
             await s.healthy()
 
         filler.unlink()
-        await wait_until(lambda: s._server is not None and s._server.storage_error is None, 20)
-        await wait_until(lambda: s._nc.is_connected, 20)
+        await wait_until(lambda: server_of(s).storage_error is None, 20)
+        await wait_until(lambda: nc_of(s).is_connected, 20)
         await s.healthy()
         after = await s.publish(TOPIC, b"after")
         assert after is not None

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jetkit as jk
+from conftest import nc_of
 
 pytestmark = pytest.mark.faults
 
@@ -47,14 +48,14 @@ numbers = st.one_of(
 
 async def survives(s: jk.Stream, call: Callable[[], Awaitable[Any]]) -> Any:
     """Run ``call``: it may work or raise a JetkitError; the connection must stay up."""
-    reconnects = s._nc.stats["reconnects"]
+    reconnects = nc_of(s).stats["reconnects"]
     result: Any = None
     try:
         result = await call()
     except jk.JetkitError:
         pass
-    assert s._nc.stats["reconnects"] == reconnects, "the server dropped the connection"
-    assert s._nc.is_connected
+    assert nc_of(s).stats["reconnects"] == reconnects, "the server dropped the connection"
+    assert nc_of(s).is_connected
     return result
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import jetkit as jk
-from conftest import wait_until
+from conftest import kill_server, server_of, wait_until
 
 from .conftest import Child, Figures, read_all
 
@@ -76,7 +76,7 @@ async def test_server_kill_during_publish(
     fig = figures("server kill -9 during publish (msg_id retries)")
     fig.cycles = cycles
     async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
-        server = s._server
+        server = server_of(s)
         assert server is not None
         acked: set[str] = set()
         next_index = iter(range(count))
@@ -93,7 +93,7 @@ async def test_server_kill_during_publish(
             before = len(acked)
             killed = time.monotonic()
             isolated_crash(server)
-            server.kill_for_test()
+            kill_server(server)
             await wait_until(lambda b=before: len(acked) > b + workers, 60)  # type: ignore[misc]
             fig.recoveries.append(time.monotonic() - killed)
         await asyncio.gather(*tasks)
@@ -116,7 +116,7 @@ async def test_server_kill_during_consume(
     async with jk.Stream.open(
         store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, sync_always=sync_always
     ) as s:
-        server = s._server
+        server = server_of(s)
         assert server is not None
         await s.publish_many(TOPIC, (f"m{i}".encode() for i in range(count)))
         deliveries: collections.Counter[str] = collections.Counter()
@@ -151,7 +151,7 @@ async def test_server_kill_during_consume(
             before = len(confirmed)
             killed = time.monotonic()
             isolated_crash(server)
-            server.kill_for_test()
+            kill_server(server)
             await wait_until(lambda b=before: len(confirmed) > b + 10, 60)  # type: ignore[misc]
             fig.recoveries.append(time.monotonic() - killed)
         await wait_until(lambda: len(deliveries) == count, 180)

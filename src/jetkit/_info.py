@@ -1,0 +1,91 @@
+"""What the server reports about topics and consumers, as typed records."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from ._time import parse_time
+from ._topics import Discard, Retention
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicInfo:
+    """A JetStream topic (stream) and what it holds."""
+
+    name: str  # the stream name
+    subjects: list[str]
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    first_time: dt.datetime | None
+    last_time: dt.datetime | None
+    consumers: int
+    retention: Retention
+    max_msgs: int | None
+    max_bytes: int | None
+    max_age: float | None
+    discard: Discard
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerInfo:
+    """A consumer's position: ``pending`` is its lag (stored, not yet delivered)."""
+
+    name: str
+    stream: str
+    durable: bool
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting: int
+    delivered_seq: int
+    ack_floor: int
+    ack_policy: str
+    max_deliver: int | None  # as the subscriber asked (jetkit keeps one more on the server)
+    filter_subject: str | None
+
+
+def topic_info(resp: dict[str, Any]) -> TopicInfo:
+    cfg = resp.get("config", {})
+    state = resp.get("state", {})
+    return TopicInfo(
+        name=cfg.get("name", ""),
+        subjects=list(cfg.get("subjects") or []),
+        messages=int(state.get("messages", 0)),
+        bytes=int(state.get("bytes", 0)),
+        first_seq=int(state.get("first_seq", 0)),
+        last_seq=int(state.get("last_seq", 0)),
+        first_time=parse_time(state.get("first_ts")),
+        last_time=parse_time(state.get("last_ts")),
+        consumers=int(state.get("consumer_count", 0)),
+        retention=Retention(cfg.get("retention", "limits")),
+        max_msgs=None if cfg.get("max_msgs", -1) < 0 else cfg["max_msgs"],
+        max_bytes=None if cfg.get("max_bytes", -1) < 0 else cfg["max_bytes"],
+        max_age=(cfg.get("max_age") or 0) / 1e9 or None,
+        discard=Discard(cfg.get("discard", "old")),
+        replicas=int(cfg.get("num_replicas", 1)),
+    )
+
+
+def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
+    cfg = resp.get("config", {})
+    server_max = int(cfg.get("max_deliver", -1))
+    explicit = cfg.get("ack_policy") == "explicit"
+    return ConsumerInfo(
+        name=resp.get("name", ""),
+        stream=resp.get("stream_name", ""),
+        durable=bool(cfg.get("durable_name")),
+        pending=int(resp.get("num_pending", 0)),
+        ack_pending=int(resp.get("num_ack_pending", 0)),
+        redelivered=int(resp.get("num_redelivered", 0)),
+        waiting=int(resp.get("num_waiting", 0)),
+        delivered_seq=int(resp.get("delivered", {}).get("stream_seq", 0)),
+        ack_floor=int(resp.get("ack_floor", {}).get("stream_seq", 0)),
+        ack_policy=str(cfg.get("ack_policy", "")),
+        max_deliver=server_max - 1 if server_max > 0 and explicit else None,
+        filter_subject=cfg.get("filter_subject") or None,
+    )

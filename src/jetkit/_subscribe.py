@@ -1,0 +1,111 @@
+"""From ``Stream.subscribe``'s arguments to a running subscription, core or JetStream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._codec import plan_handler
+from ._connection import Connection
+from ._consumer import JetStreamSubscription
+from ._consumer_config import consumer_config
+from ._errors import ConfigError
+from ._jsapi import JsApi
+from ._options import SubscribeOptions, subscribe_options
+from ._publish import Publisher
+from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
+from ._topics import TopicMode, TopicRegistry
+
+
+class Subscriber:
+    """Builds subscriptions for one Stream (its connection, topics and publisher)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        api: JsApi,
+        topics: TopicRegistry,
+        publisher: Publisher,
+        store_dir: Path | None,
+        log: logging.Logger,
+    ) -> None:
+        self._conn = conn
+        self._api = api
+        self._topics = topics
+        self._publisher = publisher
+        self._store_dir = store_dir
+        self._log = log
+
+    async def subscribe(
+        self, topic: str, handler: Callable[..., Any], options: dict[str, Any]
+    ) -> Subscription:
+        self._topics.check(topic, wildcards=True)
+        plan = plan_handler(handler)
+        opts = subscribe_options(topic, **options)
+        if self._topics.mode_for(topic) is TopicMode.CORE:
+            used = opts.jetstream_only()
+            if used:
+                raise ConfigError(
+                    f"{', '.join(used)} need a JetStream topic, but {topic!r} is a core topic; "
+                    "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
+                    "default_mode=jk.TopicMode.JETSTREAM"
+                )
+            core = CoreSubscription(
+                self._conn,
+                topic,
+                plan,
+                queue_group=opts.queue_group,
+                concurrency=opts.concurrency,
+                buffer_size=opts.buffer_size,
+                backpressure=opts.backpressure,
+                logger=self._log,
+            )
+            await core._start()
+            return core
+        if opts.backpressure is not Backpressure.BLOCK:
+            raise ConfigError(
+                f"{opts.backpressure} is not allowed on the JetStream topic {topic!r}: "
+                "stored messages are never dropped; buffer_size bounds how many are pulled. "
+                "Use Backpressure.BLOCK (the default)"
+            )
+        stream, config = await self._server_side(topic, opts)
+        sub = JetStreamSubscription(
+            self._conn,
+            self._api,
+            topic,
+            plan,
+            opts,
+            stream=stream,
+            config=config,
+            shared=opts.durable is None and opts.queue_group is not None,
+            dead_letter=self._publisher.dead_letter,
+            store=self._store_dir,
+            logger=self._log,
+        )
+        await sub._start()
+        return sub
+
+    async def _server_side(self, topic: str, opts: SubscribeOptions) -> tuple[str, dict[str, Any]]:
+        """The stream and the consumer config a JetStream subscription needs."""
+        name, subjects = await self._topics.ensure_stream(topic)
+        if opts.dlq is not None:
+            await self._topics.ensure_stream(opts.dlq)
+        durable, group = opts.durable, opts.queue_group
+        consumer = durable or group or f"jk_{self._conn.unique_name()}"
+        # the server needs a filter for last-per-subject, even on the whole stream
+        whole = subjects == [topic] and opts.start_at is not StartAt.LAST_PER_SUBJECT
+        config = consumer_config(
+            name=consumer,
+            durable=durable is not None,
+            filter_subject=None if whole else topic,
+            ack=opts.ack,
+            max_deliver=opts.max_deliver,
+            ack_wait=opts.ack_wait,
+            start_at=opts.start_at,
+            start_time=opts.start_time,
+            start_seq=opts.start_seq,
+            max_ack_pending=max(1000, 4 * (opts.buffer_size + opts.concurrency)),
+        )
+        return name, config
