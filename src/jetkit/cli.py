@@ -8,6 +8,9 @@ server serving that store, or start one on it for the duration of the command) o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import inspect
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +23,8 @@ from rich.text import Text
 
 import jetkit as jk
 
+from .examples import orders
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -31,16 +36,72 @@ app = typer.Typer(
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-StoreDir = Annotated[
-    Path, typer.Option("--store-dir", help="Store of the embedded server (attach or start).")
-]
-Server = Annotated[
-    str | None, typer.Option("--server", help="URL of an external NATS instead of a store.")
-]
-User = Annotated[str | None, typer.Option(help="User for --server.")]
-Password = Annotated[str | None, typer.Option(help="Password for --server.")]
-Token = Annotated[str | None, typer.Option(help="Token for --server.")]
 DEFAULT_STORE = Path("./jetstream-store")
+DEMO = orders.Options()  # the demo's options and their defaults live with the demo
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where an inspection command connects: a store, or an external server."""
+
+    store_dir: Path = DEFAULT_STORE
+    server: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def open(self) -> Any:
+        if self.server:
+            return jk.Stream.open(
+                servers=[self.server], user=self.user, password=self.password, token=self.token
+            )
+        return jk.Stream.open(
+            store_dir=self.store_dir, user=self.user, password=self.password, token=self.token
+        )
+
+
+DEFAULT_TARGET = Target()
+
+# the connection options every inspection command takes, defined once
+_TARGET_OPTIONS: dict[str, Any] = {
+    "store_dir": Annotated[
+        Path, typer.Option("--store-dir", help="Store of the embedded server (attach or start).")
+    ],
+    "server": Annotated[
+        str | None, typer.Option("--server", help="URL of an external NATS instead of a store.")
+    ],
+    "user": Annotated[str | None, typer.Option(help="User for --server.")],
+    "password": Annotated[str | None, typer.Option(help="Password for --server.")],
+    "token": Annotated[str | None, typer.Option(help="Token for --server.")],
+}
+
+
+def connected(command: Callable[..., T]) -> Callable[..., T]:
+    """Give ``command(target=...)`` the shared connection options instead."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "target"]
+    defaults = DEFAULT_TARGET
+    added = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=getattr(defaults, name),
+            annotation=annotation,
+        )
+        for name, annotation in _TARGET_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_target(*args: Any, **kwargs: Any) -> T:
+        target = Target(**{name: kwargs.pop(name) for name in _TARGET_OPTIONS})
+        return command(*args, target=target, **kwargs)
+
+    with_target.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+    with_target.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != "target"},
+        **_TARGET_OPTIONS,
+    }
+    return with_target
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -50,18 +111,6 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     except jk.JetkitError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-
-
-def _open(
-    store_dir: Path,
-    server: str | None,
-    user: str | None,
-    password: str | None,
-    token: str | None,
-) -> Any:
-    if server:
-        return jk.Stream.open(servers=[server], user=user, password=password, token=token)
-    return jk.Stream.open(store_dir=store_dir, user=user, password=password, token=token)
 
 
 async def _stored(s: jk.Stream, topic: str) -> bool:
@@ -89,24 +138,24 @@ def _preview(data: bytes, width: int = 60) -> str:
 
 @app.command()
 def demo(
-    store_dir: Annotated[str, typer.Option(help="Where the demo keeps its data.")] = str(
-        DEFAULT_STORE
-    ),
+    store_dir: Annotated[str, typer.Option(help="Where the demo keeps its data.")] = DEMO.store_dir,
     duration: Annotated[
         float | None, typer.Option(help="Stop by itself after this many seconds.")
-    ] = None,
-    order_interval: Annotated[float, typer.Option(help="Seconds between orders.")] = 3.0,
-    user_interval: Annotated[float, typer.Option(help="Seconds between registrations.")] = 5.0,
+    ] = DEMO.duration,
+    order_interval: Annotated[
+        float, typer.Option(help="Seconds between orders.")
+    ] = DEMO.order_interval,
+    user_interval: Annotated[
+        float, typer.Option(help="Seconds between registrations.")
+    ] = DEMO.user_interval,
     fail_rate: Annotated[
         float, typer.Option(help="Chance (0..1) that processing an order fails.")
-    ] = 0.0,
+    ] = DEMO.fail_rate,
     analytics_delay: Annotated[
         float, typer.Option(help="Seconds before the analytics service starts.")
-    ] = 3.0,
+    ] = DEMO.analytics_delay,
 ) -> None:
     """Run the order-processing example: five services on one embedded JetStream."""
-    from .examples import orders
-
     if not 0.0 <= fail_rate <= 1.0:
         raise typer.BadParameter("must be between 0 and 1", param_hint="--fail-rate")
     for name, value in (("--order-interval", order_interval), ("--user-interval", user_interval)):
@@ -125,7 +174,7 @@ def demo(
 
 @app.command()
 def server(
-    store_dir: StoreDir = DEFAULT_STORE,
+    store_dir: Annotated[Path, typer.Option("--store-dir", help="Store to serve.")] = DEFAULT_STORE,
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
 ) -> None:
     """Run the embedded server in the foreground until Ctrl+C."""
@@ -149,17 +198,14 @@ def server(
 
 
 @app.command()
+@connected
 def topics(
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """List the stored (JetStream) topics."""
 
     async def work() -> list[jk.TopicInfo]:
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             result: list[jk.TopicInfo] = await s.topics()
             return result
 
@@ -181,18 +227,15 @@ def topics(
 
 
 @app.command()
+@connected
 def topic(
     name: Annotated[str, typer.Argument(help="Topic (subject) to describe.")],
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """Describe one stored topic: size, sequences, limits, consumers."""
 
     async def work() -> jk.TopicInfo:
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             info: jk.TopicInfo = await s.topic_info(name)
             return info
 
@@ -205,18 +248,15 @@ def topic(
 
 
 @app.command()
+@connected
 def consumers(
     name: Annotated[str, typer.Argument(help="Stored topic.")],
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """List a topic's consumers with their lag."""
 
     async def work() -> list[jk.ConsumerInfo]:
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             result: list[jk.ConsumerInfo] = await s.consumers(name)
             return result
 
@@ -243,6 +283,7 @@ def consumers(
 
 
 @app.command()
+@connected
 def pub(
     name: Annotated[str, typer.Argument(help="Topic to publish to.")],
     data: Annotated[str, typer.Argument(help="Payload (text or JSON).")],
@@ -250,11 +291,7 @@ def pub(
         list[str] | None, typer.Option("--header", "-H", help="KEY=VALUE, repeatable.")
     ] = None,
     msg_id: Annotated[str | None, typer.Option(help="Dedupe id (Nats-Msg-Id).")] = None,
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """Publish one message (stored if a stream stores the topic)."""
     headers: dict[str, str] = {}
@@ -265,7 +302,7 @@ def pub(
         headers[key] = value
 
     async def work() -> jk.PubAck | None:
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             await _stored(s, name)
             ack: jk.PubAck | None = await s.publish(
                 name, data.encode(), headers=headers or None, msg_id=msg_id
@@ -281,6 +318,7 @@ def pub(
 
 
 @app.command()
+@connected
 def sub(
     name: Annotated[str, typer.Argument(help="Topic or pattern to subscribe to.")],
     count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
@@ -290,11 +328,7 @@ def sub(
     durable: Annotated[
         str | None, typer.Option(help="Durable consumer name (acks what it prints).")
     ] = None,
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """Print messages as they arrive (Ctrl+C stops)."""
 
@@ -315,7 +349,7 @@ def sub(
             if count is not None and seen >= count:
                 stop.set()
 
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             if await _stored(s, name):
                 start = jk.StartAt.ALL if from_start else jk.StartAt.NEW
                 ack = jk.AckPolicy.AUTO if durable else jk.AckPolicy.NONE
@@ -330,6 +364,7 @@ def sub(
 
 
 @app.command()
+@connected
 def dlq(
     name: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. failed.orders.events")],
     redrive: Annotated[
@@ -340,16 +375,12 @@ def dlq(
             help="Publish each dead letter back to its topic, then delete it from the DLQ.",
         ),
     ] = False,
-    store_dir: StoreDir = DEFAULT_STORE,
-    server: Server = None,
-    user: User = None,
-    password: Password = None,
-    token: Token = None,
+    target: Target = DEFAULT_TARGET,
 ) -> None:
     """List dead letters (and with --redrive send them back to their original topics)."""
 
     async def work() -> tuple[list[jk.DeadLetter], jk.RedriveResult | None]:
-        async with _open(store_dir, server, user, password, token) as s:
+        async with target.open() as s:
             letters = await s.dead_letters(name)
             result = await s.redrive(name) if redrive else None
             return letters, result

@@ -13,7 +13,6 @@ stopped and the publishers continue numbering after the last stored order and us
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import datetime as dt
@@ -21,6 +20,7 @@ import json
 import logging
 import random
 import signal
+import sys
 from pathlib import Path
 
 import jetkit as jk
@@ -237,18 +237,7 @@ async def main(args: Options) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jetkit demo", description=__doc__.splitlines()[0])
-    p.add_argument("--store-dir", default="./jetstream-store")
-    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
-    p.add_argument("--order-interval", type=float, default=3.0)
-    p.add_argument("--user-interval", type=float, default=5.0)
-    p.add_argument(
-        "--fail-rate", type=float, default=0.0, help="chance (0..1) that processing an order fails"
-    )
-    p.add_argument("--analytics-delay", type=float, default=3.0)
-    return p
-
-
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main(Options(**vars(parser().parse_args())))))
+    from jetkit.cli import app
+
+    app(["demo", *sys.argv[1:]], prog_name="jetkit")
