@@ -104,3 +104,14 @@ async def server_info(s: jk.Stream) -> dict[str, object]:
     assert line.startswith(b"INFO ")
     info: dict[str, object] = json.loads(line[5:])
     return info
+
+
+async def test_explicit_user_and_password_start_the_server_with_them(tmp_path: Path) -> None:
+    async with jk.Stream.open(store_dir=tmp_path / "s", user="alice", password="pw-1") as s:
+        assert (s.connect_info()["user"], s.connect_info()["password"]) == ("alice", "pw-1")
+        assert (await server_info(s))["auth_required"] is True
+        with pytest.raises(jk.ConnectionError, match=r"(?i)authorization"):
+            await jk.Stream.open(servers=s.connect_info()["servers"], user="alice", password="x")
+        other = await jk.Stream.open(store_dir=tmp_path / "s", user="alice", password="pw-1")
+        assert not other.embedded  # attached with the same credentials
+        await other.close()

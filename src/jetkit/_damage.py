@@ -23,9 +23,9 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ._errors import JetkitError
+from ._jsapi import JsApi
 
 # o.dat starts with a magic byte and a version (1 or 2)
 _STATE_MAGIC = 0x16
@@ -152,7 +152,7 @@ def read_log(lines: list[str], store: Path, damage: Damage) -> None:
             break
 
 
-async def report(damage: Damage, store: Path, api: Any, log: logging.Logger) -> None:
+async def report(damage: Damage, store: Path, api: JsApi, log: logging.Logger) -> None:
     """Log a warning per damaged topic or durable, with what was lost and the fix."""
     for stream, why in damage.streams.items():
         log.warning(
@@ -188,7 +188,7 @@ async def report(damage: Damage, store: Path, api: Any, log: logging.Logger) -> 
         )
 
 
-async def _lost(api: Any, stream: str) -> str:
+async def _lost(api: JsApi, stream: str) -> str:
     """What the server says it lost in ``stream`` (once, right after loading it)."""
     try:
         info = await api.call(f"STREAM.INFO.{stream}", {"deleted_details": True})

@@ -192,6 +192,8 @@ class EmbeddedStore:
         self.server: EmbeddedServer | None = None
         self.attached = False
         self.on_storage_error: Callable[[str], None] | None = None
+        # (user, password, token) the server is started with, or a client attaches with
+        self.credentials: tuple[str | None, str | None, str | None] = (None, None, None)
         self._log = log
         self._attached_port: int | None = None
         self._takeover: asyncio.Future[None] | None = None
@@ -199,12 +201,12 @@ class EmbeddedStore:
     async def open(
         self,
         user: str | None,
+        password: str | None,
         token: str | None,
         connect: Callable[[str, str | None, str | None], Awaitable[None]],
     ) -> None:
         """Serve or attach; ``connect(url, user, password)`` connects the Stream."""
         prepare(self.path)
-        password: str | None = None
         if user is None and token is None:
             user, password = load_or_create_credentials(self.path, self._log)
         self.credentials = (user, password, token)

@@ -153,7 +153,7 @@ class Stream(AdminAPI):
             assert opts.servers is not None
             await self._connect(opts.servers, opts.user, opts.password)
         else:
-            await self._store.open(opts.user, opts.token, self._connect_one)
+            await self._store.open(opts.user, opts.password, opts.token, self._connect_one)
         self._identity = self._conn.identity()
         await self._publisher.acked.start()
         await self._report_damage()
