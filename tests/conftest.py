@@ -13,7 +13,8 @@ import os
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import settings
 from nats.aio.client import Client
 
 import jetkit as jk
+from jetkit import _server
 from jetkit._server import EmbeddedServer
 
 _counter = itertools.count(1)
@@ -59,6 +61,18 @@ async def wait_until(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Like ``wait_until`` for a predicate that must ask the server (re-read every poll)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
@@ -135,3 +149,57 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class ExternalServer:
+    """A nats-server the tests start themselves, to play an external NATS.
+
+    ``extra`` are more command-line options (TLS, auth); ``scheme`` is the URL's.
+    """
+
+    def __init__(self, store: Path, extra: Sequence[str] = (), scheme: str = "nats") -> None:
+        self.store = store
+        self.port = free_port()
+        self.extra = list(extra)
+        self.scheme = scheme
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: ASYNC220
+            [
+                _server.find_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            except OSError:
+                if self.proc.poll() is not None or loop.time() > deadline:
+                    await self.stop()
+                    raise AssertionError("external nats-server did not start") from None
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 10)
+        self.proc = None

@@ -11,6 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import jetkit as jk
+from conftest import wait_until_async
 from jetkit import cli
 from jetkit.cli import app
 
@@ -42,10 +43,15 @@ def fill(store: Path) -> None:
                 buffer_size=1,
             )
             await asyncio.wait_for(done.wait(), 10)
-            for _ in range(500):
-                if (await s.topic_info("failed.orders")).messages == 1:
-                    break
-                await asyncio.sleep(0.02)
+
+            async def dead_lettered() -> bool:
+                try:
+                    return (await s.topic_info("failed.orders")).messages == 1
+                except jk.NotFoundError:  # the DLQ topic is created with its first letter
+                    return False
+
+            # fails the fixture (not silently on) if the dead letter never arrives
+            await wait_until_async(dead_lettered, timeout=10, interval=0.02)
 
     asyncio.run(work())
 

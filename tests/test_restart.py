@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
-from conftest import free_port, nc_of, wait_until
-from jetkit import _server
+from conftest import ExternalServer, nc_of, wait_until, wait_until_async
 from jetkit._retry import H_DELIVERIES, H_ERROR
 
 pytestmark = pytest.mark.slow
@@ -48,8 +47,15 @@ async def test_durable_resumes_across_reopen(tmp_path: Path) -> None:
     async with await open_js(tmp_path) as s:
         await s.subscribe("orders", handler, durable="proc", ack=jk.AckPolicy.MANUAL)
         await wait_until(lambda: len(got) == 3)
-        await asyncio.sleep(0.2)
+
+        async def settled() -> bool:
+            info = await s.consumer_info("orders", "proc")
+            return info.pending == 0 and info.ack_pending == 0
+
+        # nothing left to deliver and nothing unacknowledged: no o0..o4 can come back
+        await wait_until_async(settled)
         assert got == [b"o5", b"o6", b"o7"]
+        assert (await s.consumer_info("orders", "proc")).redelivered == 0
 
 
 async def test_unacked_message_survives_close(tmp_path: Path) -> None:
@@ -83,7 +89,7 @@ async def test_replay_from_start_time_resumes_on_the_next_run(tmp_path: Path) ->
     async def analytics(data: bytes) -> None:
         got.append(data)
 
-    async def run(publish: list[bytes]) -> list[bytes]:
+    async def run(publish: list[bytes], sentinel: bytes) -> list[bytes]:
         got.clear()
         async with await open_js(tmp_path) as s:
             for p in publish:
@@ -96,11 +102,14 @@ async def test_replay_from_start_time_resumes_on_the_next_run(tmp_path: Path) ->
                 start_at=jk.StartAt.BY_START_TIME,
                 start_time=hour_ago,
             )
-            await asyncio.sleep(0.5)
-        return list(got)
+            # delivered in stream order: once the sentinel is here, so is every replay
+            await s.publish("orders.events", sentinel)
+            await wait_until(lambda: sentinel in got)
+        assert got[-1] == sentinel
+        return got[:-1]
 
-    assert await run([b"a", b"b"]) == [b"a", b"b"]
-    assert await run([b"c"]) == [b"c"]  # resumed: a and b are not replayed
+    assert await run([b"a", b"b"], b"end-1") == [b"a", b"b"]
+    assert await run([b"c"], b"end-2") == [b"c"]  # resumed: a and b are not replayed
 
 
 CONSUMER_CHILD = """
@@ -160,10 +169,16 @@ async def test_durable_resumes_after_sigkill(tmp_path: Path) -> None:
         )
         # at most one message was acked but not yet printed when the child died
         await wait_until(lambda: len(received | acked) >= 39, timeout=20)
-        info = await s.consumer_info("resume.test", "worker")
-        await wait_until(lambda: len(received | acked) == 40 or info.pending == 0, timeout=5)
+
+        async def done() -> bool:
+            if len(received | acked) == 40:
+                return True
+            info = await s.consumer_info("resume.test", "worker")  # re-read every poll
+            return info.pending == 0 and info.ack_pending == 0
+
+        await wait_until_async(done, timeout=10)
         assert not received & acked, "an acknowledged message was delivered again"
-        assert len(received | acked) >= 39
+        assert received | acked <= everything and len(received | acked) >= 39
 
 
 CRASH_CHILD = """
@@ -222,52 +237,6 @@ async def test_last_attempt_cut_short_by_a_crash_reaches_the_dlq(tmp_path: Path)
         assert sub.stats.dead_lettered == 1
 
 
-class ExternalServer:
-    """A nats-server the tests start themselves, to play an external NATS."""
-
-    def __init__(self, store: Path) -> None:
-        self.store = store
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220
-            [
-                _server.find_binary(),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-sd",
-                str(self.store),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
-            except OSError:
-                assert loop.time() < deadline, "external nats-server did not start"
-                await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            await asyncio.to_thread(self.proc.wait, 10)
-        self.proc = None
-
-
 @pytest.fixture
 async def external(tmp_path: Path) -> AsyncIterator[ExternalServer]:
     server = ExternalServer(tmp_path / "external")
@@ -312,3 +281,18 @@ async def test_publish_to_a_dead_server_never_reports_success(
             await s.healthy()
         health = await s.health()
         assert health["connection"]["connected"] is False
+
+
+async def test_health_of_a_stream_whose_server_stopped_answers_at_once(
+    external: ExternalServer,
+) -> None:
+    async with jk.Stream.open(
+        servers=[external.url], default_mode=jk.TopicMode.JETSTREAM, drain_timeout=1
+    ) as s:
+        assert (await s.health())["jetstream"]["enabled"] is True
+        await external.stop()
+        await wait_until(lambda: not nc_of(s).is_connected)
+        # the JetStream API timeout is 5 s: health() must not wait for it
+        health = await asyncio.wait_for(s.health(), 2)
+        assert health["connection"]["connected"] is False
+        assert health["jetstream"]["enabled"] is False
