@@ -153,11 +153,6 @@ async def test_tls_to_an_external_server(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stream.open hangs past connect_timeout when the TLS handshake fails "
-    "(nats-py retries a failed first connect forever while allow_reconnect is on)",
-)
 async def test_an_untrusted_server_certificate_is_a_connection_error(
     tls_server: tuple[ExternalServer, Path],
 ) -> None:

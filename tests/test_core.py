@@ -410,11 +410,6 @@ async def test_publish_many_on_a_core_topic(core: jk.Stream, topic: str) -> None
     await sb.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core publish_many never yields to the event loop (publish does every 64), so "
-    "the process's own subscribers drop most of a batch larger than their buffer",
-)
 async def test_core_publish_many_lets_local_subscribers_keep_up(
     core: jk.Stream, topic: str
 ) -> None:

@@ -659,11 +659,6 @@ async def test_a_refused_dead_letter_is_nakked_and_delivered_again(
     assert calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a second refused dead letter naks the last delivery the server allows "
-    "(max_deliver + 1): the message is never delivered again nor dead-lettered",
-)
 async def test_a_dead_letter_refused_twice_with_max_deliver_is_not_lost(
     js: jk.Stream, topic: str
 ) -> None:
@@ -693,11 +688,6 @@ async def test_a_dead_letter_refused_twice_with_max_deliver_is_not_lost(
     assert letter.data == b"order"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="publish_many does not recreate a stream deleted behind the Stream's back "
-    "(publish does): every payload fails with NotFoundError, on every later call too",
-)
 async def test_publish_many_recreates_a_stream_deleted_behind_the_streams_back(
     js: jk.Stream, core: jk.Stream, topic: str
 ) -> None:
@@ -746,12 +736,6 @@ async def test_drain_timeout_hands_unfinished_messages_back(
     await sub2.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="takes during a pull are refused as top-ups (below half the buffer while the "
-    "pull is outstanding) and nothing pulls when that pull completes: the last free "
-    "slot waits for the idle monitor (5 s)",
-)
 async def test_pulls_are_topped_up_when_a_worker_takes_a_message(js: jk.Stream, topic: str) -> None:
     release = asyncio.Event()
 

@@ -14,6 +14,9 @@ bounded (nats-py retries a refused one forever); once connected it reconnects fo
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import contextlib
 import logging
 import os
 import ssl
@@ -111,8 +114,13 @@ class Connection:
         if tls is not None:
             opts["tls"] = tls
         try:
-            await self.nc.connect(**opts)
+            # bounded: nats-py retries some failed first connects (a TLS handshake
+            # refused, for one) forever while reconnecting is allowed
+            await asyncio.wait_for(self.nc.connect(**opts), timeout * len(urls) + 1)
         except Exception as exc:
+            if isinstance(exc, builtins.TimeoutError):
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
             cause = self._first_error if isinstance(exc, nats.errors.NoServersError) else None
             text = str(cause or exc) or type(exc).__name__
             hint = (

@@ -20,10 +20,10 @@ Design (one JetStreamSubscription):
 * With ``concurrency=1`` the handler runs inline in nats-py's delivery task (see
   ``_subscription``); messages waiting in nats-py's queue are kept alive as a group.
 * Retries: a failing MANUAL handler naks with the next backoff delay; at the
-  ``max_deliver``-th attempt the message is dead-lettered and terminated. The server
-  consumer is given ``max_deliver + 1`` so that, if the last attempt dies with the
-  process, one more delivery arrives and is routed to the DLQ without calling the
-  handler.
+  ``max_deliver``-th attempt the message is dead-lettered and terminated. jetkit counts
+  the attempts itself (the server redelivers without limit): a delivery past the last
+  attempt (that attempt died with the process, or its dead letter could not be sent) is
+  routed to the DLQ without calling the handler.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class JetStreamSubscription(Subscription):
         self._recovering = False
         self._background: set[asyncio.Task[Any]] = set()
         self._confirming: set[asyncio.Future[Any]] = set()  # ack(wait=True) in flight
+        self._unsent: dict[int, str] = {}  # seq -> error of a dead letter not yet published
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -207,6 +208,8 @@ class JetStreamSubscription(Subscription):
         if msg is not None:
             msg._held_since = self._last_activity
             self._offer(msg)
+            if self._requested == 0:
+                self._maybe_pull()  # that pull is complete: top up what workers freed
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
@@ -393,12 +396,13 @@ class JetStreamSubscription(Subscription):
 
     async def _process(self, msg: Message) -> None:
         if self._max_deliver is not None and msg.num_delivered > self._max_deliver:
-            await self._dead_letter(
-                msg,
-                f"Interrupted: delivery attempt {msg.num_delivered - 1} of {self._max_deliver} "
-                "did not complete (process stopped or ack_wait expired)",
-                deliveries=msg.num_delivered - 1,
+            # past the last attempt: its dead letter could not be sent before, or the
+            # attempt never finished (a crash, or ack_wait expired)
+            error = self._unsent.pop(msg.seq or 0, None) or (
+                f"Interrupted: delivery attempt {self._max_deliver} of {self._max_deliver} "
+                "did not complete (process stopped or ack_wait expired)"
             )
+            await self._dead_letter(msg, error, deliveries=self._max_deliver)
             return
         plan = self._plan
         try:
@@ -483,7 +487,11 @@ class JetStreamSubscription(Subscription):
                     exc,
                 )
                 if self._ack is not AckPolicy.NONE and not msg.settled:
-                    await msg.nak(decide(1, None, self._backoff)[1] or 1.0)
+                    # remember why, for when it comes back (bounded: oldest forgotten)
+                    self._unsent[msg.seq or 0] = error
+                    if len(self._unsent) > 10_000:
+                        del self._unsent[next(iter(self._unsent))]
+                    await msg.nak(decide(1, None, self._backoff).delay or 1.0)
                 return
             self.stats.dead_lettered += 1
         if self._ack is not AckPolicy.NONE and not msg.settled:

@@ -17,6 +17,7 @@ from ._time import nanos, rfc3339
 EPHEMERAL_INACTIVE = 120.0
 WORK_QUEUE_NEEDS_ALL = 10101
 CONSUMER_STORE_FAILED = 10012  # "error creating store for consumer": damaged state
+MAX_DELIVER_KEY = "jetkit_max_deliver"  # consumer metadata: the max_deliver asked for
 
 
 def consumer_config(
@@ -32,13 +33,22 @@ def consumer_config(
     start_seq: int | None,
     max_ack_pending: int,
 ) -> dict[str, Any]:
-    """The server-side consumer config for a jetkit subscription."""
+    """The server-side consumer config for a jetkit subscription.
+
+    The server never stops redelivering (its ``max_deliver`` is unlimited): jetkit
+    counts the attempts itself and dead-letters a message past ``max_deliver`` without
+    calling the handler, also when the last attempt was cut short by a crash, and a
+    message whose dead letter could not be published is nak'ed and comes back instead
+    of being dropped by the server. The limit asked for is kept in the consumer's
+    metadata, for ``consumer_info``.
+    """
     cfg: dict[str, Any] = {
         "ack_policy": "none" if ack is AckPolicy.NONE else "explicit",
         "deliver_policy": start_at.value,
         "replay_policy": "instant",
-        "max_deliver": -1 if max_deliver is None or ack is AckPolicy.NONE else max_deliver + 1,
+        "max_deliver": -1,
         "max_waiting": 512,
+        "metadata": {MAX_DELIVER_KEY: "" if max_deliver is None else str(max_deliver)},
     }
     if ack is not AckPolicy.NONE:
         cfg["ack_wait"] = nanos(ack_wait)
@@ -133,9 +143,14 @@ async def ensure_consumer(
         )
     if current.get("filter_subjects") and "filter_subject" in config:
         current = {**current, "filter_subject": None}
-    if all(current.get(f) == config.get(f) for f in _UPDATABLE):
+    ours = config["metadata"][MAX_DELIVER_KEY]
+    if (current.get("metadata") or {}).get(MAX_DELIVER_KEY) == ours and all(
+        current.get(f) == config.get(f) for f in _UPDATABLE
+    ):
         return existing
     merged = {**current, **{f: config[f] for f in _UPDATABLE if f in config}}
+    # the server adds metadata of its own: keep it, set ours
+    merged["metadata"] = {**(current.get("metadata") or {}), MAX_DELIVER_KEY: ours}
     if "filter_subject" not in config:
         merged.pop("filter_subject", None)
     merged.pop("filter_subjects", None)

@@ -45,7 +45,7 @@ class ConsumerInfo:
     delivered_seq: int
     ack_floor: int
     ack_policy: str
-    max_deliver: int | None  # as the subscriber asked (jetkit keeps one more on the server)
+    max_deliver: int | None  # as the subscriber asked (jetkit counts attempts itself)
     filter_subject: str | None
 
 
@@ -73,8 +73,6 @@ def topic_info(resp: dict[str, Any]) -> TopicInfo:
 
 def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
     cfg = resp.get("config", {})
-    server_max = int(cfg.get("max_deliver", -1))
-    explicit = cfg.get("ack_policy") == "explicit"
     return ConsumerInfo(
         name=resp.get("name", ""),
         stream=resp.get("stream_name", ""),
@@ -86,6 +84,16 @@ def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
         delivered_seq=int(resp.get("delivered", {}).get("stream_seq", 0)),
         ack_floor=int(resp.get("ack_floor", {}).get("stream_seq", 0)),
         ack_policy=str(cfg.get("ack_policy", "")),
-        max_deliver=server_max - 1 if server_max > 0 and explicit else None,
+        max_deliver=_max_deliver(cfg),
         filter_subject=cfg.get("filter_subject") or None,
     )
+
+
+def _max_deliver(cfg: dict[str, Any]) -> int | None:
+    """The attempts a jetkit subscriber asked for (kept in the consumer's metadata; the
+    server itself redelivers without limit), or the server's limit for other consumers."""
+    asked = (cfg.get("metadata") or {}).get("jetkit_max_deliver")
+    if asked is not None:
+        return int(asked) if asked.isdigit() else None
+    server = int(cfg.get("max_deliver", -1))
+    return server if server > 0 else None

@@ -345,12 +345,15 @@ class Publisher:
             await self._conn.publish(topic, data, headers=headers)
             self._since_yield += 1
             if self._since_yield >= 64:
-                # a publish never yields to the event loop; a tight publish loop would
-                # starve this process's own subscriptions into dropping
-                self._since_yield = 0
-                await asyncio.sleep(0)
+                await self._yield()
             return None
         return await self.stored(topic, data, headers)
+
+    async def _yield(self) -> None:
+        """A core publish never yields to the event loop; a tight loop of them would
+        starve this process's own subscriptions into dropping: let them run."""
+        self._since_yield = 0
+        await asyncio.sleep(0)
 
     async def stored(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         """Publish to JetStream whatever the topic's mode (dead letters always are)."""
@@ -382,12 +385,17 @@ class Publisher:
             for data in checked:
                 await self._conn.publish(topic, data, headers=headers)
                 count += 1
+                self._since_yield += 1
+                if self._since_yield >= 64:
+                    await self._yield()
             return [None] * count
         if self._disk_error() is not None:
             raise disk_full(
                 self._store_dir, self._disk_error(), "nothing was sent, no message is stored"
             )
-        await self._topics.ensure_stream(topic)
+        # a batch cannot be sent again (its payloads may come from a generator), so make
+        # sure now that the stream was not deleted behind our back
+        await self._topics.ensure_stream(topic, verify=True)
         return list(await self.acked.publish_many(topic, checked, headers, window))
 
     def disk_full_now(self) -> None:

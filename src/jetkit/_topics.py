@@ -260,9 +260,18 @@ class TopicRegistry:
         """``stream`` was deleted (by us or behind our back): look it up again next time."""
         self.streams = {k: v for k, v in self.streams.items() if v[0] != stream}
 
-    async def ensure_stream(self, topic: str) -> Stored:
-        """The stream storing ``topic``; an existing one that covers it, else a new one."""
+    async def ensure_stream(self, topic: str, *, verify: bool = False) -> Stored:
+        """The stream storing ``topic``; an existing one that covers it, else a new one.
+
+        ``verify``: ask the server whether a stream remembered here still exists.
+        """
         found = self.streams.get(topic)
+        if found is not None and verify:
+            try:
+                await self._api.call(f"STREAM.INFO.{found[0]}")
+            except NotFoundError:
+                self.forget(found[0])
+                found = None
         if found is not None:
             return found
         pending = self._ensuring.get(topic)
