@@ -69,6 +69,7 @@ class Connection:
         self._log = log
         self.nc = Client()
         self.options: dict[str, Any] = {}  # what another client needs to connect
+        self.max_payload = 0  # the server's, read at every (re)connect
         self._first_error: Exception | None = None  # while connecting
 
     async def connect(
@@ -89,6 +90,10 @@ class Connection:
 
         self.nc = Client()  # a fresh client: one that failed to connect is not reused
 
+        async def reconnected() -> None:
+            self.max_payload = int(self.nc._max_payload)  # maybe another server's
+            await on_reconnect()
+
         async def error_cb(exc: Exception) -> None:
             if self._first_error is None or "authorization" not in str(self._first_error).lower():
                 self._first_error = exc  # keep an auth failure over the resets after it
@@ -102,7 +107,7 @@ class Connection:
             "reconnect_time_wait": 0.25,
             "error_cb": error_cb,
             "disconnected_cb": on_disconnect,
-            "reconnected_cb": on_reconnect,
+            "reconnected_cb": reconnected,
             # jetkit checks topics itself (once per topic)
             "skip_subject_validation": True,
             "name": name or f"jetkit-{os.getpid()}",
@@ -130,6 +135,7 @@ class Connection:
             )
             raise ConnectionError(f"cannot connect to {', '.join(urls)}: {text}; {hint}") from exc
         self.nc.options["max_reconnect_attempts"] = -1
+        self.max_payload = int(self.nc._max_payload)
         self.options = {
             k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
         }
@@ -181,10 +187,6 @@ class Connection:
     @property
     def reconnects(self) -> int:
         return int(self.nc.stats.get("reconnects", 0))
-
-    @property
-    def max_payload(self) -> int:
-        return int(self.nc._max_payload)
 
     def identity(self) -> tuple[str, str]:
         """(server name, server id): a restarted server keeps its name, gets a new id."""

@@ -321,7 +321,7 @@ class JetStreamSubscription(Subscription):
             self._queue_wpi_at = now
             for nmsg in self._queued():
                 if nmsg.reply:
-                    await self._write(nmsg.reply, WPI)
+                    await self._conn.write(_ack_command(nmsg.reply, WPI))
 
     # -- settling --------------------------------------------------------------------------
 
@@ -338,7 +338,9 @@ class JetStreamSubscription(Subscription):
             await self._confirmed(msg, token)
             return
         try:
-            await self._write(msg.reply, token)
+            # straight into the outgoing buffer: the flusher coalesces the acks of every
+            # handler that finished in one loop turn
+            await self._conn.write(_ack_command(msg.reply, token))
         except Exception as exc:
             self._log.warning(
                 "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
@@ -383,14 +385,10 @@ class JetStreamSubscription(Subscription):
         for request in list(self._confirming):
             request.cancel()
 
-    async def _write(self, subject: str, token: bytes) -> None:
-        """Send an ack token without waiting: straight into the outgoing buffer (the
-        flusher coalesces the acks of every handler that finished in one loop turn)."""
-        await self._conn.write(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token))
-
     async def _ack_for_handler(self, msg: Message) -> None:
-        """jetkit's own ack (AUTO before, MANUAL after the handler)."""
-        await msg.ack()
+        """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
+        msg._claim()
+        await self.send_ack(msg, ACK)
 
     # -- handling --------------------------------------------------------------------------
 
@@ -525,3 +523,8 @@ class JetStreamSubscription(Subscription):
         if self._ephemeral:
             with contextlib.suppress(JetkitError):
                 await self._api.call(f"CONSUMER.DELETE.{self.stream}.{self.consumer}")
+
+
+def _ack_command(subject: str, token: bytes) -> bytes:
+    """The PUB command that sends ``token`` (an ack, nak, ...) to ``subject``."""
+    return b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token)

@@ -157,14 +157,18 @@ class Message:
     def is_jetstream(self) -> bool:
         return self._settler is not None
 
-    async def _settle(self, token: bytes, wait: bool = False) -> None:
-        if self._settler is None:
-            return
+    def _claim(self) -> None:
+        """Mark the message settled: the one place that does (the first settlement wins)."""
         if self._settled:
             raise AlreadySettledError(
                 f"message {self.topic!r} seq {self.seq} was already settled; settle once"
             )
         self._settled = True
+
+    async def _settle(self, token: bytes, wait: bool = False) -> None:
+        if self._settler is None:
+            return
+        self._claim()
         await self._settler.send_ack(self, token, wait)
 
     async def ack(self, wait: bool = False) -> None:

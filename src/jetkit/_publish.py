@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from ._connection import Connection
+from ._connection import Connection, map_error
 from ._errors import (
     ConnectionLostError,
     EncodeError,
@@ -342,7 +343,10 @@ class Publisher:
         if type(data) is not bytes or headers is not None or len(data) > self._conn.max_payload:
             data = self.check_payload(topic, data, headers)
         if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
-            await self._conn.publish(topic, data, headers=headers)
+            try:  # nats-py's public publish, called here: the core hot path
+                await self._conn.nc.publish(topic, data, headers=headers)
+            except (nats.errors.Error, OSError) as exc:
+                raise map_error(exc, f"publish to {topic!r}") from None
             self._since_yield += 1
             if self._since_yield >= 64:
                 await self._yield()

@@ -347,7 +347,13 @@ class EmbeddedServer:
                         self._tell_loop(self._on_storage_error, proc, line.split("[ERR]", 1)[1])
                 if exited:
                     break
-                time.sleep(0.003 if not ready.done() else 0.05 if not chunk else 0)
+                if not ready.done():
+                    time.sleep(0.003)
+                elif not chunk:
+                    # idle: wake on the server's exit at once, else read the log 4 times
+                    # a second (a full disk shows there within that)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.25)
         code = proc.wait()
         if not ready.done():
             ready.set_exception(self._classify_failure(code, list(tail)))

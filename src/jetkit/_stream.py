@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -321,15 +321,15 @@ class Stream(AdminAPI):
             self._registrations.discard(task)
             await task
 
-    async def publish(
+    def publish(
         self,
         topic: str,
         data: bytes,
         *,
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
-    ) -> PubAck | None:
-        """Publish ``data`` to ``topic``.
+    ) -> Coroutine[Any, Any, PubAck | None]:
+        """Publish ``data`` to ``topic`` (``await`` it).
 
         JetStream topics: returns the PubAck once the server stored the message (raises
         jk.TimeoutError if no ack arrives within ``publish_timeout``; it is never dropped
@@ -337,10 +337,18 @@ class Stream(AdminAPI):
         the duplicate window is not stored again and returns ``duplicate=True``.
         Core topics: returns None once the message is handed to the connection.
         """
+        # the hot path: a plain function handing over the publisher's coroutine (one
+        # coroutine per publish, not two); registrations and close take the long way
+        if self._registrations or self._closed:
+            return self._publish_after_checks(topic, data, headers, msg_id)
+        return self._publisher.publish(topic, data, headers, msg_id)
+
+    async def _publish_after_checks(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
+    ) -> PubAck | None:
         if self._registrations:
             await self._settle_registrations()
-        if self._closed:
-            self._check_open()
+        self._check_open()
         return await self._publisher.publish(topic, data, headers, msg_id)
 
     async def publish_json(
