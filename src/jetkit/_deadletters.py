@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from ._errors import (
     ConfigError,
@@ -119,9 +118,6 @@ async def stored(api: JsApi, stream: str, topic: str, last_seq: int) -> AsyncIte
             return
         yield msg
         seq = msg.seq + 1
-
-
-Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 
 
 def redrive_message(letter: DeadLetter, stream: str) -> tuple[str, dict[str, str]]:

@@ -361,17 +361,18 @@ class Publisher:
 
     async def stored(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         """Publish to JetStream whatever the topic's mode (dead letters always are)."""
-        if self._disk_error() is not None:
-            raise disk_full(
-                self._store_dir, self._disk_error(), "nothing was sent, the message is not stored"
-            )
+        self._refuse_if_disk_full("nothing was sent, the message is not stored")
         await self._topics.ensure_stream(topic)
         try:
             return await self.acked.publish(topic, data, headers)
-        except NotFoundError:
-            self._topics.streams.pop(topic, None)  # deleted behind our back: create it again
-            await self._topics.ensure_stream(topic)
+        except NotFoundError:  # deleted behind our back: create it again
+            await self._topics.ensure_stream(topic, verify=True)
             return await self.acked.publish(topic, data, headers)
+
+    def _refuse_if_disk_full(self, what: str) -> None:
+        detail = self._disk_error()
+        if detail is not None:
+            raise disk_full(self._store_dir, detail, what)
 
     async def dead_letter(self, topic: str, data: bytes, headers: dict[str, str]) -> None:
         """The subscriptions' hook for dead letters."""
@@ -393,10 +394,7 @@ class Publisher:
                 if self._since_yield >= 64:
                     await self._yield()
             return [None] * count
-        if self._disk_error() is not None:
-            raise disk_full(
-                self._store_dir, self._disk_error(), "nothing was sent, no message is stored"
-            )
+        self._refuse_if_disk_full("nothing was sent, no message is stored")
         # a batch cannot be sent again (its payloads may come from a generator), so make
         # sure now that the stream was not deleted behind our back
         await self._topics.ensure_stream(topic, verify=True)

@@ -402,8 +402,7 @@ class EmbeddedServer:
         write stays stuck until then (nats-server keeps the error in memory)."""
         while not self._stopping:
             await asyncio.sleep(0.25)
-            free = free_space(self.store_dir)
-            if free is None or not has_room(self.store_dir):
+            if not has_room(self.store_dir):
                 continue
             if self._stopping:
                 return
@@ -411,7 +410,7 @@ class EmbeddedServer:
                 "disk space is available again in %s (%d MiB free); restarting nats-server "
                 "so that it stores again",
                 self.store_dir,
-                free // 2**20,
+                (free_space(self.store_dir) or 0) // 2**20,
             )
             await self._cycle()
             return

@@ -406,7 +406,10 @@ class Stream(AdminAPI):
         """Call ``handler`` for every message on ``topic`` (see the README for semantics)."""
         self._check_open()
         options = {k: v for k, v in locals().items() if k not in ("self", "topic", "handler")}
-        sub = await self._subscriber.subscribe(topic, handler, options)
+        return self._track(await self._subscriber.subscribe(topic, handler, options))
+
+    def _track(self, sub: Subscription) -> Subscription:
+        """Keep ``sub`` among the Stream's subscriptions until it closes."""
         self._subs.add(sub)
         sub.on_closed = self._subs.discard
         return sub
@@ -478,12 +481,11 @@ class Stream(AdminAPI):
         an exception becomes an error reply that ``request`` raises as jk.RemoteError.
         """
         self._check_open()
-        sub = await _reqrep.respond(
-            self._conn, self._topics, topic, handler, queue_group, concurrency, self._log
+        return self._track(
+            await _reqrep.respond(
+                self._conn, self._topics, topic, handler, queue_group, concurrency, self._log
+            )
         )
-        self._subs.add(sub)
-        sub.on_closed = self._subs.discard
-        return sub
 
     # -- health ----------------------------------------------------------------------------
 
