@@ -1,8 +1,11 @@
 """The connection to NATS: nats-py's client behind one small interface.
 
 This is the only module that touches nats-py's private attributes (the outgoing
-buffer, a subscription's queue and task, the server's INFO, the parser's error hook),
-and the one place that turns nats-py's errors into jetkit's (``map_error``).
+buffer, the subscription ids, the server's INFO, the protocol parser and its error
+hook), and the one place that turns nats-py's errors into jetkit's (``map_error``).
+
+jetkit's subscriptions are *routed*: jetkit's parser (``_wire``) hands their messages
+to a sink function of theirs, without nats-py's per-message ``Msg``, queue and task.
 
 Two changes to nats-py's behaviour live here. nats-py closes the client for good on
 any ``-ERR`` from the server (for example "Maximum Payload Violation"), which would
@@ -37,9 +40,9 @@ from ._errors import (
     StreamClosedError,
     TimeoutError,
 )
+from ._wire import Sink, WireParser
 
 Callback = Callable[[], Awaitable[None]]
-MessageHandler = Callable[[Msg], Awaitable[None]]
 
 # server errors after which reconnecting cannot help
 _FATAL = ("authorization violation", "user authentication expired", "account authentication")
@@ -68,6 +71,7 @@ class Connection:
     def __init__(self, log: logging.Logger) -> None:
         self._log = log
         self.nc = Client()
+        self.parser = WireParser(self.nc)
         self.options: dict[str, Any] = {}  # what another client needs to connect
         self.max_payload = 0  # the server's, read at every (re)connect
         self._first_error: Exception | None = None  # while connecting
@@ -89,6 +93,8 @@ class Connection:
         """Connect (bounded); then reconnect forever. ConnectionError names the cause."""
 
         self.nc = Client()  # a fresh client: one that failed to connect is not reused
+        self.parser = WireParser(self.nc)
+        self.nc._ps = self.parser  # type: ignore[assignment]
 
         async def reconnected() -> None:
             self.max_payload = int(self.nc._max_payload)  # maybe another server's
@@ -218,8 +224,9 @@ class Connection:
     async def write(self, command: bytes) -> None:
         """Put a raw protocol command in the outgoing buffer (the flusher sends it).
 
-        What ``publish`` does without its per-call checks: for the hot paths (acks, and
-        acked publishes without headers), whose callers validated everything already.
+        What ``publish`` does without its per-call checks: for the hot paths whose
+        callers validated everything already. Waits (bounded by nats-py's flush
+        timeout) while the buffer holds more than nats-py's pending limit.
         """
         nc = self.nc
         if nc.is_closed:
@@ -227,6 +234,18 @@ class Connection:
         await nc._send_command(command)
         if nc._flush_queue is not None and nc._flush_queue.empty():
             await nc._flush_pending()
+
+    def send(self, command: bytes) -> None:
+        """``write`` without waiting: for small commands (acks) whose number is bounded."""
+        nc = self.nc
+        if nc.is_closed:
+            raise StreamClosedError("the connection is closed; open the Stream again")
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        kick = nc._flush_queue
+        if kick is not None and kick.empty() and nc.is_connected:
+            # wake the flusher: it writes everything buffered in this loop turn at once
+            kick.put_nowait(asyncio.get_running_loop().create_future())
 
     async def request(
         self,
@@ -253,42 +272,32 @@ class Connection:
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    async def subscribe(
-        self, subject: str, cb: MessageHandler, *, queue: str = "", limit: int = 0
-    ) -> NatsSubscription:
-        """A nats-py subscription whose messages go to ``cb`` (at most ``limit`` queued;
-        0: unbounded)."""
-        return await self.nc.subscribe(
-            subject, queue=queue, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=0
-        )
+    async def subscribe(self, subject: str, sink: Sink, *, queue: str = "") -> NatsSubscription:
+        """A routed subscription: jetkit's parser hands its messages to ``sink``.
 
-    @staticmethod
-    def queued(sub: NatsSubscription) -> list[Msg]:
-        """The messages waiting in ``sub``'s queue (not removed)."""
-        return list(sub._pending_queue._queue)  # type: ignore[attr-defined]
+        nats-py keeps the subscription (it subscribes again after a reconnect); its own
+        queue stays empty. The route exists before the SUB is sent, so no message can
+        miss it.
+        """
+        nc = self.nc
+        routes = self.parser.routes
+        sid = nc._sid + 1  # the id nats-py's subscribe is about to take
+        routes[sid] = sink
+        try:
+            sub = await nc.subscribe(subject, queue=queue)
+        except BaseException:
+            routes.pop(sid, None)
+            raise
+        if sub._id != sid:  # nats-py numbered differently: route the real id
+            routes.pop(sid, None)
+            routes[sub._id] = sink
+        return sub
 
-    @staticmethod
-    def queue_size(sub: NatsSubscription) -> int:
-        return sub._pending_queue.qsize()
-
-    @staticmethod
-    def take_queued(sub: NatsSubscription) -> list[Msg]:
-        """Remove and return what waits in ``sub``'s queue."""
-        queue = sub._pending_queue
-        taken = []
-        while not queue.empty():
-            taken.append(queue.get_nowait())
-        return taken
-
-    @staticmethod
-    async def drain(sub: NatsSubscription) -> None:
-        """nats-py's drain: unsubscribe, then hand every queued message to the callback."""
-        await sub.drain()  # type: ignore[no-untyped-call]
-
-    @staticmethod
-    def stop_processing(sub: NatsSubscription) -> None:
-        """Stop ``sub``'s delivery task now (its queue is left as it is)."""
-        sub._stop_processing()
+    async def unsubscribe(self, sub: NatsSubscription) -> None:
+        """Stop the messages of ``sub`` (what the server still sends is discarded)."""
+        self.parser.routes.pop(sub._id, None)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
     @staticmethod
     def sid(sub: NatsSubscription) -> int:

@@ -15,10 +15,11 @@ Design (one JetStreamSubscription):
 * The monitor also sends ``+WPI`` (in progress) for every message held longer than
   half of ``ack_wait`` (buffered or in a running handler), so nothing is redelivered
   just for waiting or for a slow handler.
-* Acks are fire-and-forget publishes to the message's reply subject, written straight
+* The inbox is a routed subscription: the connection's parser calls ``_sink`` with
+  each delivery as received; it becomes a Message in the buffer (the workers run the
+  handler, see ``_subscription``).
+* Acks are fire-and-forget publishes to the message's reply subject, put straight
   into the connection's outgoing buffer (``ack(wait=True)`` waits for the server).
-* With ``concurrency=1`` the handler runs inline in nats-py's delivery task (see
-  ``_subscription``); messages waiting in nats-py's queue are kept alive as a group.
 * Retries: a failing MANUAL handler naks with the next backoff delay; at the
   ``max_deliver``-th attempt the message is dead-lettered and terminated. jetkit counts
   the attempts itself (the server redelivers without limit): a delivery past the last
@@ -35,8 +36,6 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
-
-from nats.aio.msg import Msg
 
 from ._codec import HandlerPlan
 from ._connection import Connection
@@ -55,6 +54,7 @@ from ._options import SubscribeOptions
 from ._retry import dead_letter_headers, decide
 from ._subscription import AckPolicy, Subscription, is_handler_failure
 from ._time import nanos
+from ._wire import parse_headers
 
 PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
@@ -110,8 +110,7 @@ class JetStreamSubscription(Subscription):
         self._last_msg: Message | None = None  # its seq tells an ephemeral where to resume
         self._inbox = ""
         self._monitor: asyncio.Task[None] | None = None
-        self._inline = self._concurrency == 1
-        self._queue_wpi_at = 0.0
+        self._exact = "*" not in topic and ">" not in topic
         self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.consumer}"
         self._pull_tail = b', "expires": %d, "idle_heartbeat": %d}' % (
             nanos(PULL_EXPIRES),
@@ -134,15 +133,9 @@ class JetStreamSubscription(Subscription):
             store=self._store,
         )
         self._inbox = self._conn.new_inbox()
-        # concurrency=1: the handler runs in nats-py's delivery task, and nats-py's queue
-        # holds what was pulled (bounded by the pull credit); otherwise jetkit's buffer
-        # and workers do
-        self._sub = await self._conn.subscribe(
-            self._inbox, self._on_raw_inline if self._inline else self._on_raw
-        )
-        if not self._inline:
-            self._start_workers()
-        self._last_activity = self._queue_wpi_at = time.monotonic()
+        self._start_workers()
+        self._sub = await self._conn.subscribe(self._inbox, self._sink)
+        self._last_activity = time.monotonic()
         self._maybe_pull()
         self._monitor = asyncio.ensure_future(self._watch())
 
@@ -174,42 +167,26 @@ class JetStreamSubscription(Subscription):
     def _after_take(self) -> None:
         self._maybe_pull()
 
-    async def _on_raw(self, nmsg: Msg) -> None:
-        self._ingest(nmsg)
-
-    def _take(self, nmsg: Msg) -> Message | None:
-        """A delivery from the inbox as a Message; status messages are handled here."""
-        self._last_activity = time.monotonic()
-        reply = nmsg.reply
+    def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        """The parser's hand-over: one delivery (or status message) from the inbox."""
+        now = self._last_activity = time.monotonic()
         if not reply:
-            self._on_status(nmsg.headers or {})
-            return None
+            self._on_status(parse_headers(hdr) if hdr else {})
+            return
         if self._requested > 0:
             self._requested -= 1
-        msg = self._last_msg = Message(nmsg.subject, nmsg.data, nmsg.headers, reply, self)
-        return msg
-
-    async def _on_raw_inline(self, nmsg: Msg) -> None:
-        msg = self._take(nmsg)
-        if msg is None:
-            return
-        self.stats.received += 1
-        # the server's ack timer restarted when it arrived or at the last in-progress
-        # sent for the queue, whichever came later; the latter is the safe guess
-        msg._held_since = self._queue_wpi_at
-        await self._run_inline(msg)
-        self._maybe_pull()
-
-    def _wrap(self, nmsg: Msg) -> Message:
-        return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply, self)
-
-    def _ingest(self, nmsg: Msg) -> None:
-        msg = self._take(nmsg)
-        if msg is not None:
-            msg._held_since = self._last_activity
-            self._offer(msg)
-            if self._requested == 0:
-                self._maybe_pull()  # that pull is complete: top up what workers freed
+        msg = self._last_msg = Message(
+            self.topic if self._exact else subject.decode(),
+            payload,
+            None,
+            reply.decode(),
+            self,
+            hdr,
+        )
+        msg._held_since = now
+        self._offer(msg)
+        if self._requested == 0:
+            self._maybe_pull()  # that pull is complete: top up what workers freed
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
@@ -277,9 +254,6 @@ class JetStreamSubscription(Subscription):
             self.connection_lost()
             stale = len(self._buffer)
             self._buffer.clear()
-            self._has_room.set()
-            if self._sub is not None and self._inline:
-                stale += len(Connection.take_queued(self._sub))
             if stale:
                 self._log.info(
                     "jetkit: the server restarted; %d messages of %r pulled before are "
@@ -295,7 +269,7 @@ class JetStreamSubscription(Subscription):
         while self._feeding:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            busy = self._current is not None or (self._inline and self.buffered > 0)
+            busy = bool(self._inflight or self._buffer)
             if now - self._last_activity > 2 * HEARTBEAT + tick and not (self._recovering or busy):
                 self._log.debug("jetkit: no heartbeat on %r; re-issuing pulls", self.topic)
                 self._requested = 0
@@ -308,20 +282,10 @@ class JetStreamSubscription(Subscription):
 
     async def _keep_alive(self, now: float) -> None:
         limit = self._ack_wait / 2
-        held = [*self._buffer, *self._inflight]
-        if self._current is not None:
-            held.append(self._current)
-        for msg in held:
+        for msg in [*self._buffer, *self._inflight]:
             if not msg.settled and now - msg._held_since >= limit:
                 msg._held_since = now
                 await self.send_ack(msg, WPI)
-        if self._inline and now - self._queue_wpi_at >= limit:
-            # messages waiting in nats-py's queue carry no arrival time: every half
-            # ack_wait, mark all of them in progress
-            self._queue_wpi_at = now
-            for nmsg in self._queued():
-                if nmsg.reply:
-                    await self._conn.write(_ack_command(nmsg.reply, WPI))
 
     # -- settling --------------------------------------------------------------------------
 
@@ -340,7 +304,7 @@ class JetStreamSubscription(Subscription):
         try:
             # straight into the outgoing buffer: the flusher coalesces the acks of every
             # handler that finished in one loop turn
-            await self._conn.write(_ack_command(msg.reply, token))
+            self._conn.send(_ack_command(msg.reply, token))
         except Exception as exc:
             self._log.warning(
                 "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
@@ -506,10 +470,7 @@ class JetStreamSubscription(Subscription):
     async def _stop_feed(self) -> None:
         await self._stop_monitor()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            for nmsg in Connection.take_queued(self._sub):
-                self._ingest(nmsg)
+            await self._conn.unsubscribe(self._sub)
 
     async def _abandon(self, msgs: list[Message]) -> None:
         for msg in msgs:

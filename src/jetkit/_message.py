@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from ._errors import AlreadySettledError, ConfigError
 from ._time import parse_time
 from ._validate import number
+from ._wire import parse_headers
 
 ACK = b"+ACK"
 NAK = b"-NAK"
@@ -41,6 +42,7 @@ class Message:
         "_base",
         "_headers",
         "_held_since",
+        "_raw_headers",
         "_seq",
         "_settled",
         "_settler",
@@ -58,12 +60,14 @@ class Message:
         headers: dict[str, str] | None = None,
         reply: str | None = None,
         settler: Settler | None = None,
+        raw_headers: bytes | None = None,
     ) -> None:
-        # hot path: nothing is parsed here; the JetStream metadata in the reply subject
-        # is read on first use
+        # hot path: nothing is parsed here; the headers (``raw_headers``, as received)
+        # and the JetStream metadata in the reply subject are read on first use
         self.topic = topic
         self.data = data
         self._headers = headers
+        self._raw_headers = raw_headers
         self.reply = reply
         self._settler = settler
         self._settled = False
@@ -116,9 +120,11 @@ class Message:
 
     @property
     def headers(self) -> dict[str, str]:
-        if self._headers is None:
-            self._headers = {}
-        return self._headers
+        headers = self._headers
+        if headers is None:
+            raw = self._raw_headers
+            headers = self._headers = parse_headers(raw) if raw else {}
+        return headers
 
     @property
     def timestamp(self) -> dt.datetime:

@@ -10,7 +10,6 @@ so client and server overlap) and reports every failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable
@@ -19,7 +18,6 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from ._connection import Connection, map_error
@@ -39,6 +37,7 @@ from ._jsapi import STORAGE_FULL_CODES, storage_full
 from ._topics import TopicMode, TopicRegistry
 from ._validate import headers as check_headers
 from ._validate import message_size, number
+from ._wire import parse_headers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,7 +122,8 @@ class AckedPublisher:
         self.full: StorageFullError | None = None
         self._prefix = ""
         self._prefix_b = b""
-        self._pending: dict[str, _Entry] = {}
+        self._skip = 0  # len(self._prefix_b)
+        self._pending: dict[bytes, _Entry] = {}
         self._ids = itertools.count(1)
         self._sub: NatsSubscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -131,6 +131,7 @@ class AckedPublisher:
     async def start(self) -> None:
         self._prefix = self._conn.new_inbox() + "."
         self._prefix_b = self._prefix.encode()
+        self._skip = len(self._prefix_b)
         self._sub = await self._conn.subscribe(self._prefix + "*", self._on_ack)
 
     async def close(self) -> None:
@@ -141,8 +142,7 @@ class AckedPublisher:
             entry.resolve(closed)
         self._pending.clear()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            await self._conn.unsubscribe(self._sub)
 
     def connection_lost(self) -> None:
         """The connection dropped: no ack for what was sent before can arrive any more.
@@ -196,21 +196,22 @@ class AckedPublisher:
                 entry.resolve(self._timed_out(entry.subject))
         self._sweeper = None
 
-    async def _on_ack(self, msg: Msg) -> None:
-        entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
+    def _on_ack(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        """The parser's hand-over: a PubAck (or a status) for the token in ``subject``."""
+        entry = self._pending.pop(subject[self._skip :], None)
         if entry is not None:
-            entry.resolve(self._parse(msg, entry.subject))
+            entry.resolve(self._parse(payload, hdr, entry.subject))
 
-    def _parse(self, msg: Msg, subject: str) -> PubAck | BaseException:
-        if not msg.data:
-            status = (msg.headers or {}).get("Status", "")
+    def _parse(self, data: bytes, hdr: bytes | None, subject: str) -> PubAck | BaseException:
+        if not data:
+            status = parse_headers(hdr).get("Status", "") if hdr else ""
             if status == "503":
                 return NotFoundError(
                     f"no JetStream topic stores {subject!r} (it was deleted?)", 503
                 )
             return JetStreamError(f"publish to {subject!r}: status {status}")
         try:
-            resp = _decode_ack(msg.data)
+            resp = _decode_ack(data)
         except msgspec.DecodeError as exc:
             return JetStreamError(f"unreadable PubAck for {subject!r}: {exc}")
         if resp.error:
@@ -228,7 +229,7 @@ class AckedPublisher:
     async def _send(
         self, subject: str, data: bytes, headers: dict[str, str] | None, entry: _Entry
     ) -> None:
-        token = str(next(self._ids))
+        token = b"%d" % next(self._ids)
         self._pending[token] = entry
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
@@ -238,10 +239,12 @@ class AckedPublisher:
                 # a PUB straight into the outgoing buffer (jetkit checked topic and size)
                 await conn.write(
                     b"PUB %b %b%b %d\r\n%b\r\n"
-                    % (subject.encode(), self._prefix_b, token.encode(), len(data), data)
+                    % (subject.encode(), self._prefix_b, token, len(data), data)
                 )
             else:
-                await conn.publish(subject, data, reply=self._prefix + token, headers=headers)
+                await conn.publish(
+                    subject, data, reply=self._prefix + token.decode(), headers=headers
+                )
         except JetkitError:
             self._pending.pop(token, None)
             raise

@@ -1,13 +1,13 @@
 """Subscriptions: the local buffer, the handler workers, backpressure and stats.
 
-Ownership: with ``concurrency=1`` (and no DROP_OLDEST) a subscription is *inline*:
-nats-py's delivery task calls the handler itself and nats-py's queue is the buffer.
-Otherwise the subscription owns ``concurrency`` worker tasks that take messages from
-its own buffer (a deque) and run the handler; whatever feeds the buffer (the nats-py
-callback in core mode, the pull engine in JetStream mode) only appends, waking one
-idle worker per message. ``drain()`` stops the feed, lets the buffer empty and the
-handlers finish, then returns; ``stop()`` stops at once, and in JetStream mode hands
-every unfinished message back to the server (nak).
+Ownership: a subscription owns ``concurrency`` worker tasks that take messages from
+its buffer (a deque) and run the handler. What feeds the buffer is a *sink* the
+connection's parser calls for every message (core mode), or the pull engine's sink
+(JetStream mode): it only appends, waking one idle worker per message, never
+awaits. A worker handles everything buffered before it waits again, so a burst costs
+one wake-up. ``drain()`` stops the feed, lets the buffer empty and the handlers
+finish, then returns; ``stop()`` stops at once, and in JetStream mode hands every
+unfinished message back to the server (nak).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from ._codec import HandlerPlan
@@ -120,17 +119,13 @@ class Subscription:
         self._buffer: deque[Message] = deque()
         self._inflight: set[Message] = set()
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a message
-        self._has_room = asyncio.Event()
-        self._has_room.set()
+        # a full buffer drops (core mode); JetStream's pull credit bounds it instead
+        self._drops = False
         self._workers: list[asyncio.Task[None]] = []
         self._feeding = True
         self._closed = False
         self.on_closed: Callable[[Subscription], None] | None = None
-        # inline mode: the handler runs in nats-py's delivery task and nats-py's queue
-        # (of the subscription ``_sub``) is the buffer; there are no workers
-        self._inline = False
-        self._sub: NatsSubscription | None = None
-        self._current: Message | None = None
+        self._sub: NatsSubscription | None = None  # the routed subscription feeding us
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} topic={self.topic!r} {self.stats}>"
@@ -142,24 +137,7 @@ class Subscription:
     @property
     def buffered(self) -> int:
         """Messages received and waiting for the handler."""
-        if self._inline:
-            return Connection.queue_size(self._sub) if self._sub is not None else 0
         return len(self._buffer)
-
-    def _queued(self) -> list[Msg]:
-        """Inline mode: the nats-py messages waiting in nats-py's queue."""
-        return Connection.queued(self._sub) if self._sub is not None else []
-
-    def _wrap(self, nmsg: Msg) -> Message:
-        """A nats-py message as a jk.Message of this subscription."""
-        return Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
-
-    def _unfinished_inline(self) -> list[Message]:
-        """Inline mode: the message in the handler, then those still queued."""
-        held = [self._wrap(n) for n in self._queued()]
-        if self._current is not None:
-            held.insert(0, self._current)
-        return held
 
     def _start_workers(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
@@ -167,19 +145,15 @@ class Subscription:
     # -- feeding -------------------------------------------------------------------------
 
     def _offer(self, msg: Message) -> None:
-        """Append without waiting, applying a DROP_* policy when full."""
+        """Append without waiting; when full, apply the drop policy (core mode only)."""
         self.stats.received += 1
         buf = self._buffer
-        if len(buf) >= self._capacity:
-            if self._policy is Backpressure.DROP_NEWEST:
-                self.stats.dropped += 1
+        if len(buf) >= self._capacity and self._drops:
+            self.stats.dropped += 1
+            if self._policy is not Backpressure.DROP_OLDEST:
                 return
-            if self._policy is Backpressure.DROP_OLDEST:
-                buf.popleft()
-                self.stats.dropped += 1
+            buf.popleft()
         buf.append(msg)
-        if len(buf) >= self._capacity:
-            self._has_room.clear()
         if self._idle:
             self._wake(1)
 
@@ -191,13 +165,6 @@ class Subscription:
             if not waiter.done():
                 waiter.set_result(None)
                 count -= 1
-
-    async def _put(self, msg: Message) -> None:
-        """Append, waiting for room under BLOCK."""
-        if self._policy is Backpressure.BLOCK:
-            while len(self._buffer) >= self._capacity and self._feeding:
-                await self._has_room.wait()
-        self._offer(msg)
 
     # -- working -------------------------------------------------------------------------
 
@@ -212,8 +179,6 @@ class Subscription:
                 await waiter
                 continue
             msg = buf.popleft()
-            if not self._has_room.is_set() and len(buf) < self._capacity:
-                self._has_room.set()
             self._after_take()
             self._inflight.add(msg)
             try:
@@ -224,16 +189,6 @@ class Subscription:
                 self._log.exception("jetkit: internal error handling a message on %r", self.topic)
             finally:
                 self._inflight.discard(msg)
-
-    async def _run_inline(self, msg: Message) -> None:
-        """Inline mode: handle one message in nats-py's delivery task."""
-        self._current = msg
-        try:
-            await self._process(msg)
-        except Exception:
-            self._log.exception("jetkit: internal error handling a message on %r", self.topic)
-        finally:
-            self._current = None
 
     def _after_take(self) -> None:
         """Hook: a worker took a message from the buffer (JetStream pulls more)."""
@@ -272,12 +227,8 @@ class Subscription:
         if self._closed:
             return
         self._feeding = False
-        if self._inline:
-            await self._drain_inline(timeout)
-            return
         await self._stop_feed()
         self._wake(len(self._idle))
-        self._has_room.set()
         _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
         if unfinished:
             abandoned = [*self._inflight, *self._buffer]
@@ -291,51 +242,17 @@ class Subscription:
             )
         await self._finish()
 
-    async def _drain_inline(self, timeout: float | None) -> None:
-        await self._stop_monitor()
-        sub = self._sub
-        assert sub is not None
-        abandoned: list[Message] = []
-        try:
-            # nats-py's drain: unsubscribe, then hand every queued message to the handler
-            await asyncio.wait_for(Connection.drain(sub), timeout)
-        except TimeoutError:
-            abandoned = self._unfinished_inline()
-            Connection.stop_processing(sub)
-        except Exception as exc:  # connection closed or draining: nothing more to handle
-            self._log.debug("jetkit: drain of %r: %r", self.topic, exc)
-            Connection.stop_processing(sub)
-        with contextlib.suppress(Exception):
-            await self._abandon(abandoned)
-        await self._finish()
-        if abandoned:
-            raise jk_timeout(
-                f"drain of {self.topic!r} did not finish within {timeout}s; "
-                f"{len(abandoned)} messages were left unhandled"
-            )
-
     async def stop(self) -> None:
         """Stop at once: buffered messages are discarded (JetStream: redelivered later)."""
         if self._closed:
             return
         self._feeding = False
-        if self._inline:
-            await self._stop_monitor()
-            abandoned = self._unfinished_inline()
-            if self._sub is not None:
-                with contextlib.suppress(Exception):
-                    await self._sub.unsubscribe()
-                Connection.stop_processing(self._sub)
-        else:
-            await self._stop_feed()
-            abandoned = [*self._inflight, *self._buffer]
-            await self._cancel_workers()
+        await self._stop_feed()
+        abandoned = [*self._inflight, *self._buffer]
+        await self._cancel_workers()
         with contextlib.suppress(Exception):
             await self._abandon(abandoned)
         await self._finish()
-
-    async def _stop_monitor(self) -> None:
-        """Hook: stop background work before an inline drain/stop (JetStream's monitor)."""
 
     async def _abandon(self, msgs: list[Message]) -> None:
         """Hook: messages that ``stop()`` will not handle (JetStream naks them)."""
@@ -365,11 +282,14 @@ class Subscription:
 class CoreSubscription(Subscription):
     """A plain NATS subscription: at-most-once, in memory.
 
-    With ``concurrency=1`` and BLOCK or DROP_NEWEST (the common case) the handler runs
-    right in nats-py's delivery task and nats-py's own queue, bounded to
-    ``buffer_size``, is the buffer: past it, its slow-consumer protection drops the
-    newest (counted). Otherwise messages go through jetkit's buffer and workers, and
-    nats-py's queue is a second stage in front of it.
+    The connection's parser hands each message to ``_sink``. A core subscription
+    cannot stop the server from sending: when the buffer is full, ``DROP_NEWEST``
+    drops the incoming message and ``DROP_OLDEST`` the oldest buffered one. ``BLOCK``
+    stops taking messages into the buffer: they wait in a second stage of the same
+    size in front of it, moving in as the handlers free room, and only what finds
+    that full too is dropped. Under ``BLOCK`` a filling buffer also asks the parser to
+    let the handlers run (it yields to the event loop once before reading on). Every
+    drop is counted.
     """
 
     def __init__(
@@ -394,40 +314,61 @@ class CoreSubscription(Subscription):
         )
         self._conn = conn
         self._queue = queue_group or ""
-        self._inline = self._concurrency == 1 and self._policy is not Backpressure.DROP_OLDEST
+        self._drops = True
+        # a topic without wildcards is the subject of every message
+        self._exact = "*" not in topic and ">" not in topic
+        blocking = backpressure is Backpressure.BLOCK
+        self._high = max(1, buffer_size // 2) if blocking else 0
+        # BLOCK: messages not yet taken into the full buffer
+        self._waiting: deque[Message] | None = deque() if blocking else None
 
     @property
     def sid(self) -> int | None:
         return Connection.sid(self._sub) if self._sub is not None else None
 
     async def _start(self) -> None:
-        if self._inline:
-            cb, limit = self._on_msg_inline, self._capacity
-        else:
-            self._start_workers()
-            blocking = self._policy is Backpressure.BLOCK
-            cb = self._on_msg
-            limit = self._capacity if blocking else self._capacity + 1024
-        self._sub = await self._conn.subscribe(self.topic, cb, queue=self._queue, limit=limit)
+        self._start_workers()
+        self._sub = await self._conn.subscribe(self.topic, self._sink, queue=self._queue)
         # a round trip: once subscribe() returns, the server knows about us, so a
         # publish from any connection reaches this subscription
         await self._conn.flush(timeout=5)
 
-    async def _on_msg_inline(self, nmsg: Msg) -> None:
-        self.stats.received += 1
-        await self._run_inline(Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply))
-
-    async def _on_msg(self, nmsg: Msg) -> None:
-        msg = Message(nmsg.subject, nmsg.data, nmsg.headers, nmsg.reply)
-        if self._policy is Backpressure.BLOCK:
-            await self._put(msg)
-        else:
+    def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        """The parser's hand-over: one message, as received."""
+        msg = Message(
+            self.topic if self._exact else subject.decode(),
+            payload,
+            None,
+            reply.decode() if reply else None,
+            None,
+            hdr,
+        )
+        waiting = self._waiting
+        if waiting is None:
             self._offer(msg)
+            return
+        if waiting or len(self._buffer) >= self._capacity:
+            self._conn.parser.pressure = True
+            if len(waiting) < self._capacity:
+                waiting.append(msg)
+            else:
+                self.stats.received += 1
+                self.stats.dropped += 1
+            return
+        self._offer(msg)
+        if len(self._buffer) >= self._high:
+            self._conn.parser.pressure = True
+
+    def _after_take(self) -> None:
+        if self._waiting:
+            self._offer(self._waiting.popleft())
 
     async def _stop_feed(self) -> None:
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            # messages nats-py already queued for us still reach the buffer
-            for nmsg in Connection.take_queued(self._sub):
-                self._offer(self._wrap(nmsg))
+            await self._conn.unsubscribe(self._sub)
+        # what waited for room is handled too (drain) or discarded with the buffer (stop)
+        waiting = self._waiting
+        if waiting:
+            self.stats.received += len(waiting)
+            self._buffer.extend(waiting)
+            waiting.clear()

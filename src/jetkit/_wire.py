@@ -1,0 +1,227 @@
+"""The NATS wire protocol as the server sends it: jetkit's own parser.
+
+nats-py keeps the connection (connect, auth, TLS, reconnect with backoff, server
+discovery, lame-duck mode, PING/PONG keepalive, the outgoing buffer); jetkit installs
+this parser in nats-py's read loop in place of nats-py's regex parser. It splits the
+byte stream with ``bytes.find`` and hands each message of a *routed* subscription
+(jetkit's own: core subscriptions, pull consumers' inboxes, the PubAck inbox) straight
+to that subscription's sink, a plain function: no per-message nats-py ``Msg``, queue,
+header parse or task. Messages of other subscriptions (nats-py's request inbox, the
+JetStream API) and every other operation (INFO, PING, PONG, +OK, -ERR) go to
+nats-py's own handlers as before.
+
+Why only the parser, not the whole connection: measured per message, nats-py's
+parser, ``Msg`` and per-subscription queue were most of the client's cost, while its
+read loop and transport cost one buffered read per 32 KiB chunk (a few hundred
+messages); owning the connection would mean re-implementing everything listed above
+for no measurable gain (see the README's Performance section).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.errors import ProtocolError
+
+# (subject, reply, raw header block or None, payload), all as received
+Sink = Callable[[bytes, bytes, bytes | None, bytes], None]
+
+_log = logging.getLogger("jetkit")
+
+# a control line longer than this without its CRLF is not NATS
+MAX_CONTROL_LINE = 1 << 20
+_STATUS_LINE = len(b"NATS/1.0")
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """A NATS header block (``NATS/1.0[ status[ description]]\\r\\nName: Value\\r\\n...``).
+
+    An inline status becomes ``Status`` (and ``Description``), as nats-py reports it.
+    Lines without a colon and names with non-ASCII bytes or blanks are skipped; values
+    are UTF-8 with undecodable bytes replaced; a repeated name keeps its last value.
+    """
+    lines = raw.split(b"\r\n")
+    out: dict[str, str] = {}
+    status = lines[0][_STATUS_LINE:].strip()
+    if status:
+        code, _, desc = status.partition(b" ")
+        if code.isdigit():
+            out["Status"] = code.decode()
+        desc = desc.strip()
+        if desc:
+            out["Description"] = desc.decode("utf-8", "replace")
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if not key or any(c.isspace() for c in key):
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+class WireParser:
+    """Parses what the server sends; routed messages go to their sinks.
+
+    ``routes`` maps a subscription id to its sink. A sink must not block; if it sets
+    ``pressure`` (a buffer filling up), the parser yields to the event loop once in the
+    current read so the handlers get to run before more is taken in.
+
+    Interface towards nats-py's client: ``parse(data)`` (awaited by its read loop)
+    and ``reset()`` (called when it reconnects).
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.routes: dict[int, Sink] = {}
+        self.pressure = False
+        self._rest = b""  # the start of a control line not yet complete
+        self._head: tuple[int, bytes, bytes, int, int] | None = None  # a partial message
+        self._part = bytearray()  # ... and what arrived of its body
+        self._epoch = 0  # bumped by reset(): a parse that awaited stops if it changed
+
+    def reset(self) -> None:
+        self._rest = b""
+        self._head = None
+        self._part = bytearray()
+        self.pressure = False
+        self._epoch += 1
+
+    async def parse(self, data: bytes = b"") -> None:
+        epoch = self._epoch
+        if self._head is not None:
+            part = self._part
+            part += data
+            sid, subject, reply, hlen, size = self._head
+            if len(part) < size + 2:
+                return
+            body = bytes(part[:size])
+            data = bytes(part[size + 2 :])
+            self._head = None
+            self._part = bytearray()
+            await self._dispatch(sid, subject, reply, body[:hlen] if hlen else None, body[hlen:])
+            if self._epoch != epoch:
+                return
+        elif self._rest:
+            data = self._rest + data
+            self._rest = b""
+        buf = data
+        pos = 0
+        end = len(buf)
+        routes = self.routes
+        stats = self.nc.stats
+        yielded = False
+        while pos < end:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if end - pos > MAX_CONTROL_LINE:
+                    raise ProtocolError("nats: control line too long")
+                self._rest = buf[pos:]
+                return
+            if buf.startswith(b"MSG ", pos):
+                args = buf[pos + 4 : eol].split()
+                if len(args) == 3:
+                    subject, sid_b, size_b = args
+                    reply = b""
+                elif len(args) == 4:
+                    subject, sid_b, reply, size_b = args
+                else:
+                    raise ProtocolError("nats: malformed MSG")
+                hlen = 0
+                size = int(size_b)
+            elif buf.startswith(b"HMSG ", pos):
+                args = buf[pos + 5 : eol].split()
+                if len(args) == 4:
+                    subject, sid_b, hlen_b, size_b = args
+                    reply = b""
+                elif len(args) == 5:
+                    subject, sid_b, reply, hlen_b, size_b = args
+                else:
+                    raise ProtocolError("nats: malformed HMSG")
+                hlen = int(hlen_b)
+                size = int(size_b)
+                if not 0 < hlen <= size:
+                    raise ProtocolError("nats: malformed HMSG")
+            else:
+                line = buf[pos:eol]
+                pos = eol + 2
+                await self._control(line)
+                if self._epoch != epoch:
+                    return
+                continue
+            start = eol + 2
+            stop = start + size
+            if stop + 2 > end:  # the body is still on its way
+                self._head = (int(sid_b), subject, reply, hlen, size)
+                self._part = bytearray(memoryview(buf)[start:])
+                return
+            pos = stop + 2
+            sid = int(sid_b)
+            sink = routes.get(sid)
+            if sink is None:
+                hdr = buf[start : start + hlen] if hlen else None
+                await self.nc._process_msg(sid, subject, reply, buf[start + hlen : stop], hdr)
+                if self._epoch != epoch:
+                    return
+                continue
+            stats["in_msgs"] += 1
+            stats["in_bytes"] += size - hlen
+            try:
+                if hlen:
+                    sink(subject, reply, buf[start : start + hlen], buf[start + hlen : stop])
+                else:
+                    sink(subject, reply, None, buf[start:stop])
+            except Exception:
+                _log.exception("jetkit: internal error delivering a message on %r", subject)
+            if self.pressure and not yielded:
+                self.pressure = False
+                yielded = True
+                await asyncio.sleep(0)
+                if self._epoch != epoch:
+                    return
+
+    async def _dispatch(
+        self, sid: int, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes
+    ) -> None:
+        """One message that arrived in pieces (the rare path)."""
+        sink = self.routes.get(sid)
+        if sink is None:
+            await self.nc._process_msg(sid, subject, reply, payload, hdr)
+            return
+        self.nc.stats["in_msgs"] += 1
+        self.nc.stats["in_bytes"] += len(payload)
+        try:
+            sink(subject, reply, hdr, payload)
+        except Exception:
+            _log.exception("jetkit: internal error delivering a message on %r", subject)
+
+    async def _control(self, line: bytes) -> None:
+        op, _, rest = line.partition(b" ")
+        op = op.upper()
+        nc = self.nc
+        if op == b"PING":
+            await nc._process_ping()
+        elif op == b"PONG":
+            await nc._process_pong()
+        elif op == b"+OK":
+            pass
+        elif op == b"-ERR":
+            await nc._process_err(rest.strip().decode("utf-8", "replace").lower())
+        elif op == b"INFO":
+            try:
+                info = json.loads(rest)
+            except ValueError:
+                raise ProtocolError("nats: malformed INFO") from None
+            await nc._process_info(info)
+        else:
+            raise ProtocolError(f"nats: unknown protocol operation {line[:32]!r}")
