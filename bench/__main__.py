@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import report
 from .config import FULL, QUICK
 from .env import BenchEnv, leftover_servers, stop_leftovers
 from .measure import Results
+from .peers import Peers
+from .peers import setup as setup_peers
 from .runner import Context
 from .scenarios import ALL
 
@@ -32,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = [m.NAME for m in ALL]
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="jetkit benchmarks against raw nats-py, FastStream and Redis Streams.",
+        description=(
+            "jetkit benchmarks against nats-py, natsio, nats-core + nats-jetstream, "
+            "FastStream and Redis Streams."
+        ),
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller counts (a few minutes on 2 cores)"
@@ -48,6 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"run only these scenarios (repeatable): {', '.join(names)}",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis Streams rows")
+    parser.add_argument(
+        "--peer-python",
+        metavar="PATH",
+        help="a Python >= 3.13 for the natsio / nats-core peer rows (default: python3.13 "
+        "or python3.14 on the PATH, else a pyenv 3.13+ version); its venv is made once in "
+        "~/.cache/jetkit-bench/peer-venv-<version>",
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip the natsio / nats-core peer rows"
+    )
     parser.add_argument("--no-chart", action="store_true", help="do not write the PNG chart")
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="where latest.json and latest.png go"
@@ -83,7 +99,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-async def run_all(args: argparse.Namespace, console: Console) -> tuple[Results, dict[str, Any]]:
+async def run_all(
+    args: argparse.Namespace, console: Console, peers: Peers | None, peers_note: str
+) -> tuple[Results, dict[str, Any]]:
     sizes = QUICK if args.quick else FULL
     if args.reps:
         sizes = dataclasses.replace(sizes, reps=args.reps)
@@ -95,6 +113,11 @@ async def run_all(args: argparse.Namespace, console: Console) -> tuple[Results, 
         f"jetkit server {env.url} (store {env.store}); "
         + (f"redis-server 127.0.0.1:{env.redis.port}" if env.redis else env.redis_note)
     )
+    if peers is not None:
+        shown = ", ".join(f"{k} {v}" for k, v in peers.versions.items())
+        console.print(f"peers: {shown} (venv {peers.venv})")
+    else:
+        console.print(f"[yellow]{escape(peers_note)}[/yellow]")
     ctx = Context(
         env=env,
         sizes=sizes,
@@ -102,6 +125,8 @@ async def run_all(args: argparse.Namespace, console: Console) -> tuple[Results, 
         console=console,
         run_timeout=args.run_timeout or (120.0 if args.quick else 600.0),
         quick=args.quick,
+        peers=peers,
+        peers_note=peers_note,
     )
     failed: dict[str, str] = {}
     health: dict[str, Any] = {}
@@ -135,6 +160,13 @@ async def run_all(args: argparse.Namespace, console: Console) -> tuple[Results, 
         "versions": versions(),
         "revision": source_revision(),
         "redis": env.redis_note or "ran",
+        "order": "a warm-up repetition (not counted), then repetition k starts at "
+        "implementation k mod n",
+        "peers": (
+            {"venv": str(peers.venv), "versions": peers.versions}
+            if peers is not None
+            else {"skipped": peers_note}
+        ),
         "failed_scenarios": failed,
         "server_health": health,
     }
@@ -146,14 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console(width=None if sys.stdout.isatty() else 200)
     try:
-        results, meta = asyncio.run(run_all(args, console))
+        peers, peers_note = setup_peers(
+            args.peer_python,
+            args.no_peers,
+            lambda text: console.print(f"[dim]{escape(text)}[/dim]"),
+        )
+        results, meta = asyncio.run(run_all(args, console, peers, peers_note))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: nothing written[/yellow]")
+        return 130
     finally:
         stopped = stop_leftovers()
         if stopped:
-            console.print(f"[red]stopped servers left running: {', '.join(stopped)}[/red]")
+            console.print(f"[red]stopped processes left running: {', '.join(stopped)}[/red]")
     title = (
-        f"jetkit bench at {meta['revision']} ({meta['mode']}, {meta['sizes']['reps']} reps, "
-        f"medians; {meta['cpus']} CPUs, {meta['seconds']:.0f}s)"
+        f"jetkit bench at {meta['revision']} ({meta['mode']}, {meta['sizes']['reps']} reps "
+        f"+ 1 warm-up, rotated order, medians; {meta['cpus']} CPUs, {meta['seconds']:.0f}s)"
     )
     report.print_report(console, results, title)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,15 @@
 """The servers a bench run starts (and stops): jetkit's embedded nats-server and redis-server.
 
 One jetkit Stream owns the embedded server (a temporary store, random loopback port).
-Every measured client connects to it anew: jetkit through ``Stream.open(servers=...)``,
-the baselines through nats-py or FastStream, all with the credentials jetkit generated
-for the store.
+Every measured client connects to it anew with what ``Stream.connect_info()`` gives
+(servers, and user/password or token): jetkit through ``Stream.open(**info)``, the
+baselines through nats-py, FastStream or the peer clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import socket
@@ -27,8 +26,6 @@ import psutil
 import jetkit as jk
 
 log = logging.getLogger("bench")
-
-CREDENTIALS_FILE = "jetkit-credentials.json"
 
 
 def free_port() -> int:
@@ -110,9 +107,8 @@ class BenchEnv:
         self.use_redis = use_redis
         self.store: Path | None = None
         self.owner: jk.Stream | None = None
+        self.connect: dict[str, Any] = {}  # Stream.connect_info(): nats.connect(**connect)
         self.url = ""
-        self.user = ""
-        self.password = ""
         self.redis: RedisServer | None = None
         self.redis_note = ""
 
@@ -121,9 +117,10 @@ class BenchEnv:
         self.owner = await jk.Stream.open(
             store_dir=self.store, default_mode=jk.TopicMode.JETSTREAM, name="bench-owner"
         )
-        creds = json.loads((self.store / CREDENTIALS_FILE).read_text())
-        self.user, self.password = creds["user"], creds["password"]
-        self.url = self.owner.server_url or ""
+        self.connect = self.owner.connect_info()
+        if "tls" in self.connect:
+            raise RuntimeError("the bench's embedded server uses TLS; the bench expects none")
+        self.url = self.connect["servers"][0]
         if not self.use_redis:
             self.redis_note = "Redis disabled (--no-redis)"
         elif RedisServer.binary() is None:
@@ -157,13 +154,7 @@ class BenchEnv:
     @contextlib.asynccontextmanager
     async def jetkit(self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM) -> AsyncIterator[jk.Stream]:
         """A new jetkit client Stream on the bench server."""
-        stream = await jk.Stream.open(
-            servers=[self.url],
-            user=self.user,
-            password=self.password,
-            default_mode=mode,
-            drain_timeout=10.0,
-        )
+        stream = await jk.Stream.open(**self.connect, default_mode=mode, drain_timeout=10.0)
         try:
             yield stream
         finally:
@@ -172,13 +163,7 @@ class BenchEnv:
     @contextlib.asynccontextmanager
     async def nats(self, **options: Any) -> AsyncIterator[Any]:
         """A new raw nats-py connection to the bench server."""
-        nc = await nats.connect(
-            self.url,
-            user=self.user,
-            password=self.password,
-            max_reconnect_attempts=1,
-            **options,
-        )
+        nc = await nats.connect(**self.connect, max_reconnect_attempts=1, **options)
         try:
             yield nc
         finally:
@@ -189,20 +174,21 @@ class BenchEnv:
 
 
 def leftover_servers() -> list[psutil.Process]:
-    """nats-server / redis-server processes this bench started that are still running."""
+    """Servers and peer runs this bench started that are still running (its children only)."""
     found = []
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if (
-                child.name() in ("nats-server", "redis-server")
-                and child.status() != psutil.STATUS_ZOMBIE
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if child.name() in ("nats-server", "redis-server") or any(
+                arg.endswith(("peer_runner.py", "bench.memprobe")) for arg in child.cmdline()
             ):
                 found.append(child)
     return found
 
 
 def stop_leftovers() -> list[str]:
-    """Stop this bench's leftover servers (only our own children); describe them."""
+    """Stop this bench's leftover processes (only our own children); describe them."""
     stopped = []
     for proc in leftover_servers():
         with contextlib.suppress(psutil.Error):

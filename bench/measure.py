@@ -86,18 +86,40 @@ class Counter:
 
 @dataclasses.dataclass
 class Run:
-    """What one run of one implementation produced."""
+    """What one run of one implementation produced.
+
+    ``sent`` / ``received``: messages the run sent (or pre-filled) and the ones its
+    handler got, where a run can come up short (the table's ``lost`` column).
+    """
 
     values: dict[str, float]
     notes: list[str] = dataclasses.field(default_factory=list)
+    sent: int | None = None
+    received: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """Messages sent but not received, over an implementation's measured runs."""
+
+    lost: int
+    sent: int
+    runs: int
 
 
 class Results:
-    """Samples per (metric, implementation), notes and skips, in the order they came."""
+    """Samples per (metric, implementation), notes and skips, in the order they came.
+
+    Warm-up samples are kept apart (``warmup``): recorded, never in a median.
+    """
 
     def __init__(self) -> None:
         self.metrics: dict[str, Metric] = {}
         self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.warmup: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.counts: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         self.notes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self.skipped: dict[str, dict[str, str]] = defaultdict(dict)
         self.seconds: dict[str, float] = {}
@@ -106,8 +128,20 @@ class Results:
         for metric in metrics:
             self.metrics[metric.key] = metric
 
-    def add(self, key: str, impl: str, value: float) -> None:
-        self.samples[key][impl].append(value)
+    def add(self, key: str, impl: str, value: float, *, warmup: bool = False) -> None:
+        (self.warmup if warmup else self.samples)[key][impl].append(value)
+
+    def add_counts(self, key: str, impl: str, sent: int, received: int) -> None:
+        """One measured run's sent / received messages."""
+        self.counts[key][impl].append((sent, received))
+
+    def lost(self, key: str, impl: str) -> Lost | None:
+        """Sent minus received over the measured runs (None: the runs report no counts)."""
+        counts = self.counts.get(key, {}).get(impl)
+        if not counts:
+            return None
+        sent = sum(s for s, _ in counts)
+        return Lost(sent - sum(r for _, r in counts), sent, len(counts))
 
     def note(self, key: str, impl: str, text: str) -> None:
         if text not in self.notes[key][impl]:
@@ -126,9 +160,13 @@ class Results:
             impls = {}
             for impl in ("jetkit", *metric.baselines):
                 samples = self.samples.get(key, {}).get(impl, [])
+                lost = self.lost(key, impl)
                 impls[impl] = {
                     "samples": samples,
+                    "warmup": self.warmup.get(key, {}).get(impl, []),
                     "median": statistics.median(samples) if samples else None,
+                    "sent_received": self.counts.get(key, {}).get(impl, []),
+                    "lost": dataclasses.asdict(lost) if lost else None,
                     "skipped": self.skipped.get(key, {}).get(impl),
                     "notes": self.notes.get(key, {}).get(impl, []),
                 }

@@ -1,7 +1,7 @@
 """Child process of scenario 7: RSS of one slow subscriber under 10x overload.
 
-Run by the bench as ``python -m bench.memprobe MODE TOPIC`` with the server URL and
-credentials in the environment (JETKIT_BENCH_URL / _USER / _PASSWORD). It connects,
+Run by the bench as ``python -m bench.memprobe MODE TOPIC`` with the bench server's
+``Stream.connect_info()`` as JSON in the environment (JETKIT_BENCH_CONNECT). It connects,
 subscribes with a slow handler (``--handler-ms``), measures the idle RSS, then a
 separate raw connection publishes ``--rate`` msg/s for ``--seconds`` while RSS is
 sampled every 20 ms. Prints one JSON line: idle and peak RSS, growth, handled, dropped.
@@ -35,9 +35,7 @@ def rss() -> int:
 async def probe(
     mode: str, topic: str, seconds: float, rate: int, handler_ms: float
 ) -> dict[str, Any]:
-    url = os.environ["JETKIT_BENCH_URL"]
-    user = os.environ["JETKIT_BENCH_USER"]
-    password = os.environ["JETKIT_BENCH_PASSWORD"]
+    info = json.loads(os.environ["JETKIT_BENCH_CONNECT"])
     handled = 0
     delay = handler_ms / 1000
 
@@ -49,7 +47,7 @@ async def probe(
     async def slow_cb(msg: Any) -> None:
         await slow(msg.data)
 
-    publisher = await nats.connect(url, user=user, password=password)
+    publisher = await nats.connect(**info)
     stream: jk.Stream | None = None
     nc: Any = None
     sub: Any = None
@@ -57,15 +55,13 @@ async def probe(
         if mode.startswith("jetkit"):
             core = mode == "jetkit-core"
             stream = await jk.Stream.open(
-                servers=[url],
-                user=user,
-                password=password,
+                **info,
                 default_mode=jk.TopicMode.CORE if core else jk.TopicMode.JETSTREAM,
                 drain_timeout=1.0,
             )
             sub = await stream.subscribe(topic, slow, buffer_size=1024)
         else:
-            nc = await nats.connect(url, user=user, password=password)
+            nc = await nats.connect(**info)
             if mode == "nats-py-core":
                 sub = await nc.subscribe(topic, cb=slow_cb)
             else:

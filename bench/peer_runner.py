@@ -3,17 +3,19 @@
 ``python -m bench`` starts this script once per run with the peer venv's interpreter
 (see ``bench/peers.py``) and writes the run's spec to its stdin as JSON::
 
-    {"client": "natsio" | "nats-core", "scenario": "pubsub" | "publish" | "task_window"
-     | "consume" | "replay", "connect": {"servers": [...], "user": ..., "password": ...}
+    {"client": "natsio" | "nats-core", "scenario": "pubsub" | "publish" | "consume"
+     | "replay", "connect": {"servers": [...], "user": ..., "password": ...}
      | {"servers": [...], "token": ...}, "subject": ..., "stream": ..., "durable": ...,
      "n": ..., "m": ..., "window": 256, "concurrency": 1, "max_ack_pending": ...,
      "payload": "...", "idle": 1.0, "limit": 600.0}
 
 It prints one JSON line: ``{"values": {...}, "sent": n, "received": k, "notes": [...]}``.
-Values: ``throughput`` (msg/s) and, for ``publish``, ``p50`` / ``p99`` (µs). Each
-scenario does what the bench does for jetkit and nats-py, the same way, with the
-client's fastest idiomatic API (see bench/README.md). The handler is an ``async``
-function taking the payload ``bytes`` that only counts, as everywhere in the bench.
+Values: ``throughput`` (msg/s); ``publish`` adds ``tasks`` (msg/s, a task per publish
+in a window) and ``p50`` / ``p99`` (µs, one publish at a time), and no counts (every
+ack is checked: a missing one fails the run). Each scenario does what the bench does
+for jetkit and nats-py, the same way, with the client's fastest idiomatic API (see
+bench/README.md). The handler is an ``async`` function taking the payload ``bytes``
+that only counts, as everywhere in the bench.
 
 This file imports neither jetkit nor the bench (the peer venv has neither), and every
 wait in it is bounded (``idle`` without progress, ``limit`` overall).
@@ -35,7 +37,7 @@ DISTRIBUTIONS = ("natsio", "nats-core", "nats-jetstream")
 CLOSE_TIMEOUT = 5.0
 # nats-jetstream's messages() tops its pull up from a loop that wakes every 100 ms, so
 # its rate is at most 10 batches a second (the default batch of 100: 1,000 msg/s). It
-# gets a batch as large as the consumer's max_ack_pending allows (4,128 in the bench).
+# gets a batch just under the consumer's max_ack_pending (4,100 / 4,128 in the bench).
 JETSTREAM_BATCH = 4096
 
 
@@ -107,13 +109,40 @@ async def task_window(n: int, window: int, publish: Callable[[], Awaitable[Any]]
     return bad
 
 
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a reader/worker task and wait (bounded) until it has ended."""
-    if task is None:
-        return
+async def stop_task(task: asyncio.Task[Any], notes: list[str]) -> None:
+    """Cancel a reader/worker task, wait (bounded) until it has ended; note how it failed."""
     if not task.done():
         task.cancel()
     await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        text = f"a reader failed: {type(task.exception()).__name__}: {task.exception()}"
+        if text not in notes:
+            notes.append(text[:200])
+
+
+def checked(bad: int, n: int) -> None:
+    if bad:
+        raise RuntimeError(f"{bad} of {n} publishes failed or had bad acks")
+
+
+async def publish_rest(js: Any, spec: dict[str, Any], pipelined: float) -> dict[str, Any]:
+    """The publish scenario after its pipelined part: a task per publish, then latency."""
+    n, subject, payload = spec["n"], spec["subject"], spec["payload"].encode()
+    started = time.perf_counter()
+    checked(await task_window(n, spec["window"], lambda: js.publish(subject, payload)), n)
+    tasks = n / (time.perf_counter() - started)
+    lat = []
+    for _ in range(spec["m"]):
+        t = time.perf_counter()
+        await js.publish(subject, payload)
+        lat.append((time.perf_counter() - t) * 1e6)
+    values = {
+        "throughput": pipelined,
+        "tasks": tasks,
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+    }
+    return {"values": values, "notes": []}
 
 
 def throughput(counter: Counter, started: float, expected: int, notes: list[str]) -> dict[str, Any]:
@@ -177,7 +206,7 @@ async def natsio_run(spec: dict[str, Any]) -> dict[str, Any]:
             await counter.wait(idle=idle, limit=limit)
             values = throughput(counter, started, n, notes)
             dropped = sub.dropped
-            await stop_task(reader)
+            await stop_task(reader, notes)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             if dropped:
@@ -186,7 +215,7 @@ async def natsio_run(spec: dict[str, Any]) -> dict[str, Any]:
 
         if scenario == "publish":
             # pipelined: publish_async with at most `window` acks outstanding, every
-            # PubAck checked; then one js.publish at a time for the latency.
+            # PubAck checked; then a task per js.publish; then one at a time (latency)
             js = nc.jetstream(
                 publish_async_max_pending=spec["window"], publish_async_stall_wait=limit
             )
@@ -195,30 +224,8 @@ async def natsio_run(spec: dict[str, Any]) -> dict[str, Any]:
             futures = [await js.publish_async(subject, payload) for _ in range(n)]
             acks = [await f for f in futures]
             elapsed = time.perf_counter() - started
-            bad = sum(1 for ack in acks if ack.seq <= 0)
-            if bad:
-                raise RuntimeError(f"{bad} bad acks of {len(acks)}")
-            lat = []
-            for _ in range(spec["m"]):
-                t = time.perf_counter()
-                await js.publish(subject, payload)
-                lat.append((time.perf_counter() - t) * 1e6)
-            values = {
-                "throughput": n / elapsed,
-                "p50": percentile(lat, 50),
-                "p99": percentile(lat, 99),
-            }
-            return {"values": values, "sent": n, "received": len(acks), "notes": notes}
-
-        if scenario == "task_window":
-            js = nc.jetstream()
-            await js.publish(subject, payload)
-            started = time.perf_counter()
-            bad = await task_window(n, spec["window"], lambda: js.publish(subject, payload))
-            elapsed = time.perf_counter() - started
-            if bad:
-                raise RuntimeError(f"{bad} of {n} publishes failed or had bad acks")
-            return {"values": {"throughput": n / elapsed}, "sent": n, "received": n, "notes": []}
+            checked(sum(1 for ack in acks if ack.seq <= 0), n)
+            return await publish_rest(js, spec, n / elapsed)
 
         js = nc.jetstream()
         stream = await js.stream(spec["stream"])
@@ -234,25 +241,22 @@ async def natsio_run(spec: dict[str, Any]) -> dict[str, Any]:
                     max_ack_pending=spec["max_ack_pending"],
                 )
             )
-            messages = consumer.consume()
-            await messages.__aenter__()
+            async with consumer.consume() as messages:
 
-            async def work() -> None:
-                while True:
-                    msg = await messages.next()
-                    await handler(msg.data)
-                    await msg.ack()
+                async def work() -> None:
+                    while True:
+                        msg = await messages.next()
+                        await handler(msg.data)
+                        await msg.ack()
 
-            workers = [asyncio.ensure_future(work()) for _ in range(spec["concurrency"])]
-            try:
-                await counter.wait(idle=idle, limit=limit)
-            finally:
-                for task in workers:
-                    await stop_task(task)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(messages.stop(), CLOSE_TIMEOUT)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(stream.delete_consumer(durable), CLOSE_TIMEOUT)
+                workers = [asyncio.ensure_future(work()) for _ in range(spec["concurrency"])]
+                try:
+                    await counter.wait(idle=idle, limit=limit)
+                finally:
+                    for task in workers:
+                        await stop_task(task, notes)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.delete_consumer(durable), CLOSE_TIMEOUT)
             values = throughput(counter, started, n, notes)
             return {"values": values, "sent": n, "received": counter.n, "notes": notes}
 
@@ -269,7 +273,7 @@ async def natsio_run(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 await counter.wait(idle=idle, limit=limit)
             finally:
-                await stop_task(reader)
+                await stop_task(reader, notes)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ordered.stop(), CLOSE_TIMEOUT)
             values = throughput(counter, started, n, notes)
@@ -323,7 +327,7 @@ async def core_run(spec: dict[str, Any]) -> dict[str, Any]:
             await counter.wait(idle=idle, limit=limit)
             values = throughput(counter, started, n, notes)
             dropped = sub.dropped[0]
-            await stop_task(reader)
+            await stop_task(reader, notes)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             if dropped:
@@ -331,25 +335,14 @@ async def core_run(spec: dict[str, Any]) -> dict[str, Any]:
             return {"values": values, "sent": n, "received": counter.n, "notes": notes}
 
         js = nats.jetstream.new(nc)
-        if scenario in ("publish", "task_window"):
+        if scenario == "publish":
             # nats-jetstream has no async publish: its pipelined publishing is a window
-            # of tasks each awaiting js.publish (the same as the task_window scenario).
+            # of tasks each awaiting js.publish, the same as the task-per-publish row
             await js.publish(subject, payload)
             started = time.perf_counter()
-            bad = await task_window(n, spec["window"], lambda: js.publish(subject, payload))
-            elapsed = time.perf_counter() - started
-            if bad:
-                raise RuntimeError(f"{bad} of {n} publishes failed or had bad acks")
-            values = {"throughput": n / elapsed}
-            if scenario == "publish":
-                lat = []
-                for _ in range(spec["m"]):
-                    t = time.perf_counter()
-                    await js.publish(subject, payload)
-                    lat.append((time.perf_counter() - t) * 1e6)
-                values["p50"] = percentile(lat, 50)
-                values["p99"] = percentile(lat, 99)
-            return {"values": values, "sent": n, "received": n, "notes": notes}
+            window = spec["window"]
+            checked(await task_window(n, window, lambda: js.publish(subject, payload)), n)
+            return await publish_rest(js, spec, n / (time.perf_counter() - started))
 
         stream = await js.get_stream(spec["stream"])
         if scenario == "consume":
@@ -375,7 +368,7 @@ async def core_run(spec: dict[str, Any]) -> dict[str, Any]:
                 await counter.wait(idle=idle, limit=limit)
             finally:
                 for task in workers:
-                    await stop_task(task)
+                    await stop_task(task, notes)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(messages.stop(), CLOSE_TIMEOUT)
                 with contextlib.suppress(Exception):
@@ -396,7 +389,7 @@ async def core_run(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 await counter.wait(idle=idle, limit=limit)
             finally:
-                await stop_task(reader)
+                await stop_task(reader, notes)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(messages.stop(), CLOSE_TIMEOUT)
                 with contextlib.suppress(Exception):

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .measure import Metric, Results, Target
+from .measure import Lost, Metric, Results, Target
 
 
 @dataclasses.dataclass
@@ -27,6 +27,8 @@ class Row:
     base_skipped: str | None
     ratio: float | None  # jetkit / baseline
     targets: list[tuple[Target, bool | None, str]]  # target, met?, status text
+    jetkit_lost: Lost | None = None  # messages jetkit's measured runs sent but did not get
+    base_lost: Lost | None = None
 
     @property
     def better(self) -> bool | None:
@@ -47,6 +49,8 @@ class Row:
             "baseline_value": self.base_value,
             "baseline_skipped": self.base_skipped,
             "ratio": self.ratio,
+            "jetkit_lost": dataclasses.asdict(self.jetkit_lost) if self.jetkit_lost else None,
+            "baseline_lost": dataclasses.asdict(self.base_lost) if self.base_lost else None,
             "targets": [
                 {"target": t.describe(self.metric.unit), "met": met, "status": text}
                 for t, met, text in self.targets
@@ -105,7 +109,19 @@ def build_rows(results: Results) -> list[Row]:
             if i == 0:
                 wanted += absolute
             targets = [(t, *judge(t, metric, jetkit, ratio)) for t in wanted]
-            rows.append(Row(metric, jetkit, base, base_value, skipped, ratio, targets))
+            rows.append(
+                Row(
+                    metric,
+                    jetkit,
+                    base,
+                    base_value,
+                    skipped,
+                    ratio,
+                    targets,
+                    results.lost(key, "jetkit"),
+                    results.lost(key, base) if base else None,
+                )
+            )
     return rows
 
 
@@ -121,6 +137,7 @@ def table(results: Results, title: str) -> Table:
     out.add_column("jetkit/baseline", justify="right")
     out.add_column("target")
     out.add_column("status")
+    out.add_column("lost jk / base", justify="right")
     last_metric = None
     for row in rows:
         m = row.metric
@@ -159,16 +176,33 @@ def table(results: Results, title: str) -> Table:
             ratio,
             target,
             status,
+            lost_cell(row),
         )
     return out
+
+
+def _lost(lost: Lost | None) -> str:
+    if lost is None:
+        return "-"
+    text = f"{lost.lost:,}"
+    return f"[red]{text}[/red]" if lost.lost else text
+
+
+def lost_cell(row: Row) -> str:
+    """Messages sent but not received, jetkit / baseline ("" where runs report no counts)."""
+    if row.jetkit_lost is None and row.base_lost is None:
+        return ""
+    if row.baseline is None:
+        return _lost(row.jetkit_lost)
+    return f"{_lost(row.jetkit_lost)} / {_lost(row.base_lost)}"
 
 
 def footnotes(results: Results) -> list[str]:
     """Skips and notes (drops, failed runs) worth reading next to the table."""
     lines = []
     skips: dict[str, str] = {}
-    for per_impl in results.skipped.values():
-        for impl, reason in per_impl.items():
+    for reasons in results.skipped.values():
+        for impl, reason in reasons.items():
             skips.setdefault(impl, reason)
     for impl, reason in skips.items():
         lines.append(f"{impl}: skipped: {reason}")
@@ -183,7 +217,12 @@ def footnotes(results: Results) -> list[str]:
 
 def print_report(console: Console, results: Results, title: str) -> None:
     console.print(table(results, title))
-    console.print("[dim]↓ lower is better; ratios are jetkit/baseline medians[/dim]")
+    console.print(
+        "[dim]↓ lower is better; ratios are jetkit/baseline medians of the measured runs "
+        "(a warm-up run per implementation came first and is not counted); lost: messages "
+        "sent (or pre-filled) that the handler never got, summed over the measured runs "
+        "(jetkit / baseline)[/dim]"
+    )
     for line in footnotes(results):
         console.print(f"[dim]- {escape(line)}[/dim]", highlight=False)
 

@@ -1,4 +1,4 @@
-"""Runs scenarios: implementations alternate within each repetition, every run is bounded."""
+"""Runs scenarios: a warm-up, then repetitions in rotated order; every run is bounded."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from .config import Sizes
+from .config import PAYLOAD, PUBLISH_WINDOW, Sizes
 from .env import BenchEnv
 from .measure import Metric, Results, Run
+from .peers import Peers
 
 RunFn = Callable[[int], Awaitable[Run]]
 
@@ -32,6 +34,36 @@ class Context:
     console: Console
     run_timeout: float
     quick: bool
+    peers: Peers | None = None
+    peers_note: str = ""
+
+    def peer(
+        self, client: str, spec: Callable[[int], dict[str, Any]], keys: dict[str, str]
+    ) -> RunFn | str:
+        """A run of ``client`` ("natsio" / "nats-core") in the peer venv (or why there is none).
+
+        ``spec(rep)`` gives the scenario and its parameters (see ``bench/peer_runner.py``);
+        ``keys`` maps the runner's values (``throughput``, ``p50``, ...) to metric keys.
+        """
+        peers = self.peers
+        if peers is None:
+            return self.peers_note or "no peer venv"
+
+        async def one(rep: int) -> Run:
+            full = {
+                "client": client,
+                "connect": self.env.connect,
+                "payload": PAYLOAD.decode(),
+                "window": PUBLISH_WINDOW,
+                "idle": 1.0,
+                "limit": self.run_timeout,
+                **spec(rep),
+            }
+            result = await peers.run(full, self.run_timeout + 30)
+            values = {keys[k]: v for k, v in result["values"].items() if k in keys}
+            return Run(values, result.get("notes", []), result.get("sent"), result.get("received"))
+
+        return one
 
     def say(self, text: str) -> None:
         self.console.print(f"  [dim]{escape(text)}[/dim]", highlight=False)
@@ -43,49 +75,63 @@ class Context:
     async def alternate(
         self,
         metrics: Sequence[Metric],
-        impls: dict[str, RunFn | None],
+        impls: dict[str, RunFn | str],
         *,
         reps: int | None = None,
-        skip_reason: str = "",
     ) -> None:
-        """Run every implementation once per repetition, in turn (jetkit, baseline, ...).
+        """A warm-up repetition, then ``reps`` measured ones, each running every implementation.
 
-        An implementation given as None is skipped with ``skip_reason``. A run that
-        fails or exceeds ``run_timeout`` is noted and leaves no sample.
+        Repetition k (0 is the warm-up) starts at implementation k mod n and goes round
+        (n = 3: A B C, then B C A, then C A B, ...), so no implementation always runs
+        first or right after the same one. The warm-up's samples are recorded apart and
+        never enter a median. An implementation given as a string is skipped, the string
+        saying why. A run that fails or exceeds ``run_timeout`` is noted and
+        leaves no sample. ``fn(k)`` gets the repetition (unique names per run).
         """
         self.results.declare(*metrics)
-        live = {}
+        live: list[tuple[str, RunFn]] = []
         for name, fn in impls.items():
-            if fn is None:
-                self.skip(metrics, name, skip_reason or "not available")
+            if isinstance(fn, str):
+                self.skip(metrics, name, fn or "not available")
             else:
-                live[name] = fn
+                live.append((name, fn))
+        if not live:
+            return
         keys = {m.key for m in metrics}
-        for rep in range(reps or self.sizes.reps):
-            for name, fn in live.items():
+        for rep in range(1 + (reps or self.sizes.reps)):
+            warmup = rep == 0
+            first = rep % len(live)
+            for name, fn in live[first:] + live[:first]:
+                label = f"{name} warm-up" if warmup else f"{name} run {rep}"
                 started = time.perf_counter()
                 try:
                     run = await asyncio.wait_for(fn(rep), self.run_timeout)
                 except Exception as exc:
                     text = f"{type(exc).__name__}: {exc}".strip()
                     self.console.print(
-                        f"  [red]{name} run {rep + 1} failed: {escape(text)}[/red]", highlight=False
+                        f"  [red]{escape(label)} failed: {escape(text)}[/red]", highlight=False
                     )
                     if not isinstance(exc, TimeoutError):
                         self.console.print(
                             f"[dim]{escape(traceback.format_exc(limit=6))}[/dim]", highlight=False
                         )
+                    prefix = "warm-up run failed" if warmup else "run failed"
                     for key in keys:
-                        self.results.note(key, name, f"run failed: {text[:120]}")
+                        self.results.note(key, name, f"{prefix}: {text[:120]}")
                     continue
                 shown = ", ".join(f"{k}={_num(v)}" for k, v in run.values.items() if k in keys)
+                if run.sent is not None and run.received is not None:
+                    shown += f", received {run.received:,} of {run.sent:,}"
                 self.say(
-                    f"{name} run {rep + 1}: {shown} ({time.perf_counter() - started:.1f}s)"
+                    f"{label}: {shown} ({time.perf_counter() - started:.1f}s)"
                     + (f" [{'; '.join(run.notes)}]" if run.notes else "")
                 )
-                for key, value in run.values.items():
-                    if key in keys:
-                        self.results.add(key, name, value)
-                for text in run.notes:
-                    for key in run.values:
-                        self.results.note(key, name, text)
+                measured = [k for k in run.values if k in keys]
+                for key in measured:
+                    self.results.add(key, name, run.values[key], warmup=warmup)
+                    if not warmup and run.sent is not None and run.received is not None:
+                        self.results.add_counts(key, name, run.sent, run.received)
+                if not warmup:
+                    for text in run.notes:
+                        for key in measured:
+                            self.results.note(key, name, text)

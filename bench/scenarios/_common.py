@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import jetkit as jk
 
@@ -77,3 +79,34 @@ def latency_run(prefix: str, seconds: list[float]) -> Run:
     """p50 / p99 in microseconds from per-operation latencies in seconds."""
     micros = [s * 1e6 for s in seconds]
     return Run({f"{prefix}_p50": percentile(micros, 50), f"{prefix}_p99": percentile(micros, 99)})
+
+
+async def task_window(n: int, window: int, publish: Callable[[], Awaitable[Any]]) -> int:
+    """``n`` publishes, one asyncio task each, at most ``window`` in flight; returns failures.
+
+    Each task awaits one ``publish()`` (a plain per-message publish returning its PubAck)
+    and checks the ack. ``bench/peer_runner.py`` has the same helper for the peers.
+    """
+    slots = asyncio.Semaphore(window)
+    bad = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        nonlocal bad
+        try:
+            ack = await publish()
+            if ack is None or ack.seq <= 0:
+                bad += 1
+        except Exception:
+            bad += 1
+        finally:
+            slots.release()
+
+    for _ in range(n):
+        await slots.acquire()
+        task = asyncio.ensure_future(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    for _ in range(window):
+        await slots.acquire()
+    return bad

@@ -6,10 +6,15 @@ starts at the first message; the handler only counts.
 * jetkit: ``subscribe(durable=..., ack=MANUAL, start_at=ALL, concurrency=N)``.
 * nats-py: ``pull_subscribe`` + ``fetch(batch)`` + ``msg.ack()`` per message; with
   concurrency N, N such loops bound to the one durable.
+* natsio (peer venv): ``consumer.consume()`` (its continuous pull, default batch) read
+  with ``next()``, ``msg.ack()``; concurrency N: N worker tasks on the one session.
+* nats-jetstream (peer venv): ``consumer.messages(max_messages=4096)`` (its continuous
+  pull; see ``bench/peer_runner.py`` for the batch), ``msg.ack()``; concurrency N: N
+  worker tasks on the one stream.
 * FastStream: ``NatsBroker`` JetStream pull subscriber (``PullSub(batch_size)``), ack
-  after the handler (``AckPolicy.ACK``), ``max_workers=N`` for N > 1. Its handler takes
-  the body unannotated: FastStream's default decoder still parses the JSON (a
-  ``bytes`` annotation is rejected by its validation, as the body arrives as a dict).
+  after the handler (``AckPolicy.ACK``), ``max_workers=N`` for N > 1. It is given a
+  decoder that returns the raw body, so its handler takes ``bytes`` like every other
+  handler here (FastStream's default decoder would parse the JSON into a dict first).
 * Redis Streams: XREADGROUP COUNT batch + one XACK per batch; N consumers in the group.
 """
 
@@ -29,13 +34,22 @@ import jetkit as jk
 
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
-from ..runner import Context
+from ..peers import NATS_JETSTREAM, NATSIO
+from ..runner import Context, RunFn
 from ._common import prefilled
 
 NAME = "consume"
 TITLE = "3 durable consume+ack"
-BASELINES = ("nats-py", "faststream", "redis")
+BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, "faststream", "redis")
 CONCURRENCY = (1, 8)
+TARGETS = {
+    1: (
+        Target("nats-py", min_ratio=6.0),
+        Target(NATSIO, min_ratio=1.5),
+        Target("faststream", min_ratio=3.0),
+    ),
+    8: (Target("nats-py", min_ratio=5.0), Target("faststream", min_ratio=3.0)),
+}
 
 
 def _metric(concurrency: int) -> Metric:
@@ -45,7 +59,7 @@ def _metric(concurrency: int) -> Metric:
         f"MANUAL ack, concurrency {concurrency}",
         "msg/s",
         baselines=BASELINES,
-        targets=(Target("nats-py", min_ratio=5.0), Target("faststream", min_ratio=3.0)),
+        targets=TARGETS[concurrency],
     )
 
 
@@ -61,6 +75,7 @@ def _result(key: str, counter: Counter, n: int, started: float) -> Run:
     if counter.n == 0:
         raise RuntimeError("no message was handled")
     run = Run({key: counter.n / ((counter.last or time.perf_counter()) - started)})
+    run.sent, run.received = n, counter.n
     if counter.n < n:
         run.notes.append(f"handled {counter.n:,} of {n:,}")
     return run
@@ -133,19 +148,29 @@ async def faststream_consume(
     ctx: Context, topic: str, stream: str, durable: str, n: int, conc: int
 ) -> Counter:
     from faststream import AckPolicy as FsAckPolicy
-    from faststream.nats import JStream, NatsBroker, PullSub
+    from faststream.nats import JStream, NatsBroker, NatsMessage, NatsToken, PullSub
     from faststream.security import SASLPlaintext
 
     env = ctx.env
+    info = env.connect
+    security = (
+        NatsToken(info["token"])
+        if info.get("token")
+        else SASLPlaintext(username=info["user"], password=info["password"])
+    )
     broker = NatsBroker(
-        env.url,
-        security=SASLPlaintext(username=env.user, password=env.password),
+        info["servers"],
+        security=security,
         logger=None,
         log_level=logging.WARNING,
         graceful_timeout=10.0,
     )
     counter = Counter(n)
     options: dict[str, Any] = {"max_workers": conc} if conc > 1 else {}
+
+    async def raw_body(msg: NatsMessage) -> bytes:
+        """The payload as it came (FastStream's default decoder parses JSON into a dict)."""
+        return msg.body
 
     @broker.subscriber(
         topic,
@@ -159,9 +184,10 @@ async def faststream_consume(
         ),
         pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=1.0),
         ack_policy=FsAckPolicy.ACK,
+        decoder=raw_body,
         **options,
     )
-    async def handler(body: Any) -> None:  # FastStream's default decoder parses the JSON
+    async def handler(body: bytes) -> None:
         counter.hit()
 
     await broker.start()
@@ -235,15 +261,30 @@ async def run(ctx: Context) -> None:
 
                 return one
 
+            def peer(client: str, conc: int = conc, key: str = metric.key) -> RunFn | str:
+                def spec(rep: int) -> dict[str, Any]:
+                    return {
+                        "scenario": "consume",
+                        "subject": topic,
+                        "stream": stream,
+                        "durable": f"bench-{client}-c{conc}-{rep}",
+                        "n": n,
+                        "concurrency": conc,
+                        "max_ack_pending": max_ack_pending(conc),
+                    }
+
+                return ctx.peer(client, spec, {"throughput": key})
+
             await ctx.alternate(
                 [metric],
                 {
                     "jetkit": runner("jetkit"),
                     "nats-py": runner("nats-py"),
+                    NATSIO: peer("natsio"),
+                    NATS_JETSTREAM: peer("nats-core"),
                     "faststream": runner("faststream"),
-                    "redis": runner("redis") if redis else None,
+                    "redis": runner("redis") if redis else ctx.env.redis_note,
                 },
-                skip_reason=ctx.env.redis_note,
             )
         if redis is not None:
             client = redis.client()

@@ -10,6 +10,7 @@ nats-py uses its defaults (``js.subscribe`` push consumer / ``nc.subscribe``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -47,12 +48,7 @@ CORE = Metric(
 
 
 async def _probe(ctx: Context, mode: str, topic: str, key: str) -> Run:
-    env = {
-        **os.environ,
-        "JETKIT_BENCH_URL": ctx.env.url,
-        "JETKIT_BENCH_USER": ctx.env.user,
-        "JETKIT_BENCH_PASSWORD": ctx.env.password,
-    }
+    env = {**os.environ, "JETKIT_BENCH_CONNECT": json.dumps(ctx.env.connect)}
     seconds = ctx.sizes.memory_seconds
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -73,10 +69,12 @@ async def _probe(ctx: Context, mode: str, topic: str, key: str) -> Run:
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), seconds + 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
+    finally:  # a timeout, a failed run or Ctrl-C: the child does not outlive its run
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 10)
     if proc.returncode != 0:
         raise RuntimeError(f"memprobe {mode} failed: {err.decode()[-500:]}")
     data = json.loads(out.decode().strip().splitlines()[-1])

@@ -1,20 +1,27 @@
 """1. Core pub/sub throughput: one publisher, one subscriber, a trivial handler.
 
-Publisher and subscriber share one connection (one jetkit Stream / one nats-py
-client), as one service would. Core mode is at-most-once: a subscriber that falls
-behind loses messages to slow-consumer protection, so throughput counts what was
-received and the drops are noted.
+Publisher and subscriber share one connection (one jetkit Stream / one client), as one
+service would. Core mode is at-most-once: a subscriber that falls behind loses messages
+to slow-consumer protection, so throughput counts what was received, and the table's
+``lost`` column shows what was not.
+
+* jetkit: ``publish`` + ``subscribe(handler)``;
+* nats-py: ``nc.publish`` + ``nc.subscribe(cb=)``;
+* natsio / nats-core (peer venv): ``nc.publish`` + ``nc.subscribe`` read as an async
+  iterator (their default consumption mode), each message handed to the handler.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jetkit as jk
 
 from ..config import PAYLOAD
 from ..measure import Counter, Metric, Run, Target
-from ..runner import Context
+from ..peers import NATS_CORE, NATSIO
+from ..runner import Context, RunFn
 
 NAME = "pubsub"
 TITLE = "1 core pub/sub"
@@ -24,8 +31,8 @@ THROUGHPUT = Metric(
     TITLE,
     "1 pub -> 1 sub, trivial handler",
     "msg/s",
-    baselines=("nats-py",),
-    targets=(Target("nats-py", min_ratio=0.9),),
+    baselines=("nats-py", NATSIO, NATS_CORE),
+    targets=tuple(Target(b, min_ratio=1.0) for b in ("nats-py", NATSIO, NATS_CORE)),
 )
 
 
@@ -34,6 +41,7 @@ def _result(counter: Counter, n: int, started: float) -> Run:
     if counter.n == 0:
         raise RuntimeError("no message was received")
     run = Run({THROUGHPUT.key: counter.n / elapsed if elapsed > 0 else 0.0})
+    run.sent, run.received = n, counter.n
     if counter.n < n:
         run.notes.append(f"received {counter.n:,} of {n:,} (the rest dropped)")
     return run
@@ -77,4 +85,18 @@ async def run(ctx: Context) -> None:
             await sub.unsubscribe()
             return result
 
-    await ctx.alternate([THROUGHPUT], {"jetkit": jetkit_run, "nats-py": nats_run})
+    def peer(client: str) -> RunFn | str:
+        def spec(rep: int) -> dict[str, Any]:
+            return {"scenario": "pubsub", "subject": f"bench.core.{client}.{rep}", "n": n}
+
+        return ctx.peer(client, spec, {"throughput": THROUGHPUT.key})
+
+    await ctx.alternate(
+        [THROUGHPUT],
+        {
+            "jetkit": jetkit_run,
+            "nats-py": nats_run,
+            NATSIO: peer(NATSIO),
+            NATS_CORE: peer(NATS_CORE),
+        },
+    )

@@ -7,6 +7,10 @@
   take a replay in. (Without flow control the server cuts a client that falls
   behind, and most of a 1M-message replay is lost.)
 * nats-py fetch: ``pull_subscribe`` + ``fetch(batch)`` with ack none.
+* natsio (peer venv): ``stream.ordered_consumer()`` read as an async iterator (its
+  replay API: ephemeral, ack none, in order).
+* nats-jetstream (peer venv): ``stream.ordered_consumer()`` + ``messages()``
+  (``max_messages=4096``, see ``bench/peer_runner.py``).
 * Redis: XREAD COUNT batch from id 0 to the end.
 """
 
@@ -22,7 +26,8 @@ import jetkit as jk
 
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
-from ..runner import Context
+from ..peers import NATS_JETSTREAM, NATSIO
+from ..runner import Context, RunFn
 from ._common import REDIS_FIELD, prefilled
 from .consume import nats_consume
 
@@ -35,8 +40,8 @@ THROUGHPUT = Metric(
     TITLE,
     "whole topic from the start",
     "msg/s",
-    baselines=(CORE, "nats-py fetch", "redis"),
-    targets=(Target(CORE, min_ratio=0.8),),
+    baselines=(CORE, "nats-py fetch", NATSIO, NATS_JETSTREAM, "redis"),
+    targets=(Target(CORE, min_ratio=0.9),),
 )
 
 
@@ -44,6 +49,7 @@ def _result(counter: Counter, n: int, started: float) -> Run:
     if counter.n == 0:
         raise RuntimeError("no message was received")
     run = Run({THROUGHPUT.key: counter.n / ((counter.last or time.perf_counter()) - started)})
+    run.sent, run.received = n, counter.n
     if counter.n < n:
         run.notes.append(f"received {counter.n:,} of {n:,}")
     return run
@@ -128,15 +134,22 @@ async def run(ctx: Context) -> None:
                 await client.aclose()
             return _result(counter, n, started)
 
+        def peer(client: str) -> RunFn | str:
+            def spec(rep: int) -> dict[str, Any]:
+                return {"scenario": "replay", "subject": topic, "stream": stream, "n": n}
+
+            return ctx.peer(client, spec, {"throughput": THROUGHPUT.key})
+
         await ctx.alternate(
             [THROUGHPUT],
             {
                 "jetkit": jetkit_run,
                 CORE: core_run,
                 "nats-py fetch": fetch_run,
-                "redis": redis_run if redis else None,
+                NATSIO: peer("natsio"),
+                NATS_JETSTREAM: peer("nats-core"),
+                "redis": redis_run if redis else ctx.env.redis_note,
             },
-            skip_reason=ctx.env.redis_note,
         )
         if redis is not None:
             client = redis.client()
