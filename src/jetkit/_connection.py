@@ -238,12 +238,16 @@ class Connection:
     def send(self, command: bytes) -> None:
         """``write`` without waiting: for small commands (acks) whose number is bounded."""
         nc = self.nc
-        if nc.is_closed:
-            raise StreamClosedError("the connection is closed; open the Stream again")
+        if nc._status != Client.CONNECTED:
+            if nc.is_closed:
+                raise StreamClosedError("the connection is closed; open the Stream again")
+            nc._pending.append(command)  # sent after the reconnect, as nats-py does
+            nc._pending_data_size += len(command)
+            return
         nc._pending.append(command)
         nc._pending_data_size += len(command)
         kick = nc._flush_queue
-        if kick is not None and kick.empty() and nc.is_connected:
+        if kick is not None and not kick._queue:  # type: ignore[attr-defined]
             # wake the flusher: it writes everything buffered in this loop turn at once
             kick.put_nowait(asyncio.get_running_loop().create_future())
 
@@ -282,20 +286,20 @@ class Connection:
         nc = self.nc
         routes = self.parser.routes
         sid = nc._sid + 1  # the id nats-py's subscribe is about to take
-        routes[sid] = sink
+        routes[b"%d" % sid] = sink
         try:
             sub = await nc.subscribe(subject, queue=queue)
         except BaseException:
-            routes.pop(sid, None)
+            routes.pop(b"%d" % sid, None)
             raise
         if sub._id != sid:  # nats-py numbered differently: route the real id
-            routes.pop(sid, None)
-            routes[sub._id] = sink
+            routes.pop(b"%d" % sid, None)
+            routes[b"%d" % sub._id] = sink
         return sub
 
     async def unsubscribe(self, sub: NatsSubscription) -> None:
         """Stop the messages of ``sub`` (what the server still sends is discarded)."""
-        self.parser.routes.pop(sub._id, None)
+        self.parser.routes.pop(b"%d" % sub._id, None)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
 

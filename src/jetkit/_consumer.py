@@ -165,7 +165,11 @@ class JetStreamSubscription(Subscription):
             self._requested = max(0, self._requested - batch)
 
     def _after_take(self) -> None:
-        self._maybe_pull()
+        # _maybe_pull's test, inlined: this runs for every message
+        requested = self._requested
+        free = self._capacity - len(self._buffer) - requested
+        if free >= self._threshold or (free > 0 and requested == 0):
+            self._maybe_pull()
 
     def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
         """The parser's hand-over: one delivery (or status message) from the inbox."""
@@ -349,10 +353,19 @@ class JetStreamSubscription(Subscription):
         for request in list(self._confirming):
             request.cancel()
 
-    async def _ack_for_handler(self, msg: Message) -> None:
+    def _ack_now(self, msg: Message) -> None:
         """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
         msg._claim()
-        await self.send_ack(msg, ACK)
+        self.stats.acked += 1
+        try:
+            self._conn.send(_ack_command(msg.reply or "", ACK))
+        except JetkitError as exc:
+            self._log.warning(
+                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
+                msg.topic,
+                msg.seq,
+                exc,
+            )
 
     # -- handling --------------------------------------------------------------------------
 
@@ -376,7 +389,7 @@ class JetStreamSubscription(Subscription):
             return
         ack = self._ack
         if ack is AckPolicy.AUTO:
-            await self._ack_for_handler(msg)
+            self._ack_now(msg)
         try:
             await plan.fn(*args)
         except BaseException as exc:
@@ -401,7 +414,7 @@ class JetStreamSubscription(Subscription):
                 )
             return
         if ack is AckPolicy.MANUAL and not msg.settled:
-            await self._ack_for_handler(msg)
+            self._ack_now(msg)
 
     async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
         attempt = msg.num_delivered

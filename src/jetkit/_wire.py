@@ -73,9 +73,10 @@ def parse_headers(raw: bytes) -> dict[str, str]:
 class WireParser:
     """Parses what the server sends; routed messages go to their sinks.
 
-    ``routes`` maps a subscription id to its sink. A sink must not block; if it sets
-    ``pressure`` (a buffer filling up), the parser yields to the event loop once in the
-    current read so the handlers get to run before more is taken in.
+    ``routes`` maps a subscription id (as the bytes on the wire) to its sink. A sink
+    must not block; if it sets ``pressure`` (a buffer filling up), the parser yields to
+    the event loop once in the current read so the handlers get to run before more is
+    taken in.
 
     Interface towards nats-py's client: ``parse(data)`` (awaited by its read loop)
     and ``reset()`` (called when it reconnects).
@@ -83,7 +84,7 @@ class WireParser:
 
     def __init__(self, nc: Any) -> None:
         self.nc = nc
-        self.routes: dict[int, Sink] = {}
+        self.routes: dict[bytes, Sink] = {}
         self.pressure = False
         self._rest = b""  # the start of a control line not yet complete
         self._head: tuple[int, bytes, bytes, int, int] | None = None  # a partial message
@@ -102,99 +103,111 @@ class WireParser:
         if self._head is not None:
             part = self._part
             part += data
-            sid, subject, reply, hlen, size = self._head
+            head_sid, subject, reply, hlen, size = self._head
             if len(part) < size + 2:
                 return
             body = bytes(part[:size])
             data = bytes(part[size + 2 :])
             self._head = None
             self._part = bytearray()
-            await self._dispatch(sid, subject, reply, body[:hlen] if hlen else None, body[hlen:])
+            hdr = body[:hlen] if hlen else None
+            await self._dispatch(head_sid, subject, reply, hdr, body[hlen:])
             if self._epoch != epoch:
                 return
         elif self._rest:
             data = self._rest + data
             self._rest = b""
         buf = data
+        find = buf.find
         pos = 0
         end = len(buf)
         routes = self.routes
-        stats = self.nc.stats
+        count = 0  # routed messages and their payload bytes, for nats-py's stats
+        size_in = 0
         yielded = False
-        while pos < end:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                if end - pos > MAX_CONTROL_LINE:
-                    raise ProtocolError("nats: control line too long")
-                self._rest = buf[pos:]
-                return
-            if buf.startswith(b"MSG ", pos):
-                args = buf[pos + 4 : eol].split()
-                if len(args) == 3:
-                    subject, sid_b, size_b = args
-                    reply = b""
-                elif len(args) == 4:
-                    subject, sid_b, reply, size_b = args
-                else:
-                    raise ProtocolError("nats: malformed MSG")
-                hlen = 0
-                size = int(size_b)
-            elif buf.startswith(b"HMSG ", pos):
-                args = buf[pos + 5 : eol].split()
-                if len(args) == 4:
-                    subject, sid_b, hlen_b, size_b = args
-                    reply = b""
-                elif len(args) == 5:
-                    subject, sid_b, reply, hlen_b, size_b = args
-                else:
-                    raise ProtocolError("nats: malformed HMSG")
-                hlen = int(hlen_b)
-                size = int(size_b)
-                if not 0 < hlen <= size:
-                    raise ProtocolError("nats: malformed HMSG")
-            else:
-                line = buf[pos:eol]
-                pos = eol + 2
-                await self._control(line)
-                if self._epoch != epoch:
+        try:
+            while pos < end:
+                eol = find(b"\n", pos)  # the line ends "\r\n"; split() drops the "\r"
+                if eol < 0:
+                    if end - pos > MAX_CONTROL_LINE:
+                        raise ProtocolError("nats: control line too long")
+                    self._rest = buf[pos:]
                     return
-                continue
-            start = eol + 2
-            stop = start + size
-            if stop + 2 > end:  # the body is still on its way
-                self._head = (int(sid_b), subject, reply, hlen, size)
-                self._part = bytearray(memoryview(buf)[start:])
-                return
-            pos = stop + 2
-            sid = int(sid_b)
-            sink = routes.get(sid)
-            if sink is None:
-                hdr = buf[start : start + hlen] if hlen else None
-                await self.nc._process_msg(sid, subject, reply, buf[start + hlen : stop], hdr)
-                if self._epoch != epoch:
-                    return
-                continue
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += size - hlen
-            try:
-                if hlen:
-                    sink(subject, reply, buf[start : start + hlen], buf[start + hlen : stop])
+                op = buf[pos]
+                if op == 77:  # MSG <subject> <sid> [reply] <size>
+                    args = buf[pos + 4 : eol].split()
+                    if len(args) == 3:
+                        subject, sid, size_b = args
+                        reply = b""
+                    elif len(args) == 4:
+                        subject, sid, reply, size_b = args
+                    else:
+                        raise ProtocolError("nats: malformed MSG")
+                    hlen = 0
+                    size = int(size_b)
+                elif op == 72:  # HMSG <subject> <sid> [reply] <header size> <total size>
+                    args = buf[pos + 5 : eol].split()
+                    if len(args) == 4:
+                        subject, sid, hlen_b, size_b = args
+                        reply = b""
+                    elif len(args) == 5:
+                        subject, sid, reply, hlen_b, size_b = args
+                    else:
+                        raise ProtocolError("nats: malformed HMSG")
+                    hlen = int(hlen_b)
+                    size = int(size_b)
+                    if not 0 < hlen <= size:
+                        raise ProtocolError("nats: malformed HMSG")
                 else:
-                    sink(subject, reply, None, buf[start:stop])
-            except Exception:
-                _log.exception("jetkit: internal error delivering a message on %r", subject)
-            if self.pressure and not yielded:
-                self.pressure = False
-                yielded = True
-                await asyncio.sleep(0)
-                if self._epoch != epoch:
+                    line = buf[pos:eol].rstrip(b"\r")
+                    pos = eol + 1
+                    await self._control(line)
+                    if self._epoch != epoch:
+                        return
+                    continue
+                start = eol + 1
+                stop = start + size
+                if stop + 2 > end:  # the body is still on its way
+                    self._head = (int(sid), subject, reply, hlen, size)
+                    self._part = bytearray(memoryview(buf)[start:])
                     return
+                pos = stop + 2
+                sink = routes.get(sid)
+                if sink is None:
+                    hdr = buf[start : start + hlen] if hlen else None
+                    payload = buf[start + hlen : stop]
+                    await self.nc._process_msg(int(sid), subject, reply, payload, hdr)
+                    if self._epoch != epoch:
+                        return
+                    continue
+                count += 1
+                size_in += size - hlen
+                try:
+                    if hlen:
+                        sink(subject, reply, buf[start : start + hlen], buf[start + hlen : stop])
+                    else:
+                        sink(subject, reply, None, buf[start:stop])
+                except Exception:
+                    _log.exception("jetkit: internal error delivering a message on %r", subject)
+                if self.pressure and not yielded:
+                    self.pressure = False
+                    yielded = True
+                    await asyncio.sleep(0)
+                    if self._epoch != epoch:
+                        return
+        except ValueError:  # int() of something that is not a number
+            raise ProtocolError("nats: malformed message") from None
+        finally:
+            if count:
+                stats = self.nc.stats
+                stats["in_msgs"] += count
+                stats["in_bytes"] += size_in
 
     async def _dispatch(
         self, sid: int, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes
     ) -> None:
         """One message that arrived in pieces (the rare path)."""
-        sink = self.routes.get(sid)
+        sink = self.routes.get(b"%d" % sid)
         if sink is None:
             await self.nc._process_msg(sid, subject, reply, payload, hdr)
             return
