@@ -105,6 +105,13 @@ class Connection:
                 self._first_error = exc  # keep an auth failure over the resets after it
             await on_error(exc)
 
+        async def lame_duck() -> None:
+            self._log.warning(
+                "jetkit: the NATS server %s entered lame-duck mode (it is shutting down); "
+                "the connection moves to another server of the cluster when it closes",
+                self.url,
+            )
+
         opts: dict[str, Any] = {
             "servers": urls,
             "connect_timeout": timeout,
@@ -114,6 +121,7 @@ class Connection:
             "error_cb": error_cb,
             "disconnected_cb": on_disconnect,
             "reconnected_cb": reconnected,
+            "lame_duck_mode_cb": lame_duck,
             # jetkit checks topics itself (once per topic)
             "skip_subject_validation": True,
             "name": name or f"jetkit-{os.getpid()}",
@@ -221,35 +229,42 @@ class Connection:
         except (nats.errors.Error, OSError) as exc:
             raise map_error(exc, f"publish to {subject!r}") from None
 
-    async def write(self, command: bytes) -> None:
-        """Put a raw protocol command in the outgoing buffer (the flusher sends it).
+    def send(self, command: bytes) -> bool:
+        """Put a raw protocol command in the outgoing buffer without waiting.
 
-        What ``publish`` does without its per-call checks: for the hot paths whose
-        callers validated everything already. Waits (bounded by nats-py's flush
-        timeout) while the buffer holds more than nats-py's pending limit.
+        For the hot paths (publishes, acks) whose callers checked everything already:
+        the flusher writes whatever a loop turn buffered in one go. Returns True when
+        the buffer holds more than nats-py's pending limit: then ``await relieve()``
+        before sending more. While the connection is down, commands wait for the
+        reconnect up to that limit; past it ConnectionError, and nothing is buffered.
         """
-        nc = self.nc
-        if nc.is_closed:
-            raise StreamClosedError("the connection is closed; open the Stream again")
-        await nc._send_command(command)
-        if nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()
-
-    def send(self, command: bytes) -> None:
-        """``write`` without waiting: for small commands (acks) whose number is bounded."""
         nc = self.nc
         if nc._status != Client.CONNECTED:
             if nc.is_closed:
                 raise StreamClosedError("the connection is closed; open the Stream again")
-            nc._pending.append(command)  # sent after the reconnect, as nats-py does
+            if nc._pending_data_size + len(command) > nc._max_pending_size:
+                raise ConnectionError(
+                    "the connection to NATS is down and the buffer of what waits for it is "
+                    "full; send again once it is back (Stream.health() tells)"
+                )
+            nc._pending.append(command)  # sent after the reconnect
             nc._pending_data_size += len(command)
-            return
+            return False
         nc._pending.append(command)
-        nc._pending_data_size += len(command)
+        size = nc._pending_data_size = nc._pending_data_size + len(command)
         kick = nc._flush_queue
         if kick is not None and not kick._queue:  # type: ignore[attr-defined]
-            # wake the flusher: it writes everything buffered in this loop turn at once
+            # wake the flusher
             kick.put_nowait(asyncio.get_running_loop().create_future())
+        return bool(size > nc._max_pending_size)
+
+    async def relieve(self) -> None:
+        """Wait until the flusher wrote the outgoing buffer (after ``send`` said full)."""
+        if self.nc.is_connected:
+            try:
+                await self.nc._flush_pending(force_flush=True)
+            except (nats.errors.Error, OSError) as exc:
+                raise map_error(exc, "sending") from None
 
     async def request(
         self,
@@ -310,4 +325,5 @@ class Connection:
     async def unsubscribe_now(self, sub: NatsSubscription) -> None:
         """Tell the server to stop sending to ``sub`` without stopping the task that runs
         its callback (which may be the caller)."""
-        await self.write(b"UNSUB %d\r\n" % sub._id)
+        if self.send(b"UNSUB %d\r\n" % sub._id):
+            await self.relieve()

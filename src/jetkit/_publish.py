@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from ._connection import Connection, map_error
+from ._connection import Connection
 from ._errors import (
     ConnectionLostError,
     EncodeError,
@@ -35,8 +34,8 @@ from ._errors import (
 from ._files import has_room
 from ._jsapi import STORAGE_FULL_CODES, storage_full
 from ._topics import TopicMode, TopicRegistry
+from ._validate import header_size, message_size, number
 from ._validate import headers as check_headers
-from ._validate import message_size, number
 from ._wire import parse_headers
 
 
@@ -226,25 +225,35 @@ class AckedPublisher:
             self.full = None
         return PubAck(resp.stream, resp.seq, resp.duplicate)
 
-    async def _send(
+    def _send(
         self, subject: str, data: bytes, headers: dict[str, str] | None, entry: _Entry
+    ) -> bool:
+        """Send a publish without headers; True when the outgoing buffer is full."""
+        token = b"%d" % next(self._ids)
+        self._pending[token] = entry
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            # a PUB straight into the outgoing buffer (jetkit checked topic and size)
+            return self._conn.send(
+                b"PUB %b %b%b %d\r\n%b\r\n"
+                % (subject.encode(), self._prefix_b, token, len(data), data)
+            )
+        except JetkitError:
+            self._pending.pop(token, None)
+            raise
+
+    async def _send_with_headers(
+        self, subject: str, data: bytes, headers: dict[str, str], entry: _Entry
     ) -> None:
         token = b"%d" % next(self._ids)
         self._pending[token] = entry
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
-        conn = self._conn
         try:
-            if headers is None and conn.is_connected:
-                # a PUB straight into the outgoing buffer (jetkit checked topic and size)
-                await conn.write(
-                    b"PUB %b %b%b %d\r\n%b\r\n"
-                    % (subject.encode(), self._prefix_b, token, len(data), data)
-                )
-            else:
-                await conn.publish(
-                    subject, data, reply=self._prefix + token.decode(), headers=headers
-                )
+            await self._conn.publish(
+                subject, data, reply=self._prefix + token.decode(), headers=headers
+            )
         except JetkitError:
             self._pending.pop(token, None)
             raise
@@ -252,7 +261,11 @@ class AckedPublisher:
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PubAck] = loop.create_future()
-        await self._send(subject, data, headers, _Entry(loop.time() + self.timeout, subject, fut))
+        entry = _Entry(loop.time() + self.timeout, subject, fut)
+        if headers is not None:
+            await self._send_with_headers(subject, data, headers, entry)
+        elif self._send(subject, data, None, entry):
+            await self._conn.relieve()
         return await fut
 
     async def publish_many(
@@ -264,21 +277,30 @@ class AckedPublisher:
     ) -> list[PubAck]:
         """Publish with up to ``window`` acks outstanding; every item gets a result.
 
-        If sending fails part-way (e.g. the connection closed), that error is the result
-        of the failing payload and of every payload not sent.
+        ``payloads`` must be checked already. If sending fails part-way (e.g. the
+        connection closed), that error is the result of the failing payload and of every
+        payload not sent.
         """
         loop = asyncio.get_running_loop()
         batch = _Batch()
         results = batch.results
         items = iter(payloads)
+        timeout = self.timeout
+        deadline = loop.time() + timeout
         for data in items:
-            while batch.outstanding >= window:
-                batch.room.clear()
-                await batch.room.wait()
+            if batch.outstanding >= window:
+                while batch.outstanding >= window:
+                    batch.room.clear()
+                    await batch.room.wait()
+                deadline = loop.time() + timeout  # once per wait: close enough
+            index = len(results)
             results.append(None)
-            entry = _Entry(loop.time() + self.timeout, subject, None, batch, len(results) - 1)
+            entry = _Entry(deadline, subject, None, batch, index)
             try:
-                await self._send(subject, data, headers, entry)
+                if headers is not None:
+                    await self._send_with_headers(subject, data, headers, entry)
+                elif self._send(subject, data, None, entry):
+                    await self._conn.relieve()
             except JetkitError as exc:
                 results[-1] = exc
                 results.extend([exc] * sum(1 for _ in items))
@@ -334,6 +356,17 @@ class Publisher:
         message_size(topic, payload, headers, self._conn.max_payload)
         return payload
 
+    def _checked(
+        self, topic: str, payloads: Iterable[bytes], headers: dict[str, str] | None
+    ) -> Iterator[bytes]:
+        """``payloads``, each checked as it is taken (the common case in one test)."""
+        limit = self._conn.max_payload - header_size(headers)
+        for data in payloads:
+            if type(data) is bytes and len(data) <= limit:
+                yield data
+            else:
+                yield self.check_payload(topic, data, headers)
+
     async def publish(
         self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
     ) -> PubAck | None:
@@ -346,10 +379,10 @@ class Publisher:
         if type(data) is not bytes or headers is not None or len(data) > self._conn.max_payload:
             data = self.check_payload(topic, data, headers)
         if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
-            try:  # nats-py's public publish, called here: the core hot path
-                await self._conn.nc.publish(topic, data, headers=headers)
-            except (nats.errors.Error, OSError) as exc:
-                raise map_error(exc, f"publish to {topic!r}") from None
+            if headers is not None:
+                await self._conn.publish(topic, data, headers=headers)
+            elif self._conn.send(b"PUB %b %d\r\n%b\r\n" % (topic.encode(), len(data), data)):
+                await self._conn.relieve()
             self._since_yield += 1
             if self._since_yield >= 64:
                 await self._yield()
@@ -387,11 +420,16 @@ class Publisher:
         self._topics.check(topic)
         number("window", window, minimum=1, maximum=1_000_000, integer=True)
         headers = check_headers(headers)
-        checked = (self.check_payload(topic, p, headers) for p in payloads)
+        checked = self._checked(topic, payloads, headers)
         if self._topics.mode_for(topic) is TopicMode.CORE:
             count = 0
+            conn = self._conn
+            subject = topic.encode()
             for data in checked:
-                await self._conn.publish(topic, data, headers=headers)
+                if headers is not None:
+                    await conn.publish(topic, data, headers=headers)
+                elif conn.send(b"PUB %b %d\r\n%b\r\n" % (subject, len(data), data)):
+                    await conn.relieve()
                 count += 1
                 self._since_yield += 1
                 if self._since_yield >= 64:
