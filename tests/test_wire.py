@@ -466,6 +466,10 @@ MALFORMED = [
     pytest.param(b"PING\r\nFOO bar\r\n", id="unknown-op-after-a-good-one"),
     pytest.param(b"\r\n", id="empty-line"),
     pytest.param(b"INFO {not json}\r\n", id="INFO-not-json"),
+    pytest.param(b"MSG a 1 3\r\nabcXYPING\r\n", id="MSG-body-without-line-end"),
+    pytest.param(
+        b"HMSG a 1 12 14\r\nNATS/1.0\r\n\r\nabXYPING\r\n", id="HMSG-body-without-line-end"
+    ),
 ]
 
 
@@ -489,9 +493,9 @@ async def test_malformed_input_is_a_protocol_error(data: bytes) -> None:
     ],
 )
 async def test_a_negative_size_is_a_protocol_error(data: bytes) -> None:
-    """A size is digits (nats-py's parser matches ``\\d+``); jetkit's takes any int() and
-    slices with it: at the time of writing -2 delivers an empty message and parses on,
-    -1000 raises IndexError, -1 delivers an empty message and then raises."""
+    """A size is never negative (nats-py's parser matches ``\\d+``): found by this test,
+    when -2 delivered an empty message and parsed on, -1000 raised IndexError and -1
+    delivered an empty message before raising."""
     parser, nc = new_parser()
     with pytest.raises(ProtocolError):
         await parser.parse(data)

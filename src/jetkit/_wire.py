@@ -106,6 +106,8 @@ class WireParser:
             head_sid, subject, reply, hlen, size = self._head
             if len(part) < size + 2:
                 return
+            if part[size + 1] != 10:
+                raise ProtocolError("nats: message body without its line end")
             body = bytes(part[:size])
             data = bytes(part[size + 2 :])
             self._head = None
@@ -145,6 +147,8 @@ class WireParser:
                         raise ProtocolError("nats: malformed MSG")
                     hlen = 0
                     size = int(size_b)
+                    if size < 0:
+                        raise ProtocolError("nats: malformed MSG")
                 elif op == 72:  # HMSG <subject> <sid> [reply] <header size> <total size>
                     args = buf[pos + 5 : eol].split()
                     if len(args) == 4:
@@ -171,6 +175,8 @@ class WireParser:
                     self._head = (int(sid), subject, reply, hlen, size)
                     self._part = bytearray(memoryview(buf)[start:])
                     return
+                if buf[stop + 1] != 10:  # the body ends "\r\n", or we lost the framing
+                    raise ProtocolError("nats: message body without its line end")
                 pos = stop + 2
                 sink = routes.get(sid)
                 if sink is None:
