@@ -69,6 +69,23 @@ async def test_undecodable_request_is_a_remote_decode_error(core: jk.Stream, top
     await sub.stop()
 
 
+async def test_a_reply_over_max_payload_is_a_remote_error(core: jk.Stream, topic: str) -> None:
+    async def huge(data: bytes) -> bytes:
+        return b"x" * (core.max_payload + 1) if data == b"big" else data
+
+    sub = await core.respond(topic, huge)
+    reconnects = (await core.health())["connection"]["reconnects"]
+    with pytest.raises(jk.RemoteError) as info:
+        await core.request(topic, b"big")
+    assert info.value.type == "PayloadTooLargeError"
+    assert str(core.max_payload) in info.value.message
+    assert sub.stats.failed == 1
+    # the connection was not dropped by the server and the responder still answers
+    assert (await core.request(topic, b"small")).data == b"small"
+    assert (await core.health())["connection"]["reconnects"] == reconnects
+    await sub.stop()
+
+
 async def test_no_responders(core: jk.Stream, topic: str) -> None:
     with pytest.raises(jk.NoRespondersError, match="respond"):
         await core.request(topic, b"x", timeout=2)

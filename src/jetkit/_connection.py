@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import itertools
 import logging
 import os
 import ssl
@@ -29,7 +30,6 @@ from typing import Any
 import nats
 import nats.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from ._errors import (
@@ -40,7 +40,8 @@ from ._errors import (
     StreamClosedError,
     TimeoutError,
 )
-from ._wire import Sink, WireParser
+from ._message import Message
+from ._wire import Sink, WireParser, parse_headers
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -48,6 +49,11 @@ Callback = Callable[[], Awaitable[None]]
 _FATAL = ("authorization violation", "user authentication expired", "account authentication")
 # errors the server reports without closing the connection
 _HARMLESS = ("permissions violation", "invalid subject")
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(builtins.TimeoutError())
 
 
 def map_error(exc: BaseException, what: str) -> JetkitError:
@@ -75,6 +81,10 @@ class Connection:
         self.options: dict[str, Any] = {}  # what another client needs to connect
         self.max_payload = 0  # the server's, read at every (re)connect
         self._first_error: Exception | None = None  # while connecting
+        self._replies: dict[bytes, asyncio.Future[Message]] = {}  # request token -> reply
+        self._reply_ids = itertools.count(1)
+        self._reply_prefix = ""
+        self._reply_prefix_b = b""
 
     async def connect(
         self,
@@ -149,6 +159,9 @@ class Connection:
             )
             raise ConnectionError(f"cannot connect to {', '.join(urls)}: {text}; {hint}") from exc
         self.nc.options["max_reconnect_attempts"] = -1
+        self._reply_prefix = self.nc.new_inbox() + "."
+        self._reply_prefix_b = self._reply_prefix.encode()
+        await self.subscribe(self._reply_prefix + "*", self._on_reply)
         self.max_payload = int(self.nc._max_payload)
         self.options = {
             k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
@@ -274,11 +287,49 @@ class Connection:
         *,
         headers: dict[str, str] | None = None,
         what: str | None = None,
-    ) -> Msg:
+    ) -> Message:
+        """Send ``data`` to ``subject`` and return the first reply.
+
+        Replies come to one routed wildcard inbox, each request waiting on a Future
+        keyed by its token (no subscription, Msg or task per request).
+        """
+        loop = asyncio.get_running_loop()
+        token = b"%d" % next(self._reply_ids)
+        reply: asyncio.Future[Message] = loop.create_future()
+        self._replies[token] = reply
+        expiry = loop.call_later(timeout, _expire, reply)
         try:
-            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
-        except (nats.errors.Error, OSError) as exc:
-            raise map_error(exc, what or f"request to {subject!r}") from None
+            if headers is not None:
+                await self.publish(
+                    subject, data, reply=self._reply_prefix + token.decode(), headers=headers
+                )
+            elif self.send(
+                b"PUB %b %b%b %d\r\n%b\r\n"
+                % (subject.encode(), self._reply_prefix_b, token, len(data), data)
+            ):
+                await self.relieve()
+            return await reply
+        except builtins.TimeoutError:
+            raise TimeoutError(f"{what or f'request to {subject!r}'}: no answer in time") from None
+        except NoRespondersError:
+            raise NoRespondersError(
+                f"{what or f'request to {subject!r}'}: nobody is listening"
+            ) from None
+        finally:
+            expiry.cancel()
+            self._replies.pop(token, None)
+
+    def _on_reply(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        """The parser's hand-over: a reply for the request whose token ends ``subject``."""
+        waiter = self._replies.pop(subject[len(self._reply_prefix_b) :], None)
+        if waiter is None or waiter.done():
+            return
+        if not payload and hdr and parse_headers(hdr).get("Status") == "503":
+            waiter.set_exception(NoRespondersError("nobody is listening"))
+            return
+        waiter.set_result(
+            Message(subject.decode(), payload, None, reply.decode() or None, None, hdr)
+        )
 
     async def flush(self, timeout: float) -> None:
         try:
@@ -317,10 +368,6 @@ class Connection:
         self.parser.routes.pop(b"%d" % sub._id, None)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-
-    @staticmethod
-    def sid(sub: NatsSubscription) -> int:
-        return int(sub._id)
 
     async def unsubscribe_now(self, sub: NatsSubscription) -> None:
         """Tell the server to stop sending to ``sub`` without stopping the task that runs

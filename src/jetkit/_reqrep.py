@@ -45,19 +45,18 @@ async def request(
     headers = check_headers(headers)
     data = publisher.check_payload(topic, data, headers)
     try:
-        nmsg = await conn.request(topic, data, timeout, headers=headers)
+        reply = await conn.request(topic, data, timeout, headers=headers)
     except NoRespondersError:
         raise NoRespondersError(
             f"nobody responds on {topic!r}; start a responder with Stream.respond()"
         ) from None
     except TimeoutError:
         raise TimeoutError(f"no reply on {topic!r} within {timeout}s") from None
-    received = nmsg.headers or {}
-    error = received.get(ERROR_HEADER)
+    error = reply.headers.get(ERROR_HEADER)
     if error is not None:
         kind, _, text = error.partition(": ")
         raise RemoteError(kind, text)
-    return Message(nmsg.subject, nmsg.data, received)
+    return reply
 
 
 def decode_reply(reply: Message, response_type: object) -> Any:
@@ -117,8 +116,28 @@ class Responder(CoreSubscription):
             self.stats.failed += 1
             self._log.warning("jetkit: responder for %r raised %s", msg.topic, describe_error(exc))
             payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
-        if msg.reply:
-            try:
-                await self._conn.publish(msg.reply, payload, headers=headers)
-            except Exception as exc:
-                self._log.warning("jetkit: could not send reply on %r: %s", msg.topic, exc)
+        if not msg.reply:
+            return
+        conn = self._conn
+        if len(payload) > conn.max_payload:
+            self.stats.failed += 1
+            self._log.warning(
+                "jetkit: the reply on %r is %d bytes, over the server's max_payload of %d",
+                msg.topic,
+                len(payload),
+                conn.max_payload,
+            )
+            payload, headers = (
+                b"",
+                {
+                    ERROR_HEADER: f"PayloadTooLargeError: the reply is {len(payload)} bytes, over "
+                    f"the server's max_payload of {conn.max_payload}"
+                },
+            )
+        try:
+            if headers is not None:
+                await conn.publish(msg.reply, payload, headers=headers)
+            elif conn.send(b"PUB %b %d\r\n%b\r\n" % (msg.reply.encode(), len(payload), payload)):
+                await conn.relieve()
+        except Exception as exc:
+            self._log.warning("jetkit: could not send reply on %r: %s", msg.topic, exc)

@@ -322,10 +322,6 @@ class CoreSubscription(Subscription):
         # BLOCK: messages not yet taken into the full buffer
         self._waiting: deque[Message] | None = deque() if blocking else None
 
-    @property
-    def sid(self) -> int | None:
-        return Connection.sid(self._sub) if self._sub is not None else None
-
     async def _start(self) -> None:
         self._start_workers()
         self._sub = await self._conn.subscribe(self.topic, self._sink, queue=self._queue)
