@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -760,3 +762,21 @@ async def test_pulls_are_topped_up_when_a_worker_takes_a_message(js: jk.Stream, 
         release.set()
     await wait_until(lambda: sub.stats.acked == 30)
     await sub.stop()
+
+
+async def test_publish_many_gives_each_message_its_own_ack_timeout(tmp_path: Path) -> None:
+    """A batch may last longer than publish_timeout (a slow payload source here): each
+    message's ack is timed from its own send, so nothing stored is reported lost."""
+    timeout = 1.0
+
+    def payloads() -> Iterator[bytes]:
+        for i in range(20):
+            if i == 10:
+                time.sleep(timeout * 1.2)  # a producer that blocks (reads a file, say)
+            yield b"m%d" % i
+
+    async with jk.Stream.open(
+        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, publish_timeout=timeout
+    ) as s:
+        acks = await s.publish_many("slow.source", payloads())
+        assert [a.seq for a in acks] == list(range(1, 21))

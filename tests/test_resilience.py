@@ -4,6 +4,7 @@ resolve promptly when the connection drops; a crash during close() restarts noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -193,3 +194,24 @@ async def test_keyboard_interrupt_in_a_handler_stops_the_program_after_a_nak(
         )
         await wait_until(lambda: len(got) == 1, timeout=20)
         assert got[0].num_delivered == 2
+
+
+async def test_a_dead_flusher_does_not_stall_sending(tmp_path: Path, topic: str) -> None:
+    """nats-py's flusher task can die while the connection stays up; nats-py then writes
+    inline. jetkit's raw sends (publishes, acks) must too, not wait for a kick that never
+    comes."""
+    async with (
+        jk.Stream.open(store_dir=tmp_path) as receiver,
+        jk.Stream.open(store_dir=tmp_path) as sender,
+    ):
+        got: list[bytes] = []
+        sub = await receiver.subscribe(topic, lambda data: got.append(data))
+        flusher = nc_of(sender)._flusher_task
+        assert flusher is not None
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        for i in range(3):
+            await sender.publish(topic, b"m%d" % i)
+        await wait_until(lambda: got == [b"m0", b"m1", b"m2"])
+        await sub.stop()

@@ -85,6 +85,7 @@ class Connection:
         self._reply_ids = itertools.count(1)
         self._reply_prefix = ""
         self._reply_prefix_b = b""
+        self._inline_flush = False  # a write without the flusher is scheduled
 
     async def connect(
         self,
@@ -242,20 +243,22 @@ class Connection:
         except (nats.errors.Error, OSError) as exc:
             raise map_error(exc, f"publish to {subject!r}") from None
 
-    def send(self, command: bytes) -> bool:
+    def send(self, command: bytes, bounded: bool = True) -> bool:
         """Put a raw protocol command in the outgoing buffer without waiting.
 
         For the hot paths (publishes, acks) whose callers checked everything already:
         the flusher writes whatever a loop turn buffered in one go. Returns True when
         the buffer holds more than nats-py's pending limit: then ``await relieve()``
         before sending more. While the connection is down, commands wait for the
-        reconnect up to that limit; past it ConnectionError, and nothing is buffered.
+        reconnect; ``bounded`` ones (publishes) up to that limit, past it
+        ConnectionError and nothing is buffered. Acks pass ``bounded=False``: their
+        number is bounded by the messages held, and they must not crowd out publishes.
         """
         nc = self.nc
         if nc._status != Client.CONNECTED:
             if nc.is_closed:
                 raise StreamClosedError("the connection is closed; open the Stream again")
-            if nc._pending_data_size + len(command) > nc._max_pending_size:
+            if bounded and nc._pending_data_size + len(command) > nc._max_pending_size:
                 raise ConnectionError(
                     "the connection to NATS is down and the buffer of what waits for it is "
                     "full; send again once it is back (Stream.health() tells)"
@@ -266,18 +269,40 @@ class Connection:
         nc._pending.append(command)
         size = nc._pending_data_size = nc._pending_data_size + len(command)
         kick = nc._flush_queue
-        if kick is not None and not kick._queue:  # type: ignore[attr-defined]
-            # wake the flusher
-            kick.put_nowait(asyncio.get_running_loop().create_future())
+        if not kick._queue:  # type: ignore[union-attr]
+            # wake the flusher: it writes everything buffered in this loop turn at once
+            kick.put_nowait(asyncio.get_running_loop().create_future())  # type: ignore[union-attr]
+        elif nc._flusher_task.done():  # type: ignore[union-attr]
+            # the flusher died (nats-py then writes inline): do the same, once per turn
+            if not self._inline_flush:
+                self._inline_flush = True
+                asyncio.get_running_loop().call_soon(self._flush_inline)
         return bool(size > nc._max_pending_size)
 
+    def _flush_inline(self) -> None:
+        self._inline_flush = False
+        nc = self.nc
+        if nc.is_connected and nc._pending and nc._transport is not None:
+            nc._transport.writelines(nc._pending)
+            nc._pending = []
+            nc._pending_data_size = 0
+
     async def relieve(self) -> None:
-        """Wait until the flusher wrote the outgoing buffer (after ``send`` said full)."""
-        if self.nc.is_connected:
-            try:
-                await self.nc._flush_pending(force_flush=True)
-            except (nats.errors.Error, OSError) as exc:
-                raise map_error(exc, "sending") from None
+        """Wait (while connected) until the flusher wrote the outgoing buffer.
+
+        After ``send`` said it is over the limit. Returns when it is written, or when
+        the connection drops (``send`` then bounds what waits for the reconnect).
+        """
+        nc = self.nc
+        if not nc.is_connected:
+            return
+        if nc._flusher_task is None or nc._flusher_task.done():
+            self._flush_inline()
+            return
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await nc._flush_queue.put(written)  # type: ignore[union-attr]
+        while not written.done() and nc.is_connected:
+            await asyncio.wait((written,), timeout=0.25)
 
     async def request(
         self,
@@ -293,6 +318,11 @@ class Connection:
         Replies come to one routed wildcard inbox, each request waiting on a Future
         keyed by its token (no subscription, Msg or task per request).
         """
+        if len(data) > self.max_payload:
+            raise PayloadTooLargeError(
+                f"{what or f'request to {subject!r}'}: {len(data)} bytes is over the "
+                f"server's max_payload of {self.max_payload}"
+            )
         loop = asyncio.get_running_loop()
         token = b"%d" % next(self._reply_ids)
         reply: asyncio.Future[Message] = loop.create_future()

@@ -134,10 +134,13 @@ class JetStreamSubscription(Subscription):
         )
         self._inbox = self._conn.new_inbox()
         self._start_workers()
-        self._sub = await self._conn.subscribe(self._inbox, self._sink)
+        await self._start_or_undo(self._subscribe)
         self._last_activity = time.monotonic()
         self._maybe_pull()
         self._monitor = asyncio.ensure_future(self._watch())
+
+    async def _subscribe(self) -> None:
+        self._sub = await self._conn.subscribe(self._inbox, self._sink)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -308,7 +311,7 @@ class JetStreamSubscription(Subscription):
         try:
             # straight into the outgoing buffer: the flusher coalesces the acks of every
             # handler that finished in one loop turn
-            self._conn.send(_ack_command(msg.reply, token))
+            self._conn.send(_ack_command(msg.reply, token), False)
         except Exception as exc:
             self._log.warning(
                 "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
@@ -358,7 +361,7 @@ class JetStreamSubscription(Subscription):
         msg._claim()
         self.stats.acked += 1
         try:
-            self._conn.send(_ack_command(msg.reply or "", ACK))
+            self._conn.send(_ack_command(msg.reply or "", ACK), False)
         except JetkitError as exc:
             self._log.warning(
                 "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
@@ -481,9 +484,9 @@ class JetStreamSubscription(Subscription):
                 await self._monitor
 
     async def _stop_feed(self) -> None:
-        await self._stop_monitor()
-        if self._sub is not None:
+        if self._sub is not None:  # first: no delivery may arrive once workers may end
             await self._conn.unsubscribe(self._sub)
+        await self._stop_monitor()
 
     async def _abandon(self, msgs: list[Message]) -> None:
         for msg in msgs:

@@ -286,16 +286,13 @@ class AckedPublisher:
         results = batch.results
         items = iter(payloads)
         timeout = self.timeout
-        deadline = loop.time() + timeout
         for data in items:
-            if batch.outstanding >= window:
-                while batch.outstanding >= window:
-                    batch.room.clear()
-                    await batch.room.wait()
-                deadline = loop.time() + timeout  # once per wait: close enough
+            while batch.outstanding >= window:
+                batch.room.clear()
+                await batch.room.wait()
             index = len(results)
             results.append(None)
-            entry = _Entry(deadline, subject, None, batch, index)
+            entry = _Entry(loop.time() + timeout, subject, None, batch, index)
             try:
                 if headers is not None:
                     await self._send_with_headers(subject, data, headers, entry)

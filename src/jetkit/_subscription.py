@@ -18,7 +18,7 @@ import dataclasses
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -78,7 +78,7 @@ class SubscriptionStats:
     """Counters of one subscription since it started.
 
     ``received`` counts the messages jetkit took from the connection (handled, waiting
-    in jetkit's buffer, or dropped); ``failed`` counts handler exceptions and
+    for a handler, or dropped); ``failed`` counts handler exceptions and
     undecodable payloads; ``retried`` the naks jetkit sent to retry a failure;
     ``terminated`` the messages ended with term (dead-lettered ones included).
     """
@@ -122,7 +122,8 @@ class Subscription:
         # a full buffer drops (core mode); JetStream's pull credit bounds it instead
         self._drops = False
         self._workers: list[asyncio.Task[None]] = []
-        self._feeding = True
+        self._feeding = True  # False once drain/stop began: no more pulls
+        self._fed_out = False  # True once nothing can reach the buffer any more
         self._closed = False
         self.on_closed: Callable[[Subscription], None] | None = None
         self._sub: NatsSubscription | None = None  # the routed subscription feeding us
@@ -138,6 +139,18 @@ class Subscription:
     def buffered(self) -> int:
         """Messages received and waiting for the handler."""
         return len(self._buffer)
+
+    async def _start_or_undo(self, start: Callable[[], Awaitable[None]]) -> None:
+        """Run ``start``; if it fails, stop the workers and the feed it began."""
+        try:
+            await start()
+        except BaseException:
+            self._feeding = False
+            self._fed_out = True
+            with contextlib.suppress(Exception):
+                await self._stop_feed()
+            await self._cancel_workers()
+            raise
 
     def _start_workers(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
@@ -172,7 +185,7 @@ class Subscription:
         buf = self._buffer
         while True:
             if not buf:
-                if not self._feeding:
+                if self._fed_out:
                     return
                 waiter = asyncio.get_running_loop().create_future()
                 self._idle.append(waiter)
@@ -228,6 +241,7 @@ class Subscription:
             return
         self._feeding = False
         await self._stop_feed()
+        self._fed_out = True
         self._wake(len(self._idle))
         _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
         if unfinished:
@@ -248,6 +262,7 @@ class Subscription:
             return
         self._feeding = False
         await self._stop_feed()
+        self._fed_out = True
         abandoned = [*self._inflight, *self._buffer]
         await self._cancel_workers()
         with contextlib.suppress(Exception):
@@ -322,8 +337,16 @@ class CoreSubscription(Subscription):
         # BLOCK: messages not yet taken into the full buffer
         self._waiting: deque[Message] | None = deque() if blocking else None
 
+    @property
+    def buffered(self) -> int:
+        """Messages received and waiting for the handler (BLOCK: both stages)."""
+        return len(self._buffer) + (len(self._waiting) if self._waiting is not None else 0)
+
     async def _start(self) -> None:
         self._start_workers()
+        await self._start_or_undo(self._subscribe)
+
+    async def _subscribe(self) -> None:
         self._sub = await self._conn.subscribe(self.topic, self._sink, queue=self._queue)
         # a round trip: once subscribe() returns, the server knows about us, so a
         # publish from any connection reaches this subscription
@@ -345,10 +368,10 @@ class CoreSubscription(Subscription):
             return
         if waiting or len(self._buffer) >= self._capacity:
             self._conn.parser.pressure = True
+            self.stats.received += 1
             if len(waiting) < self._capacity:
                 waiting.append(msg)
             else:
-                self.stats.received += 1
                 self.stats.dropped += 1
             return
         self._offer(msg)
@@ -356,8 +379,8 @@ class CoreSubscription(Subscription):
             self._conn.parser.pressure = True
 
     def _after_take(self) -> None:
-        if self._waiting:
-            self._offer(self._waiting.popleft())
+        if self._waiting:  # room in the buffer: the oldest waiting moves in
+            self._buffer.append(self._waiting.popleft())
 
     async def _stop_feed(self) -> None:
         if self._sub is not None:
@@ -365,6 +388,5 @@ class CoreSubscription(Subscription):
         # what waited for room is handled too (drain) or discarded with the buffer (stop)
         waiting = self._waiting
         if waiting:
-            self.stats.received += len(waiting)
             self._buffer.extend(waiting)
             waiting.clear()
