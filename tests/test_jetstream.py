@@ -765,15 +765,19 @@ async def test_pulls_are_topped_up_when_a_worker_takes_a_message(js: jk.Stream, 
 
 
 async def test_publish_many_gives_each_message_its_own_ack_timeout(tmp_path: Path) -> None:
-    """A batch may last longer than publish_timeout (a slow payload source here): each
-    message's ack is timed from its own send, so nothing stored is reported lost."""
+    """A batch may last longer than publish_timeout, and its payload source may block
+    the event loop: each message's ack is timed from its own send, and time the loop was
+    blocked (no PUB written, no ack read) does not count, so nothing stored is reported
+    lost."""
     timeout = 1.0
 
     def payloads() -> Iterator[bytes]:
+        # big enough that the outgoing buffer fills now and then: publish_many waits for
+        # the flusher, so the ack sweeper is running when the producer blocks
         for i in range(20):
-            if i == 10:
+            if i == 12:
                 time.sleep(timeout * 1.2)  # a producer that blocks (reads a file, say)
-            yield b"m%d" % i
+            yield b"%d" % i + b"x" * 300_000
 
     async with jk.Stream.open(
         store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, publish_timeout=timeout

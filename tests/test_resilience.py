@@ -205,13 +205,19 @@ async def test_a_dead_flusher_does_not_stall_sending(tmp_path: Path, topic: str)
         jk.Stream.open(store_dir=tmp_path) as sender,
     ):
         got: list[bytes] = []
-        sub = await receiver.subscribe(topic, lambda data: got.append(data))
+
+        async def record(data: bytes) -> None:
+            got.append(data)
+
+        sub = await receiver.subscribe(topic, record)
         flusher = nc_of(sender)._flusher_task
         assert flusher is not None
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
-        for i in range(3):
+        await sender.publish(topic, b"m0")  # a lone publish: nothing else to push it out
+        await wait_until(lambda: got == [b"m0"])
+        for i in range(1, 3):
             await sender.publish(topic, b"m%d" % i)
         await wait_until(lambda: got == [b"m0", b"m1", b"m2"])
         await sub.stop()

@@ -272,11 +272,10 @@ class Connection:
         if not kick._queue:  # type: ignore[union-attr]
             # wake the flusher: it writes everything buffered in this loop turn at once
             kick.put_nowait(asyncio.get_running_loop().create_future())  # type: ignore[union-attr]
-        elif nc._flusher_task.done():  # type: ignore[union-attr]
+        if nc._flusher_task.done() and not self._inline_flush:  # type: ignore[union-attr]
             # the flusher died (nats-py then writes inline): do the same, once per turn
-            if not self._inline_flush:
-                self._inline_flush = True
-                asyncio.get_running_loop().call_soon(self._flush_inline)
+            self._inline_flush = True
+            asyncio.get_running_loop().call_soon(self._flush_inline)
         return bool(size > nc._max_pending_size)
 
     def _flush_inline(self) -> None:

@@ -110,7 +110,8 @@ class AckedPublisher:
 
     Waiting publishes live in a dict in send order; one sweeper task (running only
     while something waits) fails those older than ``timeout``, instead of a timer
-    per publish.
+    per publish. Time the event loop was blocked does not count towards ``timeout``
+    (nothing could be written or read meanwhile).
     """
 
     def __init__(self, conn: Connection, timeout: float, store_dir: Path | None = None) -> None:
@@ -183,8 +184,14 @@ class AckedPublisher:
         loop = asyncio.get_running_loop()
         pending = self._pending
         while pending:
-            await asyncio.sleep(min(1.0, self.timeout / 4))
+            period = min(1.0, self.timeout / 4)
+            due = loop.time() + period
+            await asyncio.sleep(period)
             now = loop.time()
+            stalled = now - due - period  # the event loop was blocked this long (a sync
+            if stalled > 0:  # call, a producer): no ack could be read, nor a PUB written
+                for entry in pending.values():
+                    entry.deadline += stalled
             expired = []
             for token, entry in pending.items():
                 if entry.deadline > now:
