@@ -184,6 +184,8 @@ def table(results: Results, title: str) -> Table:
 def _lost(lost: Lost | None) -> str:
     if lost is None:
         return "-"
+    if lost.lost < 0:  # received more than was sent: duplicates (or strays); say so
+        return f"[red]{-lost.lost:,} extra[/red]"
     text = f"{lost.lost:,}"
     return f"[red]{text}[/red]" if lost.lost else text
 

@@ -232,14 +232,17 @@ class AckedPublisher:
             self.full = None
         return PubAck(resp.stream, resp.seq, resp.duplicate)
 
-    def _send(
-        self, subject: str, data: bytes, headers: dict[str, str] | None, entry: _Entry
-    ) -> bool:
-        """Send a publish without headers; True when the outgoing buffer is full."""
+    def _register(self, entry: _Entry) -> bytes:
+        """A new token whose PubAck resolves ``entry`` (the sweeper times it out)."""
         token = b"%d" % next(self._ids)
         self._pending[token] = entry
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
+        return token
+
+    def _send(self, subject: str, data: bytes, entry: _Entry) -> bool:
+        """Send a publish without headers; True when the outgoing buffer is full."""
+        token = self._register(entry)
         try:
             # a PUB straight into the outgoing buffer (jetkit checked topic and size)
             return self._conn.send(
@@ -253,10 +256,7 @@ class AckedPublisher:
     async def _send_with_headers(
         self, subject: str, data: bytes, headers: dict[str, str], entry: _Entry
     ) -> None:
-        token = b"%d" % next(self._ids)
-        self._pending[token] = entry
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep())
+        token = self._register(entry)
         try:
             await self._conn.publish(
                 subject, data, reply=self._prefix + token.decode(), headers=headers
@@ -271,7 +271,7 @@ class AckedPublisher:
         entry = _Entry(loop.time() + self.timeout, subject, fut)
         if headers is not None:
             await self._send_with_headers(subject, data, headers, entry)
-        elif self._send(subject, data, None, entry):
+        elif self._send(subject, data, entry):
             await self._conn.relieve()
         return await fut
 
@@ -303,7 +303,7 @@ class AckedPublisher:
             try:
                 if headers is not None:
                     await self._send_with_headers(subject, data, headers, entry)
-                elif self._send(subject, data, None, entry):
+                elif self._send(subject, data, entry):
                     await self._conn.relieve()
             except JetkitError as exc:
                 results[-1] = exc
