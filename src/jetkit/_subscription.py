@@ -119,6 +119,7 @@ class Subscription:
         self._buffer: deque[Message] = deque()
         self._inflight: set[Message] = set()
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a message
+        self._waking = 0  # workers woken that have not run yet
         # a full buffer drops (core mode); JetStream's pull credit bounds it instead
         self._drops = False
         self._workers: list[asyncio.Task[None]] = []
@@ -167,16 +168,22 @@ class Subscription:
                 return
             buf.popleft()
         buf.append(msg)
-        if self._idle:
+        if self._idle and not self._waking:
             self._wake(1)
 
     def _wake(self, count: int) -> None:
-        """Wake up to ``count`` idle workers (one per new message: no thundering herd)."""
+        """Wake up to ``count`` idle workers.
+
+        One at a time: a woken worker that takes a message and sees more wakes the
+        next (``_work``), so a burst that one worker handles without pausing costs one
+        wake-up, and handlers that do wait still get their ``concurrency`` quickly.
+        """
         idle = self._idle
         while idle and count > 0:
             waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
                 count -= 1
 
     # -- working -------------------------------------------------------------------------
@@ -189,9 +196,15 @@ class Subscription:
                     return
                 waiter = asyncio.get_running_loop().create_future()
                 self._idle.append(waiter)
-                await waiter
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking -= 1
                 continue
             msg = buf.popleft()
+            if buf and self._idle and not self._waking:
+                self._wake(1)  # more waiting: the next worker may take it meanwhile
             self._after_take()
             self._inflight.add(msg)
             try:
