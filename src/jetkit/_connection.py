@@ -41,7 +41,7 @@ from ._errors import (
     TimeoutError,
 )
 from ._message import Message
-from ._wire import Sink, WireParser, parse_headers
+from ._wire import Sink, WireParser, parse_headers, pub
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -332,10 +332,7 @@ class Connection:
                 await self.publish(
                     subject, data, reply=self._reply_prefix + token.decode(), headers=headers
                 )
-            elif self.send(
-                b"PUB %b %b%b %d\r\n%b\r\n"
-                % (subject.encode(), self._reply_prefix_b, token, len(data), data)
-            ):
+            elif self.send(pub(subject.encode(), data, self._reply_prefix_b + token)):
                 await self.relieve()
             return await reply
         except builtins.TimeoutError:

@@ -54,7 +54,7 @@ from ._options import SubscribeOptions
 from ._retry import dead_letter_headers, decide
 from ._subscription import AckPolicy, Subscription, is_handler_failure
 from ._time import nanos
-from ._wire import parse_headers
+from ._wire import parse_headers, pub
 
 PULL_EXPIRES = 30.0
 HEARTBEAT = 5.0
@@ -504,4 +504,4 @@ class JetStreamSubscription(Subscription):
 
 def _ack_command(subject: str, token: bytes) -> bytes:
     """The PUB command that sends ``token`` (an ack, nak, ...) to ``subject``."""
-    return b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(token), token)
+    return pub(subject.encode(), token)

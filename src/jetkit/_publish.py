@@ -36,7 +36,7 @@ from ._jsapi import STORAGE_FULL_CODES, storage_full
 from ._topics import TopicMode, TopicRegistry
 from ._validate import header_size, message_size, number
 from ._validate import headers as check_headers
-from ._wire import parse_headers
+from ._wire import parse_headers, pub
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,10 +245,7 @@ class AckedPublisher:
         token = self._register(entry)
         try:
             # a PUB straight into the outgoing buffer (jetkit checked topic and size)
-            return self._conn.send(
-                b"PUB %b %b%b %d\r\n%b\r\n"
-                % (subject.encode(), self._prefix_b, token, len(data), data)
-            )
+            return self._conn.send(pub(subject.encode(), data, self._prefix_b + token))
         except JetkitError:
             self._pending.pop(token, None)
             raise
@@ -385,7 +382,7 @@ class Publisher:
         if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
             if headers is not None:
                 await self._conn.publish(topic, data, headers=headers)
-            elif self._conn.send(b"PUB %b %d\r\n%b\r\n" % (topic.encode(), len(data), data)):
+            elif self._conn.send(pub(topic.encode(), data)):
                 await self._conn.relieve()
             self._since_yield += 1
             if self._since_yield >= 64:
@@ -432,7 +429,7 @@ class Publisher:
             for data in checked:
                 if headers is not None:
                     await conn.publish(topic, data, headers=headers)
-                elif conn.send(b"PUB %b %d\r\n%b\r\n" % (subject, len(data), data)):
+                elif conn.send(pub(subject, data)):
                     await conn.relieve()
                 count += 1
                 self._since_yield += 1

@@ -26,6 +26,7 @@ from ._subscription import Backpressure, CoreSubscription, is_handler_failure
 from ._topics import TopicRegistry, consumer_name_ok
 from ._validate import headers as check_headers
 from ._validate import number
+from ._wire import pub
 
 MAX_TIMEOUT = 86_400.0
 
@@ -137,7 +138,7 @@ class Responder(CoreSubscription):
         try:
             if headers is not None:
                 await conn.publish(msg.reply, payload, headers=headers)
-            elif conn.send(b"PUB %b %d\r\n%b\r\n" % (msg.reply.encode(), len(payload), payload)):
+            elif conn.send(pub(msg.reply.encode(), payload)):
                 await conn.relieve()
         except Exception as exc:
             self._log.warning("jetkit: could not send reply on %r: %s", msg.topic, exc)

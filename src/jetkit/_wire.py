@@ -1,4 +1,5 @@
-"""The NATS wire protocol as the server sends it: jetkit's own parser.
+"""The NATS wire protocol: jetkit's own parser of what the server sends, and the
+``PUB`` command jetkit's hot paths send.
 
 nats-py keeps the connection (connect, auth, TLS, reconnect with backoff, server
 discovery, lame-duck mode, PING/PONG keepalive, the outgoing buffer); jetkit installs
@@ -69,6 +70,16 @@ def parse_headers(raw: bytes) -> dict[str, str]:
             continue
         out[key] = value.strip().decode("utf-8", "replace")
     return out
+
+
+def pub(subject: bytes, payload: bytes, reply: bytes = b"") -> bytes:
+    """The ``PUB`` command that sends ``payload`` to ``subject`` (replies to ``reply``).
+
+    The caller checked the subject and the size: nothing here is validated.
+    """
+    if reply:
+        return b"PUB %b %b %d\r\n%b\r\n" % (subject, reply, len(payload), payload)
+    return b"PUB %b %d\r\n%b\r\n" % (subject, len(payload), payload)
 
 
 class WireParser:
