@@ -3,20 +3,34 @@ purges and deletes topics and consumers, and reads and re-drives dead letters.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _damage, _deadletters
 from ._deadletters import DeadLetter, RedriveResult
-from ._errors import NotFoundError
+from ._errors import ConfigError, NotFoundError, TimeoutError
 from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
 from ._jsapi import JsApi
 from ._message import Message
+from ._options import reset_position
 from ._publish import Publisher
-from ._topics import Discard, Retention, TopicMode, TopicRegistry, consumer_name_ok
+from ._subscription import StartAt
+from ._time import rfc3339
+from ._topics import (
+    Discard,
+    Retention,
+    TopicMode,
+    TopicRegistry,
+    consumer_name_ok,
+    subject_matches,
+    validate_topic,
+)
+from ._validate import INT64_MAX, optional_number
 
 
 class AdminAPI:
@@ -70,21 +84,124 @@ class AdminAPI:
     async def topics(self) -> list[TopicInfo]:
         """Every JetStream topic (stream) on the server."""
         self._check_open()
-        return [topic_info(s) for s in await self._list("STREAM.LIST", "streams")]
+        streams = await self._list("STREAM.LIST", "streams")
+        sizes = await asyncio.to_thread(
+            lambda: [self._disk_bytes(s.get("config", {}).get("name", "")) for s in streams]
+        )
+        return [topic_info(s, size) for s, size in zip(streams, sizes, strict=True)]
 
     async def topic_info(self, topic: str) -> TopicInfo:
-        """Messages, bytes, first/last sequence and consumer count of a stored topic."""
+        """Messages, bytes, first/last sequence, consumer count, on-disk size (embedded
+        store) and, on a cluster, the leader and the nodes holding a copy."""
         self._check_open()
         name, _ = await self._topics.stream_of(topic)
-        return topic_info(await self._api.call(f"STREAM.INFO.{name}"))
+        resp = await self._api.call(f"STREAM.INFO.{name}")
+        return topic_info(resp, await asyncio.to_thread(self._disk_bytes, name))
 
-    async def purge_topic(self, topic: str) -> int:
-        """Remove the stored messages of ``topic`` (only its subjects); returns how many."""
+    def _disk_bytes(self, stream: str) -> int | None:
+        """The size of a stream's files in this Stream's store (None when not local)."""
+        store = self.store_dir
+        if store is None or not stream or "/" in stream or stream.startswith("."):
+            return None
+        total = 0
+        found = False
+        for root, _, files in os.walk(_damage.streams_dir(store) / stream):
+            found = True
+            for file in files:
+                try:
+                    total += os.lstat(os.path.join(root, file)).st_size
+                except OSError:  # removed meanwhile (compaction)
+                    continue
+        return total if found else None
+
+    async def purge_topic(
+        self,
+        topic: str,
+        subject: str | None = None,
+        keep: int | None = None,
+        up_to_seq: int | None = None,
+    ) -> int:
+        """Remove stored messages of ``topic``; returns how many were removed.
+
+        Only ``topic``'s own subjects are purged (not the rest of a stream stored under
+        a wider pattern). ``subject`` narrows it further to a subject or pattern inside
+        ``topic``. ``keep=n`` keeps the newest n messages (per purged subject filter),
+        ``up_to_seq=n`` removes the messages with sequence <= n only; not both.
+        """
         self._check_open()
+        keep = optional_number("keep", keep, minimum=0, maximum=INT64_MAX, integer=True)
+        up_to = optional_number(
+            "up_to_seq", up_to_seq, minimum=1, maximum=INT64_MAX - 1, integer=True
+        )
+        if keep is not None and up_to is not None:
+            raise ConfigError("pass keep= or up_to_seq=, not both")
+        if subject is not None:
+            validate_topic(subject, wildcards=True)
+            if subject != topic and not subject_matches(topic, subject):
+                raise ConfigError(
+                    f"subject {subject!r} is not inside the topic {topic!r}; pass a subject "
+                    "the topic covers, or purge that topic instead"
+                )
         name, subjects = await self._topics.stream_of(topic)
-        body = None if subjects == [topic] else {"filter": topic}
-        resp = await self._api.call(f"STREAM.PURGE.{name}", body)
+        body: dict[str, Any] = {}
+        narrowed = subject or topic
+        if subjects != [narrowed]:
+            body["filter"] = narrowed
+        if keep is not None:
+            body["keep"] = keep
+        if up_to is not None:
+            body["seq"] = up_to + 1  # the server purges below seq; ours is inclusive
+        resp = await self._api.call(f"STREAM.PURGE.{name}", body or None)
         return int(resp.get("purged", 0))
+
+    async def reset_consumer(
+        self,
+        topic: str,
+        durable: str,
+        start_at: StartAt | None = None,
+        start_time: dt.datetime | float | None = None,
+        start_seq: int | None = None,
+    ) -> ConsumerInfo:
+        """Move a durable consumer to another position in its topic; returns its new state.
+
+        ``start_at``: StartAt.ALL (the oldest stored message), StartAt.NEW (only
+        messages stored from now on), StartAt.BY_START_TIME with ``start_time``, or
+        StartAt.BY_SEQUENCE with ``start_seq`` (``start_time``/``start_seq`` alone imply
+        their StartAt). The consumer keeps its name and settings; deliveries not yet
+        acknowledged are forgotten and everything from the new position is delivered
+        again, also to subscribers running now (in this process or another).
+        Needs nats-server 2.14 or newer (the bundled one is).
+        """
+        self._check_open()
+        consumer = consumer_name_ok(durable, "durable")
+        position, when, seq = reset_position(start_at, start_time, start_seq)
+        name, _ = await self._topics.stream_of(topic)
+        await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")  # NotFoundError if none
+        if position is not StartAt.BY_SEQUENCE:
+            seq = await self._seq_at(name, position, when)
+        try:
+            resp = await self._api.call(f"CONSUMER.RESET.{name}.{consumer}", {"seq": seq})
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"the server did not answer the reset of consumer {consumer!r}: "
+                "reset_consumer needs nats-server 2.14 or newer"
+            ) from exc
+        return consumer_info(resp)
+
+    async def _seq_at(self, stream: str, position: StartAt, when: dt.datetime | None) -> int:
+        """The first stream sequence a reset to ``position`` delivers."""
+        state = (await self._api.call(f"STREAM.INFO.{stream}")).get("state", {})
+        after_last = int(state.get("last_seq", 0)) + 1
+        if position is StartAt.ALL:
+            return max(1, int(state.get("first_seq", 1)))
+        if position is StartAt.NEW:
+            return after_last
+        assert when is not None
+        try:
+            resp = await self._api.call(f"STREAM.MSG.GET.{stream}", {"start_time": rfc3339(when)})
+        except NotFoundError:  # nothing stored at or after that time
+            return after_last
+        return int(resp["message"]["seq"])
 
     async def delete_topic(self, topic: str) -> None:
         """Delete the stream that stores ``topic``, with its messages and consumers."""
@@ -109,6 +226,11 @@ class AdminAPI:
         self._check_open()
         name, _ = await self._topics.stream_of(topic)
         return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{name}", "consumers")]
+
+    async def _stream_consumers(self, stream: str) -> list[ConsumerInfo]:
+        """The consumers of the stream named ``stream`` (TopicInfo.name)."""
+        self._check_open()
+        return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{stream}", "consumers")]
 
     async def consumer_info(self, topic: str, durable: str) -> ConsumerInfo:
         """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""

@@ -123,6 +123,11 @@ class JetStreamSubscription(Subscription):
 
     # -- setup -----------------------------------------------------------------------------
 
+    @property
+    def metric_consumer(self) -> str:
+        """The durable (or queue group) name; "" for an ephemeral consumer."""
+        return "" if self._ephemeral else self.consumer
+
     async def _start(self) -> None:
         await ensure_consumer(
             self._api,

@@ -29,6 +29,12 @@ class TopicInfo:
     max_age: float | None
     discard: Discard
     replicas: int
+    # the size of the stream's directory in an embedded store (None: not on this machine)
+    disk_bytes: int | None = None
+    # the server node that leads the stream now and every node holding a copy (leader
+    # first): on a cluster, where it moves; a single server leads its own streams
+    leader: str | None = None
+    replica_nodes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +53,16 @@ class ConsumerInfo:
     ack_policy: str
     max_deliver: int | None  # as the subscriber asked (jetkit counts attempts itself)
     filter_subject: str | None
+    # when the server last delivered a message to it or took an ack from it (None: never)
+    last_active: dt.datetime | None = None
 
 
-def topic_info(resp: dict[str, Any]) -> TopicInfo:
+def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo:
     cfg = resp.get("config", {})
     state = resp.get("state", {})
+    cluster = resp.get("cluster") or {}
+    leader = cluster.get("leader") or None
+    followers = [r.get("name", "") for r in cluster.get("replicas") or []]
     return TopicInfo(
         name=cfg.get("name", ""),
         subjects=list(cfg.get("subjects") or []),
@@ -68,6 +79,9 @@ def topic_info(resp: dict[str, Any]) -> TopicInfo:
         max_age=(cfg.get("max_age") or 0) / 1e9 or None,
         discard=Discard(cfg.get("discard", "old")),
         replicas=int(cfg.get("num_replicas", 1)),
+        disk_bytes=disk_bytes,
+        leader=leader,
+        replica_nodes=[leader, *followers] if leader else [],
     )
 
 
@@ -86,7 +100,21 @@ def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
         ack_policy=str(cfg.get("ack_policy", "")),
         max_deliver=_max_deliver(cfg),
         filter_subject=cfg.get("filter_subject") or None,
+        last_active=_last_active(resp),
     )
+
+
+def _last_active(resp: dict[str, Any]) -> dt.datetime | None:
+    """The later of the last delivery and the last ack (the server omits what never was)."""
+    times = [
+        t
+        for t in (
+            parse_time((resp.get("delivered") or {}).get("last_active")),
+            parse_time((resp.get("ack_floor") or {}).get("last_active")),
+        )
+        if t is not None
+    ]
+    return max(times) if times else None
 
 
 def _max_deliver(cfg: dict[str, Any]) -> int | None:

@@ -168,6 +168,29 @@ def resolve_start(
     return start_at, when, seq
 
 
+_RESETTABLE = (StartAt.ALL, StartAt.NEW, StartAt.BY_START_TIME, StartAt.BY_SEQUENCE)
+
+
+def reset_position(
+    start_at: object, start_time: object, start_seq: object
+) -> tuple[StartAt, dt.datetime | None, int | None]:
+    """Check ``reset_consumer``'s position: where the consumer is moved to."""
+    if start_at is None:
+        if start_time is None and start_seq is None:
+            raise ConfigError(
+                "say where to move the consumer: start_at=jk.StartAt.ALL or .NEW, "
+                "start_time=datetime, or start_seq=n"
+            )
+        start_at = StartAt.NEW  # start_time / start_seq imply their StartAt
+    position = _validate.option(StartAt, start_at, "start_at")
+    if position not in _RESETTABLE:
+        raise ConfigError(
+            f"a consumer cannot be reset to {position}: use StartAt.ALL, NEW, "
+            "BY_START_TIME or BY_SEQUENCE"
+        )
+    return resolve_start(position, start_time, start_seq)
+
+
 MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses a larger max_payload
 MAX_TIMEOUT = 86_400.0  # a day: longer waits are mistakes (or units confusion)
 
@@ -194,6 +217,8 @@ class OpenOptions:
     server_binary: str | os.PathLike[str] | None
     publish_timeout: float
     name: str | None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def open_options(
@@ -216,6 +241,8 @@ def open_options(
     server_binary: str | os.PathLike[str] | None,
     publish_timeout: object,
     name: object,
+    metrics_port: object = None,
+    metrics_host: object = "127.0.0.1",
 ) -> OpenOptions:
     """Check ``Stream.open``'s options before anything starts."""
     if servers is not None and store_dir is not None:
@@ -265,4 +292,13 @@ def open_options(
         server_binary=server_binary,
         publish_timeout=float(publish_timeout),  # type: ignore[arg-type]
         name=_validate.text("name", name),
+        metrics_port=_validate.optional_number(
+            "metrics_port",
+            metrics_port,
+            minimum=0,
+            maximum=65535,
+            integer=True,
+            hint=" (0: a free port)",
+        ),
+        metrics_host=str(_validate.text("metrics_host", metrics_host, optional=False)),
     )

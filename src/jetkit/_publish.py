@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -37,6 +37,9 @@ from ._topics import TopicMode, TopicRegistry
 from ._validate import header_size, message_size, number
 from ._validate import headers as check_headers
 from ._wire import parse_headers, pub
+
+if TYPE_CHECKING:
+    from .metrics import PublishCounts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -345,6 +348,7 @@ class Publisher:
         self._disk_error = disk_error
         self.acked = AckedPublisher(conn, timeout, store_dir)
         self._since_yield = 0
+        self.counts: PublishCounts | None = None  # set while metrics are on
 
     def check_payload(self, topic: str, data: object, headers: dict[str, str] | None) -> bytes:
         """The payload as bytes, once the whole message is known to fit ``max_payload``."""
@@ -368,7 +372,27 @@ class Publisher:
             else:
                 yield self.check_payload(topic, data, headers)
 
-    async def publish(
+    def publish(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
+    ) -> Coroutine[Any, Any, PubAck | None]:
+        """The publish coroutine (counted only while metrics are on: no extra layer)."""
+        if self.counts is None:
+            return self._publish(topic, data, headers, msg_id)
+        return self._counted(topic, data, headers, msg_id)
+
+    async def _counted(
+        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
+    ) -> PubAck | None:
+        assert self.counts is not None
+        try:
+            ack = await self._publish(topic, data, headers, msg_id)
+        except JetkitError:
+            self.counts.error(topic)
+            raise
+        self.counts.ok(topic)
+        return ack
+
+    async def _publish(
         self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
     ) -> PubAck | None:
         # the hot path: every check is a cheap test first, the full one only if needed
@@ -416,6 +440,25 @@ class Publisher:
         await self.stored(topic, data, headers)
 
     async def publish_many(
+        self, topic: str, payloads: Iterable[bytes], headers: dict[str, str] | None, window: int
+    ) -> list[PubAck | None]:
+        counts = self.counts
+        if counts is None:
+            return await self._publish_many(topic, payloads, headers, window)
+        try:
+            results = await self._publish_many(topic, payloads, headers, window)
+        except PublishBatchError as exc:
+            failed = sum(1 for r in exc.results if not isinstance(r, PubAck))
+            counts.ok(topic, len(exc.results) - failed)
+            counts.error(topic, failed)
+            raise
+        except JetkitError:
+            counts.error(topic)
+            raise
+        counts.ok(topic, len(results))
+        return results
+
+    async def _publish_many(
         self, topic: str, payloads: Iterable[bytes], headers: dict[str, str] | None, window: int
     ) -> list[PubAck | None]:
         self._topics.check(topic)

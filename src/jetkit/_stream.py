@@ -16,14 +16,14 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _damage, _health, _reqrep
 from ._admin import AdminAPI
 from ._codec import encode_json
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
-from ._errors import StreamClosedError
+from ._errors import PortInUseError, StreamClosedError
 from ._jsapi import JsApi
 from ._message import Message
 from ._options import OpenOptions, open_options
@@ -33,6 +33,9 @@ from ._store import EmbeddedStore, ServerSettings
 from ._subscribe import Subscriber
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
+
+if TYPE_CHECKING:
+    from .metrics import Collector, MetricsServer
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +100,8 @@ class Stream(AdminAPI):
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closed = False
         self._identity = ("", "")  # the server's (name, id): a new id is a restart
+        self._metrics: Collector | None = None
+        self._metrics_server: MetricsServer | None = None
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -122,6 +127,8 @@ class Stream(AdminAPI):
         server_binary: str | os.PathLike[str] | None = None,
         publish_timeout: float = 5.0,
         name: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> _Opener:
         """Start (or attach to) the embedded server, or connect to ``servers``.
 
@@ -131,7 +138,9 @@ class Stream(AdminAPI):
         ``servers``: URLs of an external NATS (cluster); no child process is started.
         ``server_binary`` (or ``$JETKIT_NATS_SERVER``): use that nats-server instead of
         the bundled one. ``publish_timeout``: how long a JetStream publish waits for
-        its ack before raising jk.TimeoutError. Every option is checked here, before
+        its ack before raising jk.TimeoutError. ``metrics_port``: serve Prometheus
+        metrics at ``http://{metrics_host}:{metrics_port}/metrics`` (0: a free port; see
+        ``metrics_url`` and ``jetkit.metrics``). Every option is checked here, before
         anything starts (jk.ConfigError).
         """
         opts = open_options(**{k: v for k, v in locals().items() if k != "cls"})
@@ -157,6 +166,36 @@ class Stream(AdminAPI):
         self._identity = self._conn.identity()
         await self._publisher.acked.start()
         await self._report_damage()
+        if opts.metrics_port is not None:
+            self._serve_metrics(opts.metrics_host, opts.metrics_port)
+
+    def _serve_metrics(self, host: str, port: int) -> None:
+        from .metrics import MetricsServer
+
+        collector = self._enable_metrics()
+        try:
+            self._metrics_server = MetricsServer(host, port, collector)
+        except OSError as exc:
+            raise PortInUseError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): pick another "
+                "metrics_port, or 0 for a free one"
+            ) from None
+
+    def _enable_metrics(self) -> Collector:
+        """The Stream's metrics collector; counting starts with the first call."""
+        if self._metrics is None:
+            from .metrics import Collector
+
+            self._metrics = Collector(self)
+            self._publisher.counts = self._metrics.publishes
+            for sub in self._subs:
+                sub.time_handler(self._metrics.timer(sub))
+        return self._metrics
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where this Stream serves its Prometheus metrics (None: metrics_port not set)."""
+        return self._metrics_server.url if self._metrics_server is not None else None
 
     async def _connect_one(self, url: str, user: str | None, password: str | None) -> None:
         await self._connect([url], user, password)
@@ -197,6 +236,11 @@ class Stream(AdminAPI):
 
     async def _teardown(self) -> None:
         self._closed = True
+        if self._metrics is not None:
+            self._metrics.close()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
+            self._metrics_server = None
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -300,6 +344,11 @@ class Stream(AdminAPI):
     @property
     def max_payload(self) -> int:
         return self._conn.max_payload
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (or opening failed)."""
+        return self._closed
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -407,8 +456,15 @@ class Stream(AdminAPI):
     def _track(self, sub: Subscription) -> Subscription:
         """Keep ``sub`` among the Stream's subscriptions until it closes."""
         self._subs.add(sub)
-        sub.on_closed = self._subs.discard
+        sub.on_closed = self._untrack
+        if self._metrics is not None:
+            sub.time_handler(self._metrics.timer(sub))
         return sub
+
+    def _untrack(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        if self._metrics is not None:
+            self._metrics.retire(sub)
 
     subscribe_json = subscribe
 

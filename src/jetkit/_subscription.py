@@ -19,7 +19,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.subscription import Subscription as NatsSubscription
 
@@ -29,6 +29,9 @@ from ._errors import DecodeError
 from ._errors import TimeoutError as jk_timeout
 from ._message import Message
 from ._validate import optional_number
+
+if TYPE_CHECKING:
+    from .metrics import Histogram
 
 
 def is_handler_failure(exc: BaseException) -> bool:
@@ -140,6 +143,17 @@ class Subscription:
     def buffered(self) -> int:
         """Messages received and waiting for the handler."""
         return len(self._buffer)
+
+    @property
+    def metric_consumer(self) -> str:
+        """The ``consumer`` label of this subscription's metrics ("": none)."""
+        return ""
+
+    def time_handler(self, histogram: Histogram) -> None:
+        """Observe the handler's run time in ``histogram`` from now on (metrics on)."""
+        from .metrics import timed
+
+        self._plan = dataclasses.replace(self._plan, fn=timed(self._plan.fn, histogram))
 
     async def _start_or_undo(self, start: Callable[[], Awaitable[None]]) -> None:
         """Run ``start``; if it fails, stop the workers and the feed it began."""
@@ -349,6 +363,10 @@ class CoreSubscription(Subscription):
         self._high = max(1, buffer_size // 2) if blocking else 0
         # BLOCK: messages not yet taken into the full buffer
         self._waiting: deque[Message] | None = deque() if blocking else None
+
+    @property
+    def metric_consumer(self) -> str:
+        return self._queue
 
     @property
     def buffered(self) -> int:

@@ -1,0 +1,354 @@
+"""Operations: Prometheus metrics scraped over HTTP, and the admin calls (reset a
+consumer, purge part of a topic, what topic_info and consumer_info report)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import jetkit as jk
+import jetkit.metrics
+from conftest import wait_until, wait_until_async
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def scrape(url: str) -> Samples:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            return str(resp.read().decode())
+
+    return parse(await asyncio.to_thread(get))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture
+async def ms(store: Path) -> AsyncIterator[jk.Stream]:
+    """A Stream on the session's server serving metrics on a free port."""
+    s = await jk.Stream.open(
+        store_dir=store, default_mode=jk.TopicMode.JETSTREAM, metrics_port=0, drain_timeout=5
+    )
+    yield s
+    await s.close()
+
+
+async def test_metrics_over_http_count_publishes_acks_naks_and_dead_letters(
+    ms: jk.Stream, topic: str
+) -> None:
+    assert ms.metrics_url is not None and ms.metrics_url.startswith("http://127.0.0.1:")
+    dlq = f"{topic}.dead"
+    handled: list[int] = []
+
+    async def handler(msg: jk.Message) -> None:
+        handled.append(msg.seq or 0)
+        if msg.data == b"bad":
+            raise RuntimeError("refused")
+
+    await ms.subscribe(
+        topic,
+        handler,
+        durable="ops",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=2,
+        backoff=0.01,
+        dlq=dlq,
+        start_at=jk.StartAt.ALL,
+    )
+    for i in range(5):
+        await ms.publish(topic, str(i).encode())
+    await ms.publish(topic, b"bad")
+    await ms.publish(topic, b"last")
+    await wait_until(lambda: len(handled) == 8)  # 7 messages, "bad" twice
+    await wait_until_async(lambda: _dead(ms, dlq))
+
+    samples = await scrape(ms.metrics_url)
+    labels = {"topic": topic, "consumer": "ops"}
+    assert value(samples, "jetkit_published_total", topic=topic) == 7
+    # a dead letter counts as dead-lettered, not as a publish of the application's
+    assert ("jetkit_published_total", (("topic", dlq),)) not in samples
+    assert value(samples, "jetkit_received_total", **labels) == 8
+    assert value(samples, "jetkit_acked_total", **labels) == 6
+    assert value(samples, "jetkit_naked_total", **labels) == 1
+    assert value(samples, "jetkit_dead_lettered_total", **labels) == 1
+    assert value(samples, "jetkit_handler_errors_total", **labels) == 2
+    assert value(samples, "jetkit_dropped_total", **labels) == 0
+    assert value(samples, "jetkit_handler_seconds_count", **labels) == 8
+    assert value(samples, "jetkit_handler_seconds_bucket", le="+Inf", **labels) == 8
+    assert value(samples, "jetkit_server_up") == 1
+    assert value(samples, "jetkit_topic_messages", topic=topic) == 7
+    assert value(samples, "jetkit_topic_bytes", topic=topic) > 0
+    assert value(samples, "jetkit_consumer_pending", **labels) == 0
+    assert value(samples, "jetkit_consumer_ack_pending", **labels) == 0
+    assert ("process_cpu_seconds_total", ()) in samples  # prometheus-client's own
+
+
+async def _dead(s: jk.Stream, dlq: str) -> bool:
+    try:
+        return (await s.topic_info(dlq)).messages == 1
+    except jk.NotFoundError:
+        return False
+
+
+async def test_lag_is_read_from_the_server_at_scrape_time(ms: jk.Stream, topic: str) -> None:
+    await ms.declare_topic(topic)
+    gate = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def slow(data: bytes) -> None:
+        seen.append(data)
+        await gate.wait()
+
+    sub = await ms.subscribe(
+        topic, slow, durable="laggard", ack=jk.AckPolicy.MANUAL, buffer_size=1
+    )
+    await ms.publish_many(topic, [b"m"] * 50)
+    await wait_until(lambda: len(seen) == 1)
+    labels = {"topic": topic, "consumer": "laggard"}
+
+    async def lagging() -> bool:
+        info = await ms.consumer_info(topic, "laggard")
+        return info.pending + info.ack_pending == 50
+
+    await wait_until_async(lagging)
+    await jetkit.metrics.collector(ms).refresh()  # past the 1 s cache: ask the server now
+    samples = await scrape(ms.metrics_url or "")
+    info = await ms.consumer_info(topic, "laggard")
+    assert value(samples, "jetkit_consumer_pending", **labels) == info.pending
+    assert value(samples, "jetkit_consumer_ack_pending", **labels) == info.ack_pending
+    assert info.pending > 0
+    gate.set()
+    await sub.drain(timeout=10)
+
+
+async def test_counters_of_a_closed_subscription_are_kept(ms: jk.Stream, topic: str) -> None:
+    await ms.declare_topic(topic, mode=jk.TopicMode.CORE)
+    got: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        got.append(data)
+
+    async def ignore(data: bytes) -> None:
+        pass
+
+    sub = await ms.subscribe(topic, keep)
+    sub2 = await ms.subscribe(topic, ignore)
+    for _ in range(3):
+        await ms.publish(topic, b"x")
+    await wait_until(lambda: len(got) == 3 and sub2.stats.received == 3)
+    await sub.drain()
+    samples = await scrape(ms.metrics_url or "")
+    # both core subscriptions share the label pair; the closed one still counts
+    assert value(samples, "jetkit_received_total", topic=topic, consumer="") == 6
+    await sub2.drain()
+    samples = await scrape(ms.metrics_url or "")
+    assert value(samples, "jetkit_received_total", topic=topic, consumer="") == 6
+
+
+async def test_publish_errors_are_counted(ms: jk.Stream, topic: str) -> None:
+    await ms.declare_topic(topic, max_msgs=1, discard=jk.Discard.NEW)
+    await ms.publish(topic, b"fits")
+    with pytest.raises(jk.JetkitError):
+        await ms.publish(topic, b"refused: the topic is full")
+    samples = await scrape(ms.metrics_url or "")
+    assert value(samples, "jetkit_published_total", topic=topic) == 1
+    assert value(samples, "jetkit_publish_errors_total", topic=topic) == 1
+
+
+async def test_collector_in_a_users_own_registry(js: jk.Stream, topic: str) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    collector = jetkit.metrics.collector(js)
+    assert jetkit.metrics.collector(js) is collector  # one per Stream
+    registry.register(collector)
+    await js.publish(topic, b"counted")
+    # generate_latest blocks: run it off the event loop, as an HTTP server thread would
+    samples = parse((await asyncio.to_thread(generate_latest, registry)).decode())
+    assert value(samples, "jetkit_published_total", topic=topic) == 1
+    assert value(samples, "jetkit_server_up") == 1
+    assert value(samples, "jetkit_topic_messages", topic=topic) == 1
+    # on the event loop itself it cannot wait for the server: counters still come
+    samples = parse(generate_latest(registry).decode())
+    assert value(samples, "jetkit_published_total", topic=topic) == 1
+
+
+async def test_metrics_are_off_by_default(core: jk.Stream) -> None:
+    assert core.metrics_url is None
+    assert core._publisher.counts is None  # nothing counted per publish
+
+
+async def test_metrics_server_stops_with_the_stream(store: Path) -> None:
+    s = await jk.Stream.open(store_dir=store, metrics_port=0)
+    url = s.metrics_url
+    assert url is not None
+    assert value(await scrape(url), "jetkit_server_up") == 1
+    await s.close()
+    with pytest.raises(urllib.error.URLError):
+        await asyncio.to_thread(urllib.request.urlopen, url, None, 5)
+
+
+async def test_metrics_port_in_use_is_a_clear_error(store: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(jk.PortInUseError, match=f"metrics on 127.0.0.1:{port}.*metrics_port"):
+            await jk.Stream.open(store_dir=store, metrics_port=port)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"metrics_port": -1}, "metrics_port"),
+        ({"metrics_port": 70000}, "metrics_port"),
+        ({"metrics_port": "9100"}, "metrics_port"),
+        ({"metrics_port": True}, "metrics_port"),
+        ({"metrics_port": 0, "metrics_host": ""}, "metrics_host"),
+    ],
+)
+async def test_bad_metrics_options(options: dict[str, object], match: str) -> None:
+    with pytest.raises(jk.ConfigError, match=match):
+        await jk.Stream.open(**options)  # type: ignore[arg-type]
+
+
+# -- admin -------------------------------------------------------------------------------
+
+
+async def _consume_all(s: jk.Stream, topic: str, durable: str, n: int) -> list[int]:
+    seen: list[int] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(msg.seq or 0)
+
+    await s.subscribe(topic, handler, durable=durable, start_at=jk.StartAt.ALL)
+    await wait_until(lambda: len(seen) >= n)
+    return seen
+
+
+async def test_reset_consumer_moves_a_live_durable(js: jk.Stream, topic: str) -> None:
+    await js.publish_many(topic, [str(i).encode() for i in range(1, 11)])
+    seen = await _consume_all(js, topic, "resettable", 10)
+    assert seen == list(range(1, 11))
+
+    info = await js.reset_consumer(topic, "resettable", start_seq=8)
+    assert info.delivered_seq == 7 and info.pending == 3
+    await wait_until(lambda: len(seen) == 13)
+    assert seen[10:] == [8, 9, 10]
+
+    await js.reset_consumer(topic, "resettable", start_at=jk.StartAt.ALL)
+    await wait_until(lambda: len(seen) == 23)
+    assert seen[13:] == list(range(1, 11))
+
+    info = await js.reset_consumer(topic, "resettable", start_at=jk.StartAt.NEW)
+    assert info.pending == 0
+    await js.publish(topic, b"after")  # the sentinel: the only message delivered now
+    await wait_until(lambda: len(seen) == 24)
+    assert seen[23:] == [11]
+
+
+async def test_reset_consumer_to_a_time(js: jk.Stream, topic: str) -> None:
+    await js.publish_many(topic, [b"old"] * 3)
+    last = await js.last_message(topic)
+    assert last is not None and last.timestamp is not None
+    await asyncio.sleep(0.01)
+    middle = dt.datetime.now(dt.UTC)
+    await js.publish_many(topic, [b"new"] * 2)
+    await _consume_all(js, topic, "timed", 5)
+    info = await js.reset_consumer(topic, "timed", start_time=middle)
+    assert info.pending == 2 and info.delivered_seq == 3
+    info = await js.reset_consumer(topic, "timed", start_time=middle + dt.timedelta(days=1))
+    assert info.pending == 0
+
+
+async def test_reset_consumer_bad_input(js: jk.Stream, topic: str) -> None:
+    await js.publish(topic, b"x")
+    with pytest.raises(jk.ConfigError, match="say where"):
+        await js.reset_consumer(topic, "d")
+    with pytest.raises(jk.ConfigError, match="cannot be reset to"):
+        await js.reset_consumer(topic, "d", start_at=jk.StartAt.LAST_PER_SUBJECT)
+    with pytest.raises(jk.ConfigError, match="start_seq"):
+        await js.reset_consumer(topic, "d", start_seq=0)
+    with pytest.raises(jk.ConfigError, match="needs start_time"):
+        await js.reset_consumer(topic, "d", start_at=jk.StartAt.BY_START_TIME)
+    with pytest.raises(jk.InvalidTopicError, match="durable"):
+        await js.reset_consumer(topic, "a.b", start_at=jk.StartAt.ALL)
+    with pytest.raises(jk.NotFoundError):
+        await js.reset_consumer(topic, "nobody", start_at=jk.StartAt.ALL)
+    with pytest.raises(jk.NotFoundError):
+        await js.reset_consumer(f"{topic}.unstored", "d", start_at=jk.StartAt.ALL)
+
+
+async def test_purge_topic_keep_up_to_seq_and_subject(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(f"{topic}.>")
+    for i in range(1, 7):
+        await js.publish(f"{topic}.{'a' if i % 2 else 'b'}", str(i).encode())
+    # seqs 1..6: a = 1, 3, 5; b = 2, 4, 6
+    assert await js.purge_topic(f"{topic}.>", up_to_seq=2) == 2
+    assert await js.purge_topic(f"{topic}.>", subject=f"{topic}.a", keep=1) == 1  # seq 3
+    info = await js.topic_info(f"{topic}.>")
+    assert (info.messages, info.first_seq) == (3, 4)
+    assert await js.purge_topic(f"{topic}.>", subject=f"{topic}.b") == 2
+    last = await js.last_message(f"{topic}.a")
+    assert last is not None and last.data == b"5"
+    assert await js.purge_topic(f"{topic}.>") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"keep": -1}, "keep"),
+        ({"up_to_seq": 0}, "up_to_seq"),
+        ({"keep": 1, "up_to_seq": 3}, "not both"),
+        ({"subject": "other.topic"}, "not inside"),
+        ({"subject": "bad subject"}, "whitespace|invalid|not a valid"),
+    ],
+)
+async def test_purge_topic_bad_input(
+    js: jk.Stream, topic: str, options: dict[str, object], match: str
+) -> None:
+    await js.publish(topic, b"kept")
+    with pytest.raises((jk.ConfigError, jk.InvalidTopicError), match=match):
+        await js.purge_topic(topic, **options)  # type: ignore[arg-type]
+    assert (await js.topic_info(topic)).messages == 1
+
+
+async def test_topic_info_reports_disk_size_and_leader(js: jk.Stream, topic: str) -> None:
+    await js.publish(topic, b"x" * 10_000)
+    info = await js.topic_info(topic)
+    assert info.disk_bytes is not None and info.disk_bytes >= 10_000
+    assert info.leader and info.replica_nodes == [info.leader]
+    listed = {t.name: t for t in await js.topics()}
+    assert listed[info.name].disk_bytes is not None
+
+
+async def test_consumer_info_reports_last_active(js: jk.Stream, topic: str) -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    await js.publish(topic, b"x")
+    await _consume_all(js, topic, "active", 1)
+
+    async def acked() -> bool:
+        return (await js.consumer_info(topic, "active")).ack_floor == 1
+
+    await wait_until_async(acked)
+    info = await js.consumer_info(topic, "active")
+    assert info.last_active is not None and info.last_active >= before
