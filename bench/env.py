@@ -152,9 +152,16 @@ class BenchEnv:
         return self.owner
 
     @contextlib.asynccontextmanager
-    async def jetkit(self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM) -> AsyncIterator[jk.Stream]:
-        """A new jetkit client Stream on the bench server."""
-        stream = await jk.Stream.open(**self.connect, default_mode=mode, drain_timeout=10.0)
+    async def jetkit(
+        self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM, metrics: bool = False
+    ) -> AsyncIterator[jk.Stream]:
+        """A new jetkit client Stream on the bench server (``metrics``: serving them)."""
+        stream = await jk.Stream.open(
+            **self.connect,
+            default_mode=mode,
+            drain_timeout=10.0,
+            metrics_port=0 if metrics else None,
+        )
         try:
             yield stream
         finally:

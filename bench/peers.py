@@ -27,6 +27,8 @@ REQUIREMENTS = ("natsio", "nats-core[nkeys]", "nats-jetstream")
 MARKER = "jetkit-bench-peers.json"
 MIN_VERSION = (3, 13)
 NATSIO, NATS_CORE, NATS_JETSTREAM = "natsio", "nats-core", "nats-jetstream"
+# jetkit itself with Stream.open(metrics_port=0): its ratio is the cost of metrics
+METRICS_ON = "jetkit+metrics"
 
 
 def cache_dir() -> Path:

@@ -120,9 +120,7 @@ async def test_lag_is_read_from_the_server_at_scrape_time(ms: jk.Stream, topic: 
         seen.append(data)
         await gate.wait()
 
-    sub = await ms.subscribe(
-        topic, slow, durable="laggard", ack=jk.AckPolicy.MANUAL, buffer_size=1
-    )
+    sub = await ms.subscribe(topic, slow, durable="laggard", ack=jk.AckPolicy.MANUAL, buffer_size=1)
     await ms.publish_many(topic, [b"m"] * 50)
     await wait_until(lambda: len(seen) == 1)
     labels = {"topic": topic, "consumer": "laggard"}

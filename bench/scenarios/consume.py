@@ -34,13 +34,13 @@ import jetkit as jk
 
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
-from ..peers import NATS_JETSTREAM, NATSIO
+from ..peers import METRICS_ON, NATS_JETSTREAM, NATSIO
 from ..runner import Context, RunFn
 from ._common import prefilled
 
 NAME = "consume"
 TITLE = "3 durable consume+ack"
-BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, "faststream", "redis")
+BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, "faststream", "redis", METRICS_ON)
 CONCURRENCY = (1, 8)
 TARGETS = {
     1: (
@@ -81,8 +81,10 @@ def _result(key: str, counter: Counter, n: int, started: float) -> Run:
     return run
 
 
-async def jetkit_consume(ctx: Context, topic: str, durable: str, n: int, conc: int) -> Counter:
-    async with ctx.env.jetkit() as s:
+async def jetkit_consume(
+    ctx: Context, topic: str, durable: str, n: int, conc: int, metrics: bool = False
+) -> Counter:
+    async with ctx.env.jetkit(metrics=metrics) as s:
         counter = Counter(n)
 
         async def handler(data: bytes) -> None:
@@ -247,10 +249,11 @@ async def run(ctx: Context) -> None:
 
             def runner(kind: str, conc: int = conc, key: str = metric.key) -> Any:
                 async def one(rep: int) -> Run:
-                    durable = f"bench-{kind}-c{conc}-{rep}"
+                    durable = f"bench-{kind.replace('+', '-')}-c{conc}-{rep}"
                     started = time.perf_counter()
-                    if kind == "jetkit":
-                        counter = await jetkit_consume(ctx, topic, durable, n, conc)
+                    if kind in ("jetkit", METRICS_ON):
+                        on = kind == METRICS_ON
+                        counter = await jetkit_consume(ctx, topic, durable, n, conc, on)
                     elif kind == "nats-py":
                         counter = await nats_consume(ctx, topic, stream, durable, n, conc)
                     elif kind == "faststream":
@@ -279,6 +282,7 @@ async def run(ctx: Context) -> None:
                 [metric],
                 {
                     "jetkit": runner("jetkit"),
+                    METRICS_ON: runner(METRICS_ON),
                     "nats-py": runner("nats-py"),
                     NATSIO: peer("natsio"),
                     NATS_JETSTREAM: peer("nats-core"),

@@ -20,7 +20,7 @@ import jetkit as jk
 
 from ..config import PAYLOAD
 from ..measure import Counter, Metric, Run, Target
-from ..peers import NATS_CORE, NATSIO
+from ..peers import METRICS_ON, NATS_CORE, NATSIO
 from ..runner import Context, RunFn
 
 NAME = "pubsub"
@@ -31,7 +31,7 @@ THROUGHPUT = Metric(
     TITLE,
     "1 pub -> 1 sub, trivial handler",
     "msg/s",
-    baselines=("nats-py", NATSIO, NATS_CORE),
+    baselines=("nats-py", NATSIO, NATS_CORE, METRICS_ON),
     targets=tuple(Target(b, min_ratio=1.0) for b in ("nats-py", NATSIO, NATS_CORE)),
 )
 
@@ -50,9 +50,9 @@ def _result(counter: Counter, n: int, started: float) -> Run:
 async def run(ctx: Context) -> None:
     n = ctx.sizes.pubsub
 
-    async def jetkit_run(rep: int) -> Run:
-        topic = f"bench.core.jetkit.{rep}"
-        async with ctx.env.jetkit(jk.TopicMode.CORE) as s:
+    async def jetkit_run(rep: int, metrics: bool = False) -> Run:
+        topic = f"bench.core.jetkit{'-metrics' if metrics else ''}.{rep}"
+        async with ctx.env.jetkit(jk.TopicMode.CORE, metrics=metrics) as s:
             counter = Counter(n)
 
             async def handler(data: bytes) -> None:
@@ -95,6 +95,7 @@ async def run(ctx: Context) -> None:
         [THROUGHPUT],
         {
             "jetkit": jetkit_run,
+            METRICS_ON: lambda rep: jetkit_run(rep, metrics=True),
             "nats-py": nats_run,
             NATSIO: peer(NATSIO),
             NATS_CORE: peer(NATS_CORE),

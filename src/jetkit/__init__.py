@@ -95,3 +95,12 @@ __all__ = [
     "__version__",
     "exponential_backoff",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``jk.metrics`` without importing prometheus-client with every ``import jetkit``
+    if name == "metrics":
+        import importlib
+
+        return importlib.import_module(".metrics", __name__)
+    raise AttributeError(f"module 'jetkit' has no attribute {name!r}")
