@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
 import jetkit as jk
 import jetkit.metrics
 from conftest import wait_until, wait_until_async
+from jetkit import _top
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -350,3 +352,63 @@ async def test_consumer_info_reports_last_active(js: jk.Stream, topic: str) -> N
     await wait_until_async(acked)
     info = await js.consumer_info(topic, "active")
     assert info.last_active is not None and info.last_active >= before
+
+
+# -- jetkit top's view -------------------------------------------------------------------
+
+
+async def test_top_view_fits_80_columns_and_keeps_names_whole(js: jk.Stream, topic: str) -> None:
+    long_topic = f"{topic}.with.a.rather.long.name.that.cannot.fit.in.its.column"
+    durable = "a-durable-name-long-enough-to-wrap-inside-eighty-columns"
+    await js.publish_many(long_topic, [b"x" * 100] * 20)
+
+    async def ignore(data: bytes) -> None:
+        pass
+
+    await js.subscribe(long_topic, ignore, durable=durable, start_at=jk.StartAt.ALL)
+    top = _top.Top()
+    top.add(await _top.sample(js))
+    await js.publish_many(long_topic, [b"y"] * 30)  # the rate between the two samples
+
+    async def acked() -> bool:
+        return (await js.consumer_info(long_topic, durable)).ack_floor == 50
+
+    await wait_until_async(acked)
+    top.add(await _top.sample(js))
+
+    console = Console(width=80, record=True, force_terminal=True, color_system=None)
+    console.print(_top.view(top, 80))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cells = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    assert long_topic in cells  # pieces joined again: broken only at token ends
+    consumer_cells = "".join(line.split("│")[2].strip() for line in lines if line.count("│") == 8)
+    assert durable in consumer_cells
+    # every piece of a wrapped name ends at a separator (or is the name's end)
+    for line in lines:
+        if line.startswith("│") and line.count("│") >= 6:
+            piece = line.split("│")[1].strip()
+            if piece and not long_topic.endswith(piece) and piece in long_topic:
+                assert piece.endswith((".", "-", "_")), piece
+
+    rows = {r[0]: r for r in top.topic_rows(human=False)}
+    assert rows[long_topic][1:3] == ["50", str((await js.topic_info(long_topic)).bytes)]
+    assert float(rows[long_topic][3]) > 0  # published between the samples
+    consumers = {(r[0], r[1]): r for r in top.consumer_rows(human=False)}
+    assert consumers[(long_topic, durable)][2:5] == ["0", "0", "0"]
+    assert float(consumers[(long_topic, durable)][5]) > 0
+    plain = list(_top.plain(top))
+    assert plain[0].split("\t") == ["topic", "messages", "bytes", "msg/s"]
+    assert any(line.startswith(f"{long_topic}\t50\t") for line in plain)
+
+
+def test_top_helpers() -> None:
+    assert _top.sparkline([]) == ""
+    assert _top.sparkline([0, 0]) == "▁▁"
+    assert _top.sparkline([1, 2, 4, 8]) == "▂▃▅█"
+    assert _top.wrap_name("orders.events.eu", 8) == "orders.\nevents.\neu"
+    assert _top.wrap_name("abcdefghijkl", 5) == "abcde\nfghij\nkl"  # one token: folded
+    assert _top.count(999) == "999" and _top.count(12_345) == "12k"
+    assert _top.size(3 * 2**20) == "3.0 MiB"
+    assert _top.share(20, [5, 30]) == [5, 15]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,27 +372,25 @@ class Publisher:
             else:
                 yield self.check_payload(topic, data, headers)
 
-    def publish(
-        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
-    ) -> Coroutine[Any, Any, PubAck | None]:
-        """The publish coroutine (counted only while metrics are on: no extra layer)."""
-        if self.counts is None:
-            return self._publish(topic, data, headers, msg_id)
-        return self._counted(topic, data, headers, msg_id)
+    def count(self, counts: PublishCounts) -> None:
+        """Count every publish in ``counts`` from now on (metrics on). Off, ``publish``
+        is the plain coroutine: no test, no extra layer."""
+        self.counts = counts
+        self.publish = self._counted  # type: ignore[method-assign]
 
     async def _counted(
         self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
     ) -> PubAck | None:
         assert self.counts is not None
         try:
-            ack = await self._publish(topic, data, headers, msg_id)
+            ack = await Publisher.publish(self, topic, data, headers, msg_id)
         except JetkitError:
             self.counts.error(topic)
             raise
         self.counts.ok(topic)
         return ack
 
-    async def _publish(
+    async def publish(
         self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
     ) -> PubAck | None:
         # the hot path: every check is a cheap test first, the full one only if needed

@@ -187,7 +187,7 @@ class Stream(AdminAPI):
             from .metrics import Collector
 
             self._metrics = Collector(self)
-            self._publisher.counts = self._metrics.publishes
+            self._publisher.count(self._metrics.publishes)
             for sub in self._subs:
                 sub.time_handler(self._metrics.timer(sub))
         return self._metrics

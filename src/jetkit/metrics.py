@@ -205,7 +205,7 @@ class Collector:
             return snapshot[1]
         if threading.get_ident() == self._loop_thread:
             # called on the event loop itself: it cannot wait; serve the last snapshot
-            self._loop.create_task(self.refresh())
+            self._loop.create_task(self._refresh_quietly())
             return snapshot[1] if snapshot is not None else None
         future = asyncio.run_coroutine_threadsafe(self.refresh(), self._loop)
         try:
@@ -213,6 +213,10 @@ class Collector:
         except (concurrent.futures.TimeoutError, Exception):
             future.cancel()
             return None
+
+    async def _refresh_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.refresh()
 
     async def refresh(self) -> list[Metric]:
         """Ask the server now (one request in flight at a time)."""
