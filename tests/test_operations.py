@@ -18,7 +18,7 @@ from rich.console import Console
 
 import jetkit as jk
 import jetkit.metrics
-from conftest import wait_until, wait_until_async
+from conftest import ExternalServer, wait_until, wait_until_async
 from jetkit import _top
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -205,6 +205,34 @@ async def test_metrics_server_stops_with_the_stream(store: Path) -> None:
     await s.close()
     with pytest.raises(urllib.error.URLError):
         await asyncio.to_thread(urllib.request.urlopen, url, None, 5)
+
+
+@pytest.mark.slow
+async def test_server_up_is_0_while_the_server_is_gone(tmp_path: Path) -> None:
+    server = ExternalServer(tmp_path / "ext")
+    await server.start()
+    try:
+        s = await jk.Stream.open(servers=[server.url], metrics_port=0, connect_timeout=2)
+        try:
+            url = s.metrics_url or ""
+            await s.declare_topic("ops.up", mode=jk.TopicMode.JETSTREAM)
+            samples = await scrape(url)
+            assert value(samples, "jetkit_server_up") == 1
+            assert value(samples, "jetkit_topic_messages", topic="ops.up") == 0
+            await server.stop()
+            await wait_until(lambda: not s.connected)
+            await jetkit.metrics.collector(s).refresh()  # fails: the cache is dropped
+        except jk.JetkitError:
+            samples = await scrape(url)
+            assert value(samples, "jetkit_server_up") == 0
+            # no stale server figures while it cannot be asked; counters stay
+            assert not any(name == "jetkit_topic_messages" for name, _ in samples)
+        else:
+            raise AssertionError("the refresh should fail while the server is down")
+        finally:
+            await s.close()
+    finally:
+        await server.stop()
 
 
 async def test_metrics_port_in_use_is_a_clear_error(store: Path) -> None:

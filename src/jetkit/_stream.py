@@ -346,6 +346,11 @@ class Stream(AdminAPI):
         return self._conn.max_payload
 
     @property
+    def connected(self) -> bool:
+        """Whether the connection to NATS is up now (False while it reconnects)."""
+        return self._conn.is_connected
+
+    @property
     def closed(self) -> bool:
         """Whether close() was called (or opening failed)."""
         return self._closed

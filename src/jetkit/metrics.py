@@ -42,6 +42,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ._errors import ConnectionLostError
+
 if TYPE_CHECKING:
     from ._stream import Stream
     from ._subscription import Subscription
@@ -174,7 +176,8 @@ class Collector:
                 family.add_metric([topic], n)
         yield published
         yield errors
-        totals: dict[Labels, dict[str, int]] = {k: dict(v) for k, v in self._retired.items()}
+        # list(...) copies in one step: the event loop thread may add entries meanwhile
+        totals: dict[Labels, dict[str, int]] = {k: dict(v) for k, v in list(self._retired.items())}
         for sub in list(self._stream.subscriptions):
             into = totals.setdefault(labels_of(sub), {})
             for name, value in sub.stats.as_dict().items():
@@ -189,7 +192,7 @@ class Collector:
         family = HistogramMetricFamily(
             "jetkit_handler_seconds", "Handler run time.", labels=["topic", "consumer"]
         )
-        for labels, histogram in sorted(self._timers.items()):
+        for labels, histogram in sorted(list(self._timers.items())):
             buckets, total = histogram.buckets()
             family.add_metric(list(labels), buckets, total)
         yield family
@@ -222,10 +225,14 @@ class Collector:
         """Ask the server now (one request in flight at a time)."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._ask())
+            # a scrape that gave up waiting leaves the error to nobody: take it here
+            self._refreshing.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(self._refreshing)
 
     async def _ask(self) -> list[Metric]:
         try:
+            if not self._stream.connected:
+                raise ConnectionLostError("not connected to NATS")
             topics = await self._stream.topics()
             consumers = [c for t in topics for c in await self._stream._stream_consumers(t.name)]
         except Exception:
