@@ -19,6 +19,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -131,6 +132,7 @@ class Subscription:
         self._closed = False
         self.on_closed: Callable[[Subscription], None] | None = None
         self._sub: NatsSubscription | None = None  # the routed subscription feeding us
+        self._timer: Histogram | None = None  # metrics on: handling times go there
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} topic={self.topic!r} {self.stats}>"
@@ -150,10 +152,9 @@ class Subscription:
         return ""
 
     def time_handler(self, histogram: Histogram) -> None:
-        """Observe the handler's run time in ``histogram`` from now on (metrics on)."""
-        from .metrics import timed
-
-        self._plan = dataclasses.replace(self._plan, fn=timed(self._plan.fn, histogram))
+        """Observe each message's handling time in ``histogram`` from now on (metrics
+        on): decoding, the handler, and settling it (the ack is only queued)."""
+        self._timer = histogram
 
     async def _start_or_undo(self, start: Callable[[], Awaitable[None]]) -> None:
         """Run ``start``; if it fails, stop the workers and the feed it began."""
@@ -222,7 +223,13 @@ class Subscription:
             self._after_take()
             self._inflight.add(msg)
             try:
-                await self._process(msg)
+                timer = self._timer
+                if timer is None:
+                    await self._process(msg)
+                else:
+                    started = perf_counter()
+                    await self._process(msg)
+                    timer.observe(perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:
