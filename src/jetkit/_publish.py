@@ -39,7 +39,7 @@ from ._validate import headers as check_headers
 from ._wire import parse_headers, pub
 
 if TYPE_CHECKING:
-    from .metrics import PublishCounts
+    from ._counting import PublishCounts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -373,44 +373,41 @@ class Publisher:
                 yield self.check_payload(topic, data, headers)
 
     def count(self, counts: PublishCounts) -> None:
-        """Count every publish in ``counts`` from now on (metrics on). Off, ``publish``
-        is the plain coroutine: no test, no extra layer."""
+        """Count every publish in ``counts`` from now on (metrics on)."""
         self.counts = counts
-        self.publish = self._counted  # type: ignore[method-assign]
-
-    async def _counted(
-        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
-    ) -> PubAck | None:
-        assert self.counts is not None
-        try:
-            ack = await Publisher.publish(self, topic, data, headers, msg_id)
-        except JetkitError:
-            self.counts.error(topic)
-            raise
-        self.counts.ok(topic)
-        return ack
 
     async def publish(
         self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
     ) -> PubAck | None:
         # the hot path: every check is a cheap test first, the full one only if needed
-        topics = self._topics
-        if topic not in topics.valid:
-            topics.check(topic)
-        if headers is not None or msg_id is not None:
-            headers = check_headers(headers, msg_id)
-        if type(data) is not bytes or headers is not None or len(data) > self._conn.max_payload:
-            data = self.check_payload(topic, data, headers)
-        if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
-            if headers is not None:
-                await self._conn.publish(topic, data, headers=headers)
-            elif self._conn.send(pub(topic.encode(), data)):
-                await self._conn.relieve()
-            self._since_yield += 1
-            if self._since_yield >= 64:
-                await self._yield()
-            return None
-        return await self.stored(topic, data, headers)
+        # (metrics off: one test for counting; the try costs nothing until it raises)
+        try:
+            topics = self._topics
+            if topic not in topics.valid:
+                topics.check(topic)
+            if headers is not None or msg_id is not None:
+                headers = check_headers(headers, msg_id)
+            if type(data) is not bytes or headers is not None or len(data) > self._conn.max_payload:
+                data = self.check_payload(topic, data, headers)
+            if (topics.modes.get(topic) or topics.mode_for(topic)) is TopicMode.CORE:
+                if headers is not None:
+                    await self._conn.publish(topic, data, headers=headers)
+                elif self._conn.send(pub(topic.encode(), data)):
+                    await self._conn.relieve()
+                if self.counts is not None:
+                    self.counts.ok(topic)
+                self._since_yield += 1
+                if self._since_yield >= 64:
+                    await self._yield()
+                return None
+            ack = await self.stored(topic, data, headers)
+        except JetkitError:
+            if self.counts is not None:
+                self.counts.error(topic)
+            raise
+        if self.counts is not None:
+            self.counts.ok(topic)
+        return ack
 
     async def _yield(self) -> None:
         """A core publish never yields to the event loop; a tight loop of them would

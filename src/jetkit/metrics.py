@@ -27,7 +27,6 @@ What is counted where (nothing is counted per message while metrics are off):
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
 import threading
@@ -42,17 +41,15 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ._counting import Histogram, PublishCounts
 from ._errors import ConnectionLostError
 
 if TYPE_CHECKING:
     from ._stream import Stream
     from ._subscription import Subscription
 
-__all__ = ["BUCKETS", "Collector", "collector"]
+__all__ = ["Collector", "collector"]
 
-# seconds; prometheus-client's default buckets
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-MAX_TOPIC_LABELS = 1000
 _STATS = (
     ("received", "received", "Messages taken from NATS by a subscription."),
     ("acked", "acked", "Messages acknowledged."),
@@ -62,54 +59,6 @@ _STATS = (
     ("handler_errors", "failed", "Handler exceptions and undecodable payloads."),
 )
 Labels = tuple[str, str]
-
-
-class Histogram:
-    """Handler run times, observed on the event loop and read by the collector."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
-
-    def add(self, other: Histogram) -> None:
-        for i, n in enumerate(other.counts):
-            self.counts[i] += n
-        self.sum += other.sum
-
-    def buckets(self) -> tuple[list[tuple[str, float]], float]:
-        counts = list(self.counts)  # one consistent copy: +Inf equals the count
-        cumulative, total = [], 0
-        for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-            total += n
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
-        return cumulative, self.sum
-
-
-class PublishCounts:
-    """Publishes and publish errors per topic (the Publisher calls ``ok``/``error``)."""
-
-    def __init__(self) -> None:
-        self.published: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
-
-    def _key(self, table: dict[str, int], topic: str) -> str:
-        if topic in table or len(table) < MAX_TOPIC_LABELS:
-            return topic
-        return "_other"
-
-    def ok(self, topic: str, n: int = 1) -> None:
-        key = self._key(self.published, topic)
-        self.published[key] = self.published.get(key, 0) + n
-
-    def error(self, topic: str, n: int = 1) -> None:
-        key = self._key(self.errors, topic)
-        self.errors[key] = self.errors.get(key, 0) + n
 
 
 def labels_of(sub: Subscription) -> Labels:
