@@ -1,36 +1,117 @@
-"""The inspection commands, run in-process against a store they start or attach to."""
+"""The command line as people and scripts run it: ``python -m jetkit ...`` as a child
+process, its stdout a pipe (or a pseudo-terminal), against a real store."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import pty
 import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
-from rich.console import Console
-from typer.testing import CliRunner
+from rich.cells import cell_len
 
 import jetkit as jk
-from conftest import wait_until_async
-from jetkit import cli
-from jetkit.cli import app
+from conftest import free_port, wait_until_async
+from jetkit._cli_output import Column, fit
 
-runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+HOSTILE = [
+    b"[/red]",
+    b"[link=http://x]click[/link]",
+    b"\x1b[31mred\x1b[0m",
+    b"x" * 5000,
+    b"\xff\xfe not utf-8",
+    b"two\r\nlines\tand a tab",
+]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def jetkit(
+    *args: str | Path, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m jetkit ARGS`` to the end, stdout and stderr pipes (killed on timeout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "jetkit", *map(str, args)],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ok(*args: str | Path, stdin: bytes | None = None) -> str:
+    result = jetkit(*args, stdin=stdin)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def on_terminal(*args: str | Path, columns: int = 80, timeout: float = 60) -> str:
+    """Run ``python -m jetkit ARGS`` with stdout a pseudo-terminal ``columns`` wide."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            assert ready, f"jetkit {args} printed nothing for {timeout}s"
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return ANSI.sub("", b"".join(chunks).decode().replace("\r\n", "\n"))
 
 
 def fill(store: Path) -> None:
-    """A stored topic with two messages, a durable with lag, and one dead letter."""
+    """A stored topic with two messages, a durable with lag, and dead letters: one that
+    failed, and one for each hostile payload."""
 
     async def work() -> None:
         async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
             await s.publish("orders.events", b'{"order_id": "order-1"}', headers={"t": "1"})
             await s.publish("orders.events", b'{"order_id": "order-2"}')
+            for data in HOSTILE:
+                await s.publish("hostile.events", data, headers={"h": "[/red]"})
             done = asyncio.Event()
 
             async def fail(msg: jk.Message) -> None:
                 done.set()
                 if b"order-1" in msg.data:
-                    raise RuntimeError("boom")
+                    raise RuntimeError("boom [/red]")
 
             await s.subscribe(
                 "orders.events",
@@ -42,18 +123,41 @@ def fill(store: Path) -> None:
                 start_at=jk.StartAt.ALL,
                 buffer_size=1,
             )
+
+            async def reject(msg: jk.Message) -> None:
+                raise RuntimeError("no")
+
+            await s.subscribe(
+                "hostile.events",
+                reject,
+                durable="hostile-processor-with-a-long-name",
+                ack=jk.AckPolicy.MANUAL,
+                max_deliver=1,
+                dlq="failed.hostile.events",
+                start_at=jk.StartAt.ALL,
+            )
             await asyncio.wait_for(done.wait(), 10)
 
             async def dead_lettered() -> bool:
                 try:
-                    return (await s.topic_info("failed.orders")).messages == 1
+                    return (await s.topic_info("failed.orders")).messages == 1 and (
+                        await s.topic_info("failed.hostile.events")
+                    ).messages == len(HOSTILE)
                 except jk.NotFoundError:  # the DLQ topic is created with its first letter
                     return False
 
-            # fails the fixture (not silently on) if the dead letter never arrives
+            # fails the fixture (not silently on) if the dead letters never arrive
             await wait_until_async(dead_lettered, timeout=10, interval=0.02)
 
     asyncio.run(work())
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A filled store the read-only tests share (each command starts its server)."""
+    store = tmp_path_factory.mktemp("cli-store")
+    fill(store)
+    return store
 
 
 @pytest.fixture
@@ -62,28 +166,291 @@ def store(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=200, highlight=False))
+def tsv(text: str) -> list[dict[str, str]]:
+    header, *rows = text.splitlines()
+    keys = header.split("\t")
+    return [dict(zip(keys, row.split("\t"), strict=True)) for row in rows]
 
 
-def run(*args: str) -> str:
-    result = runner.invoke(app, list(args), terminal_width=200)
-    assert result.exit_code == 0, result.output
-    return result.output
+# -- pipes --------------------------------------------------------------------------------
 
 
-def test_topics_topic_and_consumers(store: Path) -> None:
-    out = run("topics", "--store-dir", str(store))
-    assert "orders.events" in out and "failed.orders" in out
-    out = run("topic", "orders.events", "--store-dir", str(store))
-    assert "orders_events" in out and "last_seq" in out
-    out = run("consumers", "orders.events", "--store-dir", str(store))
-    assert "proc" in out
+def test_tables_in_a_pipe_are_tab_separated_and_whole(filled: Path) -> None:
+    topics = {row["topic"]: row for row in tsv(ok("topics", "--store-dir", filled))}
+    assert set(topics) == {
+        "orders.events",
+        "failed.orders",
+        "hostile.events",
+        "failed.hostile.events",
+    }
+    assert topics["orders.events"]["stream"] == "orders_events"
+    assert topics["orders.events"]["messages"] == "2"
+    assert topics["orders.events"]["last_message"].endswith("+00:00")  # ISO 8601
+    fields = {
+        row["field"]: row["value"]
+        for row in tsv(ok("topic", "orders.events", "--store-dir", filled))
+    }
+    assert fields["last_seq"] == "2" and fields["name"] == "orders_events"
+    consumers = tsv(ok("consumers", "orders.events", "--store-dir", filled))
+    assert [c["consumer"] for c in consumers] == ["proc"] and consumers[0]["durable"] == "yes"
 
 
-def test_pub_and_sub(store: Path) -> None:
-    out = run(
+def test_dlq_in_a_pipe_prints_hostile_payloads_as_text_uncut(filled: Path) -> None:
+    result = jetkit("dlq", "failed.hostile.events", "--store-dir", filled)
+    assert result.returncode == 0, result.stderr
+    rows = tsv(result.stdout.decode())
+    assert [row["data"] for row in rows] == [
+        "[/red]",
+        "[link=http://x]click[/link]",
+        "\\x1b[31mred\\x1b[0m",
+        "x" * 5000,
+        "\\xff\\xfe not utf-8",
+        "two\\r\\nlines\\tand a tab",
+    ]
+    assert {row["consumer"] for row in rows} == {"hostile-processor-with-a-long-name"}
+    assert b"\x1b" not in result.stdout
+    # the count goes to stderr: stdout holds only the table
+    assert result.stderr.decode() == "6 dead letter(s) in failed.hostile.events\n"
+    letters = tsv(ok("dlq", "failed.orders", "--store-dir", filled))
+    assert letters[0]["error"] == "RuntimeError: boom [/red]"
+
+
+def test_sub_prints_hostile_payloads_one_line_each(filled: Path) -> None:
+    out = ok("sub", "hostile.events", "--from-start", "--count", "6", "--store-dir", filled)
+    assert out.splitlines() == [
+        "#1 hostile.events [/red]",
+        "#2 hostile.events [link=http://x]click[/link]",
+        "#3 hostile.events \\x1b[31mred\\x1b[0m",
+        "#4 hostile.events " + "x" * 5000,
+        "#5 hostile.events \\xff\\xfe not utf-8",
+        "#6 hostile.events two\\r\\nlines\\tand a tab",
+    ]
+    out = ok(
+        "sub", "hostile.events", "--from-start", "--count", "1", "--headers", "--store-dir", filled
+    )
+    assert out == "#1 hostile.events [h=[/red]] [/red]\n"
+
+
+def test_sub_json_is_one_object_per_line_and_lossless(filled: Path) -> None:
+    out = ok(
+        "sub", "hostile.events", "--from-start", "--count", "6", "--json", "--store-dir", filled
+    )
+    lines = out.splitlines()
+    assert len(lines) == 6
+    records = [json.loads(line) for line in lines]
+    for n, (record, sent) in enumerate(zip(records, HOSTILE, strict=True), 1):
+        assert record["topic"] == "hostile.events" and record["seq"] == n
+        assert record["headers"] == {"h": "[/red]"}
+        assert record["timestamp"].endswith("+00:00")
+        if "data" in record:
+            assert record["data"].encode() == sent and "data_b64" not in record
+        else:
+            assert base64.b64decode(record["data_b64"]) == sent == b"\xff\xfe not utf-8"
+
+
+def test_pub_reads_stdin_and_files(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    binary = b"\x00\xff binary\r\n[/red]\n"
+    asyncio.run(_declare(store, "in.events"))  # stored, so sub can read it back
+    assert ok("pub", "in.events", "-", "--store-dir", store, stdin=binary) == (
+        "stored in in_events at seq 1\n"
+    )
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"from a file")
+    ok("pub", "in.events", "--file", payload, "--store-dir", store)
+    ok("pub", "in.events", "", "--store-dir", store)  # an empty payload is a payload
+    out = ok("sub", "in.events", "--from-start", "--count", "3", "--json", "--store-dir", store)
+    first, second, third = (json.loads(line) for line in out.splitlines())
+    assert base64.b64decode(first["data_b64"]) == binary
+    assert second["data"] == "from a file"
+    assert third["data"] == ""
+
+
+async def _declare(store: Path, topic: str) -> None:
+    async with jk.Stream.open(store_dir=store) as s:
+        await s.declare_topic(topic, mode=jk.TopicMode.JETSTREAM)
+
+
+def test_sub_stops_quietly_when_the_reader_goes(store: Path) -> None:
+    """``jetkit sub ... | head -1``: the next write finds no reader; exit 0, no traceback."""
+    command = ["sub", "orders.events", "--from-start", "--store-dir", str(store)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"#1 orders.events")
+        proc.stdout.close()
+        ok("pub", "orders.events", "one more", "--store-dir", store)
+        assert proc.wait(30) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_sub_durable_acks_only_what_it_printed(store: Path) -> None:
+    args = ("sub", "orders.events", "--durable", "cli", "--from-start", "--count", "1")
+    assert ok(*args, "--store-dir", store) == '#1 orders.events {"order_id": "order-1"}\n'
+    rows = tsv(ok("consumers", "orders.events", "--store-dir", store))
+    assert {r["consumer"]: r["ack_floor"] for r in rows}["cli"] == "1"  # not 2: #2 not printed
+
+
+# -- terminals ----------------------------------------------------------------------------
+
+
+def test_tables_on_a_terminal_fit_80_columns_and_keep_names_whole(filled: Path) -> None:
+    for args, names in [
+        (["topics"], ["orders.events", "failed.hostile.events", "hostile.events"]),
+        (["consumers", "hostile.events"], ["hostile-processor-with-a-long-name"]),
+        (["topic", "hostile.events"], ["hostile_events", "last_seq"]),
+        (
+            ["dlq", "failed.hostile.events"],
+            ["hostile.events", "hostile-processor-with-a-long-name"],
+        ),
+    ]:
+        out = on_terminal(*args, "--store-dir", filled, columns=80)
+        lines = out.splitlines()
+        assert all(cell_len(line) <= 80 for line in lines), out
+        words = set(out.split())
+        for name in names:
+            assert name in words, f"{name!r} not whole in:\n{out}"
+        assert "\x1b" not in out  # only rich's own styles, stripped above
+
+
+def test_hostile_payloads_on_a_terminal_are_text(filled: Path) -> None:
+    out = on_terminal("dlq", "failed.hostile.events", "--store-dir", filled, columns=200)
+    assert "[/red]" in out and "[link=http://x]click[/link]" in out
+    assert "\\x1b[31mred" in out and "\\xff\\xfe not utf-8" in out
+    assert "6 dead letter(s) in failed.hostile.events" in out
+    out = on_terminal(
+        "sub", "hostile.events", "--from-start", "--count", "6", "--store-dir", filled
+    )
+    assert "#1 hostile.events [/red]\n" in out
+    assert "#2 hostile.events [link=http://x]click[/link]\n" in out
+    assert "#3 hostile.events \\x1b[31mred\\x1b[0m\n" in out
+    assert "x" * 5000 in out.replace("\n", "")
+
+
+def test_fit_shrinks_text_before_numbers_and_names() -> None:
+    columns = [Column("topic"), Column("messages", "number"), Column("data", "clip")]
+    cells = [["a.long.topic.name", "12", "y" * 100]]
+    widths, excess = fit(columns, cells, 60, names=False)
+    assert widths[:2] == [17, 8] and excess == 0 and sum(widths) + 4 == 60
+    widths, excess = fit(columns, cells, 30, names=False)
+    assert widths[:2] == [17, 8] and excess > 0  # the data column cannot give more
+    widths, _ = fit(columns, cells, 30, names=True)
+    assert sum(widths) + 4 <= 30
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def test_inspection_never_creates_a_store(tmp_path: Path) -> None:
+    for command in (["topics"], ["topic", "x"], ["consumers", "x"], ["dlq", "x"]):
+        result = jetkit(*command, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.decode() == (
+            "error: no jetkit store at ./jetstream-store: run `jetkit demo` or `jetkit server` "
+            "there first, or pass --store-dir DIR or --server URL\n"
+        )
+        assert result.stdout == b""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = jetkit("topics", "--store-dir", empty)
+    assert result.returncode == 2 and b"no jetkit store at " + bytes(empty) in result.stderr
+    assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
+
+
+def test_errors_are_one_line_on_stderr_and_exit_2(tmp_path: Path, filled: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    long_dir = tmp_path / ("d" * 120)
+    cases = [
+        (["server", "--port", "-1", "--store-dir", tmp_path / "a"], "port must be >= 1"),
+        (["server", "--port", "99999", "--store-dir", tmp_path / "a"], "port must be <= 65535"),
+        (["sub", "a b", "--store-dir", tmp_path / "a"], "whitespace"),
+        (["pub", "a.b", "x", "--header", "bad", "--store-dir", tmp_path / "a"], "KEY=VALUE"),
+        (["pub", "a.b", "x", "--store-dir", not_a_dir / "s"], "not writable"),
+        (["topics", "--server", "nats://127.0.0.1:1"], "connection refused"),
+        (["topics", "--store-dir", long_dir], "no jetkit store"),
+        (["topic", "no.such.topic", "--store-dir", filled], "no.such.topic"),
+        (["dlq", "orders.events", "--redrive", "--store-dir", filled], "no dead letter"),
+        (["sub", "x", "--count", "0"], "--count: 0 is not 1 or more"),
+        (["sub", "x", "--count", "-3"], "--count: -3 is not 1 or more"),
+        (["demo", "--duration", "-1", "--store-dir", tmp_path / "d"], "--duration: -1"),
+        (["demo", "--duration", "0", "--store-dir", tmp_path / "d"], "--duration: 0"),
+        (["demo", "--order-interval", "nan", "--store-dir", tmp_path / "d"], "--order-interval"),
+        (["demo", "--fail-rate", "2", "--store-dir", tmp_path / "d"], "--fail-rate"),
+        (["pub", "a.b"], "give the payload"),
+        (["pub", "a.b", "x", "--file", not_a_dir], "DATA or --file, not both"),
+        (["pub", "a.b", "--file", tmp_path / "missing"], "cannot read"),
+        (["server", "--port", "many"], "--port"),
+        (["nosuch"], "no such command 'nosuch'"),
+        (["pub"], "missing argument 'TOPIC'"),
+    ]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    for args, expected in cases:
+        result = jetkit(*args, cwd=work)
+        err = result.stderr.decode()
+        assert result.returncode == 2, (args, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
+        assert expected in err, (args, err)
+        for python in ("port=None", "ParseResult", "Traceback", "╭", "Errno", "=None"):
+            assert python not in err, (args, err)
+        assert result.stdout == b"", (args, result.stdout)
+    # refused before anything was created
+    assert not (tmp_path / "d").exists() and list(work.iterdir()) == []
+
+
+def test_port_in_use_speaks_of_the_port_option(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = jetkit("server", "--port", str(port), "--store-dir", tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("\n") == 1, err
+    assert f"port {port}" in err and "no --port" in err and "port=None" not in err
+
+
+def test_help_and_ctrl_c(tmp_path: Path) -> None:
+    result = jetkit("--help")
+    assert result.returncode == 0 and b"Usage" in result.stdout
+    result = jetkit("sub", "--help")
+    assert result.returncode == 0 and b"--json" in result.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", "server", "--store-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"nats-server running at nats://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def test_pub_sub_and_dlq_redrive(store: Path) -> None:
+    out = ok(
         "pub",
         "orders.events",
         '{"order_id": "order-3"}',
@@ -92,41 +459,23 @@ def test_pub_and_sub(store: Path) -> None:
         "--msg-id",
         "o3",
         "--store-dir",
-        str(store),
+        store,
     )
-    assert "stored in orders_events at seq 3" in out
-    out = run("pub", "orders.events", "again", "--msg-id", "o3", "--store-dir", str(store))
+    assert out == "stored in orders_events at seq 3\n"
+    out = ok("pub", "orders.events", "again", "--msg-id", "o3", "--store-dir", store)
     assert "duplicate" in out
-    out = run("pub", "live.only", "hi", "--store-dir", str(store))
+    out = ok("pub", "live.only", "hi", "--store-dir", store)
     assert "core" in out
-    out = run("sub", "orders.events", "--from-start", "--count", "2", "--store-dir", str(store))
-    assert "#1 orders.events" in out and "#2 orders.events" in out and "#3" not in out
-
-
-@pytest.mark.parametrize("flag", ["--redrive", "--republish"])
-def test_dlq_lists_and_redrives(store: Path, flag: str) -> None:
-    out = run("dlq", "failed.orders", "--store-dir", str(store))
-    assert "1 dead letter(s)" in out and "RuntimeError: boom" in out and "orders.events" in out
-    out = run("dlq", "failed.orders", flag, "--store-dir", str(store))
-    assert "re-drove 1" in out
-    out = run("dlq", "failed.orders", "--store-dir", str(store))
-    assert "0 dead letter(s)" in out
-    out = run("topic", "orders.events", "--store-dir", str(store))
-    assert re.search(r"messages\s*│\s*3\s", out), out
-
-
-def test_dlq_redrive_refuses_a_topic_that_is_not_a_dlq(store: Path) -> None:
-    result = runner.invoke(app, ["dlq", "orders.events", "--redrive", "--store-dir", str(store)])
-    assert result.exit_code == 2 and "no dead letter" in result.output
-    out = run("topic", "orders.events", "--store-dir", str(store))
-    assert re.search(r"messages\s*│\s*2\s", out), out  # nothing was deleted
-
-
-def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["topic", "no.such.topic", "--store-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "error:" in result.output and "no.such.topic" in result.output
-    result = runner.invoke(app, ["pub", "bad topic", "x", "--store-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "whitespace" in result.output
-    result = runner.invoke(app, ["pub", "a.b", "x", "-H", "novalue", "--store-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    out = ok("sub", "orders.events", "--from-start", "--count", "2", "--store-dir", store)
+    assert out.splitlines() == [
+        '#1 orders.events {"order_id": "order-1"}',
+        '#2 orders.events {"order_id": "order-2"}',
+    ]
+    result = jetkit("dlq", "failed.orders", "--redrive", "--store-dir", store)
+    assert result.returncode == 0, result.stderr
+    assert "re-drove 1" in result.stderr.decode()
+    assert tsv(ok("dlq", "failed.orders", "--store-dir", store)) == []
+    fields = {
+        r["field"]: r["value"] for r in tsv(ok("topic", "orders.events", "--store-dir", store))
+    }
+    assert fields["messages"] == "4"  # two, the third, and the re-driven one

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import jetkit as jk
+from jetkit.examples import orders
+
 pytestmark = pytest.mark.slow
 
 FAST = ["--order-interval", "0.3", "--user-interval", "0.4", "--analytics-delay", "0.5"]
@@ -160,19 +163,86 @@ async def test_fail_rate_one_sends_orders_to_the_dlq_after_three_attempts(
         await demo.kill()
 
 
-async def test_bad_demo_options(tmp_path: Path) -> None:
+async def test_demo_survives_foreign_data_and_continues_the_highest_number(
+    tmp_path: Path,
+) -> None:
+    """Messages on orders.events that are not the demo's (``jetkit pub``, the README
+    quickstart) neither crash it nor reset its numbering."""
+    store = tmp_path / "store"
+
+    async def stored_orders() -> None:
+        async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+            for n in (1, 2, 7, 3):  # order-7 was published by hand (README's `jetkit pub`)
+                await s.publish_json(orders.ORDERS, orders.make_order(n))
+            await s.publish_json(orders.ORDERS, {"order_id": "order-1", "amount": 11.99})
+
+    await stored_orders()
+    for foreign in ("hello", "[/red]"):  # the newest messages are not orders at all
+        assert (await jetkit_cli("pub", orders.ORDERS, foreign, "--store-dir", str(store))) == 0
+    demo = await Demo.start(store, *FAST)
+    try:
+        await demo.wait_for_line(r"Analytics: Order order-9 ")
+        # while it runs: a message that is not an order goes to the DLQ as a poison message
+        assert (await jetkit_cli("pub", orders.ORDERS, "[/red]", "--store-dir", str(store))) == 0
+        await demo.wait_for_line(r"Dead letter: seq \d+ of orders.events \(not a demo order\)")
+        published = demo.numbers(PUBLISHED)[-1]
+        await demo.wait_for_line(rf"Published order event: order-{published + 1} ")
+        assert await demo.stop(signal.SIGINT) == 0
+    finally:
+        await demo.kill()
+    out = "\n".join(demo.lines)
+    assert demo.numbers(PUBLISHED)[0] == 8, out  # after order-7, the highest stored
+    assert "Traceback" not in out
+    # the analytics replay meets the foreign messages: logged, naming the consumer
+    assert re.search(
+        r"consumer 'analytics-processor': poison message on 'orders.events' seq 6", out
+    )
+    assert re.search(r"consumer 'order-processor': poison message on 'orders.events' seq", out)
+
+
+async def jetkit_cli(*args: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetkit",
+        *args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--fail-rate", "2"),
+        ("--duration", "-1"),
+        ("--duration", "0"),
+        ("--order-interval", "0"),
+        ("--analytics-delay", "-1"),
+    ],
+)
+async def test_bad_demo_options(tmp_path: Path, option: str, value: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "jetkit",
         "demo",
         "--store-dir",
-        str(tmp_path),
-        "--fail-rate",
-        "2",
+        str(tmp_path / "store"),
+        option,
+        value,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
-    assert b"--fail-rate" in out
+    assert out == b""
+    assert err.decode().startswith(f"error: invalid value for {option}: {value} ")
+    assert err.count(b"\n") == 1
+    assert not (tmp_path / "store").exists()

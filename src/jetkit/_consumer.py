@@ -392,7 +392,13 @@ class JetStreamSubscription(Subscription):
             args = plan.args(msg)
         except DecodeError as exc:
             self.stats.failed += 1
-            self._log.error("jetkit: poison message on %r seq %s: %s", msg.topic, msg.seq, exc)
+            self._log.error(
+                "jetkit: consumer %r: poison message on %r seq %s: %s",
+                self.consumer,
+                msg.topic,
+                msg.seq,
+                exc,
+            )
             await self._dead_letter(msg, describe_error(exc))
             return
         ack = self._ack
@@ -418,7 +424,11 @@ class JetStreamSubscription(Subscription):
                 await self._retry_or_dead_letter(msg, exc)
             else:
                 self._log.error(
-                    "jetkit: handler for %r failed (seq %s)", msg.topic, msg.seq, exc_info=exc
+                    "jetkit: consumer %r: handler for %r failed (seq %s)",
+                    self.consumer,
+                    msg.topic,
+                    msg.seq,
+                    exc_info=exc,
                 )
             return
         if ack is AckPolicy.MANUAL and not msg.settled:
@@ -429,8 +439,10 @@ class JetStreamSubscription(Subscription):
         retry, delay = decide(attempt, self._max_deliver, self._backoff)
         if retry:
             self._log.warning(
-                "jetkit: handler for %r failed on attempt %d (%s); retrying%s",
+                "jetkit: consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying%s",
+                self.consumer,
                 msg.topic,
+                msg.seq,
                 attempt,
                 describe_error(exc),
                 f" in {delay:g}s" if delay else "",
@@ -439,8 +451,10 @@ class JetStreamSubscription(Subscription):
             await msg.nak(delay)
             return
         self._log.error(
-            "jetkit: handler for %r failed on its last attempt %d (%s)",
+            "jetkit: consumer %r: handler for %r seq %s failed on its last attempt %d (%s)",
+            self.consumer,
             msg.topic,
+            msg.seq,
             attempt,
             describe_error(exc),
         )
@@ -462,8 +476,9 @@ class JetStreamSubscription(Subscription):
                 await self._dead_letter_sink(self._dlq, msg.data, headers)
             except JetkitError as exc:
                 self._log.error(
-                    "jetkit: could not publish %r seq %s to the DLQ %r (%s); it will be "
-                    "delivered again",
+                    "jetkit: consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
+                    "will be delivered again",
+                    self.consumer,
                     msg.topic,
                     msg.seq,
                     self._dlq,

@@ -1,29 +1,43 @@
 """The ``jetkit`` command line: the demo, a foreground server, and inspection tools.
 
-Every inspection command reaches NATS through ``--store-dir`` (attach to the jetkit
+Every connecting command reaches NATS through ``--store-dir`` (attach to the jetkit
 server serving that store, or start one on it for the duration of the command) or
-``--server URL`` (an external NATS, with ``--user/--password`` or ``--token``).
+``--server URL`` (an external NATS, with ``--user/--password`` or ``--token``); see
+``_cli_target``. What the commands print, and how it differs on a terminal and in a
+pipe, is ``_cli_output``. Every error is one line on stderr, ``error: ...``, exit code 2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import inspect
+import math
+import os
+import re
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 import jetkit as jk
 
+from . import _cli_output as output
+from ._cli_output import Column
+from ._cli_target import DEFAULT_STORE, DEFAULT_TARGET, Target, connected
 from .examples import orders
+
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover  (older typer runs on click itself)
+    from click.exceptions import (  # type: ignore[import-not-found,no-redef]
+        ClickException,
+        UsageError,
+    )
+
+__all__ = ["DEFAULT_TARGET", "Target", "app", "connected", "main"]
 
 T = TypeVar("T")
 
@@ -33,75 +47,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
-DEFAULT_STORE = Path("./jetstream-store")
 DEMO = orders.Options()  # the demo's options and their defaults live with the demo
 
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """Where an inspection command connects: a store, or an external server."""
-
-    store_dir: Path = DEFAULT_STORE
-    server: str | None = None
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    def open(self) -> Any:
-        if self.server:
-            return jk.Stream.open(
-                servers=[self.server], user=self.user, password=self.password, token=self.token
-            )
-        return jk.Stream.open(
-            store_dir=self.store_dir, user=self.user, password=self.password, token=self.token
-        )
+# the library's messages name Stream.open's arguments; on the command line, its options
+_CLI_TERMS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"\bport=None\b"), "no --port"),
+    (re.compile(r"\bstore_dir\b"), "--store-dir"),
+    # asyncio's "[Errno 111] Connect call failed ('127.0.0.1', 1)"
+    (
+        re.compile(r"\[Errno (\d+)\] Connect call failed \([^)]*\)"),
+        lambda m: os.strerror(int(m.group(1))).lower(),
+    ),
+]
 
 
-DEFAULT_TARGET = Target()
-
-# the connection options every inspection command takes, defined once
-_TARGET_OPTIONS: dict[str, Any] = {
-    "store_dir": Annotated[
-        Path, typer.Option("--store-dir", help="Store of the embedded server (attach or start).")
-    ],
-    "server": Annotated[
-        str | None, typer.Option("--server", help="URL of an external NATS instead of a store.")
-    ],
-    "user": Annotated[str | None, typer.Option(help="User for --server.")],
-    "password": Annotated[str | None, typer.Option(help="Password for --server.")],
-    "token": Annotated[str | None, typer.Option(help="Token for --server.")],
-}
-
-
-def connected(command: Callable[..., T]) -> Callable[..., T]:
-    """Give ``command(target=...)`` the shared connection options instead."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "target"]
-    defaults = DEFAULT_TARGET
-    added = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=getattr(defaults, name),
-            annotation=annotation,
-        )
-        for name, annotation in _TARGET_OPTIONS.items()
-    ]
-
-    @functools.wraps(command)
-    def with_target(*args: Any, **kwargs: Any) -> T:
-        target = Target(**{name: kwargs.pop(name) for name in _TARGET_OPTIONS})
-        return command(*args, target=target, **kwargs)
-
-    with_target.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
-    with_target.__annotations__ = {
-        **{k: v for k, v in command.__annotations__.items() if k != "target"},
-        **_TARGET_OPTIONS,
-    }
-    return with_target
+def cli_terms(text: str) -> str:
+    """A library message in the command line's terms (its options, no Python reprs)."""
+    for pattern, replacement in _CLI_TERMS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -109,7 +74,7 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())  # type: ignore[arg-type]
     except jk.JetkitError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        output.error(cli_terms(str(exc)))
         raise typer.Exit(2) from None
 
 
@@ -123,24 +88,36 @@ async def _stored(s: jk.Stream, topic: str) -> bool:
     return True
 
 
-def _table(*columns: str, header: bool = True) -> Table:
-    """A table whose cells wrap instead of being cut short."""
-    table = Table(show_header=header)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+def _positive(value: float | None, option: str, allow_zero: bool = False, hint: str = "") -> None:
+    """Refuse a number that is not finite, or not > 0 (>= 0 with ``allow_zero``)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise typer.BadParameter(
+            f"{value:g} is not a number {'>= 0' if allow_zero else '> 0'}{hint}",
+            param_hint=option,
+        )
 
 
-def _preview(data: bytes, width: int = 60) -> str:
-    text = data.decode("utf-8", "replace")
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _reader_gone() -> None:
+    """stdout's reader went away (``jetkit sub ... | head -1``): send the rest nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @app.command()
 def demo(
     store_dir: Annotated[str, typer.Option(help="Where the demo keeps its data.")] = DEMO.store_dir,
     duration: Annotated[
-        float | None, typer.Option(help="Stop by itself after this many seconds.")
+        float | None,
+        typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl+C)."),
     ] = DEMO.duration,
     order_interval: Annotated[
         float, typer.Option(help="Seconds between orders.")
@@ -157,10 +134,11 @@ def demo(
 ) -> None:
     """Run the order-processing example: five services on one embedded JetStream."""
     if not 0.0 <= fail_rate <= 1.0:
-        raise typer.BadParameter("must be between 0 and 1", param_hint="--fail-rate")
-    for name, value in (("--order-interval", order_interval), ("--user-interval", user_interval)):
-        if value <= 0:
-            raise typer.BadParameter("must be > 0", param_hint=name)
+        raise typer.BadParameter(f"{fail_rate:g} is not between 0 and 1", param_hint="--fail-rate")
+    _positive(duration, "--duration", hint=" (leave it out to run until Ctrl+C)")
+    _positive(order_interval, "--order-interval")
+    _positive(user_interval, "--user-interval")
+    _positive(analytics_delay, "--analytics-delay", allow_zero=True)
     options = orders.Options(
         store_dir=store_dir,
         duration=duration,
@@ -174,25 +152,27 @@ def demo(
 
 @app.command()
 def server(
-    store_dir: Annotated[Path, typer.Option("--store-dir", help="Store to serve.")] = DEFAULT_STORE,
+    store_dir: Annotated[
+        Path, typer.Option("--store-dir", help="Store to serve (created if missing).")
+    ] = DEFAULT_STORE,
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
 ) -> None:
     """Run the embedded server in the foreground until Ctrl+C."""
 
     async def work() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
         async with jk.Stream.open(store_dir=store_dir, port=port) as s:
             if not s.embedded:
-                err.print(f"[red]error:[/red] {s.store_dir} is already served at {s.server_url}")
-                raise typer.Exit(1)
-            out.print(f"nats-server running at [bold]{s.server_url}[/bold]")
-            out.print(f"store: {s.store_dir}  (credentials in jetkit-credentials.json)")
-            out.print("other jetkit processes using this store attach to it. Ctrl+C stops it.")
+                raise jk.ConfigError(f"{s.store_dir} is already served at {s.server_url}")
+            output.write(f"nats-server running at {s.server_url}")
+            output.write(
+                f"store: {output.escape(str(s.store_dir))}  (credentials in "
+                "jetkit-credentials.json)"
+            )
+            output.write("other jetkit processes using this store attach to it. Ctrl+C stops it.")
             await stop.wait()
-        out.print("stopped")
+        output.write("stopped")
 
     _run(work)
 
@@ -209,27 +189,37 @@ def topics(
             result: list[jk.TopicInfo] = await s.topics()
             return result
 
-    table = _table(
-        "topic", "stream", "messages", "bytes", "first", "last", "consumers", "last message"
+    output.table(
+        [
+            Column("topic"),
+            Column("stream", terminal=False),
+            Column("messages", "number"),
+            Column("bytes", "number"),
+            Column("first seq", "number", optional=True),
+            Column("last seq", "number", optional=True),
+            Column("consumers", "number"),
+            Column("last message", "text"),
+        ],
+        (
+            (
+                t.subjects,
+                t.name,
+                t.messages,
+                t.bytes,
+                t.first_seq,
+                t.last_seq,
+                t.consumers,
+                t.last_time,
+            )
+            for t in sorted(_run(work), key=lambda t: t.subjects)
+        ),
     )
-    for t in sorted(_run(work), key=lambda t: t.subjects):
-        table.add_row(
-            ", ".join(t.subjects),
-            t.name,
-            str(t.messages),
-            str(t.bytes),
-            str(t.first_seq),
-            str(t.last_seq),
-            str(t.consumers),
-            t.last_time.isoformat(timespec="seconds") if t.last_time else "-",
-        )
-    out.print(table)
 
 
 @app.command()
 @connected
 def topic(
-    name: Annotated[str, typer.Argument(help="Topic (subject) to describe.")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic (subject) to describe.")],
     target: Target = DEFAULT_TARGET,
 ) -> None:
     """Describe one stored topic: size, sequences, limits, consumers."""
@@ -240,53 +230,86 @@ def topic(
             return info
 
     info = _run(work)
-    table = _table("field", "value", header=False)
-    for key, value in vars(info).items():
-        shown = value.value if hasattr(value, "value") else value
-        table.add_row(key, "-" if shown is None else str(shown))
-    out.print(table)
+    output.table([Column("field"), Column("value", "text")], vars(info).items())
 
 
 @app.command()
 @connected
 def consumers(
-    name: Annotated[str, typer.Argument(help="Stored topic.")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Stored topic.")],
     target: Target = DEFAULT_TARGET,
 ) -> None:
-    """List a topic's consumers with their lag."""
+    """List a topic's consumers with their lag (messages stored, not yet delivered)."""
 
     async def work() -> list[jk.ConsumerInfo]:
         async with target.open() as s:
             result: list[jk.ConsumerInfo] = await s.consumers(name)
             return result
 
-    table = _table(
-        "consumer",
-        "durable",
-        "lag (pending)",
-        "ack pending",
-        "redelivered",
-        "delivered seq",
-        "ack floor",
+    output.table(
+        [
+            Column("consumer"),
+            Column("durable"),
+            Column("lag", "number"),
+            Column("ack pending", "number"),
+            Column("redelivered", "number"),
+            Column("delivered seq", "number", optional=True),
+            Column("ack floor", "number", optional=True),
+        ],
+        (
+            (
+                c.name,
+                c.durable,
+                c.pending,
+                c.ack_pending,
+                c.redelivered,
+                c.delivered_seq,
+                c.ack_floor,
+            )
+            for c in _run(work)
+        ),
     )
-    for c in _run(work):
-        table.add_row(
-            c.name,
-            "yes" if c.durable else "no",
-            str(c.pending),
-            str(c.ack_pending),
-            str(c.redelivered),
-            str(c.delivered_seq),
-            str(c.ack_floor),
-        )
-    out.print(table)
+
+
+def _headers(items: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--header")
+        headers[key] = value
+    return headers
+
+
+def _payload(data: str | None, file: Path | None) -> bytes:
+    """The payload to publish: the DATA argument, stdin for ``-``, or ``--file``."""
+    if data is not None and file is not None:
+        raise typer.BadParameter("give DATA or --file, not both", param_hint="--file")
+    try:
+        if file is not None:
+            return file.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {output.escape(str(file))}: {exc.strerror or exc}", param_hint="--file"
+        ) from None
+    if data is None:
+        raise UsageError("give the payload: DATA, - (read stdin) or --file PATH")
+    if data == "-":
+        return sys.stdin.buffer.read()
+    return data.encode("utf-8", "surrogateescape")  # the argument's bytes as given
 
 
 @app.command()
 @connected
 def pub(
-    name: Annotated[str, typer.Argument(help="Topic to publish to.")],
-    data: Annotated[str, typer.Argument(help="Payload (text or JSON).")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to publish to.")],
+    data: Annotated[
+        str | None,
+        typer.Argument(metavar="DATA", help="Payload (text or JSON); - reads it from stdin."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the payload from this file.")
+    ] = None,
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="KEY=VALUE, repeatable.")
     ] = None,
@@ -294,69 +317,92 @@ def pub(
     target: Target = DEFAULT_TARGET,
 ) -> None:
     """Publish one message (stored if a stream stores the topic)."""
-    headers: dict[str, str] = {}
-    for item in header or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--header")
-        headers[key] = value
+    headers = _headers(header or [])
+    payload = _payload(data, file)
 
     async def work() -> jk.PubAck | None:
-        async with target.open() as s:
+        async with target.open(create=True) as s:
             await _stored(s, name)
             ack: jk.PubAck | None = await s.publish(
-                name, data.encode(), headers=headers or None, msg_id=msg_id
+                name, payload, headers=headers or None, msg_id=msg_id
             )
             return ack
 
     ack = _run(work)
     if ack is None:
-        out.print(f"published to {name} (core: not stored, only live subscribers get it)")
+        output.write(
+            f"published to {output.escape(name)} (core: not stored, only live subscribers get it)"
+        )
     else:
         dup = " (duplicate: not stored again)" if ack.duplicate else ""
-        out.print(f"stored in {ack.stream} at seq {ack.seq}{dup}")
+        output.write(f"stored in {ack.stream} at seq {ack.seq}{dup}")
 
 
 @app.command()
 @connected
 def sub(
-    name: Annotated[str, typer.Argument(help="Topic or pattern to subscribe to.")],
-    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic or pattern to subscribe to.")],
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many messages (default: until Ctrl+C).")
+    ] = None,
     from_start: Annotated[
         bool, typer.Option("--from-start", help="Replay the stored messages first.")
     ] = False,
     durable: Annotated[
         str | None, typer.Option(help="Durable consumer name (acks what it prints).")
     ] = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line: topic, seq, timestamp, headers, data or data_b64.",
+        ),
+    ] = False,
+    show_headers: Annotated[bool, typer.Option("--headers", help="Show the headers.")] = False,
     target: Target = DEFAULT_TARGET,
 ) -> None:
-    """Print messages as they arrive (Ctrl+C stops)."""
+    """Print messages as they arrive, one per line (Ctrl+C stops)."""
+    if count is not None and count < 1:
+        raise typer.BadParameter(
+            f"{count} is not 1 or more (leave it out to print until Ctrl+C)", param_hint="--count"
+        )
+    render: Callable[[jk.Message], str] = (
+        output.message_json
+        if json_lines
+        else functools.partial(output.message_line, headers=show_headers)
+    )
 
     async def work() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
         seen = 0
 
         async def show(msg: jk.Message) -> None:
             nonlocal seen
-            if count is not None and seen >= count:
-                return  # already buffered when --count was reached
-            seq = f"#{msg.seq} " if msg.seq is not None else ""
-            out.print(f"{seq}[bold]{msg.topic}[/bold] {_preview(msg.data, 200)}")
+            if stop.is_set():  # --count reached, or nobody reads: hand it back unprinted
+                if durable is not None:
+                    await msg.nak()
+                return
+            try:
+                output.write(render(msg))
+            except BrokenPipeError:
+                _reader_gone()
+                stop.set()
+                if durable is not None:
+                    await msg.nak()
+                return
             seen += 1
             if count is not None and seen >= count:
                 stop.set()
 
-        async with target.open() as s:
+        async with target.open(create=True) as s:
             if await _stored(s, name):
                 start = jk.StartAt.ALL if from_start else jk.StartAt.NEW
-                ack = jk.AckPolicy.AUTO if durable else jk.AckPolicy.NONE
+                ack = jk.AckPolicy.MANUAL if durable else jk.AckPolicy.NONE
                 await s.subscribe(name, show, durable=durable, start_at=start, ack=ack)
             else:
                 if from_start or durable:
-                    err.print(f"{name} is not stored: --from-start/--durable do not apply")
+                    output.warning(f"{name} is not stored: --from-start and --durable do not apply")
                 await s.subscribe(name, show)
             await stop.wait()
 
@@ -366,7 +412,9 @@ def sub(
 @app.command()
 @connected
 def dlq(
-    name: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. failed.orders.events")],
+    name: Annotated[
+        str, typer.Argument(metavar="TOPIC", help="Dead-letter topic, e.g. failed.orders.events")
+    ],
     redrive: Annotated[
         bool,
         typer.Option(
@@ -386,31 +434,65 @@ def dlq(
             return letters, result
 
     letters, result = _run(work)
-    table = _table("seq", "original topic", "orig seq", "attempts", "consumer", "error", "data")
-    for letter in letters:
-        table.add_row(
-            *(
-                Text(cell)
-                for cell in (
-                    str(letter.seq),
-                    letter.original_topic,
-                    str(letter.original_seq or "-"),
-                    str(letter.deliveries or "-"),
-                    letter.consumer or "-",
-                    _preview((letter.error or "-").encode(), 50),
-                    _preview(letter.data, 40),
-                )
+    output.table(
+        [
+            Column("seq", "number"),
+            Column("original topic"),
+            Column("original seq", "number", optional=True),
+            Column("attempts", "number", optional=True),
+            Column("consumer"),
+            Column("error", "clip"),
+            Column("data", "clip"),
+        ],
+        (
+            (
+                letter.seq,
+                letter.original_topic,
+                letter.original_seq,
+                letter.deliveries,
+                letter.consumer,
+                letter.error,
+                letter.data,
             )
-        )
-    out.print(table)
-    out.print(f"{len(letters)} dead letter(s) in {name}", markup=False)
+            for letter in letters
+        ),
+    )
+    output.note(f"{len(letters)} dead letter(s) in {output.escape(name)}")
     if result is not None:
-        out.print(
-            f"re-drove {result.redriven} to their topics and deleted them from {name}"
-            + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else ""),
-            markup=False,
+        output.note(
+            f"re-drove {result.redriven} to their topics and deleted them from "
+            f"{output.escape(name)}"
+            + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else "")
         )
 
 
-def main() -> None:
-    app()
+def _usage_error(exc: ClickException) -> str:
+    """A click usage error as one line, pointing at the command's --help."""
+    text = exc.format_message().rstrip(".")
+    text = text[:1].lower() + text[1:] if text[1:2].islower() else text
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, UsageError) and ctx is not None:
+        text += f" (see {ctx.command_path} --help)"
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``jetkit`` script: run a command; errors are one line and exit code 2."""
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        # a pipe gets UTF-8 (JSON Lines are UTF-8) whatever the locale
+        sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
+    try:
+        code = app(args=argv, prog_name="jetkit", standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `jetkit`: the help
+            sys.stdout.write(exc.format_message() + "\n")
+            code = 0
+        else:
+            output.error(_usage_error(exc))
+            code = 2
+    except BrokenPipeError:
+        _reader_gone()
+        code = 0
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import random
+import re
 import signal
 import sys
 from pathlib import Path
@@ -74,13 +75,46 @@ def make_user(n: int) -> UserRegistration:
     )
 
 
+def event_id(data: bytes, field: str) -> str | None:
+    """The id (``order-7``) in an event the demo published; None for any other payload
+    (``jetkit pub``, the README quickstart, ... may share the topic)."""
+    try:
+        value = json.loads(data).get(field)
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return None
+    prefix = field.removesuffix("_id")  # order_id: order-7
+    ok = isinstance(value, str) and re.fullmatch(rf"{prefix}-[0-9]{{1,18}}", value)
+    return value if ok else None
+
+
 async def last_number(s: jk.Stream, topic: str, field: str) -> int:
-    """The number in the newest stored event's id (0 when the topic is empty)."""
+    """The highest number among the stored events' ids (0 when there is none).
+
+    Reads the whole topic once: the newest message may be someone else's, and a
+    message published by hand (``jetkit pub``) may hold a higher number than the last
+    the demo published.
+    """
     await s.declare_topic(topic)
-    last = await s.last_message(topic)
-    if last is None:
+    info = await s.topic_info(topic)
+    if info.messages == 0:
         return 0
-    return int(str(json.loads(last.data)[field]).rsplit("-", 1)[1])
+    highest = 0
+    done = asyncio.Event()
+
+    async def scan(msg: jk.Message) -> None:
+        nonlocal highest
+        found = event_id(msg.data, field)
+        if found is not None:
+            highest = max(highest, int(found.rsplit("-", 1)[1]))
+        if (msg.seq or 0) >= info.last_seq or msg.pending == 0:
+            done.set()
+
+    sub = await s.subscribe(topic, scan, start_at=jk.StartAt.ALL, ack=jk.AckPolicy.NONE)
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await sub.stop()
+    return highest
 
 
 @dataclasses.dataclass
@@ -133,10 +167,19 @@ class Demo:
             f"(status: {order.status}, timestamp: {local})"
         )
 
-    async def dead_letter(self, order: OrderEvent, msg: jk.Message) -> None:
+    async def dead_letter(self, msg: jk.Message) -> None:
+        """Print a dead letter: an order that failed every attempt, or a message on
+        orders.events that is not an order at all (a poison message: it cannot be
+        decoded, so it goes to the DLQ at once)."""
+        headers = msg.headers
+        what = event_id(msg.data, "order_id") or (
+            f"seq {headers.get('Jetkit-Original-Seq')} of {ORDERS} (not a demo order)"
+        )
+        attempts = headers.get("Jetkit-Deliveries", "?")
+        plural = "" if attempts == "1" else "s"
         print(
-            f"💀 Dead letter: {order.order_id} after {msg.headers.get('Jetkit-Deliveries')} "
-            f"attempts ({msg.headers.get('Jetkit-Error')})"
+            f"💀 Dead letter: {what} after {attempts} attempt{plural} "
+            f"({headers.get('Jetkit-Error')})"
         )
 
     async def publish_orders(self, stop: asyncio.Event) -> None:
