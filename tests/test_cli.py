@@ -352,7 +352,13 @@ def test_fit_shrinks_text_before_numbers_and_names() -> None:
 
 
 def test_inspection_never_creates_a_store(tmp_path: Path) -> None:
-    for command in (["topics"], ["topic", "x"], ["consumers", "x"], ["dlq", "x"]):
+    for command in (
+        ["topics"],
+        ["topic", "x"],
+        ["consumers", "x"],
+        ["dlq", "x"],
+        ["top", "--once"],
+    ):
         result = jetkit(*command, cwd=tmp_path)
         assert result.returncode == 2
         assert result.stderr.decode() == (
@@ -479,3 +485,41 @@ def test_pub_sub_and_dlq_redrive(store: Path) -> None:
         r["field"]: r["value"] for r in tsv(ok("topic", "orders.events", "--store-dir", store))
     }
     assert fields["messages"] == "4"  # two, the third, and the re-driven one
+
+
+# -- jetkit top ---------------------------------------------------------------------------
+
+
+def _sections(text: str) -> list[list[dict[str, str]]]:
+    return [tsv(block) for block in text.strip("\n").split("\n\n")]
+
+
+def test_top_once_in_a_pipe_is_two_tab_separated_tables(filled: Path) -> None:
+    topics, consumers = _sections(ok("top", "--once", "--interval", "0.1", "--store-dir", filled))
+    by_topic = {row["topic"]: row for row in topics}
+    assert by_topic["orders.events"]["messages"] == "2"
+    assert by_topic["hostile.events"]["messages"] == str(len(HOSTILE))
+    assert int(by_topic["orders.events"]["bytes"]) > 0
+    assert float(by_topic["orders.events"]["msg/s"]) == 0.0  # nothing published meanwhile
+    assert set(consumers[0]) == {"topic", "consumer", "lag", "ack_pend", "redeliv", "ack/s"}
+    by_consumer = {row["consumer"]: row for row in consumers}
+    assert by_consumer["proc"]["topic"] == "orders.events"
+    assert by_consumer["hostile-processor-with-a-long-name"]["lag"] == "0"
+
+
+def test_top_once_on_a_terminal_fits_80_columns(filled: Path) -> None:
+    text = on_terminal("top", "--once", "--interval", "0.1", "--store-dir", filled)
+    lines = text.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert "topics" in lines[0]
+    cells = "".join(
+        line.split("│")[2].strip() for line in lines if line.count("│") == 8
+    )  # the consumers table's second column, wrapped pieces joined again
+    assert "hostile-processor-with-a-long-name" in cells
+
+
+def test_top_bad_interval(filled: Path) -> None:
+    for value in ("0", "-1", "nan", "5000"):
+        result = jetkit("top", "--interval", value, "--store-dir", filled)
+        assert result.returncode == 2
+        assert result.stderr.decode().startswith("error: invalid value for --interval")

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,24 @@ async def test_bad_demo_options(tmp_path: Path, option: str, value: str) -> None
     assert err.decode().startswith(f"error: invalid value for {option}: {value} ")
     assert err.count(b"\n") == 1
     assert not (tmp_path / "store").exists()
+
+
+async def test_demo_serves_metrics(tmp_path: Path) -> None:
+    demo = await Demo.start(tmp_path / "store", *FAST, "--metrics-port", "0")
+    try:
+        line = await demo.wait_for_line(r"Prometheus metrics at http://127\.0\.0\.1:\d+/metrics")
+        url = line.split(" at ", 1)[1].strip()
+        await demo.wait_for_line(r"Processing order: order-2 ")
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return str(resp.read().decode())
+
+        text = await asyncio.to_thread(scrape)
+        assert await demo.stop(signal.SIGINT) == 0
+    finally:
+        await demo.kill()
+    assert 'jetkit_received_total{consumer="order-processor",topic="orders.events"}' in text
+    assert re.search(r'jetkit_published_total\{topic="orders\.events"\} [1-9]', text)
+    assert 'jetkit_consumer_pending{consumer="order-processor",topic="orders.events"}' in text
+    assert "jetkit_server_up 1.0" in text

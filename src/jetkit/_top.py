@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ._cli_output import escape
 from ._info import ConsumerInfo, TopicInfo
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -98,7 +99,7 @@ class Top:
             key = ("topic", t.name)
             rows.append(
                 [
-                    ", ".join(t.subjects),
+                    escape(", ".join(t.subjects)),
                     count(t.messages),
                     size(t.bytes),
                     rate(self.rate(key)),
@@ -116,8 +117,8 @@ class Top:
             key = ("consumer", c.stream, c.name)
             rows.append(
                 [
-                    c.filter_subject or subjects.get(c.stream, c.stream),
-                    c.name,
+                    escape(c.filter_subject or subjects.get(c.stream, c.stream)),
+                    escape(c.name),
                     count(c.pending),
                     count(c.ack_pending),
                     count(c.redelivered),
@@ -261,7 +262,7 @@ def plain(top: Top) -> Iterator[str]:
         (TOPIC_COLUMNS, top.topic_rows(human=False)),
         (CONSUMER_COLUMNS, top.consumer_rows(human=False)),
     ):
-        yield "\t".join(columns[:-1])  # no sparkline column
+        yield "\t".join(c.replace(" ", "_") for c in columns[:-1])  # no sparkline
         for r in rows:
             yield "\t".join(r)
         yield ""

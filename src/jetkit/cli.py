@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from rich.console import Console
 
 import jetkit as jk
 
 from . import _cli_output as output
+from . import _top
 from ._cli_output import Column
 from ._cli_target import DEFAULT_STORE, DEFAULT_TARGET, Target, connected
 from .examples import orders
@@ -131,6 +133,9 @@ def demo(
     analytics_delay: Annotated[
         float, typer.Option(help="Seconds before the analytics service starts.")
     ] = DEMO.analytics_delay,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (0: a free one).")
+    ] = None,
 ) -> None:
     """Run the order-processing example: five services on one embedded JetStream."""
     if not 0.0 <= fail_rate <= 1.0:
@@ -146,6 +151,7 @@ def demo(
         user_interval=user_interval,
         fail_rate=fail_rate,
         analytics_delay=analytics_delay,
+        metrics_port=metrics_port,
     )
     raise typer.Exit(_run(lambda: orders.main(options)))
 
@@ -156,16 +162,21 @@ def server(
         Path, typer.Option("--store-dir", help="Store to serve (created if missing).")
     ] = DEFAULT_STORE,
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (0: a free one).")
+    ] = None,
 ) -> None:
     """Run the embedded server in the foreground until Ctrl+C."""
 
     async def work() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        async with jk.Stream.open(store_dir=store_dir, port=port) as s:
+        async with jk.Stream.open(store_dir=store_dir, port=port, metrics_port=metrics_port) as s:
             if not s.embedded:
                 raise jk.ConfigError(f"{s.store_dir} is already served at {s.server_url}")
             output.write(f"nats-server running at {s.server_url}")
+            if s.metrics_url is not None:
+                output.write(f"metrics at {s.metrics_url}")
             output.write(
                 f"store: {output.escape(str(s.store_dir))}  (credentials in "
                 "jetkit-credentials.json)"
@@ -464,6 +475,47 @@ def dlq(
             f"{output.escape(name)}"
             + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else "")
         )
+
+
+@app.command()
+@connected
+def top(
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Print one snapshot (rates over --interval) and exit."),
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between samples (0.1 to 3600).")] = 1.0,
+    target: Target = DEFAULT_TARGET,
+) -> None:
+    """A live view of topics (messages, bytes, publish rate) and consumers (lag, ack
+    pending, redelivered, ack rate), with sparklines; Ctrl+C stops."""
+    if not (math.isfinite(interval) and 0.1 <= interval <= 3600):
+        raise typer.BadParameter(
+            f"{interval:g} is not between 0.1 and 3600", param_hint="--interval"
+        )
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+
+        def emit(text: str) -> None:
+            try:
+                output.write(text)
+            except BrokenPipeError:
+                _reader_gone()
+                stop.set()
+
+        async with target.open() as s:
+            await _top.run(
+                s,
+                once=once,
+                interval=interval,
+                console=Console(highlight=False),
+                write=emit,
+                stop=stop,
+            )
+
+    _run(work)
 
 
 def _usage_error(exc: ClickException) -> str:

@@ -125,6 +125,7 @@ class Options:
     user_interval: float = 5.0
     fail_rate: float = 0.0  # chance that processing an order fails (0..1)
     analytics_delay: float = 3.0
+    metrics_port: int | None = None  # serve Prometheus metrics there (0: a free port)
 
 
 class Demo:
@@ -269,7 +270,11 @@ async def main(args: Options) -> int:
     if args.duration is not None:
         loop.call_later(args.duration, stop.set)
     store = Path(args.store_dir).absolute()
-    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+    async with jk.Stream.open(
+        store_dir=store, default_mode=jk.TopicMode.JETSTREAM, metrics_port=args.metrics_port
+    ) as s:
+        if s.metrics_url is not None:
+            print(f"📈 Prometheus metrics at {s.metrics_url}")
         await Demo(s, args).run(stop)
         print("\n🛑 Shutting down gracefully: finishing in-flight messages...")
     print(f"💾 All messages are persisted in {store}")
