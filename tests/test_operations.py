@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import socket
+import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -127,17 +130,19 @@ async def test_lag_is_read_from_the_server_at_scrape_time(ms: jk.Stream, topic: 
     await wait_until(lambda: len(seen) == 1)
     labels = {"topic": topic, "consumer": "laggard"}
 
-    async def lagging() -> bool:
-        info = await ms.consumer_info(topic, "laggard")
-        return info.pending + info.ack_pending == 50
-
-    await wait_until_async(lagging)
-    await jetkit.metrics.collector(ms).refresh()  # past the 1 s cache: ask the server now
-    samples = await scrape(ms.metrics_url or "")
-    info = await ms.consumer_info(topic, "laggard")
-    assert value(samples, "jetkit_consumer_pending", **labels) == info.pending
-    assert value(samples, "jetkit_consumer_ack_pending", **labels) == info.ack_pending
-    assert info.pending > 0
+    collector = jetkit.metrics.collector(ms)
+    for _ in range(100):  # until the consumer stands still between the two reads
+        before = await ms.consumer_info(topic, "laggard")
+        await collector.refresh()  # past the 1 s cache: ask the server now
+        samples = await scrape(ms.metrics_url or "")
+        after = await ms.consumer_info(topic, "laggard")
+        if (before.pending, before.ack_pending) == (after.pending, after.ack_pending):
+            break
+    else:
+        raise AssertionError("the consumer never stood still")
+    assert value(samples, "jetkit_consumer_pending", **labels) == after.pending
+    assert value(samples, "jetkit_consumer_ack_pending", **labels) == after.ack_pending
+    assert after.pending > 0 and after.pending + after.ack_pending == 50
     gate.set()
     await sub.drain(timeout=10)
 
@@ -176,20 +181,36 @@ async def test_publish_errors_are_counted(ms: jk.Stream, topic: str) -> None:
     assert value(samples, "jetkit_publish_errors_total", topic=topic) == 1
 
 
-async def test_collector_in_a_users_own_registry(js: jk.Stream, topic: str) -> None:
-    registry = CollectorRegistry(auto_describe=False)
+async def test_collector_in_a_users_own_registry(store: Path, topic: str) -> None:
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as js:
+        await _collect_in_own_registry(js, topic)
+
+
+async def _collect_in_own_registry(js: jk.Stream, topic: str) -> None:
+    registry = CollectorRegistry()
     collector = jetkit.metrics.collector(js)
     assert jetkit.metrics.collector(js) is collector  # one per Stream
     registry.register(collector)
+    with pytest.raises(ValueError, match="Duplicated"):  # the names would repeat
+        registry.register(jetkit.metrics.collector(js))
     await js.publish(topic, b"counted")
+    await collector.refresh()  # the figures are cached for a second: not the old ones
     # generate_latest blocks: run it off the event loop, as an HTTP server thread would
     samples = parse((await asyncio.to_thread(generate_latest, registry)).decode())
     assert value(samples, "jetkit_published_total", topic=topic) == 1
     assert value(samples, "jetkit_server_up") == 1
     assert value(samples, "jetkit_topic_messages", topic=topic) == 1
-    # on the event loop itself it cannot wait for the server: counters still come
+    # on the event loop itself it cannot wait for the server: counters still come,
+    # with the last figures the server gave
     samples = parse(generate_latest(registry).decode())
     assert value(samples, "jetkit_published_total", topic=topic) == 1
+    assert value(samples, "jetkit_server_up") == 1
+
+    def off_the_loop() -> None:
+        jetkit.metrics.collector(js)
+
+    with pytest.raises(jk.ConfigError, match="event loop"):
+        await asyncio.to_thread(off_the_loop)
 
 
 async def test_metrics_are_off_by_default(core: jk.Stream) -> None:
@@ -221,14 +242,12 @@ async def test_server_up_is_0_while_the_server_is_gone(tmp_path: Path) -> None:
             assert value(samples, "jetkit_topic_messages", topic="ops.up") == 0
             await server.stop()
             await wait_until(lambda: not s.connected)
-            await jetkit.metrics.collector(s).refresh()  # fails: the cache is dropped
-        except jk.JetkitError:
+            with pytest.raises(jk.ConnectionLostError):
+                await jetkit.metrics.collector(s).refresh()  # fails at once: cache dropped
             samples = await scrape(url)
             assert value(samples, "jetkit_server_up") == 0
-            # no stale server figures while it cannot be asked; counters stay
+            # no stale server figures while it cannot be asked
             assert not any(name == "jetkit_topic_messages" for name, _ in samples)
-        else:
-            raise AssertionError("the refresh should fail while the server is down")
         finally:
             await s.close()
     finally:
@@ -252,6 +271,8 @@ async def test_metrics_port_in_use_is_a_clear_error(store: Path) -> None:
         ({"metrics_port": "9100"}, "metrics_port"),
         ({"metrics_port": True}, "metrics_port"),
         ({"metrics_port": 0, "metrics_host": ""}, "metrics_host"),
+        ({"metrics_port": 0, "metrics_host": "  "}, "metrics_host"),
+        ({"metrics_port": 0, "metrics_host": "not a host"}, "metrics_host 'not a host'"),
     ],
 )
 async def test_bad_metrics_options(options: dict[str, object], match: str) -> None:
@@ -298,8 +319,7 @@ async def test_reset_consumer_to_a_time(js: jk.Stream, topic: str) -> None:
     await js.publish_many(topic, [b"old"] * 3)
     last = await js.last_message(topic)
     assert last is not None and last.timestamp is not None
-    await asyncio.sleep(0.01)
-    middle = dt.datetime.now(dt.UTC)
+    middle = last.timestamp + dt.timedelta(microseconds=1)  # just after seq 3
     await js.publish_many(topic, [b"new"] * 2)
     await _consume_all(js, topic, "timed", 5)
     info = await js.reset_consumer(topic, "timed", start_time=middle)
@@ -440,3 +460,95 @@ def test_top_helpers() -> None:
     assert _top.count(999) == "999" and _top.count(12_345) == "12k"
     assert _top.size(3 * 2**20) == "3.0 MiB"
     assert _top.share(20, [5, 30]) == [5, 15]
+
+
+async def test_a_publish_that_fails_its_checks_is_counted_as_invalid(ms: jk.Stream) -> None:
+    for bad in (123, None, b"bytes.topic", "has space", ""):
+        with pytest.raises(jk.InvalidTopicError):
+            await ms.publish(bad, b"x")  # type: ignore[arg-type]
+    with pytest.raises(jk.InvalidTopicError):
+        await ms.publish_many(456, [b"x"])  # type: ignore[arg-type]
+    samples = await scrape(ms.metrics_url or "")  # still answers (a bad label broke it)
+    assert value(samples, "jetkit_publish_errors_total", topic="_invalid") == 6
+
+
+async def test_counters_never_dip_while_subscriptions_close(ms: jk.Stream, topic: str) -> None:
+    await ms.declare_topic(topic, mode=jk.TopicMode.CORE)
+    url = ms.metrics_url or ""
+    stop = threading.Event()
+    seen: list[float] = []
+
+    def scrape_loop() -> None:
+        while not stop.is_set():
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                samples = parse(resp.read().decode())
+            key = ("jetkit_received_total", (("consumer", ""), ("topic", topic)))
+            seen.append(samples.get(key, 0.0))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: the window is a few bytecodes
+    scraper = asyncio.ensure_future(asyncio.to_thread(scrape_loop))
+    try:
+
+        async def ignore(data: bytes) -> None:
+            pass
+
+        for _ in range(30):
+            subs = [await ms.subscribe(topic, ignore) for _ in range(5)]
+            await ms.publish_many(topic, [b"x"] * 4)
+            await wait_until(lambda subs=subs: all(s.stats.received == 4 for s in subs))
+            for sub in subs:
+                await sub.stop()
+    finally:
+        stop.set()
+        sys.setswitchinterval(old)
+        await scraper
+    dips = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
+    assert not dips, f"a counter went down: {dips[:5]}"
+    assert seen[-1] <= 600
+
+
+async def test_purge_up_to_past_the_end_keeps_the_sequence(js: jk.Stream, topic: str) -> None:
+    await js.publish_many(topic, [b"x"] * 3)
+    assert await js.purge_topic(topic, up_to_seq=2**62) == 3
+    ack = await js.publish(topic, b"next")
+    assert ack is not None and ack.seq == 4  # not 2**62 + 1: the stream did not jump
+    seen = await _consume_all(js, topic, "after-purge", 1)
+    assert seen == [4]
+
+
+async def test_reset_consumer_refuses_a_position_past_the_end(js: jk.Stream, topic: str) -> None:
+    await js.publish_many(topic, [b"x"] * 3)
+    await _consume_all(js, topic, "ahead", 3)
+    with pytest.raises(jk.ConfigError, match=r"past the end.*last sequence is 3.*NEW"):
+        await js.reset_consumer(topic, "ahead", start_seq=5)
+    info = await js.reset_consumer(topic, "ahead", start_seq=4)  # the next one: allowed
+    assert info.pending == 0 and info.delivered_seq == 3
+
+
+async def test_reset_consumer_refuses_another_topics_or_an_ephemeral_consumer(
+    js: jk.Stream, topic: str
+) -> None:
+    await js.declare_topic(f"{topic}.>")
+    await js.publish(f"{topic}.a", b"a")
+    await _consume_all(js, f"{topic}.a", "only-a", 1)
+    for other in (f"{topic}.b", f"{topic}.*", f"{topic}.>"):
+        with pytest.raises(jk.ConfigError, match=r"consumes .*\.a, not"):
+            await js.reset_consumer(other, "only-a", start_at=jk.StartAt.ALL)
+
+    async def ignore(data: bytes) -> None:
+        pass
+
+    sub = await js.subscribe(f"{topic}.a", ignore, start_at=jk.StartAt.ALL)
+    ephemeral = [c.name for c in await js.consumers(f"{topic}.>") if not c.durable]
+    assert ephemeral
+    with pytest.raises(jk.ConfigError, match="not durable"):
+        await js.reset_consumer(f"{topic}.a", ephemeral[0], start_at=jk.StartAt.ALL)
+    await sub.stop()
+
+
+async def test_purge_topic_checks_the_topic_before_the_subject(js: jk.Stream) -> None:
+    with pytest.raises(jk.InvalidTopicError, match="topic must be a str"):
+        await js.purge_topic(5, subject="a.b")  # type: ignore[arg-type]
+    with pytest.raises(jk.InvalidTopicError, match=r"^subject: "):
+        await js.purge_topic("a.b", subject="")

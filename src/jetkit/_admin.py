@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _damage, _deadletters
 from ._deadletters import DeadLetter, RedriveResult
-from ._errors import ConfigError, NotFoundError, TimeoutError
+from ._errors import ConfigError, InvalidTopicError, NotFoundError, TimeoutError
 from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
 from ._jsapi import JsApi
 from ._message import Message
@@ -129,6 +129,7 @@ class AdminAPI:
         ``up_to_seq=n`` removes the messages with sequence <= n only; not both.
         """
         self._check_open()
+        self._topics.check(topic, wildcards=True)
         keep = optional_number("keep", keep, minimum=0, maximum=INT64_MAX, integer=True)
         up_to = optional_number(
             "up_to_seq", up_to_seq, minimum=1, maximum=INT64_MAX - 1, integer=True
@@ -136,7 +137,10 @@ class AdminAPI:
         if keep is not None and up_to is not None:
             raise ConfigError("pass keep= or up_to_seq=, not both")
         if subject is not None:
-            validate_topic(subject, wildcards=True)
+            try:
+                validate_topic(subject, wildcards=True)
+            except InvalidTopicError as exc:
+                raise InvalidTopicError(f"subject: {exc}") from None
             if subject != topic and not subject_matches(topic, subject):
                 raise ConfigError(
                     f"subject {subject!r} is not inside the topic {topic!r}; pass a subject "
@@ -150,7 +154,13 @@ class AdminAPI:
         if keep is not None:
             body["keep"] = keep
         if up_to is not None:
-            body["seq"] = up_to + 1  # the server purges below seq; ours is inclusive
+            # the server purges below seq, and moves the stream's next sequence up to it
+            # when seq is past the end: stop at the last message instead
+            state = (await self._api.call(f"STREAM.INFO.{name}")).get("state", {})
+            last = int(state.get("last_seq", 0))
+            if last == 0:
+                return 0
+            body["seq"] = min(up_to, last) + 1
         resp = await self._api.call(f"STREAM.PURGE.{name}", body or None)
         return int(resp.get("purged", 0))
 
@@ -173,12 +183,24 @@ class AdminAPI:
         Needs nats-server 2.14 or newer (the bundled one is).
         """
         self._check_open()
+        self._topics.check(topic, wildcards=True)
         consumer = consumer_name_ok(durable, "durable")
         position, when, seq = reset_position(start_at, start_time, start_seq)
-        name, _ = await self._topics.stream_of(topic)
-        await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")  # NotFoundError if none
-        if position is not StartAt.BY_SEQUENCE:
-            seq = await self._seq_at(name, position, when)
+        name, subjects = await self._topics.stream_of(topic)
+        info = await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")  # NotFoundError
+        _check_reset_target(info, topic, subjects, consumer)
+        state = (await self._api.call(f"STREAM.INFO.{name}")).get("state", {})
+        after_last = int(state.get("last_seq", 0)) + 1
+        if position is StartAt.BY_SEQUENCE:
+            assert seq is not None
+            if seq > after_last:
+                raise ConfigError(
+                    f"start_seq={seq} is past the end of {topic!r} (its last sequence is "
+                    f"{after_last - 1}); the consumer would skip what is stored next. Use "
+                    "start_at=jk.StartAt.NEW for only new messages"
+                )
+        else:
+            seq = await self._seq_at(name, position, when, state)
         try:
             resp = await self._api.call(f"CONSUMER.RESET.{name}.{consumer}", {"seq": seq})
         except TimeoutError as exc:
@@ -188,9 +210,10 @@ class AdminAPI:
             ) from exc
         return consumer_info(resp)
 
-    async def _seq_at(self, stream: str, position: StartAt, when: dt.datetime | None) -> int:
+    async def _seq_at(
+        self, stream: str, position: StartAt, when: dt.datetime | None, state: dict[str, Any]
+    ) -> int:
         """The first stream sequence a reset to ``position`` delivers."""
-        state = (await self._api.call(f"STREAM.INFO.{stream}")).get("state", {})
         after_last = int(state.get("last_seq", 0)) + 1
         if position is StartAt.ALL:
             return max(1, int(state.get("first_seq", 1)))
@@ -302,3 +325,23 @@ class AdminAPI:
             offset += len(batch)
             if not batch or offset >= int(resp.get("total", 0)):
                 return out
+
+
+def _check_reset_target(
+    info: dict[str, Any], topic: str, subjects: list[str], consumer: str
+) -> None:
+    """ConfigError unless ``consumer`` is a durable consuming exactly ``topic``."""
+    cfg = info.get("config") or {}
+    if not cfg.get("durable_name"):
+        raise ConfigError(
+            f"consumer {consumer!r} is not durable: only a durable consumer can be reset "
+            "(an ephemeral one ends with its subscriber)"
+        )
+    filters = list(cfg.get("filter_subjects") or []) or (
+        [cfg["filter_subject"]] if cfg.get("filter_subject") else list(subjects)
+    )
+    if filters != [topic] and sorted(filters) != sorted(subjects if topic in subjects else [topic]):
+        raise ConfigError(
+            f"durable {consumer!r} consumes {', '.join(filters)}, not {topic!r}: pass the "
+            "topic it was subscribed with"
+        )

@@ -55,6 +55,9 @@ class ConsumerInfo:
     filter_subject: str | None
     # when the server last delivered a message to it or took an ack from it (None: never)
     last_active: dt.datetime | None = None
+    # the ack floor counted in deliveries (ack_floor is a stream sequence, which for a
+    # consumer of part of a stream also moves over other subjects' messages)
+    ack_floor_consumer_seq: int = 0
 
 
 def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo:
@@ -101,6 +104,7 @@ def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
         max_deliver=_max_deliver(cfg),
         filter_subject=cfg.get("filter_subject") or None,
         last_active=_last_active(resp),
+        ack_floor_consumer_seq=int((resp.get("ack_floor") or {}).get("consumer_seq", 0)),
     )
 
 

@@ -300,5 +300,12 @@ def open_options(
             integer=True,
             hint=" (0: a free port)",
         ),
-        metrics_host=str(_validate.text("metrics_host", metrics_host, optional=False)),
+        metrics_host=_metrics_host(metrics_host),
     )
+
+
+def _metrics_host(value: object) -> str:
+    host = str(_validate.text("metrics_host", value, optional=False))
+    if not host.strip() or host != host.strip():
+        raise ConfigError(f"metrics_host {host!r} is blank or padded; e.g. '127.0.0.1'")
+    return host

@@ -372,6 +372,11 @@ class Publisher:
             else:
                 yield self.check_payload(topic, data, headers)
 
+    def _label(self, topic: object) -> str:
+        """``topic`` as a metrics label: a topic that failed its checks is counted as
+        ``_invalid`` (it may be anything, and is not a topic)."""
+        return topic if isinstance(topic, str) and topic in self._topics.valid else "_invalid"
+
     def count(self, counts: PublishCounts) -> None:
         """Count every publish in ``counts`` from now on (metrics on)."""
         self.counts = counts
@@ -403,7 +408,7 @@ class Publisher:
             ack = await self.stored(topic, data, headers)
         except JetkitError:
             if self.counts is not None:
-                self.counts.error(topic)
+                self.counts.error(self._label(topic))
             raise
         if self.counts is not None:
             self.counts.ok(topic)
@@ -448,7 +453,7 @@ class Publisher:
             counts.error(topic, failed)
             raise
         except JetkitError:
-            counts.error(topic)
+            counts.error(self._label(topic))
             raise
         counts.ok(topic, len(results))
         return results

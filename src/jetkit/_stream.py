@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
@@ -23,7 +25,7 @@ from ._admin import AdminAPI
 from ._codec import encode_json
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
-from ._errors import PortInUseError, StreamClosedError
+from ._errors import ConfigError, PortInUseError, StreamClosedError
 from ._jsapi import JsApi
 from ._message import Message
 from ._options import OpenOptions, open_options
@@ -158,6 +160,8 @@ class Stream(AdminAPI):
 
     async def _start(self) -> None:
         opts = self._opts
+        if opts.metrics_port is not None:  # first: a port in use stops nothing started
+            self._serve_metrics(opts.metrics_host, opts.metrics_port)
         if self._store is None:
             assert opts.servers is not None
             await self._connect(opts.servers, opts.user, opts.password)
@@ -166,8 +170,6 @@ class Stream(AdminAPI):
         self._identity = self._conn.identity()
         await self._publisher.acked.start()
         await self._report_damage()
-        if opts.metrics_port is not None:
-            self._serve_metrics(opts.metrics_host, opts.metrics_port)
 
     def _serve_metrics(self, host: str, port: int) -> None:
         from .metrics import MetricsServer
@@ -175,10 +177,20 @@ class Stream(AdminAPI):
         collector = self._enable_metrics()
         try:
             self._metrics_server = MetricsServer(host, port, collector)
+        except socket.gaierror as exc:
+            raise ConfigError(
+                f"metrics_host {host!r} is not a host name or address ({exc.strerror}): use "
+                "'127.0.0.1' (this machine only), or an address of this machine"
+            ) from None
         except OSError as exc:
-            raise PortInUseError(
-                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): pick another "
-                "metrics_port, or 0 for a free one"
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"cannot serve metrics on {host}:{port}: the port is in use; pick another "
+                    "metrics_port, or 0 for a free one"
+                ) from None
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): check "
+                "metrics_host (an address of this machine) and metrics_port"
             ) from None
 
     def _enable_metrics(self) -> Collector:
@@ -467,8 +479,11 @@ class Stream(AdminAPI):
         return sub
 
     def _untrack(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
-        if self._metrics is not None:
+        if self._metrics is None:
+            self._subs.discard(sub)
+            return
+        with self._metrics.lock:  # a scrape sees it live or retired, never neither
+            self._subs.discard(sub)
             self._metrics.retire(sub)
 
     subscribe_json = subscribe

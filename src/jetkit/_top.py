@@ -2,9 +2,10 @@
 
 A sample asks the server for every stream and consumer (two kinds of JetStream API
 calls per stream). Rates are the change between two samples: a topic's publish rate
-from its last sequence, a consumer's ack rate from its ack floor (the highest stream
-sequence below which everything is acknowledged, so it is exact for in-order
-consumers and lags behind while an early message waits for a retry).
+from its last sequence, a consumer's ack rate from its ack floor counted in deliveries
+(everything below it is acknowledged: exact for consumers that ack in order without
+retries; it stalls while an early message waits for a retry, and a redelivery counts
+as one more delivery).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -77,7 +79,7 @@ class Top:
         for t in s.topics:
             yield ("topic", t.name), t.last_seq
         for c in s.consumers:
-            yield ("consumer", c.stream, c.name), c.ack_floor
+            yield ("consumer", c.stream, c.name), c.ack_floor_consumer_seq
 
     def rate(self, key: tuple[str, ...]) -> float | None:
         row = self._rows.get(key)
@@ -176,23 +178,34 @@ def rate(value: float | None) -> str:
 
 
 def wrap_name(name: str, width: int) -> str:
-    """``name`` on lines of at most ``width``, broken only after '.', '-', '_' or a
-    space (a single token longer than the width is the only thing ever split)."""
-    if len(name) <= width or width < 1:
+    """``name`` on lines of at most ``width`` terminal cells, broken only after '.',
+    '-', '_' or a space (a single token wider than that is the only thing split)."""
+    if cell_len(name) <= width or width < 2:
         return name
     lines: list[str] = []
     line = ""
     for token in _tokens(name):
-        if line and len(line) + len(token) > width:
+        if line and cell_len(line) + cell_len(token) > width:
             lines.append(line.rstrip())
             line = ""
-        while len(token) > width:
-            lines.append(token[:width])
-            token = token[width:]
+        while cell_len(token) > width:
+            head = _fold(token, width)
+            lines.append(head)
+            token = token[len(head) :]
         line += token
     if line:
         lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def _fold(token: str, width: int) -> str:
+    """The longest start of ``token`` that fits ``width`` cells (at least one char)."""
+    used = 0
+    for i, ch in enumerate(token):
+        used += cell_len(ch)
+        if used > width:
+            return token[: max(1, i)]
+    return token
 
 
 def _tokens(name: str) -> Iterator[str]:
@@ -208,7 +221,7 @@ def _tokens(name: str) -> Iterator[str]:
 def table(title: str, columns: tuple[str, ...], rows: list[list[str]], width: int) -> Table:
     """A table of ``width`` columns at most: the name columns share what the figures
     leave, and names wrap at '.', '-' and '_' instead of being cut."""
-    need = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    need = [max([cell_len(c)] + [cell_len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     names = [i for i, c in enumerate(columns) if c in _NAMES]
     # every column costs its width plus 3 (borders and padding), plus 1 for the edge
     room = width - 1 - 3 * len(columns) - sum(n for i, n in enumerate(need) if i not in names)

@@ -29,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -42,7 +45,7 @@ from prometheus_client.core import (
 )
 
 from ._counting import Histogram, PublishCounts
-from ._errors import ConnectionLostError
+from ._errors import ConfigError, ConnectionLostError
 
 if TYPE_CHECKING:
     from ._stream import Stream
@@ -74,12 +77,16 @@ class Collector:
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # held while a closing subscription moves from the live ones to the retired
+        # totals, and while a scrape reads both: a counter never dips
+        self.lock = threading.Lock()
         self.publishes = PublishCounts()
         self._retired: dict[Labels, dict[str, int]] = {}
         self._timers: dict[Labels, Histogram] = {}
         self._snapshot: tuple[float, list[Metric]] | None = None
         self._refreshing: asyncio.Future[list[Metric]] | None = None
         self._closed = False
+        self._loop.create_task(self._refresh_quietly())  # figures for the first scrape
 
     # -- what the Stream tells it ----------------------------------------------------------
 
@@ -88,7 +95,8 @@ class Collector:
         return self._timers.setdefault(labels_of(sub), Histogram())
 
     def retire(self, sub: Subscription) -> None:
-        """``sub`` closed: keep its counts in the running totals."""
+        """``sub`` closed: keep its counts in the running totals (call with ``lock``
+        held, together with removing it from the Stream's subscriptions)."""
         totals = self._retired.setdefault(labels_of(sub), {})
         for name, value in sub.stats.as_dict().items():
             totals[name] = totals.get(name, 0) + value
@@ -99,16 +107,27 @@ class Collector:
     # -- prometheus-client's side ----------------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
-        return []  # no samples at registration: collect() needs the event loop
+        """The families' names, without samples (so a registry refuses a second
+        jetkit collector instead of exposing every name twice)."""
+        names = ["jetkit_published", "jetkit_publish_errors", "jetkit_server_up"]
+        names += [f"jetkit_{metric}" for metric, _, _ in _STATS]
+        counters = [CounterMetricFamily(name, "") for name in names]
+        return [
+            *counters,
+            HistogramMetricFamily("jetkit_handler_seconds", ""),
+            *gauges([], []),
+        ]
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._histograms()
-        gauges = self._server_gauges()
-        up = GaugeMetricFamily("jetkit_server_up", "1 when the NATS server answered the scrape.")
-        up.add_metric([], 0.0 if gauges is None else 1.0)
-        yield up
-        yield from gauges or []
+        up, server = self._server_gauges()
+        family = GaugeMetricFamily(
+            "jetkit_server_up", "1 when the NATS server answered the scrape."
+        )
+        family.add_metric([], 1.0 if up else 0.0)
+        yield family
+        yield from server
 
     def _counters(self) -> Iterator[Metric]:
         published = CounterMetricFamily(
@@ -125,11 +144,12 @@ class Collector:
                 family.add_metric([topic], n)
         yield published
         yield errors
-        # list(...) copies in one step: the event loop thread may add entries meanwhile
-        totals: dict[Labels, dict[str, int]] = {k: dict(v) for k, v in list(self._retired.items())}
-        for sub in list(self._stream.subscriptions):
-            into = totals.setdefault(labels_of(sub), {})
-            for name, value in sub.stats.as_dict().items():
+        with self.lock:  # no subscription is between the live ones and the retired
+            totals = {k: dict(v) for k, v in self._retired.items()}
+            live = [(labels_of(sub), sub.stats.as_dict()) for sub in self._stream.subscriptions]
+        for labels, stats in live:
+            into = totals.setdefault(labels, {})
+            for name, value in stats.items():
                 into[name] = into.get(name, 0) + value
         for metric, field, text in _STATS:
             family = CounterMetricFamily(f"jetkit_{metric}", text, labels=["topic", "consumer"])
@@ -148,30 +168,47 @@ class Collector:
 
     # -- gauges read from the server -------------------------------------------------------
 
-    def _server_gauges(self) -> list[Metric] | None:
-        """The server's gauges (cached for max_age), or None if it cannot be asked."""
-        if self._closed or self._stream.closed:
-            return None
+    def _server_gauges(self) -> tuple[bool, list[Metric]]:
+        """Whether the server is up, and its gauges (cached for max_age; none when it
+        cannot be asked)."""
+        if self._closed or self._stream.closed or self._loop.is_closed():
+            return False, []
         snapshot = self._snapshot
         if snapshot is not None and time.monotonic() - snapshot[0] < self._max_age:
-            return snapshot[1]
+            return True, snapshot[1]
         if threading.get_ident() == self._loop_thread:
-            # called on the event loop itself: it cannot wait; serve the last snapshot
+            # on the event loop itself it cannot wait for the server: the last figures
+            # (or none yet), the connection's state, and a refresh for the next scrape
             self._loop.create_task(self._refresh_quietly())
-            return snapshot[1] if snapshot is not None else None
-        future = asyncio.run_coroutine_threadsafe(self.refresh(), self._loop)
+            if snapshot is not None:
+                return True, snapshot[1]
+            return self._stream.connected, []
+        ask = self._shared_refresh()
         try:
-            return future.result(self._timeout)
+            future = asyncio.run_coroutine_threadsafe(ask, self._loop)
+        except RuntimeError:  # the loop closed meanwhile
+            ask.close()
+            return False, []
+        try:
+            return True, future.result(self._timeout)
         except (concurrent.futures.TimeoutError, Exception):
             future.cancel()
-            return None
+            return False, []
 
     async def _refresh_quietly(self) -> None:
         with contextlib.suppress(Exception):
-            await self.refresh()
+            await self._shared_refresh()
 
     async def refresh(self) -> list[Metric]:
-        """Ask the server now (one request in flight at a time)."""
+        """Ask the server now, for figures as of this call (a refresh already under
+        way, which may have asked before, is waited for first)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._refreshing)
+        return await self._shared_refresh()
+
+    async def _shared_refresh(self) -> list[Metric]:
+        """Ask the server, or join the request under way (scrapes share one)."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._ask())
             # a scrape that gave up waiting leaves the error to nobody: take it here
@@ -223,34 +260,65 @@ def gauges(topics: list[Any], consumers: list[Any]) -> list[Metric]:
 
 
 def collector(stream: Stream) -> Collector:
-    """The Stream's collector (made and switched on at the first call)."""
+    """The Stream's collector, made and switched on at the first call, which must be
+    on the Stream's event loop. Register it in one registry per Stream (a registry
+    refuses a second one: the names would repeat)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConfigError(
+            "call jetkit.metrics.collector(stream) from the Stream's event loop (in async "
+            "code), e.g. right after Stream.open()"
+        ) from None
     return stream._enable_metrics()
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape is not worth a line on stderr
+
+
 class MetricsServer:
-    """``/metrics`` over HTTP, served by prometheus-client in its own thread."""
+    """``/metrics`` over HTTP (prometheus-client's WSGI app) in its own thread."""
 
     def __init__(self, host: str, port: int, source: Collector) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry, make_wsgi_app
         from prometheus_client.gc_collector import GCCollector
         from prometheus_client.platform_collector import PlatformCollector
         from prometheus_client.process_collector import ProcessCollector
 
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = CollectorRegistry(auto_describe=True)
         for extra in (ProcessCollector, PlatformCollector, GCCollector):
             extra(registry=self.registry)
         self.registry.register(source)
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        server_class = type("_Server", (_ThreadedServer,), {"address_family": family})
+        self._server: WSGIServer = make_server(
+            host, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="jetkit-metrics",
+            daemon=True,
+        )
+        self._thread.start()
         self.host = host
         self.port = int(self._server.server_port)
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/metrics"
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self._server.shutdown()
+        finally:
             self._server.server_close()
-        self._thread.join(timeout=5)
+            self._thread.join(timeout=5)
+
+
+class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold up the process's exit
