@@ -552,3 +552,21 @@ async def test_purge_topic_checks_the_topic_before_the_subject(js: jk.Stream) ->
         await js.purge_topic(5, subject="a.b")  # type: ignore[arg-type]
     with pytest.raises(jk.InvalidTopicError, match=r"^subject: "):
         await js.purge_topic("a.b", subject="")
+
+
+async def test_ack_floor_in_deliveries_for_a_consumer_of_part_of_a_stream(
+    js: jk.Stream, topic: str
+) -> None:
+    await js.declare_topic(f"{topic}.>")
+    for _ in range(10):
+        await js.publish(f"{topic}.a", b"a")
+        await js.publish(f"{topic}.b", b"b")
+    await _consume_all(js, f"{topic}.a", "part", 10)
+
+    async def acked() -> bool:
+        return (await js.consumer_info(f"{topic}.a", "part")).ack_pending == 0
+
+    await wait_until_async(acked)
+    info = await js.consumer_info(f"{topic}.a", "part")
+    # top's ack rate counts deliveries: 10 acks, though the stream moved by 19
+    assert (info.ack_floor, info.ack_floor_consumer_seq) == (19, 10)

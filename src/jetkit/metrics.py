@@ -109,12 +109,12 @@ class Collector:
     def describe(self) -> Iterable[Metric]:
         """The families' names, without samples (so a registry refuses a second
         jetkit collector instead of exposing every name twice)."""
-        names = ["jetkit_published", "jetkit_publish_errors", "jetkit_server_up"]
+        names = ["jetkit_published", "jetkit_publish_errors"]
         names += [f"jetkit_{metric}" for metric, _, _ in _STATS]
-        counters = [CounterMetricFamily(name, "") for name in names]
         return [
-            *counters,
+            *(CounterMetricFamily(name, "") for name in names),
             HistogramMetricFamily("jetkit_handler_seconds", ""),
+            GaugeMetricFamily("jetkit_server_up", ""),
             *gauges([], []),
         ]
 
