@@ -220,11 +220,18 @@ def _tokens(name: str) -> Iterator[str]:
 
 def table(title: str, columns: tuple[str, ...], rows: list[list[str]], width: int) -> Table:
     """A table of ``width`` columns at most: the name columns share what the figures
-    leave, and names wrap at '.', '-' and '_' instead of being cut."""
+    leave, and names wrap at '.', '-' and '_' instead of being cut. On a terminal too
+    narrow for that, the sparkline and then the redelivered count are left out."""
+    for dropped in _OPTIONAL:
+        if _room(columns, rows, width) >= _MIN_NAME * sum(c in _NAMES for c in columns):
+            break
+        if dropped in columns:
+            keep = [i for i, c in enumerate(columns) if c != dropped]
+            columns = tuple(columns[i] for i in keep)
+            rows = [[r[i] for i in keep] for r in rows]
     need = [max([cell_len(c)] + [cell_len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     names = [i for i, c in enumerate(columns) if c in _NAMES]
-    # every column costs its width plus 3 (borders and padding), plus 1 for the edge
-    room = width - 1 - 3 * len(columns) - sum(n for i, n in enumerate(need) if i not in names)
+    room = _room(columns, rows, width)
     widths = share(room, [need[i] for i in names])
     out = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
@@ -237,6 +244,21 @@ def table(title: str, columns: tuple[str, ...], rows: list[list[str]], width: in
         cells = [wrap_name(v, widths[names.index(i)]) if i in names else v for i, v in enumerate(r)]
         out.add_row(*(Text(cell) for cell in cells))
     return out
+
+
+_OPTIONAL = ("rate", "redeliv", "bytes")  # what a narrow terminal goes without, in order
+_MIN_NAME = 8
+
+
+def _room(columns: tuple[str, ...], rows: list[list[str]], width: int) -> int:
+    """What the name columns can share: every column costs its width plus 3 (borders
+    and padding), plus 1 for the table's edge."""
+    fixed = sum(
+        max([cell_len(c)] + [cell_len(r[i]) for r in rows])
+        for i, c in enumerate(columns)
+        if c not in _NAMES
+    )
+    return width - 1 - 3 * len(columns) - fixed
 
 
 def share(room: int, needs: list[int]) -> list[int]:
@@ -253,7 +275,7 @@ def share(room: int, needs: list[int]) -> list[int]:
             widths[i] = needs[i]
         else:
             for j in pending:
-                widths[j] = max(8, fair)
+                widths[j] = max(_MIN_NAME, fair)
             break
         left -= widths[i]
         pending.pop(0)
