@@ -37,7 +37,7 @@ from ._errors import (
     StreamUnhealthyError,
     TimeoutError,
 )
-from ._info import ConsumerInfo, TopicInfo
+from ._info import ConsumerInfo, ReplicaInfo, TopicInfo
 from ._message import Message
 from ._publish import PubAck
 from ._retry import exponential_backoff
@@ -77,6 +77,7 @@ __all__ = [
     "PublishBatchError",
     "RedriveResult",
     "RemoteError",
+    "ReplicaInfo",
     "Retention",
     "ServerBinaryError",
     "ServerStartError",

@@ -11,6 +11,18 @@ from ._topics import Discard, Retention
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplicaInfo:
+    """One node's copy of a replicated topic (``TopicInfo.replica_states``)."""
+
+    name: str  # the node (server name)
+    leader: bool
+    current: bool  # has everything the leader has (the leader always)
+    offline: bool  # the leader has not heard from it (a node that is down)
+    lag: int  # operations behind the leader
+    seen: float | None  # seconds since the leader last heard from it (None: leader)
+
+
+@dataclasses.dataclass(frozen=True)
 class TopicInfo:
     """A JetStream topic (stream) and what it holds."""
 
@@ -35,6 +47,7 @@ class TopicInfo:
     # first): on a cluster, where it moves; a single server leads its own streams
     leader: str | None = None
     replica_nodes: list[str] = dataclasses.field(default_factory=list)
+    replica_states: list[ReplicaInfo] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +98,27 @@ def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo
         disk_bytes=disk_bytes,
         leader=leader,
         replica_nodes=[leader, *followers] if leader else [],
+        replica_states=_replicas(leader, cluster.get("replicas") or []),
     )
+
+
+def _replicas(leader: str | None, followers: list[dict[str, Any]]) -> list[ReplicaInfo]:
+    if not leader:
+        return []
+    states = [ReplicaInfo(leader, True, True, False, 0, None)]
+    for r in followers:
+        active = r.get("active")
+        states.append(
+            ReplicaInfo(
+                name=str(r.get("name", "")),
+                leader=False,
+                current=bool(r.get("current", False)),
+                offline=bool(r.get("offline", False)),
+                lag=int(r.get("lag", 0) or 0),
+                seen=int(active) / 1e9 if isinstance(active, int | float) else None,
+            )
+        )
+    return states
 
 
 def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:

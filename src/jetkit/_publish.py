@@ -10,6 +10,8 @@ so client and server overlap) and reports every failure.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator
@@ -426,9 +428,40 @@ class Publisher:
         await self._topics.ensure_stream(topic)
         try:
             return await self.acked.publish(topic, data, headers)
-        except NotFoundError:  # deleted behind our back: create it again
-            await self._topics.ensure_stream(topic, verify=True)
-            return await self.acked.publish(topic, data, headers)
+        except NotFoundError:
+            return await self._until_a_stream_answers(topic, data, headers)
+
+    async def _until_a_stream_answers(
+        self, topic: str, data: bytes, headers: dict[str, str] | None
+    ) -> PubAck:
+        """No stream answered a publish (the server said "no responders"): it was
+        deleted behind our back (create it again), or, on a cluster, it has no leader
+        right now (a leader died, or too few nodes are up). Nothing was stored, so the
+        publish is sent again, until ``publish_timeout`` from here runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.acked.timeout
+        delay = 0.05
+        while True:
+            left = deadline - loop.time()
+            with contextlib.suppress(builtins.TimeoutError, JetStreamError):
+                # bounded: the cluster's API may not answer while it elects a leader
+                await asyncio.wait_for(
+                    asyncio.shield(self._topics.ensure_stream(topic, verify=True)),
+                    max(0.01, left),
+                )
+            try:
+                return await self.acked.publish(topic, data, headers)
+            except NotFoundError:
+                left = deadline - loop.time()
+                if left <= delay:
+                    raise TimeoutError(
+                        f"no stream leader answered the publish to {topic!r} within "
+                        f"{self.acked.timeout:g}s (publish_timeout); nothing was stored. On a "
+                        "cluster a majority of the topic's replicas must be up; retry it "
+                        "(with msg_id= a retry is never stored twice)"
+                    ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def _refuse_if_disk_full(self, what: str) -> None:
         detail = self._disk_error()

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from . import _damage
 from ._errors import (
@@ -135,6 +137,17 @@ def _conf_str(value: str) -> str:
     return json.dumps(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Routes:
+    """How a node joins a local cluster: its route port, the others', shared secrets."""
+
+    cluster: str  # the cluster's name
+    port: int  # where this node listens for routes
+    peers: tuple[int, ...]  # the other nodes' route ports (on the same host)
+    user: str
+    password: str
+
+
 def render_config(
     *,
     store_dir: Path,
@@ -145,12 +158,14 @@ def render_config(
     user: str | None,
     password: str | None,
     token: str | None,
+    name: str = "jetkit",
+    routes: Routes | None = None,
 ) -> str:
     """The nats-server config jetkit writes into the store."""
     lines = [
         f"host: {_conf_str(host)}",
         f"port: {port}",  # -1: a free port, chosen by the server (read from its log)
-        'server_name: "jetkit"',
+        f"server_name: {_conf_str(name)}",
         "jetstream {",
         f"  store_dir: {_conf_str(str(store_dir))}",
     ]
@@ -165,6 +180,21 @@ def render_config(
         lines.append(
             f"authorization {{ user: {_conf_str(user)}, password: {_conf_str(password)} }}"
         )
+    if routes is not None:
+        secret = f"{quote(routes.user, safe='')}:{quote(routes.password, safe='')}"
+        peers = ", ".join(
+            _conf_str(f"nats-route://{secret}@{host}:{peer}") for peer in routes.peers
+        )
+        lines += [
+            "cluster {",
+            f"  name: {_conf_str(routes.cluster)}",
+            f"  host: {_conf_str(host)}",
+            f"  port: {routes.port}",
+            f"  authorization {{ user: {_conf_str(routes.user)}, "
+            f"password: {_conf_str(routes.password)} }}",
+            f"  routes: [{peers}]",
+            "}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +240,11 @@ class EmbeddedServer:
         token: str | None,
         lock_fd: int,
         logger: logging.Logger,
+        name: str = "jetkit",
+        routes: Routes | None = None,
     ) -> None:
+        self.name = name
+        self.routes = routes
         self.store_dir = store_dir
         self.binary = binary
         self.host = host
@@ -273,6 +307,8 @@ class EmbeddedServer:
             user=self.user,
             password=self.password,
             token=self.token,
+            name=self.name,
+            routes=self.routes,
         )
         conf_path = self.store_dir / CONF_FILE
         write_private(conf_path, conf)
@@ -501,6 +537,10 @@ class EmbeddedServer:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+    def expect_exit(self) -> None:
+        """The server is about to be killed on purpose: do not restart it."""
+        self._stopping = True
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM), forced after ``timeout``; then release the store.

@@ -29,6 +29,7 @@ from . import _cli_output as output
 from . import _top
 from ._cli_output import Column
 from ._cli_target import DEFAULT_STORE, DEFAULT_TARGET, Target, connected
+from ._cluster import CLUSTER_FILE, MAX_NODES, LocalCluster
 from .examples import orders
 
 try:  # typer >= 0.20 vendors click
@@ -475,6 +476,43 @@ def dlq(
             f"{output.escape(name)}"
             + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else "")
         )
+
+
+@app.command()
+def cluster(
+    nodes: Annotated[int, typer.Option(help="How many nats-servers (1 to 9).")] = 3,
+    store_dir: Annotated[
+        Path,
+        typer.Option("--store-dir", help="The cluster's directory: one store per node."),
+    ] = Path("./jetstream-cluster"),
+) -> None:
+    """Run a local NATS cluster in the foreground until Ctrl+C (loopback, routes,
+    JetStream on every node); a node that dies is started again."""
+    if not 1 <= nodes <= MAX_NODES:
+        raise typer.BadParameter(f"{nodes} is not between 1 and {MAX_NODES}", param_hint="--nodes")
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        local = LocalCluster(nodes, store_dir)
+        await local.start()
+        try:
+            assert local.store_dir is not None
+            info = local.store_dir / CLUSTER_FILE
+            output.write(f"NATS cluster of {nodes} node(s) running, JetStream on every node")
+            for node in local.nodes:
+                output.write(f"  {node.name}  {node.url}  (store {output.escape(str(node.store))})")
+            output.write(f"urls, user and password: {output.escape(str(info))}")
+            output.write(
+                "connect: jk.Stream.open(servers=[...], user=..., password=...) with "
+                "the values in that file. Ctrl+C stops the cluster."
+            )
+            await local.run_until(stop)
+        finally:
+            await local.stop()
+        output.write("stopped")
+
+    _run(work)
 
 
 @app.command()
