@@ -111,6 +111,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
+    from test_cluster import CLUSTER_FIGURES
+
+    if CLUSTER_FIGURES:
+        terminalreporter.section("cluster figures (3 nodes, leader killed)")
+        columns = ["scenario", "acked", "stored", "lost", "publish_errors", "failover_s", "note"]
+        terminalreporter.write_line(" | ".join(columns))
+        for row in CLUSTER_FIGURES:
+            terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
     if not FAULT_FIGURES:
         return
     scale = "full" if config.getoption("--faults-full") else "quick"
