@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import signal
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +30,7 @@ from jetkit.testing import LocalCluster, local_cluster
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 
 CLUSTER_FIGURES: list[dict[str, object]] = []
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +90,16 @@ class Producer:
                 break
 
 
+async def settled(call: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
+    """``call()`` retried while the cluster elects leaders (its API may not answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except jk.TimeoutError:
+            assert time.monotonic() < deadline, "the cluster never answered again"
+
+
 def longest_gap(times: list[float], since: float) -> float:
     """The longest pause between two successive events from ``since`` on."""
     return max((b - a for a, b in itertools.pairwise(times) if a >= since), default=0.0)
@@ -94,7 +111,9 @@ async def stored_ids(s: jk.Stream, topic: str, durable: str, expected: int) -> l
     async def handler(data: bytes) -> None:
         seen.append(int(data))
 
-    sub = await s.subscribe(topic, handler, durable=durable, start_at=jk.StartAt.ALL)
+    sub = await settled(
+        lambda: s.subscribe(topic, handler, durable=durable, start_at=jk.StartAt.ALL)
+    )
     await wait_until(lambda: len(seen) >= expected, timeout=60)
     await sub.stop()
     return seen
@@ -139,7 +158,7 @@ async def test_kill_the_leader_while_publishing(cluster: LocalCluster) -> None:
         # the longest wait between two acks from a second before the kill on
         failover = longest_gap(producer.ack_times, killed_at - 1)
 
-        new_leader = (await s.topic_info(topic)).leader
+        new_leader = (await settled(lambda: s.topic_info(topic))).leader
         assert new_leader is not None and new_leader != leader
         assert producer.acked == set(range(total))
         ids = await stored_ids(s, topic, "after-publish-kill", total)
@@ -180,7 +199,7 @@ async def test_kill_the_leader_while_consuming(cluster: LocalCluster) -> None:
         async def handler(data: bytes) -> None:
             seen.append(int(data))
             times.append(time.monotonic())
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)  # slow enough to be consuming when the leader dies
 
         await s.subscribe(
             topic, handler, durable="survivor", ack=jk.AckPolicy.MANUAL, start_at=jk.StartAt.ALL
@@ -191,7 +210,7 @@ async def test_kill_the_leader_while_consuming(cluster: LocalCluster) -> None:
         await wait_until(lambda: len(set(seen)) >= total, timeout=120)
         assert set(seen) == set(range(total))
         failover = longest_gap(times, killed_at - 1)
-        new_leader = (await s.topic_info(topic)).leader
+        new_leader = (await settled(lambda: s.topic_info(topic))).leader
         assert new_leader is not None and new_leader != leader
         # the consumer goes on: a sentinel published now reaches it
         await s.publish(topic, str(total).encode())
@@ -255,3 +274,49 @@ async def test_two_of_three_down_publishes_fail_clearly_then_work_again(
     finally:
         await s.close()
         await all_up(cluster)
+
+
+async def test_jetkit_cluster_command(tmp_path: Path) -> None:
+    """`jetkit cluster` as a user runs it: a foreground process, stopped with Ctrl+C."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetkit",
+        "cluster",
+        "--nodes",
+        "3",
+        "--store-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not any("Ctrl+C stops the cluster" in line for line in lines):
+                raw = await proc.stdout.readline()
+                assert raw, "jetkit cluster exited early:\n" + "".join(lines)
+                lines.append(raw.decode())
+        info = json.loads((tmp_path / "jetkit-cluster.json").read_text())
+        assert oct((tmp_path / "jetkit-cluster.json").stat().st_mode & 0o777) == "0o600"
+        assert [n["name"] for n in info["nodes"]] == ["n1", "n2", "n3"]
+        assert all(isinstance(n["pid"], int) for n in info["nodes"])
+        async with jk.Stream.open(
+            servers=info["urls"], user=info["user"], password=info["password"]
+        ) as s:
+            declared = await s.declare_topic("cli.cluster", replicas=3)
+            assert declared is not None and sorted(declared.replica_nodes) == ["n1", "n2", "n3"]
+            ack = await s.publish("cli.cluster", b"stored three times")
+            assert ack is not None and ack.seq == 1
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    after = json.loads((tmp_path / "jetkit-cluster.json").read_text())
+    assert all(n["pid"] is None for n in after["nodes"])  # ports kept for the next start
+    for node in info["nodes"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(node["pid"], 0)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -211,24 +212,34 @@ class LocalCluster:
         await server.start()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """Until the cluster's JetStream answers (its meta leader is elected)."""
+        """Until the cluster's JetStream answers and can place a stream on every running
+        node (so a node just started is a member again)."""
         from ._stream import Stream
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (timeout or self.ready_timeout)
+        limit = timeout or self.ready_timeout
+        deadline = loop.time() + limit
         up = [n.url for n in self.nodes if n.running]
+        probe = f"jetkit_probe_{os.getpid()}_{secrets.token_hex(4)}"
+        config = {
+            "name": probe,
+            "subjects": [f"_jetkit.probe.{probe}"],
+            "num_replicas": len(up),
+            "storage": "memory",
+        }
         async with Stream.open(
             servers=up, user=self.user, password=self.password, connect_timeout=5
         ) as s:
             while True:
                 try:
-                    await s._api.call("INFO")
+                    await s._api.call(f"STREAM.CREATE.{probe}", config)
+                    await s._api.call(f"STREAM.DELETE.{probe}")
                     return
                 except JetkitError as exc:
                     if loop.time() > deadline:
                         raise ServerTimeoutError(
-                            f"the cluster's JetStream did not answer within "
-                            f"{timeout or self.ready_timeout:.0f}s ({exc})"
+                            f"the cluster's JetStream was not ready on {len(up)} node(s) "
+                            f"within {limit:.0f}s ({exc})"
                         ) from None
                 await asyncio.sleep(0.1)
 

@@ -320,6 +320,12 @@ class AckedPublisher:
         return [r for r in results if isinstance(r, PubAck)]
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take a background task's outcome, so an error nobody waits for is not logged."""
+    if not task.cancelled():
+        task.exception()
+
+
 def disk_full(store_dir: Path | None, detail: str | None, what: str) -> StorageFullError:
     """The error for a store whose disk is full (the server stopped writing)."""
     return StorageFullError(
@@ -443,12 +449,11 @@ class Publisher:
         delay = 0.05
         while True:
             left = deadline - loop.time()
-            with contextlib.suppress(builtins.TimeoutError, JetStreamError):
+            check = asyncio.ensure_future(self._topics.ensure_stream(topic, verify=True))
+            check.add_done_callback(_retrieve)  # it may end after we stopped waiting
+            with contextlib.suppress(builtins.TimeoutError, JetkitError):
                 # bounded: the cluster's API may not answer while it elects a leader
-                await asyncio.wait_for(
-                    asyncio.shield(self._topics.ensure_stream(topic, verify=True)),
-                    max(0.01, left),
-                )
+                await asyncio.wait_for(asyncio.shield(check), max(0.01, left))
             try:
                 return await self.acked.publish(topic, data, headers)
             except NotFoundError:

@@ -242,7 +242,19 @@ def topic(
             return info
 
     info = _run(work)
-    output.table([Column("field"), Column("value", "text")], vars(info).items())
+    fields = dict(vars(info))
+    fields["replica_states"] = [_replica(r) for r in info.replica_states]
+    output.table([Column("field"), Column("value", "text")], fields.items())
+
+
+def _replica(r: jk.ReplicaInfo) -> str:
+    """``n2 (current)``, ``n1 (leader)``, ``n3 (offline, lag 12)``."""
+    states = ["leader"] if r.leader else []
+    states += ["offline"] if r.offline else ["current"] if r.current else ["catching up"]
+    states = states[:1] if r.leader else states
+    if r.lag:
+        states.append(f"lag {r.lag}")
+    return f"{r.name} ({', '.join(states)})"
 
 
 @app.command()
