@@ -40,6 +40,7 @@ EXPECTED_ALL = {
     "PortInUseError",
     "PubAck",
     "PublishBatchError",
+    "ReplicaInfo",
     "RedriveResult",
     "RemoteError",
     "Retention",

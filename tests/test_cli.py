@@ -294,6 +294,35 @@ def test_sub_stops_quietly_when_the_reader_goes(store: Path) -> None:
             proc.stderr.close()
 
 
+def test_sub_ends_when_the_reader_goes_even_on_a_quiet_topic(store: Path) -> None:
+    """``jetkit sub ... | head -1`` with nothing more arriving: sub notices the closed
+    pipe by itself (no message needed) and exits 0."""
+    command = ["sub", "orders.events", "--from-start", "--store-dir", str(store)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"#1 orders.events")
+        proc.stdout.close()  # the topic stays quiet from here
+        assert proc.wait(30) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_dlq_on_a_topic_without_dead_letters_says_so(filled: Path) -> None:
+    result = jetkit("dlq", "orders.events", "--store-dir", filled)
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("error: 'orders.events' holds 2 message(s) but no")
+
+
 def test_sub_durable_acks_only_what_it_printed(store: Path) -> None:
     args = ("sub", "orders.events", "--durable", "cli", "--from-start", "--count", "1")
     assert ok(*args, "--store-dir", store) == '#1 orders.events {"order_id": "order-1"}\n'
@@ -378,8 +407,9 @@ def test_errors_are_one_line_on_stderr_and_exit_2(tmp_path: Path, filled: Path) 
     not_a_dir.write_text("x")
     long_dir = tmp_path / ("d" * 120)
     cases = [
-        (["server", "--port", "-1", "--store-dir", tmp_path / "a"], "port must be >= 1"),
-        (["server", "--port", "99999", "--store-dir", tmp_path / "a"], "port must be <= 65535"),
+        (["server", "--port", "-1", "--store-dir", tmp_path / "a"], "invalid value for '--port'"),
+        (["server", "--port", "99999", "--store-dir", tmp_path / "a"], "or equal to 65535"),
+        (["demo", "--metrics-port", "99999", "--store-dir", tmp_path / "a"], "--metrics-port"),
         (["sub", "a b", "--store-dir", tmp_path / "a"], "whitespace"),
         (["pub", "a.b", "x", "--header", "bad", "--store-dir", tmp_path / "a"], "KEY=VALUE"),
         (["pub", "a.b", "x", "--store-dir", not_a_dir / "s"], "not writable"),

@@ -570,3 +570,64 @@ async def test_ack_floor_in_deliveries_for_a_consumer_of_part_of_a_stream(
     info = await js.consumer_info(f"{topic}.a", "part")
     # top's ack rate counts deliveries: 10 acks, though the stream moved by 19
     assert (info.ack_floor, info.ack_floor_consumer_seq) == (19, 10)
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        {"start_at": jk.StartAt.NEW},
+        {"start_at": jk.StartAt.LAST_PER_SUBJECT},
+        {"start_seq": 3},
+    ],
+    ids=["new", "last-per-subject", "seq-3"],
+)
+async def test_reset_a_durable_the_server_cannot_reset_in_place(
+    js: jk.Stream, topic: str, created: dict[str, object]
+) -> None:
+    """The server's reset refuses durables that started at NEW or LAST_PER_SUBJECT, or
+    a position below their start sequence: jetkit makes them again at the position,
+    and the live subscriber follows."""
+    await js.publish_many(topic, [str(i).encode() for i in range(1, 6)])
+    seen: list[int] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(msg.seq or 0)
+
+    await js.subscribe(topic, handler, durable="moved", ack=jk.AckPolicy.MANUAL, **created)  # type: ignore[arg-type]
+    await js.publish(topic, b"6")
+    await wait_until(lambda: 6 in seen)
+    before = len(seen)
+
+    info = await js.reset_consumer(topic, "moved", start_at=jk.StartAt.ALL)
+    assert info.pending + info.ack_pending + len(seen) - before >= 6
+    await wait_until(lambda: seen[before:][:6] == [1, 2, 3, 4, 5, 6])
+
+    info = await js.reset_consumer(topic, "moved", start_seq=2)
+    await wait_until(lambda: seen[before + 6 :][:5] == [2, 3, 4, 5, 6])
+
+    await js.reset_consumer(topic, "moved", start_at=jk.StartAt.NEW)
+    mark = len(seen)
+    await js.publish(topic, b"7")  # the sentinel: the only one delivered from now on
+    await wait_until(lambda: seen[mark:] == [7])
+    listed = await js.consumers(topic)
+    assert [c.name for c in listed if c.durable] == ["moved"]  # still one, same name
+
+
+async def test_a_store_dir_inside_a_store_or_empty_or_a_file_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        await s.publish("inside.t", b"kept")
+    data = store / "jetstream"
+    assert (data / "$G").is_dir()
+    for wrong in (data, data / "$G" / "streams", store / "sub"):
+        with pytest.raises(jk.ConfigError, match=r"inside the jetkit store|data itself"):
+            await jk.Stream.open(store_dir=wrong)
+    assert not (data / "jetstream").exists()  # nothing was moved
+    with pytest.raises(jk.ConfigError, match="store_dir is empty"):
+        await jk.Stream.open(store_dir="")
+    a_file = tmp_path / "file.json"
+    a_file.write_text("{}")
+    with pytest.raises(jk.StoreNotWritableError, match="is a file, not a directory"):
+        await jk.Stream.open(store_dir=a_file)
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        assert (await s.topic_info("inside.t")).messages == 1  # the real store is intact

@@ -4,6 +4,7 @@ purges and deletes topics and consumers, and reads and re-drives dead letters.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -12,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from . import _damage, _deadletters
+from ._consumer import JetStreamSubscription
 from ._deadletters import DeadLetter, RedriveResult
-from ._errors import ConfigError, InvalidTopicError, NotFoundError, TimeoutError
+from ._errors import (
+    ConfigError,
+    InvalidTopicError,
+    JetStreamError,
+    NotFoundError,
+    TimeoutError,
+)
 from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
 from ._jsapi import JsApi
 from ._message import Message
@@ -187,7 +195,14 @@ class AdminAPI:
         consumer = consumer_name_ok(durable, "durable")
         position, when, seq = reset_position(start_at, start_time, start_seq)
         name, subjects = await self._topics.stream_of(topic)
-        info = await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")  # NotFoundError
+        try:
+            info = await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")
+        except NotFoundError:
+            raise NotFoundError(
+                f"no consumer {consumer!r} on the topic {topic!r} (stream {name}); "
+                "s.consumers(topic) lists the ones there",
+                404,
+            ) from None
         _check_reset_target(info, topic, subjects, consumer)
         state = (await self._api.call(f"STREAM.INFO.{name}")).get("state", {})
         after_last = int(state.get("last_seq", 0)) + 1
@@ -201,6 +216,7 @@ class AdminAPI:
                 )
         else:
             seq = await self._seq_at(name, position, when, state)
+        assert seq is not None
         try:
             resp = await self._api.call(f"CONSUMER.RESET.{name}.{consumer}", {"seq": seq})
         except TimeoutError as exc:
@@ -208,7 +224,50 @@ class AdminAPI:
                 f"the server did not answer the reset of consumer {consumer!r}: "
                 "reset_consumer needs nats-server 2.14 or newer"
             ) from exc
+        except JetStreamError as exc:
+            if isinstance(exc, NotFoundError) or "reset" not in str(exc):
+                raise
+            # the server resets a consumer only within its own start (not one that
+            # started at NEW or LAST_PER_SUBJECT, nor below its start sequence): make
+            # it again at the new position, same name and settings
+            resp = await self._recreate_at(name, consumer, info.get("config") or {}, seq)
         return consumer_info(resp)
+
+    def _local_consumers(self, stream: str, consumer: str) -> list[JetStreamSubscription]:
+        """This Stream's running subscriptions on that consumer."""
+        raise NotImplementedError
+
+    async def _recreate_at(
+        self, stream: str, consumer: str, current: dict[str, Any], seq: int
+    ) -> dict[str, Any]:
+        config = {k: v for k, v in current.items() if k not in ("opt_start_time",)}
+        config["deliver_policy"] = "by_start_sequence"
+        config["opt_start_seq"] = seq
+        config["metadata"] = {
+            k: v for k, v in (current.get("metadata") or {}).items() if not k.startswith("_nats")
+        }
+        local = self._local_consumers(stream, consumer)
+        for sub in local:  # they would make it again with their own start meanwhile
+            sub.hold_recovery(True)
+        try:
+            for _ in range(5):  # another process's subscriber may re-create it first
+                with contextlib.suppress(NotFoundError):
+                    await self._api.call(f"CONSUMER.DELETE.{stream}.{consumer}")
+                try:
+                    return await self._api.call(
+                        f"CONSUMER.CREATE.{stream}.{consumer}",
+                        {"stream_name": stream, "config": config, "action": "create"},
+                    )
+                except JetStreamError as exc:
+                    if "exists" not in str(exc):
+                        raise
+            raise JetStreamError(
+                f"consumer {consumer!r} was re-created by another process every time jetkit "
+                "moved it; stop its other subscribers and reset it again"
+            )
+        finally:
+            for sub in local:
+                sub.hold_recovery(False)
 
     async def _seq_at(
         self, stream: str, position: StartAt, when: dt.datetime | None, state: dict[str, Any]

@@ -224,6 +224,15 @@ class JetStreamSubscription(Subscription):
         else:
             self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
 
+    def hold_recovery(self, hold: bool) -> None:
+        """While held, a deleted consumer is not re-created nor pulled from (an admin
+        call is re-creating it); on release, pull afresh."""
+        self._recovering = hold
+        if not hold:
+            self._requested = 0
+            self._last_activity = time.monotonic()
+            self._maybe_pull()
+
     async def _recover(self) -> None:
         """Make sure the consumer exists, then pull afresh."""
         if self._recovering or not self._feeding:

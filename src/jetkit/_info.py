@@ -71,6 +71,8 @@ class ConsumerInfo:
     # the ack floor counted in deliveries (ack_floor is a stream sequence, which for a
     # consumer of part of a stream also moves over other subjects' messages)
     ack_floor_consumer_seq: int = 0
+    # the server node that leads this consumer (on a cluster, not always the stream's)
+    leader: str | None = None
 
 
 def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo:
@@ -138,6 +140,7 @@ def consumer_info(resp: dict[str, Any]) -> ConsumerInfo:
         filter_subject=cfg.get("filter_subject") or None,
         last_active=_last_active(resp),
         ack_floor_consumer_seq=int((resp.get("ack_floor") or {}).get("consumer_seq", 0)),
+        leader=(resp.get("cluster") or {}).get("leader") or None,
     )
 
 

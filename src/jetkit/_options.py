@@ -247,6 +247,14 @@ def open_options(
     """Check ``Stream.open``'s options before anything starts."""
     if servers is not None and store_dir is not None:
         raise ConfigError("pass store_dir (embedded server) or servers (external), not both")
+    if store_dir is not None:
+        if not isinstance(store_dir, str | os.PathLike):
+            raise ConfigError(f"store_dir must be a path, got {type(store_dir).__name__}")
+        if not os.fspath(store_dir).strip():
+            raise ConfigError(
+                "store_dir is empty; name a directory (e.g. './jetstream-store'), or pass "
+                "None for a temporary store"
+            )
     for label, secret in (("user", user), ("password", password), ("token", token)):
         # an empty credential would start (or reach) a server without authentication
         _validate.text(label, secret)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ._errors import (
+    ConfigError,
     ConnectionError,
     InsecureStoreError,
     JetkitError,
@@ -46,6 +47,12 @@ from ._server import EmbeddedServer, find_binary
 
 def prepare(store_dir: Path) -> None:
     """Create the store (0700) or check an existing one; prove it is writable."""
+    if store_dir.is_file():
+        raise StoreNotWritableError(
+            f"store directory {str(store_dir)!r} is a file, not a directory; choose "
+            "another store_dir"
+        )
+    _refuse_inside_a_store(store_dir)
     try:
         store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.stat(store_dir)
@@ -68,6 +75,25 @@ def prepare(store_dir: Path) -> None:
         os.unlink(probe[1])
     except OSError as exc:
         raise _not_writable(store_dir, exc) from exc
+
+
+def _refuse_inside_a_store(store_dir: Path) -> None:
+    """A directory inside another store (its ``jetstream/`` data, say) is not a store:
+    nats-server would move that store's data into the new layout, and the real store
+    would look empty."""
+    path = store_dir.resolve()
+    if (path / "$G").is_dir() and not (path / CREDS_FILE).exists():
+        raise ConfigError(
+            f"{str(store_dir)!r} holds nats-server's JetStream data itself; the store is "
+            f"the directory above it: use store_dir={str(path.parent)!r}"
+        )
+    for parent in path.parents:
+        if (parent / CREDS_FILE).is_file() and (parent / "jetstream").is_dir():
+            raise ConfigError(
+                f"{str(store_dir)!r} is inside the jetkit store {str(parent)!r}; use that "
+                "store (store_dir is the directory holding jetkit-credentials.json), or a "
+                "directory outside it"
+            )
 
 
 def _not_writable(store_dir: Path, exc: OSError) -> StoreNotWritableError:

@@ -478,6 +478,15 @@ class Stream(AdminAPI):
             sub.time_handler(self._metrics.timer(sub))
         return sub
 
+    def _local_consumers(self, stream: str, consumer: str) -> list[JetStreamSubscription]:
+        return [
+            sub
+            for sub in self._subs
+            if isinstance(sub, JetStreamSubscription)
+            and sub.stream == stream
+            and sub.consumer == consumer
+        ]
+
     def _untrack(self, sub: Subscription) -> None:
         if self._metrics is None:
             self._subs.discard(sub)

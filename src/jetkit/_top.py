@@ -140,7 +140,7 @@ _NUMERIC = {"messages", "bytes", "msg/s", "lag", "ack pend", "redeliv", "ack/s"}
 def _formats(human: bool) -> tuple[Any, Any, Any]:
     if human:
         return count, size, rate
-    return str, str, lambda v: "-" if v is None else f"{v:.1f}"
+    return str, str, lambda v: "" if v is None else f"{v:.1f}"  # pipes: missing is empty
 
 
 def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
@@ -223,7 +223,9 @@ def table(title: str, columns: tuple[str, ...], rows: list[list[str]], width: in
     leave, and names wrap at '.', '-' and '_' instead of being cut. On a terminal too
     narrow for that, the sparkline and then the redelivered count are left out."""
     for dropped in _OPTIONAL:
-        if _room(columns, rows, width) >= _MIN_NAME * sum(c in _NAMES for c in columns):
+        names_at = [i for i, c in enumerate(columns) if c in _NAMES]
+        least = sum(_least(rows, i) for i in names_at)  # no name split inside a word
+        if _room(columns, rows, width) >= least:
             break
         if dropped in columns:
             keep = [i for i, c in enumerate(columns) if c != dropped]
@@ -232,7 +234,7 @@ def table(title: str, columns: tuple[str, ...], rows: list[list[str]], width: in
     need = [max([cell_len(c)] + [cell_len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     names = [i for i, c in enumerate(columns) if c in _NAMES]
     room = _room(columns, rows, width)
-    widths = share(room, [need[i] for i in names])
+    widths = share(room, [need[i] for i in names], [_least(rows, i) for i in names])
     out = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
         if i in names:
@@ -261,24 +263,28 @@ def _room(columns: tuple[str, ...], rows: list[list[str]], width: int) -> int:
     return width - 1 - 3 * len(columns) - fixed
 
 
-def share(room: int, needs: list[int]) -> list[int]:
-    """Split ``room`` between columns: each gets what it needs if all fit, else the
-    short ones get theirs and the long ones share the rest (at least 8 each)."""
+def _least(rows: list[list[str]], column: int) -> int:
+    """The narrowest a name column can be without splitting a word: its longest token
+    (at least ``_MIN_NAME``)."""
+    tokens = (cell_len(t.rstrip()) for r in rows for t in _tokens(r[column]))
+    return max(_MIN_NAME, max(tokens, default=0))
+
+
+def share(room: int, needs: list[int], least: list[int] | None = None) -> list[int]:
+    """Split ``room`` between columns: each gets what it needs if all fit; else each
+    gets its least (``least``: its longest word) and the rest goes to the ones that
+    need more, the shortest need first."""
+    least = least or [min(n, _MIN_NAME) for n in needs]
     if sum(needs) <= room:
         return list(needs)
-    widths = [0] * len(needs)
-    left, pending = room, sorted(range(len(needs)), key=lambda i: needs[i])
-    while pending:
-        fair = left // len(pending)
-        i = pending[0]
-        if needs[i] <= fair:
-            widths[i] = needs[i]
-        else:
-            for j in pending:
-                widths[j] = max(_MIN_NAME, fair)
+    widths = [min(lo, n) for lo, n in zip(least, needs, strict=True)]
+    left = room - sum(widths)
+    while left > 0:  # one cell at a time to the column furthest from its need
+        short = max(range(len(needs)), key=lambda i: needs[i] - widths[i])
+        if widths[short] >= needs[short]:
             break
-        left -= widths[i]
-        pending.pop(0)
+        widths[short] += 1
+        left -= 1
     return widths
 
 

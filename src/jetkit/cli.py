@@ -14,7 +14,9 @@ import functools
 import math
 import os
 import re
+import select
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -108,6 +110,22 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def _watch_reader(stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdout is a pipe whose reader went away (``sub | head -1`` on a
+    quiet topic would otherwise wait for the next message to find out)."""
+    fd = sys.stdout.fileno()
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return
+    poller = select.poll()
+    poller.register(fd, select.POLLERR)  # a pipe's write end reports it when unread
+    while not stop.is_set():
+        if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0)):
+            _reader_gone()
+            stop.set()
+            return
+        await asyncio.sleep(0.2)
+
+
 def _reader_gone() -> None:
     """stdout's reader went away (``jetkit sub ... | head -1``): send the rest nowhere."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -135,7 +153,10 @@ def demo(
         float, typer.Option(help="Seconds before the analytics service starts.")
     ] = DEMO.analytics_delay,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port (0: a free one).")
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on this port (0: a free one)."
+        ),
     ] = None,
 ) -> None:
     """Run the order-processing example: five services on one embedded JetStream."""
@@ -162,9 +183,14 @@ def server(
     store_dir: Annotated[
         Path, typer.Option("--store-dir", help="Store to serve (created if missing).")
     ] = DEFAULT_STORE,
-    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default or 0: a free one).")
+    ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port (0: a free one).")
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on this port (0: a free one)."
+        ),
     ] = None,
 ) -> None:
     """Run the embedded server in the foreground until Ctrl+C."""
@@ -172,7 +198,9 @@ def server(
     async def work() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        async with jk.Stream.open(store_dir=store_dir, port=port, metrics_port=metrics_port) as s:
+        async with jk.Stream.open(
+            store_dir=store_dir, port=port or None, metrics_port=metrics_port
+        ) as s:
             if not s.embedded:
                 raise jk.ConfigError(f"{s.store_dir} is already served at {s.server_url}")
             output.write(f"nats-server running at {s.server_url}")
@@ -423,12 +451,21 @@ def sub(
             if await _stored(s, name):
                 start = jk.StartAt.ALL if from_start else jk.StartAt.NEW
                 ack = jk.AckPolicy.MANUAL if durable else jk.AckPolicy.NONE
-                await s.subscribe(name, show, durable=durable, start_at=start, ack=ack)
+                # with --count, fetch no more than that: the rest stays with the server
+                # (a durable's lag then shows what was not printed)
+                buffer = min(count, 1024) if count is not None else 1024
+                await s.subscribe(
+                    name, show, durable=durable, start_at=start, ack=ack, buffer_size=buffer
+                )
             else:
                 if from_start or durable:
                     output.warning(f"{name} is not stored: --from-start and --durable do not apply")
                 await s.subscribe(name, show)
-            await stop.wait()
+            watch = asyncio.ensure_future(_watch_reader(stop))
+            try:
+                await stop.wait()
+            finally:
+                watch.cancel()
 
     _run(work)
 
@@ -454,6 +491,13 @@ def dlq(
     async def work() -> tuple[list[jk.DeadLetter], jk.RedriveResult | None]:
         async with target.open() as s:
             letters = await s.dead_letters(name)
+            if not letters:
+                stored = (await s.topic_info(name)).messages
+                if stored:
+                    raise jk.NotADeadLetterTopicError(
+                        f"{name!r} holds {stored} message(s) but no dead letter: is it the "
+                        "topic a subscription's dlq= names?"
+                    )
             result = await s.redrive(name) if redrive else None
             return letters, result
 
