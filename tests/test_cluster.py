@@ -330,3 +330,29 @@ async def test_jetkit_cluster_command(tmp_path: Path) -> None:
     for node in info["nodes"]:
         with pytest.raises(ProcessLookupError):
             os.kill(node["pid"], 0)
+
+
+async def test_the_client_moves_to_another_node_when_its_node_dies(
+    cluster: LocalCluster,
+) -> None:
+    """Connected through one node's URL only: the others are learned from the cluster,
+    and the Stream reconnects to one of them when its node dies."""
+    await all_up(cluster)
+    first = cluster.nodes[0]
+    s = await jk.Stream.open(
+        servers=[first.url],
+        user=cluster.user,
+        password=cluster.password,
+        default_mode=jk.TopicMode.JETSTREAM,
+    )
+    try:
+        await s.declare_topic("cl.move", replicas=3)
+        assert s.server_url == first.url
+        await cluster.kill(first.name, restart=False)
+        await wait_until(lambda: s.connected and s.server_url != first.url, timeout=60)
+        assert s.server_url in cluster.urls
+        ack = await settled(lambda: s.publish("cl.move", b"after the move", msg_id="mv-1"))
+        assert ack is not None
+    finally:
+        await s.close()
+        await all_up(cluster)
