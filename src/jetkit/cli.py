@@ -37,7 +37,7 @@ from .examples import orders
 try:  # typer >= 0.20 vendors click
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover  (older typer runs on click itself)
-    from click.exceptions import (  # type: ignore[import-not-found,no-redef]
+    from click.exceptions import (  # type: ignore[import-not-found,no-redef,assignment,unused-ignore]
         ClickException,
         UsageError,
     )
