@@ -9,6 +9,7 @@ import pytest
 import jetkit as jk
 from conftest import wait_until
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
+from jetkit.testing import Collector
 
 
 def letter_headers(topic: str, seq: int, **extra: str) -> dict[str, str]:
@@ -35,27 +36,25 @@ async def test_a_failing_handler_dead_letter_is_listed_and_redriven(
     js: jk.Stream, topic: str
 ) -> None:
     dlq = f"{topic}.dlq"
-    calls: list[jk.Message] = []
-
-    async def handler(msg: jk.Message) -> None:
-        calls.append(msg)
-        if msg.headers.get(H_REDRIVES) is None:
-            raise RuntimeError(f"boom {msg.data.decode()}")
-
+    calls = Collector(fail=lambda msg: msg.headers.get(H_REDRIVES) is None)
     sub = await js.subscribe(
-        topic, handler, durable="proc", ack=jk.AckPolicy.MANUAL, max_deliver=2, dlq=dlq
+        topic, calls, durable="proc", ack=jk.AckPolicy.MANUAL, max_deliver=2, dlq=dlq
     )
     await js.publish(topic, b"order-1", headers={"trace": "t1"})
     await wait_until(lambda: sub.stats.dead_lettered == 1)
     [letter] = await js.dead_letters(dlq)
     assert (letter.original_topic, letter.original_seq, letter.deliveries) == (topic, 1, 2)
-    assert (letter.consumer, letter.error) == ("proc", "RuntimeError: boom order-1")
+    assert letter.consumer == "proc"
+    assert (
+        letter.error
+        == f"SimulatedFailure: Collector failed delivery 2 of {topic!r} seq 1 on purpose"
+    )
     assert (letter.data, letter.headers, letter.redrives) == (b"order-1", {"trace": "t1"}, 0)
 
     result = await js.redrive(dlq)
     assert (result.redriven, result.skipped) == (1, 0)
-    await wait_until(lambda: len(calls) == 3)
-    redriven = calls[-1].headers
+    await calls.wait(3)
+    redriven = calls.messages[-1].headers
     assert (redriven["trace"], redriven[H_REDRIVES]) == ("t1", "1")
     assert redriven["Nats-Msg-Id"].startswith("jk-redrive-")  # a repeated re-drive dedupes
     assert await js.dead_letters(dlq) == []

@@ -612,6 +612,17 @@ def top(
     _run(work)
 
 
+@app.command()
+def examples() -> None:
+    """List the runnable examples, what each shows and how to run it."""
+    from .examples import EXAMPLES
+
+    width = max(len(name) for name, _, _ in EXAMPLES)
+    for name, what, command in EXAMPLES:
+        output.write(f"{name:<{width}}  {what}")
+        output.write(f"{'':<{width}}  run: {command} [--duration SECONDS]")
+
+
 def _usage_error(exc: ClickException) -> str:
     """A click usage error as one line, pointing at the command's --help."""
     text = exc.format_message().rstrip(".")

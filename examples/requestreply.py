@@ -1,0 +1,1 @@
+../src/jetkit/examples/requestreply.py
