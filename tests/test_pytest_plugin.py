@@ -142,10 +142,9 @@ async def test_too_few(jetkit_stream):
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_the_readme_example_passes(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Testing your code with jetkit") :]
-    code = section[section.index("```python\n") + 10 :]
+def test_the_testing_guides_example_passes(tmp_path: Path) -> None:
+    guide = (Path(__file__).parents[1] / "docs" / "testing.md").read_text()
+    code = guide[guide.index("```python\n") + 10 :]
     code = code[: code.index("```\n")]
     out = run_user_suite(tmp_path, "[pytest]\nasyncio_mode = auto\n", code)
     assert "3 passed" in out, out
