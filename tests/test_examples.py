@@ -138,3 +138,52 @@ async def test_jetkit_examples_lists_each_with_how_to_run_it() -> None:
     ):
         assert re.search(rf"^{name} +\S", text, re.MULTILINE), text
         assert f"run: {command} [--duration SECONDS]" in text
+
+
+@pytest.mark.parametrize("name", ["basic", "requestreply"])
+def test_an_example_in_a_pipe_ends_quietly_when_the_reader_goes(name: str) -> None:
+    """``python -m jetkit.examples.X | head -1``: exit 0, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"jetkit.examples.{name}", "--duration", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.wait(30) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.mark.parametrize("name", ["basic", "requestreply"])
+def test_an_examples_error_is_one_line(name: str, tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", f"jetkit.examples.{name}", "--store-dir", str(a_file)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert err.startswith("error: store directory") and err.count("\n") == 1, err
+
+
+def test_jetkit_examples_in_a_pipe_exits_0() -> None:
+    proc = subprocess.run(
+        f"{sys.executable} -m jetkit examples | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr

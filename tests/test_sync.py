@@ -456,3 +456,49 @@ def test_atexit_closes_a_stream_left_open(tmp_path: Path) -> None:
     assert not alive(int(pid_text))
     assert not Path(store).exists()
     assert "Traceback" not in proc.stderr
+
+
+def test_many_handlers_at_once_may_request_this_streams_responder(
+    s: jsync.Stream, topic: str
+) -> None:
+    """More busy handlers than a default thread pool has (min(32, cpus + 4)): each still
+    gets its reply from the responder on the same Stream."""
+
+    def double(data: bytes) -> bytes:
+        return data * 2
+
+    s.respond(f"{topic}.double", double)
+    replies: list[bytes] = []
+    gate = threading.Barrier(40, timeout=20)  # all 40 handlers busy at once
+
+    def handler(data: bytes) -> None:
+        gate.wait()
+        replies.append(s.request(f"{topic}.double", data, timeout=10).data)
+
+    s.subscribe(topic, handler, concurrency=40)
+    for i in range(40):
+        s.publish(topic, str(i).encode())
+    wait_for(lambda: len(replies) == 40, timeout=30)
+    assert sorted(replies) == sorted(str(i).encode() * 2 for i in range(40))
+
+
+def test_close_returns_with_every_handler_thread_blocked(tmp_path: Path, topic: str) -> None:
+    release = threading.Event()
+    busy: list[bytes] = []
+
+    def stuck(data: bytes) -> None:
+        busy.append(data)
+        release.wait(60)
+
+    s2 = jsync.Stream.open(store_dir=tmp_path, drain_timeout=1)
+    try:
+        pid = s2.health()["server"]["pid"]
+        s2.subscribe(topic, stuck, concurrency=40)
+        for i in range(40):
+            s2.publish(topic, str(i).encode())
+        wait_for(lambda: len(busy) == 40)
+        s2.close()  # drain gives up after 1 s; the server's stop still gets a thread
+        assert s2.closed and not alive(pid)
+    finally:
+        release.set()
+        s2.close()

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -128,8 +129,18 @@ def cell_text(value: Cell, terminal: bool) -> str:
 
 
 def table(columns: Sequence[Column], rows: Iterable[Sequence[Cell]]) -> None:
-    """Print a table: rich on a terminal, tab-separated lines in a pipe."""
-    rows = list(rows)
+    """Print a table: rich on a terminal, tab-separated lines in a pipe. A pipe whose
+    reader left (``| head -1``) ends the command quietly with exit code 0."""
+    try:
+        _table(columns, list(rows))
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is still printed goes nowhere
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise SystemExit(0) from None
+
+
+def _table(columns: Sequence[Column], rows: list[Sequence[Cell]]) -> None:
     if not is_terminal():
         lines = ["\t".join(c.key for c in columns)]
         lines += ["\t".join(cell_text(v, False) for v in row) for row in rows]

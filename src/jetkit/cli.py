@@ -10,6 +10,7 @@ pipe, is ``_cli_output``. Every error is one line on stderr, ``error: ...``, exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import os
@@ -18,7 +19,7 @@ import select
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -618,9 +619,20 @@ def examples() -> None:
     from .examples import EXAMPLES
 
     width = max(len(name) for name, _, _ in EXAMPLES)
-    for name, what, command in EXAMPLES:
-        output.write(f"{name:<{width}}  {what}")
-        output.write(f"{'':<{width}}  run: {command} [--duration SECONDS]")
+    with _quiet_when_the_reader_goes():
+        for name, what, command in EXAMPLES:
+            output.write(f"{name:<{width}}  {what}")
+            output.write(f"{'':<{width}}  run: {command} [--duration SECONDS]")
+
+
+@contextlib.contextmanager
+def _quiet_when_the_reader_goes() -> Iterator[None]:
+    """``jetkit ... | head -1``: stop printing and exit 0 (click would make it 1)."""
+    try:
+        yield
+    except BrokenPipeError:
+        _reader_gone()
+        raise typer.Exit(0) from None
 
 
 def _usage_error(exc: ClickException) -> str:

@@ -70,6 +70,9 @@ _log = logging.getLogger("jetkit")
 _here = threading.local()  # .runner: the _Runner whose handler thread this is
 
 
+MAX_THREADS = 4096
+
+
 class _HandlerThreads(concurrent.futures.ThreadPoolExecutor):
     """The loop's default executor: sync handlers (and jetkit's ``to_thread`` calls) run here.
 
@@ -83,7 +86,11 @@ class _HandlerThreads(concurrent.futures.ThreadPoolExecutor):
     def __init__(self, runner: _Runner) -> None:
         super().__init__(thread_name_prefix="jetkit-sync-handler")
         self._runner = runner
-        self._max = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+        # not ThreadPoolExecutor's small default: a handler blocked in a call that needs
+        # another thread (a request answered by this Stream's responder, the server's
+        # stop in close()) would wait for a thread that never comes. Each subscription's
+        # concurrency bounds its own handlers; threads are made only when none is idle.
+        self._max = MAX_THREADS
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()

@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import io
 import math
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TextIO
 
 import jetkit as jk
 
@@ -30,7 +33,10 @@ WORKERS = 3
 
 
 def positive(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
     return value
@@ -50,9 +56,57 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+class _PipeSafe(io.TextIOBase):
+    """stdout for an example: when its reader goes away (``| head -3``), the example
+    stops cleanly instead of dying of a BrokenPipeError on its next print."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.stop: asyncio.Event | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            self._out.write(text)
+        except BrokenPipeError:
+            self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is still printed goes nowhere
+        os.dup2(devnull, self._out.fileno())
+        os.close(devnull)
+        if self.stop is not None:
+            self.stop.set()
+
+
+def run_example(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run an example's main coroutine: an error of jetkit's is one line and exit code
+    2, Ctrl+C exits 130, and a pipe whose reader left ends it quietly."""
+    out = _PipeSafe(sys.stdout)
+    sys.stdout = out
+    try:
+        return asyncio.run(work())
+    except jk.JetkitError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sys.stdout = out._out
+
+
 def stop_event(duration: float | None) -> asyncio.Event:
-    """An event set by Ctrl+C, SIGTERM or after ``duration`` seconds."""
+    """An event set by Ctrl+C, SIGTERM, after ``duration`` seconds, or when stdout's
+    reader goes away."""
     stop = asyncio.Event()
+    if isinstance(sys.stdout, _PipeSafe):
+        sys.stdout.stop = stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -139,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser(
         "python -m jetkit.examples.basic", "Pub/sub: fan-out and a queue group."
     ).parse_args(argv)
-    return asyncio.run(main_async(args))
+    return run_example(lambda: main_async(args))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import jetkit as jk
-from jetkit.examples.basic import parser, sleep_or_stop, stop_event
+from jetkit.examples.basic import parser, run_example, sleep_or_stop, stop_event
 
 REQUESTS = "calc.requests"
 RESPONDERS = 3
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python -m jetkit.examples.requestreply",
         "Request/reply: a calculator service with a queue group of responders.",
     ).parse_args(argv)
-    return asyncio.run(main_async(args))
+    return run_example(lambda: main_async(args))
 
 
 if __name__ == "__main__":
