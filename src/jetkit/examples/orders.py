@@ -20,11 +20,11 @@ import json
 import logging
 import random
 import re
-import signal
 import sys
 from pathlib import Path
 
 import jetkit as jk
+from jetkit.examples.basic import sleep_or_stop, stop_event
 
 ORDERS = "orders.events"
 USERS = "users.registrations"
@@ -241,15 +241,6 @@ class Demo:
         await asyncio.gather(*tasks)
 
 
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, waking early when ``stop`` is set; True if it was."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
 BANNER = """JetStream Durable Messaging Example
 This example demonstrates:
 - Durable message storage and replay
@@ -263,12 +254,7 @@ Press Ctrl+C to stop
 async def main(args: Options) -> int:
     logging.basicConfig(level=logging.WARNING, format="   %(message)s")
     print(BANNER)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if args.duration is not None:
-        loop.call_later(args.duration, stop.set)
+    stop = stop_event(args.duration)
     store = Path(args.store_dir).absolute()
     async with jk.Stream.open(
         store_dir=store, default_mode=jk.TopicMode.JETSTREAM, metrics_port=args.metrics_port
