@@ -59,9 +59,7 @@ async def test_a_time_in_another_zone_is_the_same_instant(js: jk.Stream, topic: 
     assert scheduled.deliver_at == when and scheduled.deliver_at.tzinfo is dt.UTC
 
 
-async def test_cancel_returns_true_and_the_message_never_arrives(
-    js: jk.Stream, topic: str
-) -> None:
+async def test_cancel_returns_true_and_the_message_never_arrives(js: jk.Stream, topic: str) -> None:
     got = await collect(js, topic)
     cancelled = await js.publish(topic, b"cancelled", deliver_after=1)
     await js.publish(topic, b"after", deliver_after=1.5)  # due after the cancelled one
@@ -102,9 +100,7 @@ async def test_a_subscriber_from_before_never_sees_the_held_message(
     assert info.filter_subject == topic
 
 
-async def test_a_topic_declared_with_limits_keeps_its_schedules(
-    js: jk.Stream, topic: str
-) -> None:
+async def test_a_topic_declared_with_limits_keeps_its_schedules(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_msgs=100)
     got = await collect(js, topic)
     await js.publish(topic, b"held", deliver_after=1)
@@ -132,21 +128,15 @@ async def test_within_the_tolerance_a_past_time_means_now(js: jk.Stream, topic: 
 
 @pytest.mark.slow
 async def test_a_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
-    async with await jk.Stream.open(
-        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM
-    ) as s:
+    async with await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         held = await s.publish("orders.followup", b"held", deliver_after=3)
         await s.publish("orders.followup", b"before")
         last = await s.last_message("orders.followup")
         assert last is not None and last.data == b"before"  # still held when stopped
     # the server is stopped; the message falls due while it is down or after it restarts
-    async with await jk.Stream.open(
-        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM
-    ) as s:
+    async with await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
         got: list[bytes] = []
-        await s.subscribe(
-            "orders.followup", lambda m: got.append(m.data), start_at=jk.StartAt.ALL
-        )
+        await s.subscribe("orders.followup", lambda m: got.append(m.data), start_at=jk.StartAt.ALL)
         await wait_until(lambda: len(got) == 2, timeout=20)
         assert got == [b"before", b"held"]
         assert await s.cancel_scheduled(held) is False
@@ -155,9 +145,7 @@ async def test_a_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
 # -- TTL -----------------------------------------------------------------------------------
 
 
-async def test_a_message_with_ttl_expires_and_one_without_stays(
-    js: jk.Stream, topic: str
-) -> None:
+async def test_a_message_with_ttl_expires_and_one_without_stays(js: jk.Stream, topic: str) -> None:
     ack = await js.publish(topic, b"short-lived", ttl=1)
     assert isinstance(ack, jk.PubAck)
     await js.publish(topic, b"kept")
@@ -227,7 +215,7 @@ async def test_bad_times_are_refused_before_sending(
 
 async def test_core_topics_are_refused(core: jk.Stream, topic: str) -> None:
     for options in ({"deliver_after": 1}, {"ttl": 5}):
-        with pytest.raises(jk.ConfigError, match="core topic.*declare_topic"):
+        with pytest.raises(jk.ConfigError, match=r"core topic.*declare_topic"):
             await core.publish(topic, b"x", **options)  # type: ignore[call-overload]
     with pytest.raises(jk.ConfigError, match="core topic"):
         await core.publish_many(topic, [b"x"], ttl=5)
