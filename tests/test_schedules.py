@@ -280,3 +280,15 @@ def test_an_old_server_is_named() -> None:
     with pytest.raises(jk.ConfigError, match=r"needs nats-server 2\.12\.0 or newer.*2\.11\.4"):
         require((2, 11, 4), (2, 12, 0), "scheduled delivery")
     require((2, 15, 1), (2, 12, 0), "scheduled delivery")
+
+
+async def test_a_topic_deleted_behind_our_back_is_made_again_with_the_features(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    await js.publish(topic, b"x", ttl=5)
+    await js.publish(topic, b"x", deliver_after=30)
+    await core.delete_topic(topic)  # another Stream: js still thinks it is set up
+    assert isinstance(await js.publish(topic, b"y", ttl=5), jk.PubAck)
+    await core.delete_topic(topic)
+    held = await js.publish(topic, b"y", deliver_after=30)
+    assert await js.cancel_scheduled(held) is True

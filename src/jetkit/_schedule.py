@@ -39,6 +39,7 @@ MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
 # a deliver_at this far in the past still counts as "now" (clocks and the call itself)
 PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
+_TTL_DISABLED = 10166  # "per-message TTL is disabled"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -229,11 +230,11 @@ class Scheduler:
         sid = schedule_id(topic, msg_id, random_id)
         for attempt in (1, 2):
             stream, _ = await self._topics.ensure_stream(topic, verify=attempt > 1)
-            features = await self._enable(stream, schedules=True, ttl=ttl_text is not None)
-            self._fits(topic, features, due, now)
-            subject = schedule_subject(stream, sid)
-            message_size(subject, payload, sent, self._conn.max_payload)
             try:
+                features = await self._enable(stream, schedules=True, ttl=ttl_text is not None)
+                self._fits(topic, features, due, now)
+                subject = schedule_subject(stream, sid)
+                message_size(subject, payload, sent, self._conn.max_payload)
                 ack = await self._publisher.acked.publish(subject, payload, sent)
             except NotFoundError:  # the stream was deleted or changed behind our back
                 self._topics.forget(stream)
@@ -262,6 +263,17 @@ class Scheduler:
 
     async def _expiring(self, topic: str, payload: bytes, sent: dict[str, str]) -> PubAck:
         stream, _ = await self._topics.ensure_stream(topic)
+        try:
+            await self._enable(stream, schedules=False, ttl=True)
+            return await self._publisher.stored(topic, payload, sent)
+        except NotFoundError:
+            pass
+        except JetStreamError as exc:
+            if exc.err_code != _TTL_DISABLED:
+                raise
+        # the stream was made again without TTLs (deleted behind our back): once more
+        self._topics.forget(stream)
+        stream, _ = await self._topics.ensure_stream(topic, verify=True)
         await self._enable(stream, schedules=False, ttl=True)
         return await self._publisher.stored(topic, payload, sent)
 

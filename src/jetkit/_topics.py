@@ -258,6 +258,7 @@ class TopicRegistry:
         self._declared[topic] = mode
         self.modes.clear()
         self.streams.clear()
+        self.features.clear()
 
     def forget(self, stream: str) -> None:
         """``stream`` was deleted (by us or behind our back): look it up again next time."""
