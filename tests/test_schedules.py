@@ -292,3 +292,18 @@ async def test_a_topic_deleted_behind_our_back_is_made_again_with_the_features(
     await core.delete_topic(topic)
     held = await js.publish(topic, b"y", deliver_after=30)
     assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_stream_that_cached_the_subjects_before_still_filters(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """js knew the topic's stream before another Stream switched schedules on for it; a
+    subscription js makes afterwards must still not receive the held message."""
+    await js.publish(topic, b"first")  # js caches the stream with its one subject
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    assert await core.cancel_scheduled(await core.publish(topic, b"x", deliver_after=30))
+    got = await collect(js, topic)  # made after the switch: core could not filter it
+    await core.publish(topic, b"held", deliver_after=1)
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"sentinel", b"held"]
