@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import typer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -34,6 +33,8 @@ from ._state import WINDOW, Sampler, Snapshot
 HERE = Path(__file__).parent
 RECENT = 20  # messages shown on a topic page
 DEAD_LETTERS = 500  # dead letters listed on a DLQ page
+MAX_FORM = 16 * 2**20  # bytes of a POSTed form (a payload is at most the server's max_payload)
+REFUSED = "missing or wrong CSRF token (or a form too large): submit the console's own form"
 
 
 class Console:
@@ -59,11 +60,17 @@ class Console:
     def not_found(self, what: str) -> HTMLResponse:
         return self.page("error.html", 404, title="not found", message=what)
 
-    async def form(self, request: Request) -> FormData | None:
-        """The POSTed form, or None if its CSRF field is missing or wrong."""
-        form = await request.form()
+    async def form(self, request: Request) -> dict[str, str] | None:
+        """The POSTed form (urlencoded, what the console's forms send), or None if it is
+        too large or its CSRF field is missing or wrong."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                return None
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         given = form.get("csrf_token")
-        return form if isinstance(given, str) and same(given, self.csrf) else None
+        return form if given is not None and same(given, self.csrf) else None
 
     # -- pages ---------------------------------------------------------------------------
 
@@ -152,9 +159,9 @@ class Console:
         re-drives it through ``Stream.redrive``."""
         form = await self.form(request)
         if form is None:
-            return self.page("error.html", 403, title="refused", message="missing CSRF token")
-        name = str(form.get("topic", ""))
-        seq_text = str(form.get("seq", "") or "")
+            return self.page("error.html", 403, title="refused", message=REFUSED)
+        name = form.get("topic", "")
+        seq_text = form.get("seq", "")
         if seq_text and not seq_text.isdigit():
             return self.page("error.html", 400, title="bad request", message="seq is not a number")
         seq = int(seq_text) if seq_text else None
@@ -187,12 +194,12 @@ class Console:
     async def publish(self, request: Request) -> Response:
         form = await self.form(request)
         if form is None:
-            return self.page("error.html", 403, title="refused", message="missing CSRF token")
+            return self.page("error.html", 403, title="refused", message=REFUSED)
         from ..cli import _headers, _stored
 
-        topic = str(form.get("topic", "")).strip()
-        payload = str(form.get("payload", ""))
-        header_text = str(form.get("headers", ""))
+        topic = form.get("topic", "").strip()
+        payload = form.get("payload", "")
+        header_text = form.get("headers", "")
         context: dict[str, Any] = {
             "title": "publish",
             "topic": topic,
