@@ -112,6 +112,7 @@ class Console:
             return self.not_found(f"no stored topic {name!r}")
         except jk.JetkitError as exc:
             return self.page("error.html", 503, title="server unavailable", message=str(exc))
+        snap = await self.sampler.fresh()  # the chart's newest point
         now = time.time()
         context = {
             "title": name,
@@ -120,7 +121,7 @@ class Console:
             "consumers": consumers,
             "messages": messages,
             "chart": _view.chart(self.sampler.lag_series(consumers), now, WINDOW),
-            "is_dlq": info.name in (await self.sampler.fresh()).dead_letter_topics,
+            "is_dlq": info.name in snap.dead_letter_topics,
         }
         live = request.query_params.get("part") == "live"
         return self.page("_topic_live.html" if live else "topic.html", **context)
