@@ -5,7 +5,6 @@ command itself in a subprocess."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import http.client
 import json
@@ -24,7 +23,7 @@ import pytest
 from markupsafe import escape
 
 import jetkit as jk
-from conftest import wait_until, wait_until_async
+from conftest import stop_process, wait_until, wait_until_async
 from jetkit._files import INFO_FILE
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
@@ -385,16 +384,6 @@ def start_ui(*args: str | Path) -> subprocess.Popen[bytes]:
     )
 
 
-def stopped(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
@@ -425,7 +414,7 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
         with pytest.raises(ProcessLookupError):
             os.kill(int(server["pid"]), 0)  # its nats-server went with it
     finally:
-        stopped(proc)
+        stop_process(proc)
 
 
 @pytest.mark.slow
@@ -442,13 +431,13 @@ def test_the_command_refuses_a_taken_port_and_a_missing_store(tmp_path: Path, st
             assert err.startswith("error: ") and err.count("\n") == 1 and f"port {port}" in err
             assert proc.stdout.read() == b""
         finally:
-            stopped(proc)
+            stop_process(proc)
     proc = start_ui("--store-dir", tmp_path / "none")
     try:
         assert proc.wait(60) == 2
         assert proc.stderr is not None and b"no jetkit store" in proc.stderr.read()
     finally:
-        stopped(proc)
+        stop_process(proc)
 
 
 def test_without_the_extra_the_command_says_what_to_install() -> None:

@@ -5,7 +5,6 @@ and the DLQ page shows a dead letter's error. Skipped when Chromium is not insta
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 import jetkit as jk
+from conftest import stop_process
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
 
@@ -63,13 +63,7 @@ def console(js: jk.Stream, store: Path) -> Iterator[str]:
         proc.terminate()
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
