@@ -285,8 +285,9 @@ async def test_redrive_through_the_ui_loses_nothing(
     assert sorted(redriven) == sorted(sent)
     assert await js.dead_letters(dlq) == []
     assert "no dead letters" in (await ui.get(f"/dlq/{quote(dlq, safe='')}")).text
-    r = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": dlq, "seq": "x"})
-    assert r.status_code == 400
+    for bad in ("x", "²", "-1"):
+        r = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": dlq, "seq": bad})
+        assert r.status_code == 400
     r = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": f"{dlq}.none"})
     assert r.status_code == 404
 

@@ -163,15 +163,20 @@ class Console:
             return self.page("error.html", 403, title="refused", message=REFUSED)
         name = form.get("topic", "")
         seq_text = form.get("seq", "")
-        if seq_text and not seq_text.isdigit():
+        if seq_text and not (seq_text.isascii() and seq_text.isdigit()):
             return self.page("error.html", 400, title="bad request", message="seq is not a number")
         seq = int(seq_text) if seq_text else None
         try:
-            letters = await self.stream.dead_letters(name)
-            chosen = [x for x in letters if seq is None or x.seq == seq]
             if form.get("confirm") != "yes":
+                letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
+                chosen = [x for x in letters if seq is None or x.seq == seq]
                 return self.page(
-                    "confirm.html", title="re-drive?", topic=name, seq=seq, letters=chosen
+                    "confirm.html",
+                    title="re-drive?",
+                    topic=name,
+                    seq=seq,
+                    letters=chosen,
+                    more=seq is None and len(letters) >= DEAD_LETTERS,
                 )
             where = None if seq is None else (lambda letter: letter.seq == seq)
             result = await self.stream.redrive(name, where=where)
