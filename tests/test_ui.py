@@ -134,6 +134,8 @@ async def test_cross_site_posts_are_refused(ui: httpx.AsyncClient, topic: str) -
     assert r.status_code == 403
     r = await ui.post("/publish", data=form, headers={"Referer": "http://evil.example/page"})
     assert r.status_code == 403
+    r = await ui.post("/publish", data=form, headers={"Origin": "null"})  # a sandboxed page
+    assert r.status_code == 403
     r = await ui.post("/publish", data={**form, "csrf_token": "forged"})
     assert r.status_code == 403
     r = await ui.post("/publish", data={"topic": topic, "payload": "x"})

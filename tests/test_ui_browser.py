@@ -102,10 +102,11 @@ async def test_the_overview_shows_lag_as_it_grows_without_a_reload(
     await page.close()
 
 
-async def test_the_dlq_page_shows_a_dead_letters_error(
+async def test_the_dlq_page_shows_a_dead_letters_error_and_redrives_it(
     js: jk.Stream, console: str, browser: object, topic: str
 ) -> None:
     dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)  # where the letter goes back to
     error = 'ValueError: card <b>declined</b> "><img src=x onerror=alert(1)>'
     await js.publish(
         dlq,
@@ -129,5 +130,12 @@ async def test_the_dlq_page_shows_a_dead_letters_error(
     cells = [c.strip() for c in await page.locator(f"{row} td").all_text_contents()]
     assert cells[1:5] == [topic, "7", "3", "billing"]
     assert await page.locator(f"{row} img, {row} b, {row} script").count() == 0
+
+    # re-drive it from the page: the button asks, the next one does it
+    await page.click(f"{row} button")
+    await page.click("#confirm")
+    await playwright.expect(page.locator("#result")).to_contain_text("re-drove 1 dead letter")
+    assert await js.dead_letters(dlq) == []
+    assert (await js.last_message(topic)).data == b"<script>alert(1)</script>"  # type: ignore[union-attr]
     assert dialogs == []
     await page.close()

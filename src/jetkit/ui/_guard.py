@@ -34,7 +34,8 @@ SECURITY_HEADERS = {
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # not no-referrer: under it a browser sends "Origin: null" with its own form POSTs
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 
