@@ -118,6 +118,40 @@ async def test_the_token_in_the_url_sets_the_cookie_and_is_dropped(js: jk.Stream
         assert r.status_code == 200 and "<h2>topics</h2>" in r.text
 
 
+async def test_other_sites_cookies_do_not_hide_the_token(js: jk.Stream) -> None:
+    # browsers send 127.0.0.1's cookies of every port: another local app's may be JSON,
+    # which SimpleCookie gives up on, with the console's after it
+    name = cookie_name(PORT)
+    async with client(js, cookie=None) as c:
+        for header in (
+            f'grafana={{"a":1}}; {name}={TOKEN}',
+            f"a=b c; {name}={TOKEN}",
+            f"{name}=stale; {name}={TOKEN}",
+            f'{name}="{TOKEN}"',
+        ):
+            r = await c.get("/", headers={"Cookie": header})
+            assert r.status_code == 200, header
+        r = await c.get("/", headers={"Cookie": f'grafana={{"a":1}}; {name}=wrong'})
+        assert r.status_code == 403
+        r = await c.get("/", headers={"Cookie": f"x{name}={TOKEN}; {name}x={TOKEN}"})
+        assert r.status_code == 401
+
+
+async def test_the_token_redirect_stays_on_the_console_and_on_the_page(js: jk.Stream) -> None:
+    async with client(js, cookie=None) as c:
+        for path, location in (
+            ("//evil.example/", "/evil.example/"),
+            ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+            ("/\\evil.example", "/evil.example"),
+            ("/topics/a%3Fb", "/topics/a%3Fb"),  # a topic named a?b is not a query
+            ("/topics/a%23b", "/topics/a%23b"),
+            ("/topics/caf%C3%A9", "/topics/caf%C3%A9"),
+        ):
+            r = await c.get(f"{BASE}{path}?token={TOKEN}&part=live")
+            assert r.status_code == 303, path
+            assert r.headers["location"] == f"{location}?part=live", path
+
+
 async def test_another_host_is_refused(js: jk.Stream) -> None:
     async with client(js, base=f"http://evil.example:{PORT}") as c:
         r = await c.get("/")

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -95,7 +94,7 @@ class Guard:
             if scope["method"] != "GET":
                 return None
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            target = scope["path"] + (f"?{rest}" if rest else "")
+            target = _same_site_path(scope) + (f"?{rest}" if rest else "")
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(
                 cookie_name(self.port),
@@ -107,15 +106,11 @@ class Guard:
             for k, v in SECURITY_HEADERS.items():
                 response.headers[k] = v
             return response
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get("cookie", ""))
-        except Exception:  # a malformed Cookie header is no cookie
-            cookie = SimpleCookie()
-        morsel = cookie.get(cookie_name(self.port))
-        if morsel is None:
+        values = _cookie_values(headers.getlist("cookie"), cookie_name(self.port))
+        if not values:
             return _refuse(401, "no token: open the URL that jetkit ui printed (with ?token=)")
-        if not same(morsel.value, self.token):
+        # all compared, in constant time each: a stale cookie does not hide the right one
+        if not [v for v in values if same(v, self.token)]:
             return _refuse(403, "wrong token: open the URL that jetkit ui printed")
         if scope["method"] not in ("GET", "HEAD") and not self._same_origin(headers):
             return _refuse(403, "cross-site request refused")
@@ -132,6 +127,30 @@ class Guard:
             parts = urlsplit(referer)
             origin = f"{parts.scheme}://{parts.netloc}"
         return origin in self.origins
+
+
+def _cookie_values(lines: list[str], name: str) -> list[str]:
+    """The values of the cookies called ``name``, read as browsers write them: other
+    sites' cookies on 127.0.0.1 (any port's) may be anything, and ``SimpleCookie``
+    stops reading at the first one it finds malformed (``a={"json": 1}``), which
+    would hide the console's own."""
+    found = []
+    for line in lines:
+        for part in line.split(";"):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == name:
+                found.append(value.strip().strip('"'))
+    return found
+
+
+def _same_site_path(scope: Scope) -> str:
+    """The request's path as it was sent (still percent-encoded: a topic named ``a?b``
+    stays one path segment), starting with exactly one ``/``: ``//evil.example/`` would
+    be another site to a browser."""
+    raw = scope.get("raw_path")
+    # (some servers' raw_path holds the query too)
+    path = raw.split(b"?")[0].decode("latin-1") if raw else quote(scope["path"])
+    return "/" + path.lstrip("/\\")
 
 
 def _refuse(status: int, text: str) -> Response:
