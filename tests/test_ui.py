@@ -206,6 +206,25 @@ async def test_overview_shows_topics_consumers_and_lag(
     assert 'class="health up"' in r.text
 
 
+async def test_overview_links_only_to_topics_and_finds_every_dlq(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str
+) -> None:
+    # a scheduled publish adds jetkit's own $JK.SCHED subject to the topic's stream
+    await js.declare_topic(topic)
+    await js.publish(topic, b"later", deliver_after=3600)
+    sub = await js.subscribe(topic, Collector(), durable="whole", ack=jk.AckPolicy.MANUAL)
+    await sub.stop()
+    # a DLQ whose newest message is not a dead letter (sent from the publish form, say)
+    dlq = f"{topic}.dlq"
+    await js.publish(dlq, b"letter", headers=letter_headers(topic, 1))
+    await js.publish(dlq, b"not a letter")
+    r = await ui.get("/?part=live")
+    assert "$JK" not in r.text and "%24JK" not in r.text
+    assert f'<tr data-topic="{topic}" data-consumer="whole">' in r.text
+    assert f'<a class="dlq" href="/dlq/{quote(dlq, safe="")}">' in r.text
+    assert f'href="/dlq/{quote(topic, safe="")}"' not in r.text
+
+
 async def test_topic_page_shows_messages_headers_consumers_and_chart(
     js: jk.Stream, ui: httpx.AsyncClient, topic: str
 ) -> None:
@@ -353,6 +372,7 @@ async def test_publish_form(
     bad = {"csrf_token": CSRF, "topic": topic, "payload": "x", "headers": "no-equals"}
     r = await ui.post("/publish", data=bad)
     assert r.status_code == 400 and "KEY=VALUE" in r.text and 'id="error"' in r.text
+    assert "--header" not in r.text  # the CLI's option means nothing on the page
     r = await ui.post("/publish", data={"csrf_token": CSRF, "topic": "", "payload": "x"})
     assert r.status_code == 400 and "topic is empty" in r.text
     async with client(core) as c:  # a Stream whose topics are core unless stored
@@ -398,6 +418,12 @@ def test_payloads_are_made_readable() -> None:
     assert _view.payload("héllo".encode()) == _view.Payload("héllo", "text", 6, False)
     assert _view.payload(b"\xff<") == _view.Payload("\\xff<", "binary", 2, False)
     assert _view.payload(b"abcdef", limit=4) == _view.Payload("abcd", "text", 6, True)
+    # control bytes are UTF-8, but a page shows NUL as nothing: written as escapes
+    assert _view.payload(b"a\x00\x1b[31m\tb\r\n") == _view.Payload(
+        "a\\x00\\x1b[31m\tb\r\n", "binary", 11, False
+    )
+    assert _view.payload(b"\xff\x00") == _view.Payload("\\xff\\x00", "binary", 2, False)
+    assert _view.payload(b'"\\u0000"').kind == "json"  # JSON shows its escapes itself
 
 
 def test_the_lag_chart_spans_the_window() -> None:

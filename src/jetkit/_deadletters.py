@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from ._errors import (
     ConfigError,
@@ -109,7 +109,7 @@ def _int(text: str | None) -> int | None:
 
 async def stored(
     api: JsApi, stream: str, topic: str, last_seq: int, first_seq: int = 1
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """The messages stored on ``topic`` in ``stream``, oldest first, from ``first_seq``
     up to ``last_seq``."""
     seq = max(1, first_seq)

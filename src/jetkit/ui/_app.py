@@ -81,22 +81,24 @@ class Console:
 
     def _overview(self, snap: Snapshot) -> dict[str, Any]:
         top = self.sampler.top
-        subjects = {t.name: ", ".join(t.subjects) for t in snap.topics}
+        subjects = {t.name: _view.topics_of(t.subjects) for t in snap.topics}
         topics = [
             {
                 "info": t,
+                "subjects": subjects[t.name],
                 "rate": top.rate(("topic", t.name)),
                 "dlq": t.name in snap.dead_letter_topics,
             }
-            for t in sorted(snap.topics, key=lambda t: t.subjects)
+            for t in sorted(snap.topics, key=lambda t: subjects[t.name])
         ]
         consumers = [
             {
                 "info": c,
-                "topic": c.filter_subject or subjects.get(c.stream, c.stream),
+                # a consumer of a whole stream links to its first topic
+                "topic": c.filter_subject or subjects.get(c.stream, [c.stream])[0],
                 "rate": top.rate(("consumer", c.stream, c.name)),
             }
-            for c in sorted(snap.consumers, key=lambda c: (subjects.get(c.stream, ""), c.name))
+            for c in sorted(snap.consumers, key=lambda c: (subjects.get(c.stream, []), c.name))
         ]
         return {"snap": snap, "topics": topics, "consumers": consumers, "title": "overview"}
 
@@ -220,7 +222,7 @@ class Console:
             await _stored(self.stream, topic)
             ack = await self.stream.publish(topic, payload.encode(), headers=headers or None)
         except typer.BadParameter as exc:
-            context["error"] = f"headers: {exc.format_message()}"
+            context["error"] = f"headers: {exc.message}"
             return self.page("publish.html", 400, **context)
         except jk.JetkitError as exc:
             context["error"] = str(exc)
