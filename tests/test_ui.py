@@ -491,6 +491,37 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
 
 
 @pytest.mark.slow
+def test_stopping_while_a_request_runs_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "jetstream").mkdir()  # a store (empty): the console starts its server
+    proc = start_ui("--store-dir", tmp_path)
+    running = socket.socket()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        match = URL.match(proc.stdout.readline())
+        assert match
+        port, token = int(match.group(1)), match.group(2).decode()
+        cookie = f"{cookie_name(port)}={token}"
+        # a POST whose form never ends: its request runs until the console stops it, as
+        # a long re-drive would
+        running.connect(("127.0.0.1", port))
+        running.sendall(
+            f"POST /redrive HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n"
+            "\r\ncsrf_token=".encode()
+        )
+        assert get(port, "/", cookie).status == 200  # sent after it: it is running
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode()
+        assert "Traceback" not in err and "ERROR" not in err, err
+        assert "stopped while a request still ran" in err
+        assert len(err.splitlines()) == 1, err
+    finally:
+        running.close()
+        stop_process(proc)
+
+
+@pytest.mark.slow
 def test_the_command_refuses_a_taken_port_and_a_missing_store(tmp_path: Path, store: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import secrets
 import signal
 import socket
@@ -28,6 +29,8 @@ from ._state import INTERVAL, Sampler
 
 __all__ = ["create_app", "serve"]
 
+_log = logging.getLogger("jetkit")
+
 
 class _Server(uvicorn.Server):
     """uvicorn, with signals left to ``serve`` (uvicorn re-raises a caught SIGINT after
@@ -36,6 +39,23 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _CutShort(logging.Filter):
+    """Stopped while a request ran (Ctrl+C during a long re-drive): uvicorn cancels it
+    after its grace period and logs that as an error with a traceback. One line says
+    it instead, once the console has stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "graceful shutdown exceeded" in record.getMessage():
+            self.cut = True
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)
 
 
 def listen(port: int) -> socket.socket:
@@ -78,6 +98,9 @@ async def serve(
                 timeout_graceful_shutdown=3,
             )
             server = _Server(config)
+            cut_short = _CutShort()
+            uvicorn_log = logging.getLogger("uvicorn.error")
+            uvicorn_log.addFilter(cut_short)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,6 +116,13 @@ async def serve(
             server.should_exit = True
             stop.set()
             await asyncio.gather(serving, sampling, stopped, return_exceptions=True)
+            uvicorn_log.removeFilter(cut_short)
+            if cut_short.cut:
+                _log.warning(
+                    "jetkit ui: stopped while a request still ran; a re-drive cut short "
+                    "leaves the rest in the DLQ: re-drive again (within the topic's "
+                    "duplicate window, the letter it was sending is not sent twice)"
+                )
             failed = serving.exception()
             if failed is not None:
                 raise failed
