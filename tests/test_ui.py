@@ -347,6 +347,24 @@ async def test_redrive_through_the_ui_loses_nothing(
     assert r.status_code == 404
 
 
+async def test_redrive_all_redrives_what_was_confirmed(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    for i in range(3):
+        await js.publish(dlq, f"seen{i}".encode(), headers=letter_headers(topic, i + 1))
+    asked = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": dlq})
+    assert "3 dead letter(s) will be published again" in asked.text
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', asked.text))
+    await js.publish(dlq, b"unseen", headers=letter_headers(topic, 9))  # after the question
+    done = await ui.post("/redrive", data=form)  # the button: the page's form as it is
+    assert "re-drove 3 dead letter(s)" in done.text and "kept 1" in done.text
+    assert [x.data for x in await js.dead_letters(dlq)] == [b"unseen"]
+    r = await ui.post("/redrive", data={**form, "upto": "x"})
+    assert r.status_code == 400 and "upto is not a number" in r.text
+
+
 async def test_publish_form(
     core: jk.Stream, js: jk.Stream, ui: httpx.AsyncClient, topic: str
 ) -> None:

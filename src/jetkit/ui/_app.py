@@ -164,12 +164,20 @@ class Console:
         if form is None:
             return self.page("error.html", 403, title="refused", message=REFUSED)
         name = form.get("topic", "")
-        seq_text = form.get("seq", "")
-        if seq_text and not (seq_text.isascii() and seq_text.isdigit()):
-            return self.page("error.html", 400, title="bad request", message="seq is not a number")
-        seq = int(seq_text) if seq_text else None
+        numbers: dict[str, int | None] = {}
+        for field in ("seq", "upto"):
+            text = form.get(field, "")
+            if text and not (text.isascii() and text.isdigit()):
+                return self.page(
+                    "error.html", 400, title="bad request", message=f"{field} is not a number"
+                )
+            numbers[field] = int(text) if text else None
+        seq, upto = numbers["seq"], numbers["upto"]
         try:
             if form.get("confirm") != "yes":
+                # what "all" means is fixed now: letters arriving after this page was
+                # shown are not re-driven by its button (they were not confirmed)
+                info = await self.stream.topic_info(name)
                 letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
                 chosen = [x for x in letters if seq is None or x.seq == seq]
                 return self.page(
@@ -177,10 +185,14 @@ class Console:
                     title="re-drive?",
                     topic=name,
                     seq=seq,
+                    upto=info.last_seq,
                     letters=chosen,
                     more=seq is None and len(letters) >= DEAD_LETTERS,
                 )
-            where = None if seq is None else (lambda letter: letter.seq == seq)
+
+            def where(letter: jk.DeadLetter) -> bool:
+                return (seq is None or letter.seq == seq) and (upto is None or letter.seq <= upto)
+
             result = await self.stream.redrive(name, where=where)
         except (jk.NotFoundError, jk.InvalidTopicError):
             return self.not_found(f"no stored topic {name!r}")
