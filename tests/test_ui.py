@@ -152,6 +152,22 @@ async def test_the_token_redirect_stays_on_the_console_and_on_the_page(js: jk.St
             assert r.headers["location"] == f"{location}?part=live", path
 
 
+async def test_a_one_visit_token_opens_the_console_once(js: jk.Stream) -> None:
+    app = create_app(Sampler(js), TOKEN, PORT, once=["one-visit"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert (await c.post("/publish?token=one-visit")).status_code == 403
+        r = await c.get("/topics/x?token=one-visit")
+        assert r.status_code == 303 and r.headers["location"] == "/topics/x"
+        assert r.headers["set-cookie"].startswith(f"{cookie_name(PORT)}={TOKEN};")
+        assert (await c.get("/")).status_code == 200  # the cookie holds the real token
+        # reopened from the history: the cookie lets it through, without it no more
+        assert (await c.get("/?token=one-visit")).status_code == 303
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert (await c.get("/?token=one-visit")).status_code == 403
+        assert (await c.get(f"/?token={TOKEN}")).status_code == 303  # the printed one stays
+
+
 async def test_another_host_is_refused(js: jk.Stream) -> None:
     async with client(js, base=f"http://evil.example:{PORT}") as c:
         r = await c.get("/")
@@ -504,6 +520,42 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
         assert proc.stderr.read() == b""
         with pytest.raises(ProcessLookupError):
             os.kill(int(server["pid"]), 0)  # its nats-server went with it
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.slow
+def test_the_browser_is_not_given_the_printed_token(tmp_path: Path) -> None:
+    # the browser's command line is readable by every local user (ps): it gets a URL
+    # good for one visit ($BROWSER is what Python's webbrowser runs)
+    (tmp_path / "jetstream").mkdir()
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o700)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", "ui", "--store-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "BROWSER": str(browser)},
+    )
+    try:
+        assert proc.stdout is not None
+        match = URL.match(proc.stdout.readline())
+        assert match
+        port, token = int(match.group(1)), match.group(2).decode()
+        asyncio.run(wait_until(lambda: opened.exists() and opened.read_bytes().endswith(b"\n")))
+        once = URL.match(opened.read_bytes())
+        assert once and int(once.group(1)) == port
+        assert token not in opened.read_text()
+        path = f"/?token={once.group(2).decode()}"
+        first = get(port, path)
+        assert first.status == 303
+        assert first.getheader("set-cookie", "").startswith(f"{cookie_name(port)}={token};")
+        assert get(port, path).status == 403  # spent
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
     finally:
         stop_process(proc)
 

@@ -88,10 +88,12 @@ async def serve(
     try:
         port = sock.getsockname()[1]
         token = secrets.token_urlsafe(32)
+        # the browser gets a URL good for one visit: its command line is public (ps)
+        once = secrets.token_urlsafe(32)
         async with target.open() as stream:
             sampler = Sampler(stream, interval)
             config = uvicorn.Config(
-                create_app(sampler, token, port),
+                create_app(sampler, token, port, once=[once]),
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
@@ -110,7 +112,8 @@ async def serve(
             url = f"http://127.0.0.1:{port}/?token={token}"
             write(url)
             if open_browser:
-                await loop.run_in_executor(None, webbrowser.open, url)
+                once_url = f"http://127.0.0.1:{port}/?token={once}"
+                await loop.run_in_executor(None, webbrowser.open, once_url)
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
             server.should_exit = True

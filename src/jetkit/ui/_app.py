@@ -10,6 +10,7 @@ request before these run.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -248,8 +249,9 @@ class Console:
         return self.page("publish.html", **context)
 
 
-def create_app(sampler: Sampler, token: str, port: int) -> Guard:
-    """The console as an ASGI app, every request checked by ``Guard``."""
+def create_app(sampler: Sampler, token: str, port: int, once: Iterable[str] = ()) -> Guard:
+    """The console as an ASGI app, every request checked by ``Guard`` (``once``: tokens
+    that open it once, then no longer)."""
     console = Console(sampler, token)
     routes = [
         Route("/", console.overview),
@@ -265,4 +267,4 @@ def create_app(sampler: Sampler, token: str, port: int) -> Guard:
         return console.not_found(f"no page at {request.url.path}")
 
     app = Starlette(routes=routes, exception_handlers={404: not_found})
-    return Guard(app, token, port)
+    return Guard(app, token, port, once)
