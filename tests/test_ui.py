@@ -27,7 +27,7 @@ from conftest import stop_process, wait_until, wait_until_async
 from jetkit._files import INFO_FILE
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
-from jetkit.ui import _view
+from jetkit.ui import _app, _view
 from jetkit.ui._app import create_app
 from jetkit.ui._guard import cookie_name, csrf_token
 from jetkit.ui._state import Sampler
@@ -361,6 +361,22 @@ async def test_redrive_through_the_ui_loses_nothing(
         assert r.status_code == 400
     r = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": f"{dlq}.none"})
     assert r.status_code == 404
+
+
+async def test_a_dlq_page_reads_a_bounded_part_of_a_topic(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /dlq/ of a big topic that is no DLQ read every message to find 500 letters (20 s
+    # for 100,000 messages, again at each reload)
+    monkeypatch.setattr(_app, "SCAN", 30)
+    await js.publish(topic, b"first", headers=letter_headers(f"{topic}.orig", 1))
+    await asyncio.gather(*(js.publish(topic, b"other") for _ in range(40)))
+    await js.publish(topic, b"beyond", headers=letter_headers(f"{topic}.orig", 2))
+    r = await ui.get(f"/dlq/{quote(topic, safe='')}")
+    assert r.text.count("<tr data-seq=") == 1
+    assert "reads at most 500 dead letters and 30 messages" in r.text
+    asked = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": topic})
+    assert "1 or more dead letter(s) will be published again" in asked.text
 
 
 async def test_redrive_all_redrives_what_was_confirmed(

@@ -9,6 +9,7 @@ request before these run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +35,7 @@ from ._state import WINDOW, Sampler, Snapshot
 HERE = Path(__file__).parent
 RECENT = 20  # messages shown on a topic page
 DEAD_LETTERS = 500  # dead letters listed on a DLQ page
+SCAN = 5000  # messages a DLQ page reads at most to find them
 MAX_FORM = 16 * 2**20  # bytes of a POSTed form (a payload is at most the server's max_payload)
 REFUSED = "missing or wrong CSRF token (or a form too large): submit the console's own form"
 
@@ -143,8 +145,8 @@ class Console:
     async def dlq(self, request: Request) -> Response:
         name = request.path_params["topic"]
         try:
-            letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
             info = await self.stream.topic_info(name)
+            letters, cut = await self._letters(info, name)
         except (jk.NotFoundError, jk.InvalidTopicError):
             return self.not_found(f"no stored topic {name!r}")
         except jk.JetkitError as exc:
@@ -156,7 +158,28 @@ class Console:
             info=info,
             letters=[{"letter": x, "payload": _view.payload(x.data, 1024)} for x in letters],
             limit=DEAD_LETTERS,
+            cut=cut,
+            scan=SCAN,
         )
+
+    async def _letters(self, info: jk.TopicInfo, topic: str) -> tuple[list[jk.DeadLetter], bool]:
+        """The first ``DEAD_LETTERS`` dead letters among the topic's first ``SCAN``
+        messages, and whether messages were left unread: a page must not read a whole
+        topic of other messages (``Stream.dead_letters`` would, to find its limit)."""
+        found: list[jk.DeadLetter] = []
+        read = 0
+        messages = _deadletters.stored(
+            self.stream._api, info.name, topic, info.last_seq, info.first_seq
+        )
+        async with contextlib.aclosing(messages):
+            async for msg in messages:
+                read += 1
+                letter = _deadletters.dead_letter(msg)
+                if letter is not None:
+                    found.append(letter)
+                if len(found) >= DEAD_LETTERS or read >= SCAN:
+                    return found, msg.seq is not None and msg.seq < info.last_seq
+        return found, False
 
     async def redrive(self, request: Request) -> Response:
         """A first POST shows what would be re-driven; the second (``confirm=yes``)
@@ -179,7 +202,7 @@ class Console:
                 # what "all" means is fixed now: letters arriving after this page was
                 # shown are not re-driven by its button (they were not confirmed)
                 info = await self.stream.topic_info(name)
-                letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
+                letters, cut = await self._letters(info, name)
                 chosen = [x for x in letters if seq is None or x.seq == seq]
                 return self.page(
                     "confirm.html",
@@ -188,7 +211,7 @@ class Console:
                     seq=seq,
                     upto=info.last_seq,
                     letters=chosen,
-                    more=seq is None and len(letters) >= DEAD_LETTERS,
+                    more=seq is None and cut,
                 )
 
             def where(letter: jk.DeadLetter) -> bool:
