@@ -529,6 +529,16 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
         assert get(port, "/", cookie).status == 200
         assert get(port, "/topics/made.here", cookie).status == 200
         assert get(port, "/static/console.js", cookie).status == 200
+        # what other pages (a WebSocket) and other local users (garbage) can send does
+        # not write to the terminal; a request after them proves they were handled
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+        assert conn.getresponse().status == 401
+        conn.close()
+        with socket.create_connection(("127.0.0.1", port)) as garbage:
+            garbage.sendall(b"\x00\xff nonsense\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400")
+        assert get(port, "/", cookie).status == 200
         server = json.loads((tmp_path / INFO_FILE).read_text())  # the UI's own nats-server
         proc.send_signal(sig)
         assert proc.wait(30) == 0

@@ -41,8 +41,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-class _CutShort(logging.Filter):
-    """Stopped while a request ran (Ctrl+C during a long re-drive): uvicorn cancels it
+# what uvicorn logs about requests the Guard answers anyway: any web page can open a
+# WebSocket to 127.0.0.1:PORT, and any local user can send garbage, which must not
+# write to the terminal of whoever runs the console
+_NOT_OURS = (
+    "Unsupported upgrade request",
+    "No supported WebSocket library",
+    "Invalid HTTP request received",
+)
+
+
+class _Quiet(logging.Filter):
+    """Keeps uvicorn's messages about requests of others (``_NOT_OURS``) off stderr.
+    And stopped while a request ran (Ctrl+C during a long re-drive): uvicorn cancels it
     after its grace period and logs that as an error with a traceback. One line says
     it instead, once the console has stopped."""
 
@@ -51,7 +62,10 @@ class _CutShort(logging.Filter):
         self.cut = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "graceful shutdown exceeded" in record.getMessage():
+        text = record.getMessage()
+        if text.startswith(_NOT_OURS):
+            return False
+        if "graceful shutdown exceeded" in text:
             self.cut = True
             return False
         exc = record.exc_info[1] if record.exc_info else None
@@ -97,10 +111,11 @@ async def serve(
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                ws="none",  # no WebSocket: an upgrade request is a plain one to the Guard
                 timeout_graceful_shutdown=3,
             )
             server = _Server(config)
-            cut_short = _CutShort()
+            cut_short = _Quiet()
             uvicorn_log = logging.getLogger("uvicorn.error")
             uvicorn_log.addFilter(cut_short)
             stop = asyncio.Event()
