@@ -345,3 +345,73 @@ async def test_bad_key_arguments_are_refused_before_subscribing(
         await core.subscribe(f"{topic}.core", handler, key=KEY)
     # key with concurrency=1 is fine (everything is in order anyway)
     assert subscribe_options(topic, key=KEY, concurrency=1).key == KEY
+
+
+async def test_a_refused_dead_letter_is_retried_in_place_and_holds_its_key(
+    js: jk.Stream, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(dlq, max_msgs=1, discard=jk.Discard.NEW)
+    await js.publish(dlq, b"filler")  # full: the next dead letter is refused
+    seen: list[tuple[str, int]] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(parse(msg))
+        if parse(msg) == ("a", 1):
+            raise RuntimeError("a:1 always fails")
+
+    sub = await js.subscribe(
+        topic,
+        handler,
+        durable="dlq-held",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=2,
+        backoff=[0.05],
+        dlq=dlq,
+        concurrency=4,
+        key=KEY,
+    )
+    await publish_keyed(js, topic, [("a", 1), ("a", 2), ("b", 3)])
+    await wait_until(lambda: ("b", 3) in seen and len([x for x in seen if x == ("a", 1)]) == 2)
+    # the dead letter of a:1 is refused (twice: it was retried), so a:1 is neither
+    # naked nor terminated, and a:2 waits
+    await wait_until(lambda: caplog.text.count("to the DLQ") >= 2)
+    assert sub.stats.received == 3 and sub.buffered == 1
+    assert ("a", 2) not in seen and (sub.stats.naked, sub.stats.terminated) == (0, 0)
+    await js.purge_topic(dlq)  # room for it: the retry in place publishes it
+    await wait_until(lambda: ("a", 2) in seen)
+    assert sub.stats.dead_lettered == 1 and sub.stats.terminated == 1
+    [letter] = await js.dead_letters(dlq)
+    assert letter.original_seq == 1 and letter.deliveries == 2
+    await sub.stop()
+
+
+async def test_stop_hands_held_messages_back_in_order_per_key(js: jk.Stream, topic: str) -> None:
+    inside = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stuck(msg: jk.Message) -> None:
+        inside.set()
+        await never.wait()
+
+    sub = await js.subscribe(
+        topic, stuck, durable="stopped", ack=jk.AckPolicy.MANUAL, concurrency=2, key=KEY
+    )
+    items = [(k, n) for n in range(5) for k in ("a", "b", "c")]
+    await publish_keyed(js, topic, items)
+    await asyncio.wait_for(inside.wait(), 10)
+    await wait_until(lambda: sub.stats.received == len(items))
+    await sub.stop()  # two running, the rest held or buffered: all handed back
+
+    resumed: list[tuple[str, int]] = []
+
+    async def again(msg: jk.Message) -> None:
+        resumed.append(parse(msg))
+
+    sub2 = await js.subscribe(
+        topic, again, durable="stopped", ack=jk.AckPolicy.MANUAL, concurrency=3, key=KEY
+    )
+    await wait_until(lambda: len(resumed) == len(items))
+    for key in ("a", "b", "c"):
+        assert [x for x in resumed if x[0] == key] == [x for x in items if x[0] == key]
+    await sub2.drain()
