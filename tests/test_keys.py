@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 import jetkit as jk
+from conftest import wait_until, wait_until_async
 from jetkit._options import subscribe_options
 from jetkit._retry import H_DELIVERIES, H_ERROR
-
-from conftest import wait_until, wait_until_async
 
 KEY = "Order-Id"
 
@@ -302,7 +301,7 @@ async def test_a_redelivery_of_a_held_message_is_not_handled_twice(
         if n == 0:
             # block the event loop past ack_wait: no in-progress ack can go out, so the
             # server redelivers this one and the ones held behind it
-            time.sleep(2.5)
+            time.sleep(2.5)  # noqa: ASYNC251 (on purpose)
             # the redelivery reaches the subscription while this one still runs: the
             # message takes it over (num_delivered is the newest delivery's)
             await wait_until(lambda: msg.num_delivered > 1, 10)
