@@ -70,7 +70,25 @@ class KeyedMessage(Message):
 
 
 def _header_key(name: str) -> Callable[[Message], Hashable | None]:
+    """The key function of ``key="Name"``: that header's value ("" or missing: None).
+
+    It reads the one header from the raw block rather than parsing them all; anything
+    unusual (no raw block, the name spaced oddly) goes to ``msg.headers``, which gives
+    the same answer.
+    """
+    exact = name.encode()
+    needle = b"\r\n" + exact + b":"
+
     def key(msg: Message) -> Hashable | None:
+        raw = msg._raw_headers
+        if raw is not None and msg._headers is None:
+            at = raw.rfind(needle)  # a repeated header: the last value counts
+            if at >= 0:
+                start = at + len(needle)
+                value = raw[start : raw.find(b"\r\n", start)].strip()
+                return value.decode("utf-8", "replace") if value else None
+            if exact not in raw:
+                return None
         return msg.headers.get(name) or None
 
     return key
@@ -200,10 +218,10 @@ class KeyedSubscription(JetStreamSubscription):
 
     def _offer(self, msg: Message) -> None:
         self.stats.received += 1
-        kmsg = cast(KeyedMessage, msg)
+        kmsg: KeyedMessage = msg  # type: ignore[assignment]  # (no cast call: hot path)
         key = kmsg._key
         if key is not None:
-            seq = _seq(kmsg)
+            seq = kmsg.seq or 0  # parsed once here; ``_seq`` reads it after
             held = self._holding.get(seq)
             if held is not None and not held.settled:
                 # the server redelivered a message still held here: keep the one we
@@ -217,7 +235,7 @@ class KeyedSubscription(JetStreamSubscription):
             if lane is None:
                 self._lanes[key] = deque()
             else:
-                if lane and seq < _seq(lane[-1]):
+                if lane and seq < (lane[-1]._seq or 0):
                     insort(lane, kmsg, key=_seq)  # a redelivery: back in stream order
                 else:
                     lane.append(kmsg)
@@ -256,13 +274,18 @@ class KeyedSubscription(JetStreamSubscription):
                     if waiter.done() and not waiter.cancelled():
                         self._waking -= 1
                 continue
-            msg = cast(KeyedMessage, buf.popleft())
+            msg: KeyedMessage = buf.popleft()  # type: ignore[assignment]
             if buf and self._idle and not self._waking:
                 self._wake(1)
             self._after_take()
             self._inflight.add(msg)
             try:
-                await self._run(msg)
+                if msg._poison is None and self._timer is None:
+                    await self._process(msg)  # the common case, inlined
+                    if msg._retry_after is not None:
+                        await self._run(msg)
+                else:
+                    await self._run(msg, first=True)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -271,8 +294,9 @@ class KeyedSubscription(JetStreamSubscription):
                 self._inflight.discard(msg)
                 self._done(msg)
 
-    async def _run(self, msg: KeyedMessage) -> None:
-        """Handle ``msg`` to its end: success, dead letter, or handed back."""
+    async def _run(self, msg: KeyedMessage, first: bool = False) -> None:
+        """Handle ``msg`` to its end: success, dead letter, or handed back (``first``:
+        no attempt ran yet; else the first failed and asked for a retry)."""
         if msg._poison is not None:
             self.stats.failed += 1
             self._log.error(
@@ -285,15 +309,9 @@ class KeyedSubscription(JetStreamSubscription):
             await self._dead_letter(msg, msg._poison)
             return
         while True:
-            timer = self._timer
-            if timer is None:
-                await self._process(msg)
-            else:
-                started = perf_counter()
-                await self._process(msg)
-                elapsed = perf_counter() - started
-                timer.counts[bisect_left(BUCKETS, elapsed)] += 1
-                timer.sum += elapsed
+            if first:
+                await self._attempt(msg)
+            first = True
             delay = msg._retry_after
             if delay is None:
                 return
@@ -302,6 +320,18 @@ class KeyedSubscription(JetStreamSubscription):
                 await self._hand_back(msg)
                 return
             msg._retries += 1
+
+    async def _attempt(self, msg: KeyedMessage) -> None:
+        """One run of the handler (timed when metrics are on)."""
+        timer = self._timer
+        if timer is None:
+            await self._process(msg)
+            return
+        started = perf_counter()
+        await self._process(msg)
+        elapsed = perf_counter() - started  # Histogram.observe, inlined
+        timer.counts[bisect_left(BUCKETS, elapsed)] += 1
+        timer.sum += elapsed
 
     async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
         attempt = msg.num_delivered
@@ -368,7 +398,7 @@ class KeyedSubscription(JetStreamSubscription):
         key = msg._key
         if key is None:
             return
-        seq = _seq(msg)
+        seq = msg._seq or 0
         if self._holding.get(seq) is msg:
             del self._holding[seq]
         if msg._handed_back:
