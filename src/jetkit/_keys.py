@@ -164,6 +164,7 @@ class KeyedSubscription(JetStreamSubscription):
         self._key_of: Callable[[Message], Hashable | None] = (
             _header_key(key) if isinstance(key, str) else key
         )
+        self._check_keys = not isinstance(key, str)  # a header's value is a str
         self._lanes: dict[Hashable, deque[KeyedMessage]] = {}
         self._held = 0  # messages in the lanes
         self._holding: dict[int, KeyedMessage] = {}  # seq -> keyed message not finished
@@ -206,8 +207,8 @@ class KeyedSubscription(JetStreamSubscription):
         msg._poison = None
         try:
             key = self._key_of(msg)
-            if key is not None:
-                hash(key)
+            if key is not None and self._check_keys:
+                hash(key)  # an unhashable key fails here, as this message's failure
         except Exception as exc:
             key = None
             msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
@@ -240,17 +241,16 @@ class KeyedSubscription(JetStreamSubscription):
                 else:
                     lane.append(kmsg)
                 self._held += 1
-                self._note_peak()
+                size = len(self._buffer) + self._held
+                if size > self._peak:
+                    self._peak = size
                 return
-        self._buffer.append(msg)
-        self._note_peak()
+        buf = self._buffer
+        buf.append(msg)
+        if len(buf) + self._held > self._peak:
+            self._peak = len(buf) + self._held
         if self._idle and not self._waking:
             self._wake(1)
-
-    def _note_peak(self) -> None:
-        size = len(self._buffer) + self._held
-        if size > self._peak:
-            self._peak = size
 
     def _after_take(self) -> None:
         requested = self._requested
