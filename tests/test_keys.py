@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import jetkit as jk
-from conftest import wait_until, wait_until_async
+from conftest import ExternalServer, nc_of, wait_until, wait_until_async
 from jetkit._options import subscribe_options
 from jetkit._retry import H_DELIVERIES, H_ERROR
 
@@ -434,3 +436,54 @@ def test_the_header_key_reads_what_the_parsed_headers_say(raw: bytes) -> None:
 
     msg = jk.Message("t", b"", None, None, None, raw)
     assert _header_key(KEY)(msg) == (parse_headers(raw).get(KEY) or None)
+
+
+@pytest.mark.slow
+async def test_a_server_restart_keeps_the_order_of_a_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jetkit")
+    # a name: a restart keeps it and changes the id, which is how jetkit tells a restart
+    server = ExternalServer(tmp_path / "external", extra=["--name", "keys-restart"])
+    await server.start()
+    try:
+        inside = asyncio.Event()
+        release = asyncio.Event()
+        seen: list[tuple[str, int]] = []
+        running: set[str] = set()
+        together: list[str] = []
+
+        async def handler(msg: jk.Message) -> None:
+            key, n = parse(msg)
+            if key in running:
+                together.append(key)
+            running.add(key)
+            try:
+                if (key, n) == ("a", 1) and not inside.is_set():
+                    inside.set()
+                    await asyncio.wait_for(release.wait(), 30)
+                seen.append((key, n))
+            finally:
+                running.discard(key)
+
+        async with jk.Stream.open(servers=[server.url], default_mode=jk.TopicMode.JETSTREAM) as s:
+            sub = await s.subscribe(
+                "ext.keys", handler, durable="k", ack=jk.AckPolicy.MANUAL, concurrency=4, key=KEY
+            )
+            await publish_keyed(s, "ext.keys", [("a", 1), ("a", 2), ("a", 3), ("b", 4)])
+            await asyncio.wait_for(inside.wait(), 10)
+            await wait_until(lambda: sub.stats.received == 4 and ("b", 4) in seen)
+            await server.stop()  # a:2 and a:3 are held behind a:1, which is running
+            await server.start()
+            await wait_until(lambda: nc_of(s).is_connected, timeout=20)
+            release.set()
+            await publish_keyed(s, "ext.keys", [("a", 5)])
+            await wait_until(lambda: ("a", 5) in seen, timeout=30)
+            firsts = list(dict.fromkeys(x for x in seen if x[0] == "a"))
+            assert firsts == [("a", 1), ("a", 2), ("a", 3), ("a", 5)]
+            assert not together
+            # the held ones were kept (not dropped to come back after the newer a:5)
+            assert "the server restarted; the 2 messages" in caplog.text
+            await sub.stop()
+    finally:
+        await server.stop()

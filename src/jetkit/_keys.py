@@ -19,6 +19,8 @@ A ``KeyedSubscription`` is a JetStreamSubscription whose buffer is split by key
 * The monitor's in-progress acks cover lane messages (``_unfinished``). If the server
   still redelivers a message held here, the held one takes over the new delivery's
   reply subject and the copy is dropped (``_holding``: sequence -> message).
+* After a server restart the pulled messages are kept, in key order (a subscription
+  without a key drops them; see ``on_reconnect``).
 * ``drain()``/``stop()`` wake the backoff sleepers (``_halt``): a message waiting to
   be retried is handed back (nak) and so are the messages of its lane, in stream order.
 
@@ -37,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from time import perf_counter
-from typing import Any, cast
+from typing import Any
 
 from ._codec import HandlerPlan
 from ._connection import Connection
@@ -415,22 +417,22 @@ class KeyedSubscription(JetStreamSubscription):
     # -- reconnecting and stopping ---------------------------------------------------------
 
     def on_reconnect(self, restarted: bool = False) -> None:
+        """Unlike a subscription without ``key=``, a restarted server does not make this
+        one drop what it pulled before: dropping would let later messages of a key run
+        before the dropped ones come back (after ``ack_wait``, if the server remembers
+        delivering them). It keeps them, in key order. A delivery the server forgot
+        comes again; while the message is still held the held one takes it over, else
+        it is handled a second time (at-least-once)."""
         if restarted:
-            # what was pulled before is dropped with the buffer (the base class): the
-            # lanes too, and the keys of the messages still running stay held
-            for lane in self._lanes.values():
-                self._buffer.extend(lane)
-            for msg in self._buffer:
-                kmsg = cast(KeyedMessage, msg)
-                if kmsg._key is not None and self._holding.get(_seq(kmsg)) is kmsg:
-                    del self._holding[_seq(kmsg)]
-            self._held = 0
-            self._lanes = {
-                key: deque()
-                for key in (cast(KeyedMessage, m)._key for m in self._inflight)
-                if key is not None
-            }
-        super().on_reconnect(restarted)
+            self.connection_lost()
+            if self.buffered:
+                self._log.info(
+                    "jetkit: the server restarted; the %d messages of %r pulled before are "
+                    "kept in key order",
+                    self.buffered,
+                    self.topic,
+                )
+        super().on_reconnect(False)
 
     def _unfinished(self) -> list[Message]:
         held = [msg for lane in self._lanes.values() for msg in lane]
