@@ -487,3 +487,34 @@ async def test_a_server_restart_keeps_the_order_of_a_key(
             await sub.stop()
     finally:
         await server.stop()
+
+
+async def test_messages_held_past_ack_wait_are_kept_alive_not_redelivered(
+    js: jk.Stream, topic: str
+) -> None:
+    deliveries: list[tuple[int, int]] = []
+
+    async def handler(msg: jk.Message) -> None:
+        _, n = parse(msg)
+        deliveries.append((n, msg.num_delivered))
+        if n == 0:
+            # holds its key (and the three behind it) for four times ack_wait; the
+            # event loop stays free, so jetkit's in-progress acks go out meanwhile
+            await asyncio.sleep(1.2)
+
+    sub = await js.subscribe(
+        topic,
+        handler,
+        durable="alive",
+        ack=jk.AckPolicy.MANUAL,
+        ack_wait=0.3,
+        concurrency=2,
+        key=KEY,
+    )
+    await publish_keyed(js, topic, [("a", n) for n in range(4)])
+    await wait_until(lambda: len(deliveries) == 4)
+    await wait_until_async(lambda: _ack_pending(js, topic, "alive", 0))
+    # the server's own count: every message was delivered once
+    assert deliveries == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert sub.stats.received == 4
+    await sub.stop()

@@ -179,11 +179,6 @@ class KeyedSubscription(JetStreamSubscription):
         included)."""
         return len(self._buffer) + self._held
 
-    @property
-    def keys_held(self) -> int:
-        """Keys with a message running or ready (and maybe more waiting behind it)."""
-        return len(self._lanes)
-
     # -- feeding ---------------------------------------------------------------------------
 
     def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
