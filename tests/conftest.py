@@ -7,6 +7,7 @@ same store as a client, with default mode JETSTREAM. Each test gets unique topic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -80,6 +81,17 @@ async def wait_until_async(
 
 async def wait_for(awaitable: Awaitable[object], timeout: float = 10.0) -> object:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if it still runs, reap it, and close its pipes (a test's cleanup)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 # -- the fault suite's scale and figures (tests/faults) ----------------------------------

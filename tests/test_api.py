@@ -44,6 +44,7 @@ EXPECTED_ALL = {
     "RedriveResult",
     "RemoteError",
     "Retention",
+    "ScheduledMessage",
     "ServerBinaryError",
     "ServerStartError",
     "ServerTimeoutError",

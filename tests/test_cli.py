@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import fcntl
 import json
 import os
@@ -24,7 +23,7 @@ import pytest
 from rich.cells import cell_len
 
 import jetkit as jk
-from conftest import free_port, wait_until_async
+from conftest import free_port, stop_process, wait_until_async
 from jetkit._cli_output import Column, fit
 
 pytestmark = pytest.mark.slow
@@ -461,13 +460,7 @@ def test_help_and_ctrl_c(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
         assert proc.stderr.read() == b""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        stop_process(proc)
 
 
 # -- writing ------------------------------------------------------------------------------

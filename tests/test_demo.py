@@ -86,6 +86,8 @@ async def test_demo_runs_and_stops_gracefully_on_sigint(tmp_path: Path) -> None:
     try:
         await demo.wait_for_line(r"Analytics: Order order-2 ")
         await demo.wait_for_line(r"already verified")
+        # a shipped order schedules a follow-up (deliver_after): it comes after the order
+        await demo.wait_for_line(r"Follow-up for order-3: asking customer-3 whether it arrived")
         code = await demo.stop(signal.SIGINT)
     finally:
         await demo.kill()
@@ -110,6 +112,8 @@ async def test_demo_runs_and_stops_gracefully_on_sigint(tmp_path: Path) -> None:
         f"💾 All messages are persisted in {tmp_path / 'store'}",
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"
+    shipped = demo.lines.index("📤 Published order event: order-3 (status: shipped)")
+    assert "📬 Follow-up for order-3" in "\n".join(demo.lines[shipped + 1 :])
     # every published order was processed before exit (graceful drain)
     assert set(demo.numbers(PUBLISHED)) <= set(demo.numbers(PROCESSED))
 

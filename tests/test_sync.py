@@ -138,6 +138,35 @@ def test_publish_many(s: jsync.Stream, topic: str) -> None:
     assert s.publish_many(core, [b"a", b"b"]) == [None, None]
 
 
+def test_scheduled_delivery_cancel_and_ttl(s: jsync.Stream, topic: str) -> None:
+    s.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    got: queue.Queue[bytes] = queue.Queue()
+    s.subscribe(topic, lambda m: got.put(m.data))
+    held = s.publish(topic, b"held", deliver_after=0.5, ttl=60)
+    assert isinstance(held, jk.ScheduledMessage) and held.topic == topic
+    cancelled = s.publish_json(topic, {"n": 1}, deliver_after=1, msg_id="c-1")
+    assert isinstance(cancelled, jk.ScheduledMessage)
+    assert s.cancel_scheduled(topic, msg_id="c-1") is True
+    s.publish(topic, b"sentinel")
+    assert got.get(timeout=5) == b"sentinel"
+    assert got.get(timeout=10) == b"held"
+    assert s.cancel_scheduled(held) is False
+    ack = s.publish(topic, b"expiring", ttl=5)
+    assert isinstance(ack, jk.PubAck)
+    assert len(s.publish_many(topic, [b"a"], ttl=5)) == 1
+    with pytest.raises(jk.ConfigError, match="not both"):
+        s.publish(topic, b"x", deliver_after=1, deliver_at=held.deliver_at)  # type: ignore[call-overload]
+
+
+def test_publishing_methods_take_the_async_parameters() -> None:
+    for name in ("publish", "publish_json", "publish_many", "cancel_scheduled"):
+        sync_params = inspect.signature(getattr(jsync.Stream, name)).parameters
+        async_params = inspect.signature(getattr(jk.Stream, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [
+            (p.name, p.kind, p.default) for p in async_params.values()
+        ], name
+
+
 def test_queue_group_delivers_each_message_once(s: jsync.Stream, topic: str) -> None:
     seen: list[bytes] = []
     lock = threading.Lock()

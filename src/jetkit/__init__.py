@@ -41,6 +41,7 @@ from ._info import ConsumerInfo, ReplicaInfo, TopicInfo
 from ._message import Message
 from ._publish import PubAck
 from ._retry import exponential_backoff
+from ._schedule import ScheduledMessage
 from ._stream import Stream
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription, SubscriptionStats
 from ._topics import Discard, Retention, TopicMode
@@ -79,6 +80,7 @@ __all__ = [
     "RemoteError",
     "ReplicaInfo",
     "Retention",
+    "ScheduledMessage",
     "ServerBinaryError",
     "ServerStartError",
     "ServerTimeoutError",

@@ -216,6 +216,11 @@ class Connection:
     def reconnects(self) -> int:
         return int(self.nc.stats.get("reconnects", 0))
 
+    @property
+    def server_version(self) -> str:
+        """The version the connected server announced ("2.15.1"), "" if unknown."""
+        return str((self.nc._server_info or {}).get("version", ""))
+
     def identity(self) -> tuple[str, str]:
         """(server name, server id): a restarted server keeps its name, gets a new id."""
         info = self.nc._server_info or {}

@@ -105,9 +105,12 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-async def stored(api: JsApi, stream: str, topic: str, last_seq: int) -> AsyncIterator[Message]:
-    """The messages stored on ``topic`` in ``stream``, oldest first, up to ``last_seq``."""
-    seq = 1
+async def stored(
+    api: JsApi, stream: str, topic: str, last_seq: int, first_seq: int = 1
+) -> AsyncIterator[Message]:
+    """The messages stored on ``topic`` in ``stream``, oldest first, from ``first_seq``
+    up to ``last_seq``."""
+    seq = max(1, first_seq)
     while seq <= last_seq:
         try:
             resp = await api.call(f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": topic})

@@ -380,7 +380,7 @@ class Publisher:
             else:
                 yield self.check_payload(topic, data, headers)
 
-    def _label(self, topic: object) -> str:
+    def label(self, topic: object) -> str:
         """``topic`` as a metrics label: a topic that failed its checks is counted as
         ``_invalid`` (it may be anything, and is not a topic)."""
         return topic if isinstance(topic, str) and topic in self._topics.valid else "_invalid"
@@ -416,7 +416,7 @@ class Publisher:
             ack = await self.stored(topic, data, headers)
         except JetkitError:
             if self.counts is not None:
-                self.counts.error(self._label(topic))
+                self.counts.error(self.label(topic))
             raise
         if self.counts is not None:
             self.counts.ok(topic)
@@ -430,7 +430,7 @@ class Publisher:
 
     async def stored(self, topic: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         """Publish to JetStream whatever the topic's mode (dead letters always are)."""
-        self._refuse_if_disk_full("nothing was sent, the message is not stored")
+        self.refuse_if_disk_full("nothing was sent, the message is not stored")
         await self._topics.ensure_stream(topic)
         try:
             return await self.acked.publish(topic, data, headers)
@@ -468,7 +468,7 @@ class Publisher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _refuse_if_disk_full(self, what: str) -> None:
+    def refuse_if_disk_full(self, what: str) -> None:
         detail = self._disk_error()
         if detail is not None:
             raise disk_full(self._store_dir, detail, what)
@@ -491,7 +491,7 @@ class Publisher:
             counts.error(topic, failed)
             raise
         except JetkitError:
-            counts.error(self._label(topic))
+            counts.error(self.label(topic))
             raise
         counts.ok(topic, len(results))
         return results
@@ -517,7 +517,7 @@ class Publisher:
                 if self._since_yield >= 64:
                     await self._yield()
             return [None] * count
-        self._refuse_if_disk_full("nothing was sent, no message is stored")
+        self.refuse_if_disk_full("nothing was sent, no message is stored")
         # a batch cannot be sent again (its payloads may come from a generator), so make
         # sure now that the stream was not deleted behind our back
         await self._topics.ensure_stream(topic, verify=True)

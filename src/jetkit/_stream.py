@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _damage, _health, _reqrep
 from ._admin import AdminAPI
@@ -31,6 +31,7 @@ from ._message import Message
 from ._options import OpenOptions, open_options
 from ._publish import PubAck, Publisher
 from ._retry import Delay
+from ._schedule import ScheduledMessage, Scheduler
 from ._store import EmbeddedStore, ServerSettings
 from ._subscribe import Subscriber
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription
@@ -97,6 +98,7 @@ class Stream(AdminAPI):
         self._subscriber = Subscriber(
             self._conn, self._api, self._topics, self._publisher, store_dir, self._log
         )
+        self._scheduler = Scheduler(self._conn, self._api, self._topics, self._publisher)
         self._subs: set[Subscription] = set()
         self._registrations: set[asyncio.Task[Subscription]] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -383,6 +385,7 @@ class Stream(AdminAPI):
             self._registrations.discard(task)
             await task
 
+    @overload
     def publish(
         self,
         topic: str,
@@ -390,7 +393,48 @@ class Stream(AdminAPI):
         *,
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
-    ) -> Coroutine[Any, Any, PubAck | None]:
+        deliver_at: None = None,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> Coroutine[Any, Any, PubAck | None]: ...
+
+    @overload
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> Coroutine[Any, Any, ScheduledMessage]: ...
+
+    @overload
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: float | dt.timedelta,
+        ttl: float | dt.timedelta | None = None,
+    ) -> Coroutine[Any, Any, ScheduledMessage]: ...
+
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime | None = None,
+        deliver_after: float | dt.timedelta | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> Coroutine[Any, Any, PubAck | ScheduledMessage | None]:
         """Publish ``data`` to ``topic`` (``await`` it).
 
         JetStream topics: returns the PubAck once the server stored the message (raises
@@ -398,20 +442,85 @@ class Stream(AdminAPI):
         silently). ``msg_id`` sets ``Nats-Msg-Id``: a second publish with the same id within
         the duplicate window is not stored again and returns ``duplicate=True``.
         Core topics: returns None once the message is handed to the connection.
+
+        ``deliver_at`` (an aware datetime) or ``deliver_after`` (seconds): the server
+        holds the message and delivers it then; returns a jk.ScheduledMessage for
+        ``cancel_scheduled``. ``ttl`` (seconds, at least 1): the message expires from
+        the topic that long after it is stored (after it is delivered, when scheduled).
+        Both need a JetStream topic; see docs/concepts/scheduling-and-ttl.md.
         """
         # the hot path: a plain function handing over the publisher's coroutine (one
-        # coroutine per publish, not two); registrations and close take the long way
-        if self._registrations or self._closed:
-            return self._publish_after_checks(topic, data, headers, msg_id)
+        # coroutine per publish, not two); registrations, close, schedules and TTLs take
+        # the long way
+        if (
+            self._registrations
+            or self._closed
+            or deliver_at is not None
+            or deliver_after is not None
+            or ttl is not None
+        ):
+            return self._publish_after_checks(
+                topic, data, headers, msg_id, deliver_at, deliver_after, ttl
+            )
         return self._publisher.publish(topic, data, headers, msg_id)
 
     async def _publish_after_checks(
-        self, topic: str, data: bytes, headers: dict[str, str] | None, msg_id: str | None
-    ) -> PubAck | None:
+        self,
+        topic: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        msg_id: str | None,
+        deliver_at: object,
+        deliver_after: object,
+        ttl: object,
+    ) -> PubAck | ScheduledMessage | None:
         if self._registrations:
             await self._settle_registrations()
         self._check_open()
-        return await self._publisher.publish(topic, data, headers, msg_id)
+        if deliver_at is None and deliver_after is None and ttl is None:
+            return await self._publisher.publish(topic, data, headers, msg_id)
+        return await self._scheduler.publish(
+            topic, data, headers, msg_id, deliver_at, deliver_after, ttl
+        )
+
+    @overload
+    async def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | None: ...
+
+    @overload
+    async def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
+
+    @overload
+    async def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: float | dt.timedelta,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
 
     async def publish_json(
         self,
@@ -420,9 +529,18 @@ class Stream(AdminAPI):
         *,
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
-    ) -> PubAck | None:
-        """Encode ``value`` (dataclass, Struct, pydantic model, dict, list) as JSON and publish."""
-        return await self.publish(topic, encode_json(value), headers=headers, msg_id=msg_id)
+        deliver_at: dt.datetime | None = None,
+        deliver_after: float | dt.timedelta | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | ScheduledMessage | None:
+        """Encode ``value`` (dataclass, Struct, pydantic model, dict, list) as JSON and
+        publish it (the same options as ``publish``)."""
+        data = encode_json(value)
+        if deliver_at is None and deliver_after is None and ttl is None:
+            return await self.publish(topic, data, headers=headers, msg_id=msg_id)
+        return await self._publish_after_checks(
+            topic, data, headers, msg_id, deliver_at, deliver_after, ttl
+        )
 
     async def publish_many(
         self,
@@ -431,17 +549,35 @@ class Stream(AdminAPI):
         *,
         headers: dict[str, str] | None = None,
         window: int = 256,
+        ttl: float | dt.timedelta | None = None,
     ) -> list[PubAck | None]:
         """Publish many payloads to one topic with up to ``window`` acks outstanding.
 
         JetStream: returns every PubAck in order; if any publish failed, raises
         PublishBatchError whose ``results`` hold a PubAck or the exception per payload.
-        Core: publishes them all and returns a list of None.
+        Core: publishes them all and returns a list of None. ``ttl`` as for ``publish``
+        (the same for every message); scheduled delivery is one ``publish`` per message.
         """
         if self._registrations:
             await self._settle_registrations()
         self._check_open()
+        if ttl is not None:
+            headers = await self._scheduler.expiring_many(topic, headers, ttl)
         return await self._publisher.publish_many(topic, payloads, headers, window)
+
+    async def cancel_scheduled(
+        self, scheduled: ScheduledMessage | str, *, msg_id: str | None = None
+    ) -> bool:
+        """Cancel a scheduled message: the jk.ScheduledMessage ``publish`` returned, or
+        the topic and the ``msg_id`` it was published with.
+
+        Returns True if it was still pending and will now never be delivered; False if
+        it was already delivered, cancelled before, or is unknown.
+        """
+        if self._registrations:
+            await self._settle_registrations()
+        self._check_open()
+        return await self._scheduler.cancel(scheduled, msg_id)
 
     # -- subscribing -----------------------------------------------------------------------
 

@@ -91,7 +91,8 @@ class Subscriber:
 
     async def _server_side(self, topic: str, opts: SubscribeOptions) -> tuple[str, dict[str, Any]]:
         """The stream and the consumer config a JetStream subscription needs."""
-        name, subjects = await self._topics.ensure_stream(topic)
+        # verify: fresh subjects (scheduled delivery may have added one, see _schedule)
+        name, subjects = await self._topics.ensure_stream(topic, verify=True)
         if opts.dlq is not None:
             await self._topics.ensure_stream(opts.dlq)
         durable, group = opts.durable, opts.queue_group

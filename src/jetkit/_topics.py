@@ -24,6 +24,7 @@ from ._validate import INT64_MAX, number, option, optional_number
 
 if TYPE_CHECKING:
     from ._jsapi import JsApi
+    from ._schedule import Features
 
 
 class TopicMode(enum.Enum):
@@ -228,6 +229,8 @@ class TopicRegistry:
         self._ensuring: dict[str, asyncio.Future[Stored]] = {}
         self.valid: set[str] = set()
         self.damaged: set[str] = set()
+        # stream -> the features jetkit switched on for it (_schedule keeps it)
+        self.features: dict[str, Features] = {}
 
     def check(self, topic: str, *, wildcards: bool = False) -> str:
         """``topic`` if it is valid (concrete topics are remembered); else InvalidTopicError."""
@@ -255,10 +258,18 @@ class TopicRegistry:
         self._declared[topic] = mode
         self.modes.clear()
         self.streams.clear()
+        self.features.clear()
 
     def forget(self, stream: str) -> None:
         """``stream`` was deleted (by us or behind our back): look it up again next time."""
         self.streams = {k: v for k, v in self.streams.items() if v[0] != stream}
+        self.features.pop(stream, None)
+
+    def refresh(self, stream: str, subjects: list[str]) -> None:
+        """``stream`` now has ``subjects`` (jetkit added one to it)."""
+        for topic, (name, _) in list(self.streams.items()):
+            if name == stream:
+                self.streams[topic] = name, subjects
 
     async def ensure_stream(self, topic: str, *, verify: bool = False) -> Stored:
         """The stream storing ``topic``; an existing one that covers it, else a new one.
@@ -268,10 +279,13 @@ class TopicRegistry:
         found = self.streams.get(topic)
         if found is not None and verify:
             try:
-                await self._api.call(f"STREAM.INFO.{found[0]}")
+                info = await self._api.call(f"STREAM.INFO.{found[0]}")
             except NotFoundError:
                 self.forget(found[0])
                 found = None
+            else:  # its subjects may have changed (another process scheduled on it)
+                found = found[0], list(info.get("config", {}).get("subjects") or found[1])
+                self.streams[topic] = found
         if found is not None:
             return found
         pending = self._ensuring.get(topic)
@@ -411,6 +425,13 @@ class TopicRegistry:
             if current is None:
                 resp = await self.create(name, cfg)
             else:
+                # keep the subject holding scheduled messages (see _schedule)
+                held = [
+                    s
+                    for s in current["config"].get("subjects") or []
+                    if s.startswith(f"$JK.SCHED.{name}.")
+                ]
+                cfg["subjects"] = [*cfg["subjects"], *held]
                 resp = await self._api.call(f"STREAM.UPDATE.{name}", {**current["config"], **cfg})
         except JetStreamError as exc:
             if exc.err_code == _SUBJECTS_OVERLAP:

@@ -127,6 +127,22 @@ def header_name_ok(name: str) -> bool:
     return _HEADER_NAME.fullmatch(name) is not None
 
 
+def headers_with(
+    given: object, msg_id: object, extra: Mapping[str, str], reserved: tuple[str, ...]
+) -> dict[str, str]:
+    """``headers(given, msg_id)`` plus jetkit's ``extra`` headers; InvalidHeaderError if
+    ``given`` sets a header whose name starts with one of ``reserved`` (lower case)."""
+    out = headers(given, msg_id) or {}
+    for key in out:
+        if key.lower().startswith(reserved):
+            raise InvalidHeaderError(
+                f"header {key!r} is set by jetkit for deliver_at=/deliver_after=/ttl=; "
+                "remove it from headers and use those arguments"
+            )
+    out.update(extra)
+    return out
+
+
 def header_value(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidHeaderError(

@@ -614,6 +614,30 @@ def top(
 
 
 @app.command()
+@connected
+def ui(
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")
+    ] = 0,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Do not open a browser; only print the URL.")
+    ] = False,
+    target: Target = DEFAULT_TARGET,
+) -> None:
+    """A local web console: topics, consumers with lag, dead letters (re-drive), publish.
+    Prints its URL (with a token); Ctrl+C stops."""
+    try:
+        from . import ui as console
+    except ImportError as exc:
+        output.error(
+            f"jetkit ui needs the ui extra ({exc.name or 'starlette'} is missing): "
+            'pip install "jetkit[ui]"'
+        )
+        raise typer.Exit(2) from None
+    _run(lambda: console.serve(target, port=port, open_browser=not no_open, write=output.write))
+
+
+@app.command()
 def examples() -> None:
     """List the runnable examples, what each shows and how to run it."""
     from .examples import EXAMPLES

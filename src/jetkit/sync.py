@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _stream
 from ._deadletters import DeadLetter, RedriveResult
@@ -56,6 +56,7 @@ from ._info import ConsumerInfo, TopicInfo
 from ._message import Message
 from ._publish import PubAck
 from ._retry import Delay
+from ._schedule import ScheduledMessage
 from ._subscription import AckPolicy, Backpressure, StartAt, SubscriptionStats
 from ._subscription import Subscription as AsyncSubscription
 from ._topics import Discard, Retention, TopicMode
@@ -506,6 +507,7 @@ class Stream:
 
     # -- publishing ------------------------------------------------------------------------
 
+    @overload
     def publish(
         self,
         topic: str,
@@ -513,9 +515,104 @@ class Stream:
         *,
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
-    ) -> PubAck | None:
-        """Publish ``data`` to ``topic``; a JetStream topic returns its PubAck once stored."""
-        return self._call("publish()", self._s.publish, topic, data, headers=headers, msg_id=msg_id)
+        deliver_at: None = None,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | None: ...
+
+    @overload
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
+
+    @overload
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: float | dt.timedelta,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
+
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime | None = None,
+        deliver_after: float | dt.timedelta | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | ScheduledMessage | None:
+        """Publish ``data`` to ``topic``; a JetStream topic returns its PubAck once stored
+        (a jk.ScheduledMessage with ``deliver_at``/``deliver_after``; see jk.Stream)."""
+        if deliver_at is None and deliver_after is None and ttl is None:
+            return self._call(
+                "publish()", self._s.publish, topic, data, headers=headers, msg_id=msg_id
+            )
+        return self._call(
+            "publish()",
+            self._s.publish,  # type: ignore[arg-type]
+            topic,
+            data,
+            headers=headers,
+            msg_id=msg_id,
+            deliver_at=deliver_at,
+            deliver_after=deliver_after,
+            ttl=ttl,
+        )
+
+    @overload
+    def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | None: ...
+
+    @overload
+    def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: dt.datetime,
+        deliver_after: None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
+
+    @overload
+    def publish_json(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        deliver_at: None = None,
+        deliver_after: float | dt.timedelta,
+        ttl: float | dt.timedelta | None = None,
+    ) -> ScheduledMessage: ...
 
     def publish_json(
         self,
@@ -524,10 +621,21 @@ class Stream:
         *,
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
-    ) -> PubAck | None:
+        deliver_at: dt.datetime | None = None,
+        deliver_after: float | dt.timedelta | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck | ScheduledMessage | None:
         """Encode ``value`` (dataclass, Struct, pydantic model, dict, list) as JSON and publish."""
         return self._call(
-            "publish_json()", self._s.publish_json, topic, value, headers=headers, msg_id=msg_id
+            "publish_json()",
+            self._s.publish_json,  # type: ignore[arg-type]
+            topic,
+            value,
+            headers=headers,
+            msg_id=msg_id,
+            deliver_at=deliver_at,
+            deliver_after=deliver_after,
+            ttl=ttl,
         )
 
     def publish_many(
@@ -537,11 +645,25 @@ class Stream:
         *,
         headers: dict[str, str] | None = None,
         window: int = 256,
+        ttl: float | dt.timedelta | None = None,
     ) -> list[PubAck | None]:
         """Publish many payloads with up to ``window`` acks outstanding (see jk.Stream)."""
         return self._call(
-            "publish_many()", self._s.publish_many, topic, payloads, headers=headers, window=window
+            "publish_many()",
+            self._s.publish_many,
+            topic,
+            payloads,
+            headers=headers,
+            window=window,
+            ttl=ttl,
         )
+
+    def cancel_scheduled(
+        self, scheduled: ScheduledMessage | str, *, msg_id: str | None = None
+    ) -> bool:
+        """Cancel a scheduled message (see jk.Stream.cancel_scheduled); True if it was
+        still pending."""
+        return self._call("cancel_scheduled()", self._s.cancel_scheduled, scheduled, msg_id=msg_id)
 
     # -- subscribing -----------------------------------------------------------------------
 

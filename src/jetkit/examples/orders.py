@@ -1,11 +1,15 @@
 """The JetStream durable messaging example: an order-processing system on jetkit.
 
-Run it with ``jetkit demo`` (or ``python -m jetkit.examples.orders``). Five services
+Run it with ``jetkit demo`` (or ``python -m jetkit.examples.orders``). Its services
 share one embedded NATS server whose data lives in ``./jetstream-store``:
 
     Publishers --+-- orders.events --+-- Order Processor (durable: order-processor)
                  |                   +-- Analytics Service (durable: analytics-processor)
                  +-- users.registrations -- User Verification Service
+                 +-- orders.followups (scheduled) -- Follow-up (durable: followup-notifier)
+
+A shipped order comes with a follow-up to its customer, due two order intervals later
+(``deliver_after``): the server holds it until then, also across a restart of the demo.
 
 Stop it with Ctrl+C and start it again: the durable consumers resume where they
 stopped and the publishers continue numbering after the last stored order and user.
@@ -29,6 +33,7 @@ from jetkit.examples.basic import sleep_or_stop, stop_event
 ORDERS = "orders.events"
 USERS = "users.registrations"
 DEAD_ORDERS = "failed.orders.events"
+FOLLOWUPS = "orders.followups"
 STATUSES = ["created", "paid", "shipped", "delivered"]
 MAX_DELIVER = 3
 
@@ -154,6 +159,9 @@ class Demo:
         }
         print(f"   ✅ Order {order.order_id} {done.get(order.status, 'processed')}")
 
+    async def follow_up(self, order: OrderEvent) -> None:
+        print(f"📬 Follow-up for {order.order_id}: asking {order.customer_id} whether it arrived")
+
     async def verify_user(self, user: UserRegistration) -> None:
         if user.verified:
             print(f"👤 ✅ {user.name} is already verified")
@@ -190,6 +198,13 @@ class Demo:
             order = make_order(n)
             await self.s.publish_json(ORDERS, order, msg_id=order.order_id)
             print(f"📤 Published order event: {order.order_id} (status: {order.status})")
+            if order.status == "shipped":  # the server holds it until it is due
+                await self.s.publish_json(
+                    FOLLOWUPS,
+                    order,
+                    deliver_after=2 * self.args.order_interval,
+                    msg_id=f"followup-{order.order_id}",
+                )
             await sleep_or_stop(stop, self.args.order_interval)
 
     async def publish_users(self, stop: asyncio.Event) -> None:
@@ -206,6 +221,7 @@ class Demo:
         s = self.s
         await s.declare_topic(ORDERS)
         await s.declare_topic(USERS)
+        await s.declare_topic(FOLLOWUPS)
         print("📦 Starting Order Processing Service (durable consumer)")
         await s.subscribe(
             ORDERS,
@@ -218,6 +234,7 @@ class Demo:
             start_at=jk.StartAt.NEW,
         )
         await s.subscribe(DEAD_ORDERS, self.dead_letter, durable="dlq-watcher")
+        await s.subscribe(FOLLOWUPS, self.follow_up, durable="followup-notifier")
         print("👤 Starting User Verification Service")
         await s.subscribe(USERS, self.verify_user, concurrency=2)
         print("📤 Starting Order Event Publisher")

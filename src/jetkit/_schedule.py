@@ -1,0 +1,433 @@
+"""Scheduled delivery and per-message TTL: nats-server's message schedules (2.12+) and
+``Nats-TTL`` (2.11+), switched on for a topic's stream the first time a publish needs them.
+
+A scheduled message is held in the topic's stream on a subject of its own,
+``$JK.SCHED.<stream>.<id>``, with ``Nats-Schedule: @at <time>`` and
+``Nats-Schedule-Target: <topic>``; when it is due the server stores it on the topic
+(where subscribers get it) and removes the held copy. Topics cannot start with ``$``,
+so these subjects never collide with a topic, and no subscription's filter covers them.
+Cancelling purges that subject. ``<id>`` is derived from topic and ``msg_id`` when one
+is given (so it can be cancelled by ``msg_id``, and a retry replaces rather than adds),
+else it is random.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
+from ._publish import PubAck
+from ._time import rfc3339
+from ._topics import TopicMode, validate_topic
+from ._validate import headers_with, message_size, number
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._jsapi import JsApi
+    from ._publish import Publisher
+    from ._topics import TopicRegistry
+
+SCHEDULE_PREFIX = "$JK.SCHED"
+SCHEDULES_SINCE = (2, 12, 0)
+TTL_SINCE = (2, 11, 0)
+MIN_TTL = 1.0  # nats-server refuses a shorter Nats-TTL
+MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
+# a deliver_at this far in the past still counts as "now" (clocks and the call itself)
+PAST_TOLERANCE = 1.0
+_RESERVED = ("nats-schedule", "nats-ttl")
+_TTL_DISABLED = 10166  # "per-message TTL is disabled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduledMessage:
+    """A message the server holds until ``deliver_at``; pass it to ``cancel_scheduled``.
+
+    ``stream``/``seq`` locate the held message (not the one delivered later);
+    ``duplicate`` is True when a scheduled publish with the same ``msg_id`` was already
+    held within the duplicate window (this one was not stored again).
+    """
+
+    topic: str
+    id: str
+    deliver_at: dt.datetime
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class Features:
+    """What jetkit knows of a stream once it switched the features on."""
+
+    schedules: bool
+    ttl: bool
+    retention: str
+    max_age: float  # seconds, 0: none
+
+
+def schedule_subject(stream: str, schedule_id: str) -> str:
+    return f"{SCHEDULE_PREFIX}.{stream}.{schedule_id}"
+
+
+def schedule_id(topic: str, msg_id: str | None, random_id: str) -> str:
+    """The id of a schedule: from topic and msg_id when there is one, else ``random_id``."""
+    if msg_id is None:
+        return random_id
+    return hashlib.sha256(f"{topic}\0{msg_id}".encode()).hexdigest()[:32]
+
+
+def ttl_value(ttl: object) -> str:
+    """``ttl`` (seconds or timedelta) as a ``Nats-TTL`` value; ConfigError if unusable."""
+    seconds = number(
+        "ttl",
+        ttl,
+        minimum=MIN_TTL,
+        maximum=MAX_SECONDS,
+        hint=" (seconds or a timedelta; nats-server's minimum is 1 second)",
+    )
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def due_time(deliver_at: object, deliver_after: object, now: dt.datetime) -> dt.datetime:
+    """When a scheduled message is due (aware, UTC); ConfigError for unusable input."""
+    if deliver_at is not None and deliver_after is not None:
+        raise ConfigError(
+            "give deliver_at= (a time) or deliver_after= (seconds from now), not both"
+        )
+    if deliver_after is not None:
+        delay = number(
+            "deliver_after",
+            deliver_after,
+            minimum=0,
+            maximum=MAX_SECONDS,
+            hint=" (seconds from now, or a timedelta)",
+        )
+        return now + dt.timedelta(seconds=delay)
+    if not isinstance(deliver_at, dt.datetime):
+        raise ConfigError(
+            f"deliver_at must be a timezone-aware datetime, got {type(deliver_at).__name__} "
+            f"{deliver_at!r}; e.g. datetime.now(timezone.utc) + timedelta(minutes=5), or use "
+            "deliver_after=seconds"
+        )
+    if deliver_at.tzinfo is None or deliver_at.utcoffset() is None:
+        raise ConfigError(
+            f"deliver_at {deliver_at.isoformat()} has no timezone, so it is ambiguous; pass "
+            "an aware datetime such as datetime(..., tzinfo=timezone.utc)"
+        )
+    when = deliver_at.astimezone(dt.UTC)
+    late = (now - when).total_seconds()
+    if late > PAST_TOLERANCE:
+        raise ConfigError(
+            f"deliver_at {when.isoformat()} is {late:.1f}s in the past; schedule a future "
+            "time (or publish without deliver_at to deliver now)"
+        )
+    if (when - now).total_seconds() > MAX_SECONDS:
+        raise ConfigError(f"deliver_at {when.isoformat()} is more than a century away")
+    return max(when, now)
+
+
+def version_of(text: str) -> tuple[int, int, int]:
+    """A server's version string ("2.12.1", "2.11.0-RC.1") as numbers (0s if unreadable)."""
+    parts = text.split("-", 1)[0].split(".")
+    nums = [int(p) if p.isdigit() else 0 for p in [*parts, "0", "0", "0"][:3]]
+    return nums[0], nums[1], nums[2]
+
+
+def require(version: tuple[int, int, int], since: tuple[int, int, int], what: str) -> None:
+    """ConfigError unless the server is new enough for ``what``."""
+    if version < since:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, since))
+        raise ConfigError(
+            f"{what} needs nats-server {need} or newer; the server is {have}. Upgrade it (the "
+            "embedded server from jetkit's wheel is new enough)"
+        )
+
+
+class Scheduler:
+    """``publish`` with ``deliver_at``/``deliver_after``/``ttl``, and ``cancel_scheduled``."""
+
+    def __init__(
+        self, conn: Connection, api: JsApi, topics: TopicRegistry, publisher: Publisher
+    ) -> None:
+        self._conn = conn
+        self._api = api
+        self._topics = topics
+        self._publisher = publisher
+        self._enabling: dict[str, asyncio.Future[Features]] = {}
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        msg_id: str | None,
+        deliver_at: object,
+        deliver_after: object,
+        ttl: object,
+    ) -> PubAck | ScheduledMessage:
+        """Checks everything, then the held (scheduled) or the expiring publish."""
+        counts = self._publisher.counts
+        try:
+            result = await self._publish(
+                topic, data, headers, msg_id, deliver_at, deliver_after, ttl
+            )
+        except JetkitError:
+            if counts is not None:
+                counts.error(self._publisher.label(topic))
+            raise
+        if counts is not None:
+            counts.ok(topic)
+        return result
+
+    async def _publish(
+        self,
+        topic: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        msg_id: str | None,
+        deliver_at: object,
+        deliver_after: object,
+        ttl: object,
+    ) -> PubAck | ScheduledMessage:
+        self._topics.check(topic)
+        scheduled = deliver_at is not None or deliver_after is not None
+        what = "scheduled delivery (deliver_at/deliver_after)" if scheduled else "ttl"
+        if self._topics.mode_for(topic) is TopicMode.CORE:
+            raise ConfigError(
+                f"{what} needs a JetStream topic; {topic!r} is a core topic (not stored). "
+                f"Declare it stored: declare_topic({topic!r}, mode=jk.TopicMode.JETSTREAM)"
+            )
+        now = dt.datetime.now(dt.UTC)
+        due = due_time(deliver_at, deliver_after, now) if scheduled else None
+        ttl_text = ttl_value(ttl) if ttl is not None else None
+        extra: dict[str, str] = {}
+        if due is not None:
+            extra["Nats-Schedule"] = "@at " + rfc3339(due)
+            extra["Nats-Schedule-Target"] = topic
+            if ttl_text is not None:
+                extra["Nats-Schedule-TTL"] = ttl_text
+        elif ttl_text is not None:
+            extra["Nats-TTL"] = ttl_text
+        sent = headers_with(headers, msg_id, extra, _RESERVED)
+        payload = self._publisher.check_payload(topic, data, sent)
+        version = version_of(self._conn.server_version)
+        if due is not None:
+            require(version, SCHEDULES_SINCE, "scheduled delivery (deliver_at/deliver_after)")
+        if ttl_text is not None:
+            require(version, TTL_SINCE, "a per-message ttl")
+        self._publisher.refuse_if_disk_full("nothing was sent, the message is not stored")
+        if due is None:
+            return await self._expiring(topic, payload, sent)
+        random_id = self._conn.unique_name()
+        sid = schedule_id(topic, msg_id, random_id)
+        for attempt in (1, 2):
+            stream, _ = await self._topics.ensure_stream(topic, verify=attempt > 1)
+            try:
+                features = await self._enable(stream, schedules=True, ttl=ttl_text is not None)
+                self._fits(topic, features, due, now)
+                subject = schedule_subject(stream, sid)
+                message_size(subject, payload, sent, self._conn.max_payload)
+                ack = await self._publisher.acked.publish(subject, payload, sent)
+            except NotFoundError:  # the stream was deleted or changed behind our back
+                self._topics.forget(stream)
+                if attempt == 2:
+                    raise
+                continue
+            return ScheduledMessage(topic, sid, due, ack.stream, ack.seq, ack.duplicate)
+        raise AssertionError("unreachable")
+
+    async def expiring_many(
+        self, topic: str, headers: dict[str, str] | None, ttl: object
+    ) -> dict[str, str]:
+        """``publish_many(..., ttl=)``: the headers every message gets, once the topic's
+        stream expires messages."""
+        self._topics.check(topic)
+        if self._topics.mode_for(topic) is TopicMode.CORE:
+            raise ConfigError(
+                f"ttl needs a JetStream topic; {topic!r} is a core topic (not stored). "
+                f"Declare it stored: declare_topic({topic!r}, mode=jk.TopicMode.JETSTREAM)"
+            )
+        sent = headers_with(headers, None, {"Nats-TTL": ttl_value(ttl)}, _RESERVED)
+        require(version_of(self._conn.server_version), TTL_SINCE, "a per-message ttl")
+        stream, _ = await self._topics.ensure_stream(topic)
+        await self._enable(stream, schedules=False, ttl=True)
+        return sent
+
+    async def _expiring(self, topic: str, payload: bytes, sent: dict[str, str]) -> PubAck:
+        stream, _ = await self._topics.ensure_stream(topic)
+        try:
+            await self._enable(stream, schedules=False, ttl=True)
+            return await self._publisher.stored(topic, payload, sent)
+        except NotFoundError:
+            pass
+        except JetStreamError as exc:
+            if exc.err_code != _TTL_DISABLED:
+                raise
+        # the stream was made again without TTLs (deleted behind our back): once more
+        self._topics.forget(stream)
+        stream, _ = await self._topics.ensure_stream(topic, verify=True)
+        await self._enable(stream, schedules=False, ttl=True)
+        return await self._publisher.stored(topic, payload, sent)
+
+    @staticmethod
+    def _fits(topic: str, features: Features, due: dt.datetime, now: dt.datetime) -> None:
+        """ConfigError where the server would drop the held message before it is due."""
+        if features.retention == "interest":
+            raise ConfigError(
+                f"topic {topic!r} has Retention.INTEREST, which drops a held message at once "
+                "(no subscriber consumes it before it is due); schedule on a LIMITS or "
+                "WORK_QUEUE topic"
+            )
+        delay = (due - now).total_seconds()
+        if features.max_age and delay >= features.max_age:
+            raise ConfigError(
+                f"topic {topic!r} keeps messages for max_age={features.max_age:g}s, and a "
+                f"message held for {delay:.0f}s would be removed before it is due; schedule "
+                "it sooner or raise the topic's max_age (declare_topic(..., max_age=...))"
+            )
+
+    # -- switching the stream's features on ------------------------------------------------
+
+    async def _enable(self, stream: str, *, schedules: bool, ttl: bool) -> Features:
+        """The stream's features, switched on where needed (once per stream; concurrent
+        callers share one update)."""
+        known = self._topics.features.get(stream)
+        if known is not None and (known.schedules or not schedules) and (known.ttl or not ttl):
+            return known
+        pending = self._enabling.get(stream)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return await self._enable(stream, schedules=schedules, ttl=ttl)
+        fut: asyncio.Future[Features] = asyncio.get_running_loop().create_future()
+        self._enabling[stream] = fut
+        try:
+            features = await self._switch_on(stream, schedules, ttl)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            self._enabling.pop(stream, None)
+        fut.set_result(features)
+        self._topics.features[stream] = features
+        return features
+
+    async def _switch_on(self, stream: str, schedules: bool, ttl: bool) -> Features:
+        info = await self._api.call(f"STREAM.INFO.{stream}")
+        cfg: dict[str, Any] = dict(info["config"])
+        subjects = list(cfg.get("subjects") or [])
+        mine = f"{SCHEDULE_PREFIX}.{stream}.>"
+        changes: dict[str, Any] = {}
+        if schedules or cfg.get("allow_msg_schedules"):
+            schedules = True
+            if not cfg.get("allow_msg_schedules"):
+                changes["allow_msg_schedules"] = True
+            if mine not in subjects:
+                changes["subjects"] = [*subjects, mine]
+        if ttl or cfg.get("allow_msg_ttl"):
+            ttl = True
+            if not cfg.get("allow_msg_ttl"):
+                changes["allow_msg_ttl"] = True
+        if changes:
+            try:
+                resp = await self._api.call(f"STREAM.UPDATE.{stream}", {**cfg, **changes})
+            except NotFoundError:
+                raise
+            except JetStreamError as exc:
+                raise JetStreamError(
+                    f"cannot switch on {', '.join(sorted(changes))} for stream {stream!r}: "
+                    f"{exc}. A mirror, a sealed stream or an older nats-server cannot hold "
+                    "scheduled or expiring messages; publish to another topic",
+                    exc.code,
+                    exc.err_code,
+                ) from exc
+            got = resp.get("config", {})
+            missing = [k for k in changes if k.startswith("allow_") and not got.get(k)]
+            if missing:
+                raise JetStreamError(
+                    f"the NATS server ignored {', '.join(missing)} for stream {stream!r}: it "
+                    "(or a node of its cluster) is too old for scheduled delivery or "
+                    "per-message TTL; upgrade nats-server (2.12 or newer)"
+                )
+            cfg = got
+            if "subjects" in changes:
+                await self._filter_consumers(stream, subjects)
+                self._topics.refresh(stream, list(got.get("subjects") or changes["subjects"]))
+        max_age = (cfg.get("max_age") or 0) / 1e9
+        return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
+
+    async def _filter_consumers(self, stream: str, subjects: list[str]) -> None:
+        """Give every consumer of the whole stream a filter of the stream's own subjects,
+        so the held messages (now in the stream too) are never delivered to them."""
+        offset = 0
+        while True:
+            page = await self._api.call(f"CONSUMER.LIST.{stream}", {"offset": offset})
+            consumers = page.get("consumers") or []
+            for consumer in consumers:
+                cfg = dict(consumer.get("config") or {})
+                if cfg.get("filter_subject") or cfg.get("filter_subjects"):
+                    continue
+                if len(subjects) == 1:
+                    cfg["filter_subject"] = subjects[0]
+                else:
+                    cfg["filter_subjects"] = subjects
+                name = consumer.get("name", "")
+                try:
+                    await self._api.call(
+                        f"CONSUMER.CREATE.{stream}.{name}",
+                        {"stream_name": stream, "config": cfg, "action": "update"},
+                    )
+                except NotFoundError:
+                    continue  # it ended meanwhile
+            offset += len(consumers)
+            if not consumers or offset >= int(page.get("total", 0)):
+                return
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    async def cancel(self, scheduled: object, msg_id: object) -> bool:
+        """True if the held message was still pending and is now removed."""
+        if isinstance(scheduled, ScheduledMessage):
+            if msg_id is not None:
+                raise ConfigError(
+                    "cancel_scheduled() takes a ScheduledMessage or a topic with msg_id=, not both"
+                )
+            stream, sid = scheduled.stream, scheduled.id
+        elif isinstance(scheduled, str):
+            validate_topic(scheduled, wildcards=False)
+            if not isinstance(msg_id, str) or not msg_id.strip():
+                raise ConfigError(
+                    "cancel_scheduled(topic) needs msg_id= (the msg_id the message was "
+                    "published with), or pass the ScheduledMessage publish() returned"
+                )
+            try:
+                stream, _ = await self._topics.stream_of(scheduled)
+            except NotFoundError:
+                return False
+            sid = schedule_id(scheduled, msg_id, "")
+        else:
+            raise ConfigError(
+                "cancel_scheduled() takes the jk.ScheduledMessage that publish(..., "
+                f"deliver_at=/deliver_after=) returned, or a topic with msg_id=; got "
+                f"{type(scheduled).__name__}"
+            )
+        try:
+            resp = await self._api.call(
+                f"STREAM.PURGE.{stream}", {"filter": schedule_subject(stream, sid)}
+            )
+        except NotFoundError:
+            return False
+        except JetStreamError:
+            # the stream has no such subject: schedules were never switched on for it
+            if not self._topics.features.get(stream):
+                return False
+            raise
+        return int(resp.get("purged", 0)) > 0

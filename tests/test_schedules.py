@@ -1,0 +1,309 @@
+"""Scheduled delivery (deliver_at / deliver_after, cancel_scheduled) and per-message TTL,
+against the real embedded server. Order, not time, proves that a message was held: a
+sentinel published right after a scheduled message arrives before it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from pathlib import Path
+
+import pytest
+
+import jetkit as jk
+from conftest import wait_until, wait_until_async
+from jetkit._schedule import due_time, require, ttl_value, version_of
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def collect(s: jk.Stream, topic: str, **opts: object) -> list[bytes]:
+    got: list[bytes] = []
+    await s.subscribe(topic, lambda m: got.append(m.data), **opts)  # type: ignore[arg-type]
+    return got
+
+
+# -- scheduled delivery --------------------------------------------------------------------
+
+
+async def test_deliver_after_holds_the_message_until_later(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    scheduled = await js.publish(topic, b"later", deliver_after=1)
+    await js.publish(topic, b"sentinel")
+    assert isinstance(scheduled, jk.ScheduledMessage)
+    assert scheduled.topic == topic and scheduled.deliver_at.tzinfo is not None
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"sentinel", b"later"]
+    # delivered: the held copy is gone, only the two messages remain on the topic
+    assert (await js.topic_info(topic)).messages == 2
+    assert await js.cancel_scheduled(scheduled) is False
+
+
+async def test_deliver_at_and_publish_json(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    when = utc_now() + dt.timedelta(seconds=1)
+    scheduled = await js.publish_json(topic, {"order": 42}, deliver_at=when)
+    await js.publish(topic, b"sentinel")
+    assert scheduled.deliver_at == when.astimezone(dt.UTC)
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"sentinel", b'{"order":42}']
+
+
+async def test_a_time_in_another_zone_is_the_same_instant(js: jk.Stream, topic: str) -> None:
+    zone = dt.timezone(dt.timedelta(hours=-5))
+    when = (utc_now() + dt.timedelta(seconds=1)).astimezone(zone)
+    scheduled = await js.publish(topic, b"x", deliver_at=when)
+    assert scheduled.deliver_at == when and scheduled.deliver_at.tzinfo is dt.UTC
+
+
+async def test_cancel_returns_true_and_the_message_never_arrives(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    cancelled = await js.publish(topic, b"cancelled", deliver_after=1)
+    await js.publish(topic, b"after", deliver_after=1.5)  # due after the cancelled one
+    assert await js.cancel_scheduled(cancelled) is True
+    assert await js.cancel_scheduled(cancelled) is False  # already cancelled
+    await wait_until(lambda: got == [b"after"])
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"after", b"sentinel"]
+
+
+async def test_cancel_by_msg_id(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    await js.publish(topic, b"reminder", deliver_after=1, msg_id="order-7")
+    again = await js.publish(topic, b"reminder", deliver_after=1, msg_id="order-7")
+    assert again.duplicate  # a retry within the duplicate window is not held twice
+    await js.publish(topic, b"other", deliver_after=1.5, msg_id="order-8")
+    assert await js.cancel_scheduled(topic, msg_id="order-7") is True
+    assert await js.cancel_scheduled(topic, msg_id="order-7") is False
+    assert await js.cancel_scheduled(topic, msg_id="never-scheduled") is False
+    await wait_until(lambda: got == [b"other"])
+    assert await js.cancel_scheduled(topic, msg_id="order-8") is False  # delivered
+
+
+async def test_a_subscriber_from_before_never_sees_the_held_message(
+    js: jk.Stream, topic: str
+) -> None:
+    """A durable of the whole stream, made before schedules were switched on, gets a
+    filter: the held message (in the same stream) is not delivered to it early."""
+    got = await collect(js, topic, durable="before")
+    await js.publish(topic, b"first")
+    await wait_until(lambda: got == [b"first"])
+    await js.publish(topic, b"held", deliver_after=1)
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: len(got) == 3)
+    assert got == [b"first", b"sentinel", b"held"]
+    info = await js.consumer_info(topic, "before")
+    assert info.filter_subject == topic
+
+
+async def test_a_topic_declared_with_limits_keeps_its_schedules(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_msgs=100)
+    got = await collect(js, topic)
+    await js.publish(topic, b"held", deliver_after=1)
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_msgs=200)  # an update
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"sentinel", b"held"]
+
+
+async def test_concurrent_first_scheduled_publishes(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    held = await asyncio.gather(
+        *(js.publish(topic, b"%d" % i, deliver_after=0.5) for i in range(20))
+    )
+    assert len({h.id for h in held}) == 20
+    await wait_until(lambda: len(got) == 20)
+    assert sorted(got) == sorted(b"%d" % i for i in range(20))
+
+
+async def test_within_the_tolerance_a_past_time_means_now(js: jk.Stream, topic: str) -> None:
+    got = await collect(js, topic)
+    await js.publish(topic, b"now", deliver_at=utc_now() - dt.timedelta(seconds=0.5))
+    await wait_until(lambda: got == [b"now"])
+
+
+@pytest.mark.slow
+async def test_a_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
+    async with await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        held = await s.publish("orders.followup", b"held", deliver_after=3)
+        await s.publish("orders.followup", b"before")
+        last = await s.last_message("orders.followup")
+        assert last is not None and last.data == b"before"  # still held when stopped
+    # the server is stopped; the message falls due while it is down or after it restarts
+    async with await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        got: list[bytes] = []
+        await s.subscribe("orders.followup", lambda m: got.append(m.data), start_at=jk.StartAt.ALL)
+        await wait_until(lambda: len(got) == 2, timeout=20)
+        assert got == [b"before", b"held"]
+        assert await s.cancel_scheduled(held) is False
+
+
+# -- TTL -----------------------------------------------------------------------------------
+
+
+async def test_a_message_with_ttl_expires_and_one_without_stays(js: jk.Stream, topic: str) -> None:
+    ack = await js.publish(topic, b"short-lived", ttl=1)
+    assert isinstance(ack, jk.PubAck)
+    await js.publish(topic, b"kept")
+    assert (await js.topic_info(topic)).messages == 2
+
+    async def expired() -> bool:
+        return (await js.topic_info(topic)).messages == 1
+
+    await wait_until_async(expired, timeout=15)
+    last = await js.last_message(topic)
+    assert last is not None and last.data == b"kept"
+
+
+async def test_ttl_as_timedelta_and_publish_many(js: jk.Stream, topic: str) -> None:
+    await js.publish(topic, b"kept")
+    acks = await js.publish_many(topic, [b"a", b"b"], ttl=dt.timedelta(seconds=1))
+    assert len(acks) == 2
+
+    async def expired() -> bool:
+        return (await js.topic_info(topic)).messages == 1
+
+    await wait_until_async(expired, timeout=15)
+
+
+async def test_ttl_of_a_scheduled_message_counts_from_its_delivery(
+    js: jk.Stream, topic: str
+) -> None:
+    got: list[jk.Message] = []
+    await js.subscribe(topic, got.append)
+    await js.publish(topic, b"held", deliver_after=0.5, ttl=60)
+    await wait_until(lambda: len(got) == 1)
+    assert got[0].headers.get("Nats-TTL") == "60s"
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"deliver_at": dt.datetime(2030, 1, 1)}, "no timezone"),
+        ({"deliver_at": "2030-01-01T00:00:00Z"}, "timezone-aware datetime"),
+        ({"deliver_at": 1700000000}, "timezone-aware datetime"),
+        ({"deliver_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "in the past"),
+        ({"deliver_after": -1}, ">= 0"),
+        ({"deliver_after": math.nan}, "finite"),
+        ({"deliver_after": math.inf}, "finite"),
+        ({"deliver_after": True}, "must be a number"),
+        ({"deliver_after": "5"}, "must be a number"),
+        ({"deliver_after": 1, "deliver_at": dt.datetime.now(dt.UTC)}, "not both"),
+        ({"ttl": 0.5}, "minimum is 1 second"),
+        ({"ttl": -1}, ">= 1"),
+        ({"ttl": math.nan}, "finite"),
+        ({"ttl": False}, "must be a number"),
+        ({"ttl": "1s"}, "must be a number"),
+        ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
+    ],
+)
+async def test_bad_times_are_refused_before_sending(
+    js: jk.Stream, topic: str, options: dict[str, object], words: str
+) -> None:
+    with pytest.raises(jk.ConfigError, match=words):
+        await js.publish(topic, b"x", **options)  # type: ignore[call-overload]
+    with pytest.raises(jk.NotFoundError):
+        await js.topic_info(topic)  # nothing was created, nothing stored
+
+
+async def test_core_topics_are_refused(core: jk.Stream, topic: str) -> None:
+    for options in ({"deliver_after": 1}, {"ttl": 5}):
+        with pytest.raises(jk.ConfigError, match=r"core topic.*declare_topic"):
+            await core.publish(topic, b"x", **options)  # type: ignore[call-overload]
+    with pytest.raises(jk.ConfigError, match="core topic"):
+        await core.publish_many(topic, [b"x"], ttl=5)
+
+
+async def test_headers_jetkit_sets_are_refused(js: jk.Stream, topic: str) -> None:
+    for name in ("Nats-Schedule", "nats-ttl", "Nats-Schedule-Target"):
+        with pytest.raises(jk.InvalidHeaderError, match="use those arguments"):
+            await js.publish(topic, b"x", headers={name: "1"}, deliver_after=1)
+
+
+async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, retention=jk.Retention.INTEREST)
+    with pytest.raises(jk.ConfigError, match="INTEREST"):
+        await js.publish(topic, b"x", deliver_after=1)
+
+
+async def test_a_schedule_beyond_max_age_is_refused(js: jk.Stream, topic: str) -> None:
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
+    with pytest.raises(jk.ConfigError, match="max_age"):
+        await js.publish(topic, b"x", deliver_after=120)
+    held = await js.publish(topic, b"x", deliver_after=30)
+    assert await js.cancel_scheduled(held) is True
+
+
+async def test_cancel_scheduled_bad_arguments(js: jk.Stream, topic: str) -> None:
+    with pytest.raises(jk.ConfigError, match="msg_id"):
+        await js.cancel_scheduled(topic)
+    with pytest.raises(jk.ConfigError, match="ScheduledMessage"):
+        await js.cancel_scheduled(42)  # type: ignore[arg-type]
+    held = await js.publish(topic, b"x", deliver_after=30)
+    with pytest.raises(jk.ConfigError, match="not both"):
+        await js.cancel_scheduled(held, msg_id="x")
+    assert await js.cancel_scheduled(held) is True
+    # a topic that holds nothing scheduled, or does not exist
+    await js.publish(topic + ".plain", b"x")
+    assert await js.cancel_scheduled(topic + ".plain", msg_id="x") is False
+    assert await js.cancel_scheduled(topic + ".none", msg_id="x") is False
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_ttl_values_the_server_reads() -> None:
+    assert ttl_value(1) == "1s"
+    assert ttl_value(90) == "90s"
+    assert ttl_value(1.5) == "1500ms"
+    assert ttl_value(dt.timedelta(minutes=2)) == "120s"
+
+
+def test_due_time() -> None:
+    now = utc_now()
+    assert due_time(None, 5, now) == now + dt.timedelta(seconds=5)
+    assert due_time(None, dt.timedelta(seconds=5), now) == now + dt.timedelta(seconds=5)
+    assert due_time(now - dt.timedelta(seconds=0.5), None, now) == now
+
+
+def test_an_old_server_is_named() -> None:
+    assert version_of("2.11.4") == (2, 11, 4)
+    assert version_of("2.12.0-RC.2") == (2, 12, 0)
+    assert version_of("") == (0, 0, 0)
+    with pytest.raises(jk.ConfigError, match=r"needs nats-server 2\.12\.0 or newer.*2\.11\.4"):
+        require((2, 11, 4), (2, 12, 0), "scheduled delivery")
+    require((2, 15, 1), (2, 12, 0), "scheduled delivery")
+
+
+async def test_a_topic_deleted_behind_our_back_is_made_again_with_the_features(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    await js.publish(topic, b"x", ttl=5)
+    await js.publish(topic, b"x", deliver_after=30)
+    await core.delete_topic(topic)  # another Stream: js still thinks it is set up
+    assert isinstance(await js.publish(topic, b"y", ttl=5), jk.PubAck)
+    await core.delete_topic(topic)
+    held = await js.publish(topic, b"y", deliver_after=30)
+    assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_stream_that_cached_the_subjects_before_still_filters(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """js knew the topic's stream before another Stream switched schedules on for it; a
+    subscription js makes afterwards must still not receive the held message."""
+    await js.publish(topic, b"first")  # js caches the stream with its one subject
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    assert await core.cancel_scheduled(await core.publish(topic, b"x", deliver_after=30))
+    got = await collect(js, topic)  # made after the switch: core could not filter it
+    await core.publish(topic, b"held", deliver_after=1)
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: len(got) == 2)
+    assert got == [b"sentinel", b"held"]
