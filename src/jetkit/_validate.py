@@ -122,6 +122,11 @@ def headers(given: object, msg_id: object = None) -> dict[str, str] | None:
     return out or None
 
 
+def header_name_ok(name: str) -> bool:
+    """Whether ``name`` may be a header name (what NATS accepts)."""
+    return _HEADER_NAME.fullmatch(name) is not None
+
+
 def headers_with(
     given: object, msg_id: object, extra: Mapping[str, str], reserved: tuple[str, ...]
 ) -> dict[str, str]:
