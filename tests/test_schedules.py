@@ -307,3 +307,32 @@ async def test_a_stream_that_cached_the_subjects_before_still_filters(
     await js.publish(topic, b"sentinel")
     await wait_until(lambda: len(got) == 2)
     assert got == [b"sentinel", b"held"]
+
+
+async def test_a_consumer_made_again_after_the_switch_is_filtered(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """A subscription made before schedules were switched on keeps its old (unfiltered)
+    config; when its consumer is deleted behind its back it makes it again, and that one
+    must not receive a held message early either."""
+    got = await collect(js, topic, durable="again")
+    await js.publish(topic, b"first")
+    await wait_until(lambda: got == [b"first"])
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=30))
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    await core.delete_consumer(topic, "again")
+
+    async def made_again() -> bool:
+        try:
+            await core.consumer_info(topic, "again")
+        except jk.NotFoundError:
+            return False
+        return True
+
+    await wait_until_async(made_again, timeout=30)
+    held = await core.publish(topic, b"held", deliver_after=30)
+    await core.publish(topic, b"sentinel")
+    await wait_until(lambda: b"sentinel" in got)
+    assert got == [b"first", b"sentinel"]
+    assert (await core.consumer_info(topic, "again")).filter_subject == topic
+    assert await core.cancel_scheduled(held) is True
