@@ -336,3 +336,15 @@ async def test_a_consumer_made_again_after_the_switch_is_filtered(
     assert got == [b"first", b"sentinel"]
     assert (await core.consumer_info(topic, "again")).filter_subject == topic
     assert await core.cancel_scheduled(held) is True
+
+
+async def test_purge_topic_keeps_held_messages(js: jk.Stream, core: jk.Stream, topic: str) -> None:
+    """purge_topic removes the topic's messages, not those held for later, also in a
+    Stream that cached the topic's stream before another one switched schedules on."""
+    await js.publish(topic, b"first")  # js caches the stream with its one subject
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    held = await core.publish(topic, b"held", deliver_after=30, msg_id="purge-me-not")
+    assert await js.purge_topic(topic) == 1
+    await js.publish(topic, b"second")
+    assert await core.purge_topic(topic, up_to_seq=10**6) == 1
+    assert await core.cancel_scheduled(held) is True
