@@ -13,6 +13,7 @@ import pytest
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
+from jetkit import _damage
 from jetkit._schedule import due_time, require, ttl_value, version_of
 
 
@@ -348,3 +349,18 @@ async def test_purge_topic_keeps_held_messages(js: jk.Stream, core: jk.Stream, t
     await js.publish(topic, b"second")
     assert await core.purge_topic(topic, up_to_seq=10**6) == 1
     assert await core.cancel_scheduled(held) is True
+
+
+def test_a_rebuilt_schedule_or_ttl_index_is_not_damage(tmp_path: Path) -> None:
+    """After a crash nats-server rebuilds the index of a stream's schedules and TTLs from
+    its messages (it says so in a warning); nothing is lost, so jetkit reports nothing."""
+    lines = [
+        f"[1] 2026/11/29 05:16:00.000000 [WRN] Filestore [k_a] {what} state is outdated; "
+        "attempting to recover using linear scan (seq 1 to 300)"
+        for what in ("Message scheduling", "TTL", "Sourcing")
+    ]
+    damage = _damage.Damage()
+    _damage.read_log(lines, tmp_path, damage)
+    assert not damage
+    _damage.read_log(["[1] [WRN] Filestore [k_a] lost 3 messages"], tmp_path, damage)
+    assert damage.repaired == {"k_a": ["lost 3 messages"]}
