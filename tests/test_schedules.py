@@ -232,12 +232,15 @@ async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) ->
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, retention=jk.Retention.INTEREST)
     with pytest.raises(jk.ConfigError, match="INTEREST"):
         await js.publish(topic, b"x", deliver_after=1)
+    # refused before the stream was changed (switching schedules on cannot be undone)
+    assert (await js.topic_info(topic)).subjects == [topic]
 
 
 async def test_a_schedule_beyond_max_age_is_refused(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
     with pytest.raises(jk.ConfigError, match="max_age"):
         await js.publish(topic, b"x", deliver_after=120)
+    assert (await js.topic_info(topic)).subjects == [topic]  # the stream is unchanged
     held = await js.publish(topic, b"x", deliver_after=30)
     assert await js.cancel_scheduled(held) is True
 
@@ -364,3 +367,19 @@ def test_a_rebuilt_schedule_or_ttl_index_is_not_damage(tmp_path: Path) -> None:
     assert not damage
     _damage.read_log(["[1] [WRN] Filestore [k_a] lost 3 messages"], tmp_path, damage)
     assert damage.repaired == {"k_a": ["lost 3 messages"]}
+
+
+async def test_a_refused_first_schedule_does_not_fail_one_that_fits(
+    js: jk.Stream, topic: str
+) -> None:
+    """Concurrent first scheduled publishes share the stream's update; the refusal of one
+    (its delay is beyond max_age) is its own, not the others'."""
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
+    too_late, fits = await asyncio.gather(
+        js.publish(topic, b"x", deliver_after=120),
+        js.publish(topic, b"y", deliver_after=30),
+        return_exceptions=True,
+    )
+    assert isinstance(too_late, jk.ConfigError)
+    assert isinstance(fits, jk.ScheduledMessage)
+    assert await js.cancel_scheduled(fits) is True

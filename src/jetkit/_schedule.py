@@ -14,9 +14,11 @@ else it is random.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
@@ -149,6 +151,11 @@ def require(version: tuple[int, int, int], since: tuple[int, int, int], what: st
         )
 
 
+def _features(cfg: dict[str, Any], schedules: bool, ttl: bool) -> Features:
+    max_age = (cfg.get("max_age") or 0) / 1e9
+    return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
+
+
 class Scheduler:
     """``publish`` with ``deliver_at``/``deliver_after``/``ttl``, and ``cancel_scheduled``."""
 
@@ -230,11 +237,16 @@ class Scheduler:
         sid = schedule_id(topic, msg_id, random_id)
         for attempt in (1, 2):
             stream, _ = await self._topics.ensure_stream(topic, verify=attempt > 1)
+            subject = schedule_subject(stream, sid)
+            message_size(subject, payload, sent, self._conn.max_payload)
             try:
-                features = await self._enable(stream, schedules=True, ttl=ttl_text is not None)
-                self._fits(topic, features, due, now)
-                subject = schedule_subject(stream, sid)
-                message_size(subject, payload, sent, self._conn.max_payload)
+                # checked against the stream's settings before they are switched on
+                await self._enable(
+                    stream,
+                    schedules=True,
+                    ttl=ttl_text is not None,
+                    check=lambda features: self._fits(topic, features, due, now),
+                )
                 ack = await self._publisher.acked.publish(subject, payload, sent)
             except NotFoundError:  # the stream was deleted or changed behind our back
                 self._topics.forget(stream)
@@ -296,20 +308,32 @@ class Scheduler:
 
     # -- switching the stream's features on ------------------------------------------------
 
-    async def _enable(self, stream: str, *, schedules: bool, ttl: bool) -> Features:
+    async def _enable(
+        self,
+        stream: str,
+        *,
+        schedules: bool,
+        ttl: bool,
+        check: Callable[[Features], None] | None = None,
+    ) -> Features:
         """The stream's features, switched on where needed (once per stream; concurrent
-        callers share one update)."""
+        callers share one update). ``check`` may refuse the stream (raising) before
+        anything of it is changed."""
         known = self._topics.features.get(stream)
         if known is not None and (known.schedules or not schedules) and (known.ttl or not ttl):
+            if check is not None:
+                check(known)
             return known
         pending = self._enabling.get(stream)
         if pending is not None:
-            await asyncio.shield(pending)
-            return await self._enable(stream, schedules=schedules, ttl=ttl)
+            # its failure may be its own (its check): each caller finds out for itself
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+            return await self._enable(stream, schedules=schedules, ttl=ttl, check=check)
         fut: asyncio.Future[Features] = asyncio.get_running_loop().create_future()
         self._enabling[stream] = fut
         try:
-            features = await self._switch_on(stream, schedules, ttl)
+            features = await self._switch_on(stream, schedules, ttl, check)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()
@@ -320,9 +344,13 @@ class Scheduler:
         self._topics.features[stream] = features
         return features
 
-    async def _switch_on(self, stream: str, schedules: bool, ttl: bool) -> Features:
+    async def _switch_on(
+        self, stream: str, schedules: bool, ttl: bool, check: Callable[[Features], None] | None
+    ) -> Features:
         info = await self._api.call(f"STREAM.INFO.{stream}")
         cfg: dict[str, Any] = dict(info["config"])
+        if check is not None:
+            check(_features(cfg, schedules, ttl))
         subjects = list(cfg.get("subjects") or [])
         mine = f"{SCHEDULE_PREFIX}.{stream}.>"
         changes: dict[str, Any] = {}
@@ -361,8 +389,7 @@ class Scheduler:
             if "subjects" in changes:
                 await self._filter_consumers(stream, subjects)
                 self._topics.refresh(stream, list(got.get("subjects") or changes["subjects"]))
-        max_age = (cfg.get("max_age") or 0) / 1e9
-        return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
+        return _features(cfg, schedules, ttl)
 
     async def _filter_consumers(self, stream: str, subjects: list[str]) -> None:
         """Give every consumer of the whole stream a filter of the stream's own subjects,
