@@ -27,6 +27,13 @@ async def collect(s: jk.Stream, topic: str, **opts: object) -> list[bytes]:
     return got
 
 
+async def stream_subjects(s: jk.Stream, topic: str) -> list[str]:
+    """The subjects of the topic's stream as the server has them."""
+    name = (await s.topic_info(topic)).name
+    info = await s._api.call(f"STREAM.INFO.{name}")
+    return list(info["config"]["subjects"])
+
+
 # -- scheduled delivery --------------------------------------------------------------------
 
 
@@ -233,14 +240,14 @@ async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) ->
     with pytest.raises(jk.ConfigError, match="INTEREST"):
         await js.publish(topic, b"x", deliver_after=1)
     # refused before the stream was changed (switching schedules on cannot be undone)
-    assert (await js.topic_info(topic)).subjects == [topic]
+    assert await stream_subjects(js, topic) == [topic]
 
 
 async def test_a_schedule_beyond_max_age_is_refused(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
     with pytest.raises(jk.ConfigError, match="max_age"):
         await js.publish(topic, b"x", deliver_after=120)
-    assert (await js.topic_info(topic)).subjects == [topic]  # the stream is unchanged
+    assert await stream_subjects(js, topic) == [topic]  # the stream is unchanged
     held = await js.publish(topic, b"x", deliver_after=30)
     assert await js.cancel_scheduled(held) is True
 
@@ -383,3 +390,14 @@ async def test_a_refused_first_schedule_does_not_fail_one_that_fits(
     assert isinstance(too_late, jk.ConfigError)
     assert isinstance(fits, jk.ScheduledMessage)
     assert await js.cancel_scheduled(fits) is True
+
+
+async def test_topic_info_names_the_topic_not_the_held_subject(js: jk.Stream, topic: str) -> None:
+    """topics()/topic_info() (and so jetkit topics, top, metrics labels and the console)
+    show a topic's subjects as before schedules were switched on; held messages count."""
+    held = await js.publish(topic, b"held", deliver_after=30)
+    assert len(await stream_subjects(js, topic)) == 2
+    info = await js.topic_info(topic)
+    assert info.subjects == [topic] and info.messages == 1
+    assert [t.subjects for t in await js.topics() if t.name == info.name] == [[topic]]
+    assert await js.cancel_scheduled(held) is True
