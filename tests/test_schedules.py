@@ -13,7 +13,7 @@ import pytest
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
-from jetkit import _damage
+from jetkit import _damage, _schedule
 from jetkit._schedule import due_time, require, ttl_value, version_of
 
 
@@ -401,3 +401,17 @@ async def test_topic_info_names_the_topic_not_the_held_subject(js: jk.Stream, to
     assert info.subjects == [topic] and info.messages == 1
     assert [t.subjects for t in await js.topics() if t.name == info.name] == [[topic]]
     assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_max_age_shortened_by_another_stream_is_seen(
+    js: jk.Stream, core: jk.Stream, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """js switched schedules on and knows the topic's limits; another Stream declares the
+    topic with a shorter max_age: a schedule beyond it is refused, not accepted and then
+    removed by the server before it is due."""
+    monkeypatch.setattr(_schedule, "FRESH_FOR", 0.0)  # what js read is old at once
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=300))
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
+    with pytest.raises(jk.ConfigError, match="max_age=60s"):
+        await js.publish(topic, b"x", deliver_after=120)
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=30))

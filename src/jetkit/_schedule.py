@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
 PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
 _TTL_DISABLED = 10166  # "per-message TTL is disabled"
+# a scheduled publish checks the topic's retention and max_age as read at most this long
+# ago (another process may have declared the topic again with a shorter max_age)
+FRESH_FOR = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class Features:
     ttl: bool
     retention: str
     max_age: float  # seconds, 0: none
+    read_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def schedule_subject(stream: str, schedule_id: str) -> str:
@@ -321,9 +326,22 @@ class Scheduler:
         anything of it is changed."""
         known = self._topics.features.get(stream)
         if known is not None and (known.schedules or not schedules) and (known.ttl or not ttl):
-            if check is not None:
+            if check is None:
+                return known
+            if time.monotonic() - known.read_at <= FRESH_FOR:
                 check(known)
-            return known
+                return known
+            info = await self._api.call(f"STREAM.INFO.{stream}")
+            cfg = info.get("config") or {}
+            if (not schedules or cfg.get("allow_msg_schedules")) and (
+                not ttl or cfg.get("allow_msg_ttl")
+            ):
+                fresh = _features(cfg, known.schedules, known.ttl)
+                check(fresh)
+                self._topics.features[stream] = fresh
+                return fresh
+            # made again without them (behind our back): switch them on again
+            self._topics.features.pop(stream, None)
         pending = self._enabling.get(stream)
         if pending is not None:
             # its failure may be its own (its check): each caller finds out for itself
