@@ -415,3 +415,23 @@ async def test_a_max_age_shortened_by_another_stream_is_seen(
     with pytest.raises(jk.ConfigError, match="max_age=60s"):
         await js.publish(topic, b"x", deliver_after=120)
     assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=30))
+
+
+async def test_consumers_left_unfiltered_by_an_interrupted_switch_are_filtered(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """A process that switched schedules on may stop before it filtered the stream's
+    consumers (as done here by hand); the next one to schedule on it filters them."""
+    got = await collect(js, topic, durable="early")
+    await js.publish(topic, b"first")
+    await wait_until(lambda: got == [b"first"])
+    name = (await js.topic_info(topic)).name
+    cfg = (await js._api.call(f"STREAM.INFO.{name}"))["config"]
+    cfg.update(allow_msg_schedules=True, subjects=[topic, f"$JK.SCHED.{name}.>"])
+    await js._api.call(f"STREAM.UPDATE.{name}", cfg)  # ... and stopped there
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    held = await core.publish(topic, b"held", deliver_after=30)
+    await core.publish(topic, b"sentinel")
+    await wait_until(lambda: b"sentinel" in got)
+    assert got == [b"first", b"sentinel"]
+    assert await core.cancel_scheduled(held) is True

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
 from ._publish import PubAck
 from ._time import rfc3339
-from ._topics import TopicMode, validate_topic
+from ._topics import TopicMode, own_subjects, validate_topic
 from ._validate import headers_with, message_size, number
 
 if TYPE_CHECKING:
@@ -404,9 +404,11 @@ class Scheduler:
                     "per-message TTL; upgrade nats-server (2.12 or newer)"
                 )
             cfg = got
-            if "subjects" in changes:
-                await self._filter_consumers(stream, subjects)
-                self._topics.refresh(stream, list(got.get("subjects") or changes["subjects"]))
+        if schedules:
+            # also when the subject was there already: whoever added it may have stopped
+            # (crashed, lost its connection) before it filtered the consumers
+            await self._filter_consumers(stream, own_subjects(subjects))
+            self._topics.refresh(stream, list(cfg.get("subjects") or [*subjects, mine]))
         return _features(cfg, schedules, ttl)
 
     async def _filter_consumers(self, stream: str, subjects: list[str]) -> None:
