@@ -210,6 +210,16 @@ async def test_ttl_of_a_scheduled_message_counts_from_its_delivery(
         ({"ttl": False}, "must be a number"),
         ({"ttl": "1s"}, "must be a number"),
         ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
+        ({"ttl": 10**400}, "<= 3.1536e"),
+        ({"deliver_after": 10**400}, "<= 3.1536e"),
+        (
+            {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
+            "century",
+        ),
+        (
+            {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+            "in the past",
+        ),
     ],
 )
 async def test_bad_times_are_refused_before_sending(

@@ -126,7 +126,12 @@ def due_time(deliver_at: object, deliver_after: object, now: dt.datetime) -> dt.
             f"deliver_at {deliver_at.isoformat()} has no timezone, so it is ambiguous; pass "
             "an aware datetime such as datetime(..., tzinfo=timezone.utc)"
         )
-    when = deliver_at.astimezone(dt.UTC)
+    try:
+        when = deliver_at.astimezone(dt.UTC)
+    except OverflowError:  # datetime.max/min in a zone: not a year of UTC
+        when = dt.datetime.max.replace(tzinfo=dt.UTC)
+        if deliver_at.replace(tzinfo=None) < now.replace(tzinfo=None):
+            when = dt.datetime.min.replace(tzinfo=dt.UTC)
     late = (now - when).total_seconds()
     if late > PAST_TOLERANCE:
         raise ConfigError(
