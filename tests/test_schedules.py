@@ -5,6 +5,7 @@ sentinel published right after a scheduled message arrives before it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -445,3 +446,14 @@ async def test_consumers_left_unfiltered_by_an_interrupted_switch_are_filtered(
     await wait_until(lambda: b"sentinel" in got)
     assert got == [b"first", b"sentinel"]
     assert await core.cancel_scheduled(held) is True
+
+
+async def test_a_forged_scheduled_message_cannot_cancel_others(js: jk.Stream, topic: str) -> None:
+    """ScheduledMessage is a plain dataclass (it may be rebuilt from stored fields): an id
+    or stream that is not one token is refused, not used as a purge filter."""
+    held = await js.publish(topic, b"x", deliver_after=30)
+    for change in ({"id": ">"}, {"id": "*"}, {"id": "a.b"}, {"stream": f"{held.stream}.x"}):
+        forged = dataclasses.replace(held, **change)  # type: ignore[arg-type]
+        with pytest.raises(jk.ConfigError, match="not one publish"):
+            await js.cancel_scheduled(forged)
+    assert await js.cancel_scheduled(held) is True

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,8 @@ MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
 # a deliver_at this far in the past still counts as "now" (clocks and the call itself)
 PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
+# a stream name or schedule id: one subject token, no wildcard (a '>' would cancel all)
+_TOKEN = re.compile(r"[^.*>\s]+")
 _TTL_DISABLED = 10166  # "per-message TTL is disabled"
 # a scheduled publish checks the topic's retention and max_age as read at most this long
 # ago (another process may have declared the topic again with a shorter max_age)
@@ -453,6 +456,13 @@ class Scheduler:
                     "cancel_scheduled() takes a ScheduledMessage or a topic with msg_id=, not both"
                 )
             stream, sid = scheduled.stream, scheduled.id
+            for field, value in (("stream", stream), ("id", sid)):
+                if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+                    raise ConfigError(
+                        f"cancel_scheduled(): the ScheduledMessage's {field} {value!r} is not "
+                        "one publish() returns (a name without '.', '*', '>' or spaces); "
+                        "pass the ScheduledMessage as publish() returned it"
+                    )
         elif isinstance(scheduled, str):
             validate_topic(scheduled, wildcards=False)
             if not isinstance(msg_id, str) or not msg_id.strip():
