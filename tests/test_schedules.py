@@ -457,3 +457,12 @@ async def test_a_forged_scheduled_message_cannot_cancel_others(js: jk.Stream, to
         with pytest.raises(jk.ConfigError, match="not one publish"):
             await js.cancel_scheduled(forged)
     assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_msg_id_given_as_header_cancels_too(js: jk.Stream, topic: str) -> None:
+    """headers={"Nats-Msg-Id": ...} is the msg_id the server deduplicates by; cancelling by
+    it must find the held message (not answer False while it is still held)."""
+    await js.publish(topic, b"x", deliver_after=30, headers={"Nats-Msg-Id": "hdr-1"})
+    again = await js.publish(topic, b"x", deliver_after=30, msg_id="hdr-1")
+    assert again.duplicate
+    assert await js.cancel_scheduled(topic, msg_id="hdr-1") is True

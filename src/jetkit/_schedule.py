@@ -237,6 +237,8 @@ class Scheduler:
         elif ttl_text is not None:
             extra["Nats-TTL"] = ttl_text
         sent = headers_with(headers, msg_id, extra, _RESERVED)
+        # a msg_id given as a header is the server's msg_id too: cancellable by it
+        msg_id = sent.get("Nats-Msg-Id", msg_id)
         payload = self._publisher.check_payload(topic, data, sent)
         version = version_of(self._conn.server_version)
         if due is not None:
