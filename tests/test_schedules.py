@@ -466,3 +466,13 @@ async def test_a_msg_id_given_as_header_cancels_too(js: jk.Stream, topic: str) -
     again = await js.publish(topic, b"x", deliver_after=30, msg_id="hdr-1")
     assert again.duplicate
     assert await js.cancel_scheduled(topic, msg_id="hdr-1") is True
+
+
+async def test_a_copied_ttl_header_names_the_fix(js: jk.Stream, topic: str) -> None:
+    """Forwarding a received message's headers copies its Nats-TTL; a topic that does not
+    allow TTLs refuses it, and the error says what to do."""
+    await js.publish(topic, b"x", ttl=60)
+    got = await js.last_message(topic)
+    assert got is not None and got.headers["Nats-TTL"] == "60s"
+    with pytest.raises(jk.JetStreamError, match=r"TTL is disabled.*Nats-TTL.*pass ttl="):
+        await js.publish(topic + ".copy", got.data, headers=dict(got.headers))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
-from ._publish import PubAck
+from ._publish import TTL_DISABLED, PubAck
 from ._time import rfc3339
 from ._topics import TopicMode, own_subjects, validate_topic
 from ._validate import headers_with, message_size, number
@@ -45,7 +45,6 @@ PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
 # a stream name or schedule id: one subject token, no wildcard (a '>' would cancel all)
 _TOKEN = re.compile(r"[^.*>\s]+")
-_TTL_DISABLED = 10166  # "per-message TTL is disabled"
 # a scheduled publish checks the topic's retention and max_age as read at most this long
 # ago (another process may have declared the topic again with a shorter max_age)
 FRESH_FOR = 1.0
@@ -296,7 +295,7 @@ class Scheduler:
         except NotFoundError:
             pass
         except JetStreamError as exc:
-            if exc.err_code != _TTL_DISABLED:
+            if exc.err_code != TTL_DISABLED:
                 raise
         # the stream was made again without TTLs (deleted behind our back): once more
         self._topics.forget(stream)
