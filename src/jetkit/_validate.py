@@ -48,7 +48,7 @@ def number(
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{name} must be {kind}, got {value!r}{hint}")
     assert isinstance(value, int | float)
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # (a huge int overflows it)
         raise ConfigError(f"{name} must be a finite number, got {value!r}{hint}")
     if above is not None and not value > above:
         raise ConfigError(f"{name} must be > {above:g}, got {value!r}{hint}")
