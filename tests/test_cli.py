@@ -498,6 +498,35 @@ def test_pub_sub_and_dlq_redrive(store: Path) -> None:
     assert fields["messages"] == "4"  # two, the third, and the re-driven one
 
 
+def test_pub_stored_ttl_deliver_after_and_cancel(store: Path) -> None:
+    out = ok("pub", "new.stored", "kept", "--stored", "--store-dir", store)
+    assert out == "stored in new_stored at seq 1\n"
+    out = ok("pub", "new.expiring", "gone soon", "--ttl", "60", "--store-dir", store)
+    assert out == "stored in new_expiring at seq 1\n"
+    out = ok("pub", "new.later", "later", "--deliver-after", "3600", "--store-dir", store)
+    assert out.startswith("scheduled for ") and " on new.later; cancel with: " in out
+    command = out.split("cancel with: ", 1)[1].split()
+    assert command[:4] == ["jetkit", "cancel", "new.later", "--msg-id"]
+    assert ok(*command[1:], "--store-dir", store).startswith("cancelled:")
+    again = jetkit(*command[1:], "--store-dir", store)
+    assert again.returncode == 1  # no longer pending
+    assert b"nothing to cancel" in again.stdout
+    # the cancelled message is never delivered: a sentinel stored after it is the first
+    ok("pub", "new.later", "sentinel", "--store-dir", store)
+    assert ok("sub", "new.later", "--from-start", "--count", "1", "--store-dir", store) == (
+        "#2 new.later sentinel\n"
+    )
+    for args, words in [
+        (["--ttl", "0.5"], b"1 second"),
+        (["--ttl", "inf"], b"--ttl"),
+        (["--deliver-after", "-1"], b"--deliver-after"),
+        (["--deliver-after", "x"], b"--deliver-after"),
+    ]:
+        bad = jetkit("pub", "new.bad", "x", *args, "--store-dir", store)
+        assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
+    assert "new.bad" not in {row["topic"] for row in tsv(ok("topics", "--store-dir", store))}
+
+
 # -- jetkit top ---------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ sentinel published right after a scheduled message arrives before it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
+from jetkit import _damage, _schedule
 from jetkit._schedule import due_time, require, ttl_value, version_of
 
 
@@ -24,6 +26,13 @@ async def collect(s: jk.Stream, topic: str, **opts: object) -> list[bytes]:
     got: list[bytes] = []
     await s.subscribe(topic, lambda m: got.append(m.data), **opts)  # type: ignore[arg-type]
     return got
+
+
+async def stream_subjects(s: jk.Stream, topic: str) -> list[str]:
+    """The subjects of the topic's stream as the server has them."""
+    name = (await s.topic_info(topic)).name
+    info = await s._api.call(f"STREAM.INFO.{name}")
+    return list(info["config"]["subjects"])
 
 
 # -- scheduled delivery --------------------------------------------------------------------
@@ -202,6 +211,16 @@ async def test_ttl_of_a_scheduled_message_counts_from_its_delivery(
         ({"ttl": False}, "must be a number"),
         ({"ttl": "1s"}, "must be a number"),
         ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
+        ({"ttl": 10**400}, "<= 3.1536e"),
+        ({"deliver_after": 10**400}, "<= 3.1536e"),
+        (
+            {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
+            "century",
+        ),
+        (
+            {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+            "in the past",
+        ),
     ],
 )
 async def test_bad_times_are_refused_before_sending(
@@ -231,12 +250,15 @@ async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) ->
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, retention=jk.Retention.INTEREST)
     with pytest.raises(jk.ConfigError, match="INTEREST"):
         await js.publish(topic, b"x", deliver_after=1)
+    # refused before the stream was changed (switching schedules on cannot be undone)
+    assert await stream_subjects(js, topic) == [topic]
 
 
 async def test_a_schedule_beyond_max_age_is_refused(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
     with pytest.raises(jk.ConfigError, match="max_age"):
         await js.publish(topic, b"x", deliver_after=120)
+    assert await stream_subjects(js, topic) == [topic]  # the stream is unchanged
     held = await js.publish(topic, b"x", deliver_after=30)
     assert await js.cancel_scheduled(held) is True
 
@@ -307,3 +329,150 @@ async def test_a_stream_that_cached_the_subjects_before_still_filters(
     await js.publish(topic, b"sentinel")
     await wait_until(lambda: len(got) == 2)
     assert got == [b"sentinel", b"held"]
+
+
+async def test_a_consumer_made_again_after_the_switch_is_filtered(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """A subscription made before schedules were switched on keeps its old (unfiltered)
+    config; when its consumer is deleted behind its back it makes it again, and that one
+    must not receive a held message early either."""
+    got = await collect(js, topic, durable="again")
+    await js.publish(topic, b"first")
+    await wait_until(lambda: got == [b"first"])
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=30))
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    await core.delete_consumer(topic, "again")
+
+    async def made_again() -> bool:
+        try:
+            await core.consumer_info(topic, "again")
+        except jk.NotFoundError:
+            return False
+        return True
+
+    await wait_until_async(made_again, timeout=30)
+    held = await core.publish(topic, b"held", deliver_after=30)
+    await core.publish(topic, b"sentinel")
+    await wait_until(lambda: b"sentinel" in got)
+    assert got == [b"first", b"sentinel"]
+    assert (await core.consumer_info(topic, "again")).filter_subject == topic
+    assert await core.cancel_scheduled(held) is True
+
+
+async def test_purge_topic_keeps_held_messages(js: jk.Stream, core: jk.Stream, topic: str) -> None:
+    """purge_topic removes the topic's messages, not those held for later, also in a
+    Stream that cached the topic's stream before another one switched schedules on."""
+    await js.publish(topic, b"first")  # js caches the stream with its one subject
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    held = await core.publish(topic, b"held", deliver_after=30, msg_id="purge-me-not")
+    assert await js.purge_topic(topic) == 1
+    await js.publish(topic, b"second")
+    assert await core.purge_topic(topic, up_to_seq=10**6) == 1
+    assert await core.cancel_scheduled(held) is True
+
+
+def test_a_rebuilt_schedule_or_ttl_index_is_not_damage(tmp_path: Path) -> None:
+    """After a crash nats-server rebuilds the index of a stream's schedules and TTLs from
+    its messages (it says so in a warning); nothing is lost, so jetkit reports nothing."""
+    lines = [
+        f"[1] 2026/11/29 05:16:00.000000 [WRN] Filestore [k_a] {what} state is outdated; "
+        "attempting to recover using linear scan (seq 1 to 300)"
+        for what in ("Message scheduling", "TTL", "Sourcing")
+    ]
+    damage = _damage.Damage()
+    _damage.read_log(lines, tmp_path, damage)
+    assert not damage
+    _damage.read_log(["[1] [WRN] Filestore [k_a] lost 3 messages"], tmp_path, damage)
+    assert damage.repaired == {"k_a": ["lost 3 messages"]}
+
+
+async def test_a_refused_first_schedule_does_not_fail_one_that_fits(
+    js: jk.Stream, topic: str
+) -> None:
+    """Concurrent first scheduled publishes share the stream's update; the refusal of one
+    (its delay is beyond max_age) is its own, not the others'."""
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
+    too_late, fits = await asyncio.gather(
+        js.publish(topic, b"x", deliver_after=120),
+        js.publish(topic, b"y", deliver_after=30),
+        return_exceptions=True,
+    )
+    assert isinstance(too_late, jk.ConfigError)
+    assert isinstance(fits, jk.ScheduledMessage)
+    assert await js.cancel_scheduled(fits) is True
+
+
+async def test_topic_info_names_the_topic_not_the_held_subject(js: jk.Stream, topic: str) -> None:
+    """topics()/topic_info() (and so jetkit topics, top, metrics labels and the console)
+    show a topic's subjects as before schedules were switched on; held messages count."""
+    held = await js.publish(topic, b"held", deliver_after=30)
+    assert len(await stream_subjects(js, topic)) == 2
+    info = await js.topic_info(topic)
+    assert info.subjects == [topic] and info.messages == 1
+    assert [t.subjects for t in await js.topics() if t.name == info.name] == [[topic]]
+    assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_max_age_shortened_by_another_stream_is_seen(
+    js: jk.Stream, core: jk.Stream, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """js switched schedules on and knows the topic's limits; another Stream declares the
+    topic with a shorter max_age: a schedule beyond it is refused, not accepted and then
+    removed by the server before it is due."""
+    monkeypatch.setattr(_schedule, "FRESH_FOR", 0.0)  # what js read is old at once
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=300))
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
+    with pytest.raises(jk.ConfigError, match="max_age=60s"):
+        await js.publish(topic, b"x", deliver_after=120)
+    assert await js.cancel_scheduled(await js.publish(topic, b"x", deliver_after=30))
+
+
+async def test_consumers_left_unfiltered_by_an_interrupted_switch_are_filtered(
+    js: jk.Stream, core: jk.Stream, topic: str
+) -> None:
+    """A process that switched schedules on may stop before it filtered the stream's
+    consumers (as done here by hand); the next one to schedule on it filters them."""
+    got = await collect(js, topic, durable="early")
+    await js.publish(topic, b"first")
+    await wait_until(lambda: got == [b"first"])
+    name = (await js.topic_info(topic)).name
+    cfg = (await js._api.call(f"STREAM.INFO.{name}"))["config"]
+    cfg.update(allow_msg_schedules=True, subjects=[topic, f"$JK.SCHED.{name}.>"])
+    await js._api.call(f"STREAM.UPDATE.{name}", cfg)  # ... and stopped there
+    await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    held = await core.publish(topic, b"held", deliver_after=30)
+    await core.publish(topic, b"sentinel")
+    await wait_until(lambda: b"sentinel" in got)
+    assert got == [b"first", b"sentinel"]
+    assert await core.cancel_scheduled(held) is True
+
+
+async def test_a_forged_scheduled_message_cannot_cancel_others(js: jk.Stream, topic: str) -> None:
+    """ScheduledMessage is a plain dataclass (it may be rebuilt from stored fields): an id
+    or stream that is not one token is refused, not used as a purge filter."""
+    held = await js.publish(topic, b"x", deliver_after=30)
+    for change in ({"id": ">"}, {"id": "*"}, {"id": "a.b"}, {"stream": f"{held.stream}.x"}):
+        forged = dataclasses.replace(held, **change)  # type: ignore[arg-type]
+        with pytest.raises(jk.ConfigError, match="not one publish"):
+            await js.cancel_scheduled(forged)
+    assert await js.cancel_scheduled(held) is True
+
+
+async def test_a_msg_id_given_as_header_cancels_too(js: jk.Stream, topic: str) -> None:
+    """headers={"Nats-Msg-Id": ...} is the msg_id the server deduplicates by; cancelling by
+    it must find the held message (not answer False while it is still held)."""
+    await js.publish(topic, b"x", deliver_after=30, headers={"Nats-Msg-Id": "hdr-1"})
+    again = await js.publish(topic, b"x", deliver_after=30, msg_id="hdr-1")
+    assert again.duplicate
+    assert await js.cancel_scheduled(topic, msg_id="hdr-1") is True
+
+
+async def test_a_copied_ttl_header_names_the_fix(js: jk.Stream, topic: str) -> None:
+    """Forwarding a received message's headers copies its Nats-TTL; a topic that does not
+    allow TTLs refuses it, and the error says what to do."""
+    await js.publish(topic, b"x", ttl=60)
+    got = await js.last_message(topic)
+    assert got is not None and got.headers["Nats-TTL"] == "60s"
+    with pytest.raises(jk.JetStreamError, match=r"TTL is disabled.*Nats-TTL.*pass ttl="):
+        await js.publish(topic + ".copy", got.data, headers=dict(got.headers))

@@ -531,3 +531,24 @@ def test_close_returns_with_every_handler_thread_blocked(tmp_path: Path, topic: 
     finally:
         release.set()
         s2.close()
+
+
+def test_subscribe_key_orders_per_key(s: jsync.Stream, topic: str) -> None:
+    s.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    seen: list[bytes] = []
+    lock = threading.Lock()
+
+    def handler(data: bytes) -> None:
+        with lock:
+            seen.append(data)
+
+    sub = s.subscribe(topic, handler, concurrency=4, key=lambda m: m.headers.get("K"))
+    for n in range(20):
+        s.publish(topic, f"{n % 2}:{n}".encode(), headers={"K": str(n % 2)})
+    wait_for(lambda: len(seen) == 20)
+    for k in ("0", "1"):
+        mine = [d for d in seen if d.startswith(k.encode())]
+        assert mine == [f"{k}:{n}".encode() for n in range(20) if str(n % 2) == k]
+    with pytest.raises(jk.ConfigError, match="key"):
+        s.subscribe(topic, handler, key="no spaces allowed")
+    sub.drain()

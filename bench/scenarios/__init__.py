@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import consume, latency, memory, publish, pubsub, replay, reqrep, startup
+from . import consume, keys, latency, memory, publish, pubsub, replay, reqrep, startup
 
-ALL: list[ModuleType] = [pubsub, publish, consume, replay, reqrep, latency, memory, startup]
+ALL: list[ModuleType] = [
+    pubsub,
+    publish,
+    consume,
+    replay,
+    reqrep,
+    latency,
+    memory,
+    startup,
+    keys,
+]

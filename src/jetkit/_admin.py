@@ -157,6 +157,12 @@ class AdminAPI:
         name, subjects = await self._topics.stream_of(topic)
         body: dict[str, Any] = {}
         narrowed = subject or topic
+        info: dict[str, Any] | None = None
+        if subjects == [narrowed]:
+            # read afresh: another process may have switched schedules on; the messages
+            # held for later are not the topic's yet (cancel_scheduled removes them)
+            info = await self._api.call(f"STREAM.INFO.{name}")
+            subjects = list((info.get("config") or {}).get("subjects") or subjects)
         if subjects != [narrowed]:
             body["filter"] = narrowed
         if keep is not None:
@@ -164,7 +170,9 @@ class AdminAPI:
         if up_to is not None:
             # the server purges below seq, and moves the stream's next sequence up to it
             # when seq is past the end: stop at the last message instead
-            state = (await self._api.call(f"STREAM.INFO.{name}")).get("state", {})
+            if info is None:
+                info = await self._api.call(f"STREAM.INFO.{name}")
+            state = info.get("state", {})
             last = int(state.get("last_seq", 0))
             if last == 0:
                 return 0

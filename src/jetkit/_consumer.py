@@ -303,7 +303,7 @@ class JetStreamSubscription(Subscription):
 
     async def _keep_alive(self, now: float) -> None:
         limit = self._ack_wait / 2
-        for msg in [*self._buffer, *self._inflight]:
+        for msg in self._unfinished():
             if not msg.settled and now - msg._held_since >= limit:
                 msg._held_since = now
                 await self.send_ack(msg, WPI)
@@ -471,38 +471,50 @@ class JetStreamSubscription(Subscription):
 
     async def _dead_letter(self, msg: Message, error: str, deliveries: int | None = None) -> None:
         """Publish to the DLQ (if any), then terminate; never lose it if the DLQ fails."""
-        if self._dlq:
-            headers = dead_letter_headers(
-                msg.headers,
-                topic=msg.topic,
-                seq=msg.seq,
-                deliveries=deliveries if deliveries is not None else msg.num_delivered,
-                consumer=self.consumer,
-                error=error,
-            )
-            headers["Nats-Msg-Id"] = f"jk-dlq-{self.stream}-{self.consumer}-{msg.seq}"
-            try:
-                await self._dead_letter_sink(self._dlq, msg.data, headers)
-            except JetkitError as exc:
-                self._log.error(
-                    "jetkit: consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
-                    "will be delivered again",
-                    self.consumer,
-                    msg.topic,
-                    msg.seq,
-                    self._dlq,
-                    exc,
-                )
-                if self._ack is not AckPolicy.NONE and not msg.settled:
-                    # remember why, for when it comes back (bounded: oldest forgotten)
-                    self._unsent[msg.seq or 0] = error
-                    if len(self._unsent) > 10_000:
-                        del self._unsent[next(iter(self._unsent))]
-                    await msg.nak(decide(1, None, self._backoff).delay or 1.0)
-                return
-            self.stats.dead_lettered += 1
+        if await self._send_dead_letter(msg, error, deliveries):
+            if self._ack is not AckPolicy.NONE and not msg.settled:
+                await msg.term(f"jetkit: {error}"[:256])
+            return
         if self._ack is not AckPolicy.NONE and not msg.settled:
-            await msg.term(f"jetkit: {error}"[:256])
+            self._remember_unsent(msg, error)
+            await msg.nak(decide(1, None, self._backoff).delay or 1.0)
+
+    async def _send_dead_letter(self, msg: Message, error: str, deliveries: int | None) -> bool:
+        """Publish ``msg``'s dead letter: True once published (or without a DLQ), False
+        if the DLQ refused it (logged)."""
+        if not self._dlq:
+            return True
+        headers = dead_letter_headers(
+            msg.headers,
+            topic=msg.topic,
+            seq=msg.seq,
+            deliveries=deliveries if deliveries is not None else msg.num_delivered,
+            consumer=self.consumer,
+            error=error,
+        )
+        headers["Nats-Msg-Id"] = f"jk-dlq-{self.stream}-{self.consumer}-{msg.seq}"
+        try:
+            await self._dead_letter_sink(self._dlq, msg.data, headers)
+        except JetkitError as exc:
+            self._log.error(
+                "jetkit: consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
+                "will be tried again",
+                self.consumer,
+                msg.topic,
+                msg.seq,
+                self._dlq,
+                exc,
+            )
+            return False
+        self.stats.dead_lettered += 1
+        return True
+
+    def _remember_unsent(self, msg: Message, error: str) -> None:
+        """Why ``msg`` is to be dead-lettered, for when it comes back (bounded: the
+        oldest are forgotten)."""
+        self._unsent[msg.seq or 0] = error
+        if len(self._unsent) > 10_000:
+            del self._unsent[next(iter(self._unsent))]
 
     # -- stopping --------------------------------------------------------------------------
 

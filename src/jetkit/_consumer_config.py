@@ -13,6 +13,7 @@ from ._errors import DamagedConsumerError, IncompatibleConsumerError, JetStreamE
 from ._jsapi import JsApi
 from ._subscription import AckPolicy, StartAt
 from ._time import nanos, rfc3339
+from ._topics import own_subjects
 
 EPHEMERAL_INACTIVE = 120.0
 WORK_QUEUE_NEEDS_ALL = 10101
@@ -90,6 +91,8 @@ async def ensure_consumer(
     state is removed and it is created afresh.
     """
     name = config.get("durable_name") or config["name"]
+    if not config.get("filter_subject") and not config.get("filter_subjects"):
+        config = await _without_held(api, stream, config)
     existing: dict[str, Any] | None
     try:
         existing = await api.call(f"CONSUMER.INFO.{stream}.{name}")
@@ -154,6 +157,8 @@ async def ensure_consumer(
     if "filter_subject" not in config:
         merged.pop("filter_subject", None)
     merged.pop("filter_subjects", None)
+    if config.get("filter_subjects"):
+        merged["filter_subjects"] = config["filter_subjects"]
     for field in _START_FIELDS:
         if field in current:
             merged[field] = current[field]
@@ -161,6 +166,21 @@ async def ensure_consumer(
         f"CONSUMER.CREATE.{stream}.{name}",
         {"stream_name": stream, "config": merged, "action": "update"},
     )
+
+
+async def _without_held(api: JsApi, stream: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` of a consumer of the whole stream, filtered to the stream's own subjects
+    if the stream also holds scheduled messages (see _schedule): read fresh, because a
+    subscription made before another process switched schedules on re-creates its
+    consumer from its old config, and must not receive a held message early."""
+    info = await api.call(f"STREAM.INFO.{stream}")
+    subjects = list((info.get("config") or {}).get("subjects") or [])
+    own = own_subjects(subjects)
+    if own == subjects or not own:
+        return config
+    if len(own) == 1:
+        return {**config, "filter_subject": own[0]}
+    return {**config, "filter_subjects": own}
 
 
 async def _create(

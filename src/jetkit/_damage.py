@@ -52,6 +52,9 @@ _LOG_PATTERNS = [
     ),
 ]
 _FILESTORE = _LOG_PATTERNS[4]
+# Filestore warnings that are not damage: an index the server rebuilds from the messages
+# after a crash (per-message TTLs, message schedules, sourcing), nothing is dropped
+_REBUILT_INDEX = re.compile(r"state is outdated; attempting to recover using \w+ scan")
 
 
 def streams_dir(store: Path) -> Path:
@@ -146,7 +149,8 @@ def read_log(lines: list[str], store: Path, damage: Damage) -> None:
             if consumer is not None:
                 damage.consumers.setdefault((stream, consumer), f"the server said: {why}")
             elif pattern is _FILESTORE:
-                damage.repaired.setdefault(stream, []).append(why)
+                if not _REBUILT_INDEX.search(why):
+                    damage.repaired.setdefault(stream, []).append(why)
             else:
                 damage.streams.setdefault(stream, f"the server said: {why}")
             break

@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from ._time import parse_time
-from ._topics import Discard, Retention
+from ._topics import Discard, Retention, own_subjects
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +27,8 @@ class TopicInfo:
     """A JetStream topic (stream) and what it holds."""
 
     name: str  # the stream name
-    subjects: list[str]
-    messages: int
+    subjects: list[str]  # its topics (not the subject holding scheduled messages)
+    messages: int  # scheduled messages still held count too
     bytes: int
     first_seq: int
     last_seq: int
@@ -83,7 +83,7 @@ def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo
     followers = [r.get("name", "") for r in cluster.get("replicas") or []]
     return TopicInfo(
         name=cfg.get("name", ""),
-        subjects=list(cfg.get("subjects") or []),
+        subjects=own_subjects(list(cfg.get("subjects") or [])),
         messages=int(state.get("messages", 0)),
         bytes=int(state.get("bytes", 0)),
         first_seq=int(state.get("first_seq", 0)),

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 import logging
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import _validate
 from ._errors import ConfigError
@@ -48,6 +50,7 @@ class SubscribeOptions:
     dlq: str | None = None
     ack_wait: float = 30.0
     recreate: bool = False
+    key: str | Callable[[Any], Any] | None = None
 
     def jetstream_only(self) -> list[str]:
         """The options given that only a JetStream topic can honour."""
@@ -61,6 +64,7 @@ class SubscribeOptions:
             "start_seq": self.start_seq is not None,
             "dlq": self.dlq is not None,
             "recreate": self.recreate,
+            "key": self.key is not None,
         }
         return [name for name, used in given.items() if used]
 
@@ -82,6 +86,7 @@ def subscribe_options(
     dlq: object = None,
     ack_wait: object = 30.0,
     recreate: object = False,
+    key: object = None,
 ) -> SubscribeOptions:
     """Check and normalise the options of a subscription on ``topic`` (already valid)."""
     ack_policy = _validate.option(AckPolicy, ack, "ack")
@@ -125,6 +130,35 @@ def subscribe_options(
             )
         ),
         recreate=_validate.flag("recreate", recreate),
+        key=order_key(key),
+    )
+
+
+def order_key(key: object) -> str | Callable[[Any], Any] | None:
+    """``subscribe``'s ``key``: None, a header name, or a plain function of the message."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        if not _validate.header_name_ok(key):
+            raise ConfigError(
+                f"key {key!r} is not a header name: give the name of the header that holds "
+                'the key (letters, digits and !#$%&\'*+-.^_`|~, e.g. key="Order-Id"), or a '
+                "function of the message that returns the key"
+            )
+        return key
+    if callable(key) and not isinstance(key, type):
+        if inspect.iscoroutinefunction(key) or inspect.iscoroutinefunction(
+            getattr(key, "__call__", None)  # noqa: B004
+        ):
+            raise ConfigError(
+                "key must be a plain function (msg) -> str | None, not an async one: it "
+                "runs for every message as it arrives; compute the key without awaiting"
+            )
+        return key
+    raise ConfigError(
+        f"key must be a header name (str) or a function (msg) -> str | None, got "
+        f'{type(key).__name__} {key!r}; e.g. key="Order-Id" or '
+        'key=lambda m: m.headers.get("Order-Id")'
     )
 
 

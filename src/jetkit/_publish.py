@@ -43,6 +43,8 @@ from ._wire import parse_headers, pub
 if TYPE_CHECKING:
     from ._counting import PublishCounts
 
+TTL_DISABLED = 10166  # "per-message TTL is disabled" (the stream does not allow Nats-TTL)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PubAck:
@@ -232,6 +234,12 @@ class AckedPublisher:
             if err_code in STORAGE_FULL_CODES:
                 self.full = storage_full(desc, self._store_dir, code, err_code)
                 return self.full
+            if err_code == TTL_DISABLED:
+                desc += (
+                    " (the message has a Nats-TTL header, perhaps copied from a received "
+                    "message: pass ttl= instead, which allows TTLs on the topic, or leave "
+                    "the header out)"
+                )
             return JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
         if self.full is not None:
             self.full = None

@@ -14,15 +14,19 @@ else it is random.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
-from ._publish import PubAck
+from ._publish import TTL_DISABLED, PubAck
 from ._time import rfc3339
-from ._topics import TopicMode, validate_topic
+from ._topics import TopicMode, own_subjects, validate_topic
 from ._validate import headers_with, message_size, number
 
 if TYPE_CHECKING:
@@ -39,7 +43,11 @@ MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
 # a deliver_at this far in the past still counts as "now" (clocks and the call itself)
 PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
-_TTL_DISABLED = 10166  # "per-message TTL is disabled"
+# a stream name or schedule id: one subject token, no wildcard (a '>' would cancel all)
+_TOKEN = re.compile(r"[^.*>\s]+")
+# a scheduled publish checks the topic's retention and max_age as read at most this long
+# ago (another process may have declared the topic again with a shorter max_age)
+FRESH_FOR = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +75,7 @@ class Features:
     ttl: bool
     retention: str
     max_age: float  # seconds, 0: none
+    read_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def schedule_subject(stream: str, schedule_id: str) -> str:
@@ -119,7 +128,12 @@ def due_time(deliver_at: object, deliver_after: object, now: dt.datetime) -> dt.
             f"deliver_at {deliver_at.isoformat()} has no timezone, so it is ambiguous; pass "
             "an aware datetime such as datetime(..., tzinfo=timezone.utc)"
         )
-    when = deliver_at.astimezone(dt.UTC)
+    try:
+        when = deliver_at.astimezone(dt.UTC)
+    except OverflowError:  # datetime.max/min in a zone: not a year of UTC
+        when = dt.datetime.max.replace(tzinfo=dt.UTC)
+        if deliver_at.replace(tzinfo=None) < now.replace(tzinfo=None):
+            when = dt.datetime.min.replace(tzinfo=dt.UTC)
     late = (now - when).total_seconds()
     if late > PAST_TOLERANCE:
         raise ConfigError(
@@ -147,6 +161,11 @@ def require(version: tuple[int, int, int], since: tuple[int, int, int], what: st
             f"{what} needs nats-server {need} or newer; the server is {have}. Upgrade it (the "
             "embedded server from jetkit's wheel is new enough)"
         )
+
+
+def _features(cfg: dict[str, Any], schedules: bool, ttl: bool) -> Features:
+    max_age = (cfg.get("max_age") or 0) / 1e9
+    return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
 
 
 class Scheduler:
@@ -217,6 +236,8 @@ class Scheduler:
         elif ttl_text is not None:
             extra["Nats-TTL"] = ttl_text
         sent = headers_with(headers, msg_id, extra, _RESERVED)
+        # a msg_id given as a header is the server's msg_id too: cancellable by it
+        msg_id = sent.get("Nats-Msg-Id", msg_id)
         payload = self._publisher.check_payload(topic, data, sent)
         version = version_of(self._conn.server_version)
         if due is not None:
@@ -230,11 +251,16 @@ class Scheduler:
         sid = schedule_id(topic, msg_id, random_id)
         for attempt in (1, 2):
             stream, _ = await self._topics.ensure_stream(topic, verify=attempt > 1)
+            subject = schedule_subject(stream, sid)
+            message_size(subject, payload, sent, self._conn.max_payload)
             try:
-                features = await self._enable(stream, schedules=True, ttl=ttl_text is not None)
-                self._fits(topic, features, due, now)
-                subject = schedule_subject(stream, sid)
-                message_size(subject, payload, sent, self._conn.max_payload)
+                # checked against the stream's settings before they are switched on
+                await self._enable(
+                    stream,
+                    schedules=True,
+                    ttl=ttl_text is not None,
+                    check=lambda features: self._fits(topic, features, due, now),
+                )
                 ack = await self._publisher.acked.publish(subject, payload, sent)
             except NotFoundError:  # the stream was deleted or changed behind our back
                 self._topics.forget(stream)
@@ -269,7 +295,7 @@ class Scheduler:
         except NotFoundError:
             pass
         except JetStreamError as exc:
-            if exc.err_code != _TTL_DISABLED:
+            if exc.err_code != TTL_DISABLED:
                 raise
         # the stream was made again without TTLs (deleted behind our back): once more
         self._topics.forget(stream)
@@ -296,20 +322,45 @@ class Scheduler:
 
     # -- switching the stream's features on ------------------------------------------------
 
-    async def _enable(self, stream: str, *, schedules: bool, ttl: bool) -> Features:
+    async def _enable(
+        self,
+        stream: str,
+        *,
+        schedules: bool,
+        ttl: bool,
+        check: Callable[[Features], None] | None = None,
+    ) -> Features:
         """The stream's features, switched on where needed (once per stream; concurrent
-        callers share one update)."""
+        callers share one update). ``check`` may refuse the stream (raising) before
+        anything of it is changed."""
         known = self._topics.features.get(stream)
         if known is not None and (known.schedules or not schedules) and (known.ttl or not ttl):
-            return known
+            if check is None:
+                return known
+            if time.monotonic() - known.read_at <= FRESH_FOR:
+                check(known)
+                return known
+            info = await self._api.call(f"STREAM.INFO.{stream}")
+            cfg = info.get("config") or {}
+            if (not schedules or cfg.get("allow_msg_schedules")) and (
+                not ttl or cfg.get("allow_msg_ttl")
+            ):
+                fresh = _features(cfg, known.schedules, known.ttl)
+                check(fresh)
+                self._topics.features[stream] = fresh
+                return fresh
+            # made again without them (behind our back): switch them on again
+            self._topics.features.pop(stream, None)
         pending = self._enabling.get(stream)
         if pending is not None:
-            await asyncio.shield(pending)
-            return await self._enable(stream, schedules=schedules, ttl=ttl)
+            # its failure may be its own (its check): each caller finds out for itself
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+            return await self._enable(stream, schedules=schedules, ttl=ttl, check=check)
         fut: asyncio.Future[Features] = asyncio.get_running_loop().create_future()
         self._enabling[stream] = fut
         try:
-            features = await self._switch_on(stream, schedules, ttl)
+            features = await self._switch_on(stream, schedules, ttl, check)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()
@@ -320,9 +371,13 @@ class Scheduler:
         self._topics.features[stream] = features
         return features
 
-    async def _switch_on(self, stream: str, schedules: bool, ttl: bool) -> Features:
+    async def _switch_on(
+        self, stream: str, schedules: bool, ttl: bool, check: Callable[[Features], None] | None
+    ) -> Features:
         info = await self._api.call(f"STREAM.INFO.{stream}")
         cfg: dict[str, Any] = dict(info["config"])
+        if check is not None:
+            check(_features(cfg, schedules, ttl))
         subjects = list(cfg.get("subjects") or [])
         mine = f"{SCHEDULE_PREFIX}.{stream}.>"
         changes: dict[str, Any] = {}
@@ -358,11 +413,12 @@ class Scheduler:
                     "per-message TTL; upgrade nats-server (2.12 or newer)"
                 )
             cfg = got
-            if "subjects" in changes:
-                await self._filter_consumers(stream, subjects)
-                self._topics.refresh(stream, list(got.get("subjects") or changes["subjects"]))
-        max_age = (cfg.get("max_age") or 0) / 1e9
-        return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
+        if schedules:
+            # also when the subject was there already: whoever added it may have stopped
+            # (crashed, lost its connection) before it filtered the consumers
+            await self._filter_consumers(stream, own_subjects(subjects))
+            self._topics.refresh(stream, list(cfg.get("subjects") or [*subjects, mine]))
+        return _features(cfg, schedules, ttl)
 
     async def _filter_consumers(self, stream: str, subjects: list[str]) -> None:
         """Give every consumer of the whole stream a filter of the stream's own subjects,
@@ -401,6 +457,13 @@ class Scheduler:
                     "cancel_scheduled() takes a ScheduledMessage or a topic with msg_id=, not both"
                 )
             stream, sid = scheduled.stream, scheduled.id
+            for field, value in (("stream", stream), ("id", sid)):
+                if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+                    raise ConfigError(
+                        f"cancel_scheduled(): the ScheduledMessage's {field} {value!r} is not "
+                        "one publish() returns (a name without '.', '*', '>' or spaces); "
+                        "pass the ScheduledMessage as publish() returned it"
+                    )
         elif isinstance(scheduled, str):
             validate_topic(scheduled, wildcards=False)
             if not isinstance(msg_id, str) or not msg_id.strip():

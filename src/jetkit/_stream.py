@@ -600,6 +600,7 @@ class Stream(AdminAPI):
         dlq: str | None = None,
         ack_wait: float = 30.0,
         recreate: bool = False,
+        key: str | Callable[[Message], str | None] | None = None,
     ) -> Subscription:
         """Call ``handler`` for every message on ``topic`` (see the README for semantics)."""
         self._check_open()

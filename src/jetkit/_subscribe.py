@@ -13,6 +13,7 @@ from ._consumer import JetStreamSubscription
 from ._consumer_config import consumer_config
 from ._errors import ConfigError
 from ._jsapi import JsApi
+from ._keys import KeyedSubscription
 from ._options import SubscribeOptions, subscribe_options
 from ._publish import Publisher
 from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
@@ -71,7 +72,8 @@ class Subscriber:
                 "Use Backpressure.BLOCK (the default)"
             )
         stream, config = await self._server_side(topic, opts)
-        sub = JetStreamSubscription(
+        kind = JetStreamSubscription if opts.key is None else KeyedSubscription
+        sub = kind(
             self._conn,
             self._api,
             topic,

@@ -283,7 +283,7 @@ class Subscription:
         self._wake(len(self._idle))
         _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
         if unfinished:
-            abandoned = [*self._inflight, *self._buffer]
+            abandoned = self._unfinished()
             await self._cancel_workers()
             with contextlib.suppress(Exception):
                 await self._abandon(abandoned)
@@ -301,11 +301,15 @@ class Subscription:
         self._feeding = False
         await self._stop_feed()
         self._fed_out = True
-        abandoned = [*self._inflight, *self._buffer]
+        abandoned = self._unfinished()
         await self._cancel_workers()
         with contextlib.suppress(Exception):
             await self._abandon(abandoned)
         await self._finish()
+
+    def _unfinished(self) -> list[Message]:
+        """Every message taken from the server and not finished: in handlers, buffered."""
+        return [*self._inflight, *self._buffer]
 
     async def _abandon(self, msgs: list[Message]) -> None:
         """Hook: messages that ``stop()`` will not handle (JetStream naks them)."""

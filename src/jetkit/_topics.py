@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from ._schedule import Features
 
 
+# the subjects holding scheduled messages in a topic's stream (see _schedule)
+HELD_PREFIX = "$JK.SCHED."
+
+
+def own_subjects(subjects: list[str]) -> list[str]:
+    """A stream's subjects without the one holding its scheduled messages."""
+    return [s for s in subjects if not s.startswith(HELD_PREFIX)]
+
+
 class TopicMode(enum.Enum):
     """CORE: plain NATS, in memory, at-most-once. JETSTREAM: stored, acked, replayable."""
 
@@ -429,7 +438,7 @@ class TopicRegistry:
                 held = [
                     s
                     for s in current["config"].get("subjects") or []
-                    if s.startswith(f"$JK.SCHED.{name}.")
+                    if s.startswith(f"{HELD_PREFIX}{name}.")
                 ]
                 cfg["subjects"] = [*cfg["subjects"], *held]
                 resp = await self._api.call(f"STREAM.UPDATE.{name}", {**current["config"], **cfg})

@@ -48,7 +48,7 @@ def number(
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{name} must be {kind}, got {value!r}{hint}")
     assert isinstance(value, int | float)
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # (a huge int overflows it)
         raise ConfigError(f"{name} must be a finite number, got {value!r}{hint}")
     if above is not None and not value > above:
         raise ConfigError(f"{name} must be > {above:g}, got {value!r}{hint}")
@@ -120,6 +120,11 @@ def headers(given: object, msg_id: object = None) -> dict[str, str] | None:
         out[MSG_ID_HEADER] = str(msg_id)
     # no headers at all is None: an empty dict would still send an (empty) header block
     return out or None
+
+
+def header_name_ok(name: str) -> bool:
+    """Whether ``name`` may be a header name (what NATS accepts)."""
+    return _HEADER_NAME.fullmatch(name) is not None
 
 
 def headers_with(

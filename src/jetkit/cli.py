@@ -15,6 +15,7 @@ import functools
 import math
 import os
 import re
+import secrets
 import select
 import signal
 import stat
@@ -160,7 +161,7 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Run the order-processing example: five services on one embedded JetStream."""
+    """Run the order-processing example: five services and scheduled follow-ups."""
     if not 0.0 <= fail_rate <= 1.0:
         raise typer.BadParameter(f"{fail_rate:g} is not between 0 and 1", param_hint="--fail-rate")
     _positive(duration, "--duration", hint=" (leave it out to run until Ctrl+C)")
@@ -367,28 +368,106 @@ def pub(
         list[str] | None, typer.Option("--header", "-H", help="KEY=VALUE, repeatable.")
     ] = None,
     msg_id: Annotated[str | None, typer.Option(help="Dedupe id (Nats-Msg-Id).")] = None,
+    stored: Annotated[
+        bool,
+        typer.Option(
+            "--stored", help="Store the message: create the topic's stream if there is none."
+        ),
+    ] = False,
+    deliver_after: Annotated[
+        float | None,
+        typer.Option(
+            "--deliver-after",
+            metavar="SECONDS",
+            help="Deliver it this many seconds from now (implies --stored; cancel with "
+            "jetkit cancel).",
+        ),
+    ] = None,
+    ttl: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Remove it from the topic this long after it is stored (at least 1; "
+            "implies --stored).",
+        ),
+    ] = None,
     target: Target = DEFAULT_TARGET,
 ) -> None:
-    """Publish one message (stored if a stream stores the topic)."""
+    """Publish one message (stored if a stream stores the topic, or with --stored)."""
+    _positive(deliver_after, "--deliver-after", allow_zero=True, hint=" (seconds from now)")
+    _positive(ttl, "--ttl", hint=" (seconds, at least 1)")
+    if ttl is not None and ttl < 1:  # before the topic's stream is made for it
+        raise typer.BadParameter(
+            f"{ttl:g} is less than nats-server's minimum of 1 second", param_hint="--ttl"
+        )
     headers = _headers(header or [])
     payload = _payload(data, file)
+    scheduled = deliver_after is not None
+    if scheduled and msg_id is None:
+        # so that it can be cancelled from the command line: print it
+        msg_id = f"cli-{secrets.token_hex(8)}"
 
-    async def work() -> jk.PubAck | None:
+    async def work() -> jk.PubAck | jk.ScheduledMessage | None:
         async with target.open(create=True) as s:
-            await _stored(s, name)
+            if not await _stored(s, name) and (stored or scheduled or ttl is not None):
+                await s.declare_topic(name, mode=jk.TopicMode.JETSTREAM)
+            if scheduled:
+                held: jk.ScheduledMessage = await s.publish(
+                    name,
+                    payload,
+                    headers=headers or None,
+                    msg_id=msg_id,
+                    deliver_after=deliver_after,
+                    ttl=ttl,
+                )
+                return held
             ack: jk.PubAck | None = await s.publish(
-                name, payload, headers=headers or None, msg_id=msg_id
+                name, payload, headers=headers or None, msg_id=msg_id, ttl=ttl
             )
             return ack
 
     ack = _run(work)
     if ack is None:
         output.write(
-            f"published to {output.escape(name)} (core: not stored, only live subscribers get it)"
+            f"published to {output.escape(name)} (core: not stored, only live subscribers get it; "
+            "--stored stores it)"
+        )
+    elif isinstance(ack, jk.ScheduledMessage):
+        dup = " (duplicate: already scheduled)" if ack.duplicate else ""
+        when = ack.deliver_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        output.write(
+            f"scheduled for {when} on {output.escape(name)}{dup}; cancel with: jetkit cancel "
+            f"{output.escape(name)} --msg-id {output.escape(msg_id or '')}"
         )
     else:
         dup = " (duplicate: not stored again)" if ack.duplicate else ""
         output.write(f"stored in {ack.stream} at seq {ack.seq}{dup}")
+
+
+@app.command()
+@connected
+def cancel(
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic it was scheduled on.")],
+    msg_id: Annotated[
+        str, typer.Option(help="The --msg-id it was published with (jetkit pub prints it).")
+    ],
+    target: Target = DEFAULT_TARGET,
+) -> None:
+    """Cancel a scheduled message; exit 1 if it was no longer pending."""
+
+    async def work() -> bool:
+        async with target.open(create=False) as s:
+            pending: bool = await s.cancel_scheduled(name, msg_id=msg_id)
+            return pending
+
+    if _run(work):
+        output.write(f"cancelled: it will not be delivered to {output.escape(name)}")
+        return
+    output.write(
+        f"nothing to cancel on {output.escape(name)} for that id: already delivered, "
+        "cancelled before, or never scheduled"
+    )
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -686,6 +686,7 @@ class Stream:
         dlq: str | None = None,
         ack_wait: float = 30.0,
         recreate: bool = False,
+        key: str | Callable[[Message], str | None] | None = None,
     ) -> Subscription:
         """Call the plain function ``handler`` for every message on ``topic``, in a handler
         thread (the options are jk.Stream.subscribe's)."""

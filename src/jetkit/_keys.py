@@ -1,0 +1,441 @@
+"""Ordered per key: ``subscribe(..., concurrency=N, key=...)`` on a JetStream topic.
+
+A ``KeyedSubscription`` is a JetStreamSubscription whose buffer is split by key
+(docs/concepts/ordered-keys.md has the user-facing rules):
+
+* ``_buffer`` holds the messages that may run now: no other message of their key is
+  running or ready. ``_lanes[key]`` exists while a message of ``key`` is ready or
+  running and holds, in stream order, the later messages of that key; when the
+  running one finishes, its worker moves the next of the lane into ``_buffer``.
+  Messages without a key (None) go straight to ``_buffer``.
+* Lane messages count against ``buffer_size`` (``buffered``), so pulling stops when
+  the buffer is full whatever keys it holds: memory stays bounded.
+* A failing MANUAL handler is retried **in place**: the worker keeps the message (and
+  so its key), sleeps the backoff delay and runs the handler again; it never goes
+  back to the server, so nothing of its key can overtake it. ``KeyedMessage.num_delivered``
+  adds the in-place retries to the server's delivery count, so ``decide`` and the
+  dead letter count every attempt. A dead letter the DLQ refuses is retried in place
+  too.
+* The monitor's in-progress acks cover lane messages (``_unfinished``). If the server
+  still redelivers a message held here, the held one takes over the new delivery's
+  reply subject and the copy is dropped (``_holding``: sequence -> message).
+* After a server restart the pulled messages are kept, in key order (a subscription
+  without a key drops them; see ``on_reconnect``).
+* ``drain()``/``stop()`` wake the backoff sleepers (``_halt``): a message waiting to
+  be retried is handed back (nak) and so are the messages of its lane, in stream order.
+
+Nothing here runs for a subscription without ``key=``: ``_subscribe`` builds this
+class only when the option is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from ._codec import HandlerPlan
+from ._connection import Connection
+from ._consumer import DeadLetterSink, JetStreamSubscription
+from ._counting import BUCKETS
+from ._errors import describe_error
+from ._jsapi import JsApi
+from ._message import Message
+from ._options import SubscribeOptions
+from ._retry import decide
+from ._subscription import AckPolicy
+from ._wire import parse_headers
+
+
+class KeyedMessage(Message):
+    """A message of a keyed subscription: its key and its attempts made in place."""
+
+    __slots__ = ("_handed_back", "_key", "_poison", "_retries", "_retry_after")
+
+    _key: Hashable | None
+    _retries: int  # handler runs retried in place, after the server's last delivery
+    _retry_after: float | None  # set by a failure to retry: the backoff delay
+    _handed_back: bool  # given back to the server while its lane still held messages
+    _poison: str | None  # the key function raised: dead-letter it with this error
+
+    @property
+    def num_delivered(self) -> int:
+        """The server's delivery count plus the attempts retried in place."""
+        return super().num_delivered + self._retries
+
+
+def _header_key(name: str) -> Callable[[Message], Hashable | None]:
+    """The key function of ``key="Name"``: that header's value ("" or missing: None).
+
+    It reads the one header from the raw block rather than parsing them all; anything
+    unusual (no raw block, the name spaced oddly) goes to ``msg.headers``, which gives
+    the same answer.
+    """
+    exact = name.encode()
+    needle = b"\r\n" + exact + b":"
+
+    def key(msg: Message) -> Hashable | None:
+        raw = msg._raw_headers
+        if raw is not None and msg._headers is None:
+            at = raw.rfind(needle)  # a repeated header: the last value counts
+            if at >= 0:
+                start = at + len(needle)
+                value = raw[start : raw.find(b"\r\n", start)].strip()
+                return value.decode("utf-8", "replace") if value else None
+            if exact not in raw:
+                return None
+        return msg.headers.get(name) or None
+
+    return key
+
+
+def _seq(msg: KeyedMessage) -> int:
+    return msg.seq or 0
+
+
+# Handing back: how much later than the first message of a key the later ones come back
+HAND_BACK_DELAY = 1.0
+
+
+async def _give_back(msgs: list[Message]) -> None:
+    """Nak ``msgs`` (in stream order) so that whoever gets them next gets each key's
+    messages in order.
+
+    The server redelivers naked messages in the order of the naks, but with one
+    exception: the first one it tries to deliver meets the pull requests this
+    subscription left behind (their inbox is gone), and goes to the back of the queue.
+    So only the first message of each key is naked to come back at once; the later ones
+    come back ``HAND_BACK_DELAY`` later, by which time the server has dropped the stale
+    pull requests (and it redelivers messages due at the same time in stream order).
+    """
+    first: set[Hashable] = set()
+    for msg in msgs:
+        if msg.settled:
+            continue
+        key = getattr(msg, "_key", None)
+        delay: float | None = None
+        if key is not None:
+            if key in first:
+                delay = HAND_BACK_DELAY
+            else:
+                first.add(key)
+        with contextlib.suppress(Exception):
+            await msg.nak(delay)
+
+
+class KeyedSubscription(JetStreamSubscription):
+    """A JetStream subscription ordered per key (``subscribe(..., key=...)``)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        api: JsApi,
+        topic: str,
+        plan: HandlerPlan,
+        opts: SubscribeOptions,
+        *,
+        stream: str,
+        config: dict[str, Any],
+        shared: bool,
+        dead_letter: DeadLetterSink,
+        store: Path | None,
+        logger: logging.Logger,
+    ) -> None:
+        super().__init__(
+            conn,
+            api,
+            topic,
+            plan,
+            opts,
+            stream=stream,
+            config=config,
+            shared=shared,
+            dead_letter=dead_letter,
+            store=store,
+            logger=logger,
+        )
+        key = opts.key
+        assert key is not None
+        self._key_of: Callable[[Message], Hashable | None] = (
+            _header_key(key) if isinstance(key, str) else key
+        )
+        self._check_keys = not isinstance(key, str)  # a header's value is a str
+        self._lanes: dict[Hashable, deque[KeyedMessage]] = {}
+        self._held = 0  # messages in the lanes
+        self._holding: dict[int, KeyedMessage] = {}  # seq -> keyed message not finished
+        self._peak = 0  # the most messages ever buffered (lanes included)
+        self._halt = asyncio.Event()  # set when drain/stop begins: wakes backoff sleepers
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and waiting for the handler (those held behind their key
+        included)."""
+        return len(self._buffer) + self._held
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        now = self._last_activity = time.monotonic()
+        if not reply:
+            self._on_status(parse_headers(hdr) if hdr else {})
+            return
+        if self._requested > 0:
+            self._requested -= 1
+        msg = KeyedMessage(
+            self.topic if self._exact else subject.decode(),
+            payload,
+            None,
+            reply.decode(),
+            self,
+            hdr,
+        )
+        self._last_msg = msg
+        msg._held_since = now
+        msg._retries = 0
+        msg._retry_after = None
+        msg._handed_back = False
+        msg._poison = None
+        try:
+            key = self._key_of(msg)
+            if key is not None and self._check_keys:
+                hash(key)  # an unhashable key fails here, as this message's failure
+        except Exception as exc:
+            key = None
+            msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
+        msg._key = key
+        self._offer(msg)
+        if self._requested == 0:
+            self._maybe_pull()
+
+    def _offer(self, msg: Message) -> None:
+        self.stats.received += 1
+        kmsg: KeyedMessage = msg  # type: ignore[assignment]  # (no cast call: hot path)
+        key = kmsg._key
+        if key is not None:
+            seq = kmsg.seq or 0  # parsed once here; ``_seq`` reads it after
+            held = self._holding.get(seq)
+            if held is not None and not held.settled:
+                # the server redelivered a message still held here: keep the one we
+                # have (its place in the key's order), answering the newest delivery
+                held.reply = kmsg.reply
+                held._tokens = None
+                held._held_since = kmsg._held_since
+                return
+            self._holding[seq] = kmsg
+            lane = self._lanes.get(key)
+            if lane is None:
+                self._lanes[key] = deque()
+            else:
+                if lane and seq < (lane[-1]._seq or 0):
+                    insort(lane, kmsg, key=_seq)  # a redelivery: back in stream order
+                else:
+                    lane.append(kmsg)
+                self._held += 1
+                size = len(self._buffer) + self._held
+                if size > self._peak:
+                    self._peak = size
+                return
+        buf = self._buffer
+        buf.append(msg)
+        if len(buf) + self._held > self._peak:
+            self._peak = len(buf) + self._held
+        if self._idle and not self._waking:
+            self._wake(1)
+
+    def _after_take(self) -> None:
+        requested = self._requested
+        free = self._capacity - len(self._buffer) - self._held - requested
+        if free >= self._threshold or (free > 0 and requested == 0):
+            self._maybe_pull()
+
+    # -- working ---------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        buf = self._buffer
+        while True:
+            if not buf:
+                if self._fed_out:
+                    return
+                waiter = asyncio.get_running_loop().create_future()
+                self._idle.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking -= 1
+                continue
+            msg: KeyedMessage = buf.popleft()  # type: ignore[assignment]
+            if buf and self._idle and not self._waking:
+                self._wake(1)
+            self._after_take()
+            self._inflight.add(msg)
+            try:
+                if msg._poison is None and self._timer is None:
+                    await self._process(msg)  # the common case, inlined
+                    if msg._retry_after is not None:
+                        await self._run(msg)
+                else:
+                    await self._run(msg, first=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+            finally:
+                self._inflight.discard(msg)
+                self._done(msg)
+
+    async def _run(self, msg: KeyedMessage, first: bool = False) -> None:
+        """Handle ``msg`` to its end: success, dead letter, or handed back (``first``:
+        no attempt ran yet; else the first failed and asked for a retry)."""
+        if msg._poison is not None:
+            self.stats.failed += 1
+            self._log.error(
+                "jetkit: consumer %r: poison message on %r seq %s: %s",
+                self.consumer,
+                msg.topic,
+                msg.seq,
+                msg._poison,
+            )
+            await self._dead_letter(msg, msg._poison)
+            return
+        while True:
+            if first:
+                await self._attempt(msg)
+            first = True
+            delay = msg._retry_after
+            if delay is None:
+                return
+            msg._retry_after = None
+            if not await self._pause(delay):
+                await self._hand_back(msg)
+                return
+            msg._retries += 1
+
+    async def _attempt(self, msg: KeyedMessage) -> None:
+        """One run of the handler (timed when metrics are on)."""
+        timer = self._timer
+        if timer is None:
+            await self._process(msg)
+            return
+        started = perf_counter()
+        await self._process(msg)
+        elapsed = perf_counter() - started  # Histogram.observe, inlined
+        timer.counts[bisect_left(BUCKETS, elapsed)] += 1
+        timer.sum += elapsed
+
+    async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
+        attempt = msg.num_delivered
+        retry, delay = decide(attempt, self._max_deliver, self._backoff)
+        if not retry or not isinstance(msg, KeyedMessage):
+            await super()._retry_or_dead_letter(msg, exc)
+            return
+        self._log.warning(
+            "jetkit: consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying "
+            "in place%s (key %r waits for it)",
+            self.consumer,
+            msg.topic,
+            msg.seq,
+            attempt,
+            describe_error(exc),
+            f" in {delay:g}s" if delay else "",
+            msg._key,
+        )
+        self.stats.retried += 1
+        msg._retry_after = delay or 0.0
+
+    async def _dead_letter(self, msg: Message, error: str, deliveries: int | None = None) -> None:
+        """Publish the dead letter, then terminate; if the DLQ refuses it, try again in
+        place (the key waits) until it is taken or the subscription stops."""
+        refused = 0
+        while not await self._send_dead_letter(msg, error, deliveries):
+            if self._ack is AckPolicy.NONE or msg.settled:
+                return
+            refused += 1
+            if not await self._pause(decide(refused, None, self._backoff).delay or 1.0):
+                self._remember_unsent(msg, error)
+                if isinstance(msg, KeyedMessage):
+                    await self._hand_back(msg)
+                else:
+                    await msg.nak()
+                return
+        if self._ack is not AckPolicy.NONE and not msg.settled:
+            await msg.term(f"jetkit: {error}"[:256])
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a retry: False if drain/stop began meanwhile."""
+        if not self._feeding:
+            return False
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return self._feeding
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt.wait(), delay)
+        return self._feeding
+
+    async def _hand_back(self, msg: KeyedMessage) -> None:
+        """Give ``msg`` back to the server, then the messages held behind it."""
+        msg._handed_back = True
+        lane = self._lanes.pop(msg._key, None) if msg._key is not None else None
+        later = list(lane) if lane else []
+        self._held -= len(later)
+        for held in later:
+            if self._holding.get(_seq(held)) is held:
+                del self._holding[_seq(held)]
+        await _give_back([msg, *later])
+
+    def _done(self, msg: KeyedMessage) -> None:
+        """``msg`` is finished: the next message of its key may run."""
+        key = msg._key
+        if key is None:
+            return
+        seq = msg._seq or 0
+        if self._holding.get(seq) is msg:
+            del self._holding[seq]
+        if msg._handed_back:
+            return
+        lane = self._lanes.get(key)
+        if lane is None:
+            return
+        if lane:
+            self._held -= 1
+            self._buffer.append(lane.popleft())  # this worker takes it next, or another
+        else:
+            del self._lanes[key]
+
+    # -- reconnecting and stopping ---------------------------------------------------------
+
+    def on_reconnect(self, restarted: bool = False) -> None:
+        """Unlike a subscription without ``key=``, a restarted server does not make this
+        one drop what it pulled before: dropping would let later messages of a key run
+        before the dropped ones come back (after ``ack_wait``, if the server remembers
+        delivering them). It keeps them, in key order. A delivery the server forgot
+        comes again; while the message is still held the held one takes it over, else
+        it is handled a second time (at-least-once)."""
+        if restarted:
+            self.connection_lost()
+            if self.buffered:
+                self._log.info(
+                    "jetkit: the server restarted; the %d messages of %r pulled before are "
+                    "kept in key order",
+                    self.buffered,
+                    self.topic,
+                )
+        super().on_reconnect(False)
+
+    def _unfinished(self) -> list[Message]:
+        held = [msg for lane in self._lanes.values() for msg in lane]
+        return [*self._inflight, *self._buffer, *held]
+
+    async def _abandon(self, msgs: list[Message]) -> None:
+        await _give_back(sorted(msgs, key=lambda m: m.seq or 0))
+
+    async def _stop_feed(self) -> None:
+        self._halt.set()
+        await super()._stop_feed()
