@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 import jetkit as jk
+import jetkit.sync as jsync
 from conftest import wait_until
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
@@ -129,3 +131,30 @@ async def test_limit_and_bad_arguments(js: jk.Stream, topic: str) -> None:
         await js.redrive(dlq, where="d1")  # type: ignore[arg-type]
     with pytest.raises(jk.NotFoundError):
         await js.dead_letters(f"{topic}.nothing.stored")
+
+
+async def test_two_redrives_at_once_redrive_each_letter_once(
+    js: jk.Stream, store: Path, topic: str
+) -> None:
+    # a console's "re-drive" clicked twice: the other re-drive takes a letter between
+    # this one reading it and deleting it (a jetkit.sync Stream blocks until it is done)
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    for i in range(3):
+        await js.publish(dlq, f"d{i}".encode(), headers=letter_headers(topic, i + 1))
+    other = jsync.Stream.open(store_dir=store)
+    taken = []
+
+    def race(letter: jk.DeadLetter) -> bool:
+        if letter.seq == 2:
+            taken.append(other.redrive(dlq, where=lambda x: x.seq == letter.seq))
+        return True
+
+    try:
+        result = await js.redrive(dlq, where=race)
+    finally:
+        other.close()
+    assert [(r.redriven, r.kept) for r in taken] == [(1, 1)]  # d0 was re-driven already
+    assert (result.redriven, result.skipped) == (2, 0)  # the one taken is the other's
+    assert [m.data for m in await stored(js, topic)] == [b"d0", b"d1", b"d2"]
+    assert await js.dead_letters(dlq) == []

@@ -27,7 +27,7 @@ from conftest import stop_process, wait_until, wait_until_async
 from jetkit._files import INFO_FILE
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
-from jetkit.ui import _view
+from jetkit.ui import _app, _view
 from jetkit.ui._app import create_app
 from jetkit.ui._guard import cookie_name, csrf_token
 from jetkit.ui._state import Sampler
@@ -118,6 +118,56 @@ async def test_the_token_in_the_url_sets_the_cookie_and_is_dropped(js: jk.Stream
         assert r.status_code == 200 and "<h2>topics</h2>" in r.text
 
 
+async def test_other_sites_cookies_do_not_hide_the_token(js: jk.Stream) -> None:
+    # browsers send 127.0.0.1's cookies of every port: another local app's may be JSON,
+    # which SimpleCookie gives up on, with the console's after it
+    name = cookie_name(PORT)
+    async with client(js, cookie=None) as c:
+        for header in (
+            f'grafana={{"a":1}}; {name}={TOKEN}',
+            f"a=b c; {name}={TOKEN}",
+            f"{name}=stale; {name}={TOKEN}",
+            f'{name}="{TOKEN}"',
+        ):
+            r = await c.get("/", headers={"Cookie": header})
+            assert r.status_code == 200, header
+        r = await c.get("/", headers={"Cookie": f'grafana={{"a":1}}; {name}=wrong'})
+        assert r.status_code == 403
+        r = await c.get("/", headers={"Cookie": f"x{name}={TOKEN}; {name}x={TOKEN}"})
+        assert r.status_code == 401
+
+
+async def test_the_token_redirect_stays_on_the_console_and_on_the_page(js: jk.Stream) -> None:
+    async with client(js, cookie=None) as c:
+        for path, location in (
+            ("//evil.example/", "/evil.example/"),
+            ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+            ("/\\evil.example", "/evil.example"),
+            ("/topics/a%3Fb", "/topics/a%3Fb"),  # a topic named a?b is not a query
+            ("/topics/a%23b", "/topics/a%23b"),
+            ("/topics/caf%C3%A9", "/topics/caf%C3%A9"),
+        ):
+            r = await c.get(f"{BASE}{path}?token={TOKEN}&part=live")
+            assert r.status_code == 303, path
+            assert r.headers["location"] == f"{location}?part=live", path
+
+
+async def test_a_one_visit_token_opens_the_console_once(js: jk.Stream) -> None:
+    app = create_app(Sampler(js), TOKEN, PORT, once=["one-visit"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert (await c.post("/publish?token=one-visit")).status_code == 403
+        r = await c.get("/topics/x?token=one-visit")
+        assert r.status_code == 303 and r.headers["location"] == "/topics/x"
+        assert r.headers["set-cookie"].startswith(f"{cookie_name(PORT)}={TOKEN};")
+        assert (await c.get("/")).status_code == 200  # the cookie holds the real token
+        # reopened from the history: the cookie lets it through, without it no more
+        assert (await c.get("/?token=one-visit")).status_code == 303
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert (await c.get("/?token=one-visit")).status_code == 403
+        assert (await c.get(f"/?token={TOKEN}")).status_code == 303  # the printed one stays
+
+
 async def test_another_host_is_refused(js: jk.Stream) -> None:
     async with client(js, base=f"http://evil.example:{PORT}") as c:
         r = await c.get("/")
@@ -170,6 +220,25 @@ async def test_overview_shows_topics_consumers_and_lag(
         assert f'href="/topics/{quote(topic, safe="")}"' in r.text
     assert "<html" not in (await ui.get("/?part=live")).text  # the live part only
     assert 'class="health up"' in r.text
+
+
+async def test_overview_links_only_to_topics_and_finds_every_dlq(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str
+) -> None:
+    # a scheduled publish adds jetkit's own $JK.SCHED subject to the topic's stream
+    await js.declare_topic(topic)
+    await js.publish(topic, b"later", deliver_after=3600)
+    sub = await js.subscribe(topic, Collector(), durable="whole", ack=jk.AckPolicy.MANUAL)
+    await sub.stop()
+    # a DLQ whose newest message is not a dead letter (sent from the publish form, say)
+    dlq = f"{topic}.dlq"
+    await js.publish(dlq, b"letter", headers=letter_headers(topic, 1))
+    await js.publish(dlq, b"not a letter")
+    r = await ui.get("/?part=live")
+    assert "$JK" not in r.text and "%24JK" not in r.text
+    assert f'<tr data-topic="{topic}" data-consumer="whole">' in r.text
+    assert f'<a class="dlq" href="/dlq/{quote(dlq, safe="")}">' in r.text
+    assert f'href="/dlq/{quote(topic, safe="")}"' not in r.text
 
 
 async def test_topic_page_shows_messages_headers_consumers_and_chart(
@@ -294,6 +363,40 @@ async def test_redrive_through_the_ui_loses_nothing(
     assert r.status_code == 404
 
 
+async def test_a_dlq_page_reads_a_bounded_part_of_a_topic(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /dlq/ of a big topic that is no DLQ read every message to find 500 letters (20 s
+    # for 100,000 messages, again at each reload)
+    monkeypatch.setattr(_app, "SCAN", 30)
+    await js.publish(topic, b"first", headers=letter_headers(f"{topic}.orig", 1))
+    await asyncio.gather(*(js.publish(topic, b"other") for _ in range(40)))
+    await js.publish(topic, b"beyond", headers=letter_headers(f"{topic}.orig", 2))
+    r = await ui.get(f"/dlq/{quote(topic, safe='')}")
+    assert r.text.count("<tr data-seq=") == 1
+    assert "reads at most 500 dead letters and 30 messages" in r.text
+    asked = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": topic})
+    assert "1 or more dead letter(s) will be published again" in asked.text
+
+
+async def test_redrive_all_redrives_what_was_confirmed(
+    js: jk.Stream, ui: httpx.AsyncClient, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    for i in range(3):
+        await js.publish(dlq, f"seen{i}".encode(), headers=letter_headers(topic, i + 1))
+    asked = await ui.post("/redrive", data={"csrf_token": CSRF, "topic": dlq})
+    assert "3 dead letter(s) will be published again" in asked.text
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', asked.text))
+    await js.publish(dlq, b"unseen", headers=letter_headers(topic, 9))  # after the question
+    done = await ui.post("/redrive", data=form)  # the button: the page's form as it is
+    assert "re-drove 3 dead letter(s)" in done.text and "kept 1" in done.text
+    assert [x.data for x in await js.dead_letters(dlq)] == [b"unseen"]
+    r = await ui.post("/redrive", data={**form, "upto": "x"})
+    assert r.status_code == 400 and "upto is not a number" in r.text
+
+
 async def test_publish_form(
     core: jk.Stream, js: jk.Stream, ui: httpx.AsyncClient, topic: str
 ) -> None:
@@ -319,6 +422,7 @@ async def test_publish_form(
     bad = {"csrf_token": CSRF, "topic": topic, "payload": "x", "headers": "no-equals"}
     r = await ui.post("/publish", data=bad)
     assert r.status_code == 400 and "KEY=VALUE" in r.text and 'id="error"' in r.text
+    assert "--header" not in r.text  # the CLI's option means nothing on the page
     r = await ui.post("/publish", data={"csrf_token": CSRF, "topic": "", "payload": "x"})
     assert r.status_code == 400 and "topic is empty" in r.text
     async with client(core) as c:  # a Stream whose topics are core unless stored
@@ -364,6 +468,12 @@ def test_payloads_are_made_readable() -> None:
     assert _view.payload("héllo".encode()) == _view.Payload("héllo", "text", 6, False)
     assert _view.payload(b"\xff<") == _view.Payload("\\xff<", "binary", 2, False)
     assert _view.payload(b"abcdef", limit=4) == _view.Payload("abcd", "text", 6, True)
+    # control bytes are UTF-8, but a page shows NUL as nothing: written as escapes
+    assert _view.payload(b"a\x00\x1b[31m\tb\r\n") == _view.Payload(
+        "a\\x00\\x1b[31m\tb\r\n", "binary", 11, False
+    )
+    assert _view.payload(b"\xff\x00") == _view.Payload("\\xff\\x00", "binary", 2, False)
+    assert _view.payload(b'"\\u0000"').kind == "json"  # JSON shows its escapes itself
 
 
 def test_the_lag_chart_spans_the_window() -> None:
@@ -419,6 +529,16 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
         assert get(port, "/", cookie).status == 200
         assert get(port, "/topics/made.here", cookie).status == 200
         assert get(port, "/static/console.js", cookie).status == 200
+        # what other pages (a WebSocket) and other local users (garbage) can send does
+        # not write to the terminal; a request after them proves they were handled
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+        assert conn.getresponse().status == 401
+        conn.close()
+        with socket.create_connection(("127.0.0.1", port)) as garbage:
+            garbage.sendall(b"\x00\xff nonsense\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400")
+        assert get(port, "/", cookie).status == 200
         server = json.loads((tmp_path / INFO_FILE).read_text())  # the UI's own nats-server
         proc.send_signal(sig)
         assert proc.wait(30) == 0
@@ -427,6 +547,73 @@ def test_the_command_prints_one_url_and_stops_cleanly(tmp_path: Path, sig: signa
         with pytest.raises(ProcessLookupError):
             os.kill(int(server["pid"]), 0)  # its nats-server went with it
     finally:
+        stop_process(proc)
+
+
+@pytest.mark.slow
+def test_the_browser_is_not_given_the_printed_token(tmp_path: Path) -> None:
+    # the browser's command line is readable by every local user (ps): it gets a URL
+    # good for one visit ($BROWSER is what Python's webbrowser runs)
+    (tmp_path / "jetstream").mkdir()
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o700)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jetkit", "ui", "--store-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "BROWSER": str(browser)},
+    )
+    try:
+        assert proc.stdout is not None
+        match = URL.match(proc.stdout.readline())
+        assert match
+        port, token = int(match.group(1)), match.group(2).decode()
+        asyncio.run(wait_until(lambda: opened.exists() and opened.read_bytes().endswith(b"\n")))
+        once = URL.match(opened.read_bytes())
+        assert once and int(once.group(1)) == port
+        assert token not in opened.read_text()
+        path = f"/?token={once.group(2).decode()}"
+        first = get(port, path)
+        assert first.status == 303
+        assert first.getheader("set-cookie", "").startswith(f"{cookie_name(port)}={token};")
+        assert get(port, path).status == 403  # spent
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.slow
+def test_stopping_while_a_request_runs_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "jetstream").mkdir()  # a store (empty): the console starts its server
+    proc = start_ui("--store-dir", tmp_path)
+    running = socket.socket()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        match = URL.match(proc.stdout.readline())
+        assert match
+        port, token = int(match.group(1)), match.group(2).decode()
+        cookie = f"{cookie_name(port)}={token}"
+        # a POST whose form never ends: its request runs until the console stops it, as
+        # a long re-drive would
+        running.connect(("127.0.0.1", port))
+        running.sendall(
+            f"POST /redrive HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n"
+            "\r\ncsrf_token=".encode()
+        )
+        assert get(port, "/", cookie).status == 200  # sent after it: it is running
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode()
+        assert "Traceback" not in err and "ERROR" not in err, err
+        assert "stopped while a request still ran" in err
+        assert len(err.splitlines()) == 1, err
+    finally:
+        running.close()
         stop_process(proc)
 
 

@@ -374,7 +374,9 @@ class AdminAPI:
         are kept), ``limit`` how many at most. Messages without the dead-letter headers
         are skipped, never deleted; if the topic holds messages but no dead letter at
         all, raises jk.NotADeadLetterTopicError. A failing publish stops the re-drive
-        with its error; what was re-driven until then is done, the rest stays.
+        with its error; what was re-driven until then is done, the rest stays. Two
+        re-drives of one DLQ at once re-drive each letter once (a letter the other took
+        first is counted by that one).
         """
         self._check_open()
         return await _deadletters.redrive(

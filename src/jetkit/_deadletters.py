@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from ._errors import (
     ConfigError,
     InvalidHeaderError,
     InvalidTopicError,
+    JetStreamError,
     NotADeadLetterTopicError,
     NotFoundError,
     PayloadTooLargeError,
@@ -33,6 +34,7 @@ from ._validate import optional_number
 
 _DEAD_LETTER_HEADERS = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_ERROR)
 NO_MESSAGE = 10037  # STREAM.MSG.GET: no message at or after that sequence
+NO_SUCH_MESSAGE = 10057  # STREAM.MSG.DELETE: no message at that sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _int(text: str | None) -> int | None:
 
 async def stored(
     api: JsApi, stream: str, topic: str, last_seq: int, first_seq: int = 1
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """The messages stored on ``topic`` in ``stream``, oldest first, from ``first_seq``
     up to ``last_seq``."""
     seq = max(1, first_seq)
@@ -190,8 +192,17 @@ async def redrive(
             )
             skipped += 1
             continue
-        await publisher.stored(topic, data, headers)
-        await api.call(f"STREAM.MSG.DELETE.{name}", {"seq": letter.seq, "no_erase": True})
+        ack = await publisher.stored(topic, data, headers)
+        try:
+            await api.call(f"STREAM.MSG.DELETE.{name}", {"seq": letter.seq, "no_erase": True})
+        except JetStreamError as exc:
+            # gone since it was read: another re-drive took it (a console's re-drive
+            # clicked twice, two at once), and ours then was a duplicate, not stored
+            # again; or the DLQ's limits removed it, and ours is the one re-driven
+            if exc.err_code != NO_SUCH_MESSAGE:
+                raise
+            if ack.duplicate:
+                continue  # the other re-drive counts it
         redriven += 1
     if letters == 0 and skipped > 0:
         raise NotADeadLetterTopicError(

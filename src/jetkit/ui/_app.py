@@ -9,7 +9,9 @@ request before these run.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -33,6 +35,7 @@ from ._state import WINDOW, Sampler, Snapshot
 HERE = Path(__file__).parent
 RECENT = 20  # messages shown on a topic page
 DEAD_LETTERS = 500  # dead letters listed on a DLQ page
+SCAN = 5000  # messages a DLQ page reads at most to find them
 MAX_FORM = 16 * 2**20  # bytes of a POSTed form (a payload is at most the server's max_payload)
 REFUSED = "missing or wrong CSRF token (or a form too large): submit the console's own form"
 
@@ -81,22 +84,24 @@ class Console:
 
     def _overview(self, snap: Snapshot) -> dict[str, Any]:
         top = self.sampler.top
-        subjects = {t.name: ", ".join(t.subjects) for t in snap.topics}
+        subjects = {t.name: _view.topics_of(t.subjects) for t in snap.topics}
         topics = [
             {
                 "info": t,
+                "subjects": subjects[t.name],
                 "rate": top.rate(("topic", t.name)),
                 "dlq": t.name in snap.dead_letter_topics,
             }
-            for t in sorted(snap.topics, key=lambda t: t.subjects)
+            for t in sorted(snap.topics, key=lambda t: subjects[t.name])
         ]
         consumers = [
             {
                 "info": c,
-                "topic": c.filter_subject or subjects.get(c.stream, c.stream),
+                # a consumer of a whole stream links to its first topic
+                "topic": c.filter_subject or subjects.get(c.stream, [c.stream])[0],
                 "rate": top.rate(("consumer", c.stream, c.name)),
             }
-            for c in sorted(snap.consumers, key=lambda c: (subjects.get(c.stream, ""), c.name))
+            for c in sorted(snap.consumers, key=lambda c: (subjects.get(c.stream, []), c.name))
         ]
         return {"snap": snap, "topics": topics, "consumers": consumers, "title": "overview"}
 
@@ -140,8 +145,8 @@ class Console:
     async def dlq(self, request: Request) -> Response:
         name = request.path_params["topic"]
         try:
-            letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
             info = await self.stream.topic_info(name)
+            letters, cut = await self._letters(info, name)
         except (jk.NotFoundError, jk.InvalidTopicError):
             return self.not_found(f"no stored topic {name!r}")
         except jk.JetkitError as exc:
@@ -153,7 +158,28 @@ class Console:
             info=info,
             letters=[{"letter": x, "payload": _view.payload(x.data, 1024)} for x in letters],
             limit=DEAD_LETTERS,
+            cut=cut,
+            scan=SCAN,
         )
+
+    async def _letters(self, info: jk.TopicInfo, topic: str) -> tuple[list[jk.DeadLetter], bool]:
+        """The first ``DEAD_LETTERS`` dead letters among the topic's first ``SCAN``
+        messages, and whether messages were left unread: a page must not read a whole
+        topic of other messages (``Stream.dead_letters`` would, to find its limit)."""
+        found: list[jk.DeadLetter] = []
+        read = 0
+        messages = _deadletters.stored(
+            self.stream._api, info.name, topic, info.last_seq, info.first_seq
+        )
+        async with contextlib.aclosing(messages):
+            async for msg in messages:
+                read += 1
+                letter = _deadletters.dead_letter(msg)
+                if letter is not None:
+                    found.append(letter)
+                if len(found) >= DEAD_LETTERS or read >= SCAN:
+                    return found, msg.seq is not None and msg.seq < info.last_seq
+        return found, False
 
     async def redrive(self, request: Request) -> Response:
         """A first POST shows what would be re-driven; the second (``confirm=yes``)
@@ -162,23 +188,35 @@ class Console:
         if form is None:
             return self.page("error.html", 403, title="refused", message=REFUSED)
         name = form.get("topic", "")
-        seq_text = form.get("seq", "")
-        if seq_text and not (seq_text.isascii() and seq_text.isdigit()):
-            return self.page("error.html", 400, title="bad request", message="seq is not a number")
-        seq = int(seq_text) if seq_text else None
+        numbers: dict[str, int | None] = {}
+        for field in ("seq", "upto"):
+            text = form.get(field, "")
+            if text and not (text.isascii() and text.isdigit()):
+                return self.page(
+                    "error.html", 400, title="bad request", message=f"{field} is not a number"
+                )
+            numbers[field] = int(text) if text else None
+        seq, upto = numbers["seq"], numbers["upto"]
         try:
             if form.get("confirm") != "yes":
-                letters = await self.stream.dead_letters(name, limit=DEAD_LETTERS)
+                # what "all" means is fixed now: letters arriving after this page was
+                # shown are not re-driven by its button (they were not confirmed)
+                info = await self.stream.topic_info(name)
+                letters, cut = await self._letters(info, name)
                 chosen = [x for x in letters if seq is None or x.seq == seq]
                 return self.page(
                     "confirm.html",
                     title="re-drive?",
                     topic=name,
                     seq=seq,
+                    upto=info.last_seq,
                     letters=chosen,
-                    more=seq is None and len(letters) >= DEAD_LETTERS,
+                    more=seq is None and cut,
                 )
-            where = None if seq is None else (lambda letter: letter.seq == seq)
+
+            def where(letter: jk.DeadLetter) -> bool:
+                return (seq is None or letter.seq == seq) and (upto is None or letter.seq <= upto)
+
             result = await self.stream.redrive(name, where=where)
         except (jk.NotFoundError, jk.InvalidTopicError):
             return self.not_found(f"no stored topic {name!r}")
@@ -220,7 +258,7 @@ class Console:
             await _stored(self.stream, topic)
             ack = await self.stream.publish(topic, payload.encode(), headers=headers or None)
         except typer.BadParameter as exc:
-            context["error"] = f"headers: {exc.format_message()}"
+            context["error"] = f"headers: {exc.message}"
             return self.page("publish.html", 400, **context)
         except jk.JetkitError as exc:
             context["error"] = str(exc)
@@ -234,8 +272,9 @@ class Console:
         return self.page("publish.html", **context)
 
 
-def create_app(sampler: Sampler, token: str, port: int) -> Guard:
-    """The console as an ASGI app, every request checked by ``Guard``."""
+def create_app(sampler: Sampler, token: str, port: int, once: Iterable[str] = ()) -> Guard:
+    """The console as an ASGI app, every request checked by ``Guard`` (``once``: tokens
+    that open it once, then no longer)."""
     console = Console(sampler, token)
     routes = [
         Route("/", console.overview),
@@ -251,4 +290,4 @@ def create_app(sampler: Sampler, token: str, port: int) -> Guard:
         return console.not_found(f"no page at {request.url.path}")
 
     app = Starlette(routes=routes, exception_handlers={404: not_found})
-    return Guard(app, token, port)
+    return Guard(app, token, port, once)

@@ -20,8 +20,9 @@ from typing import Any
 
 import jetkit as jk
 
-from .. import _top
+from .. import _deadletters, _top
 from .._retry import H_TOPIC
+from . import _view
 
 INTERVAL = 2.0  # seconds between samples of the loop
 FRESH = 0.5  # a page gets a sample at most this old
@@ -50,7 +51,9 @@ class Sampler:
         self.last: Snapshot | None = None
         # (stream, consumer) -> [(time.time(), lag)], oldest first
         self.history: dict[tuple[str, str], deque[tuple[float, int]]] = {}
-        self._dlq: dict[str, tuple[int, bool]] = {}  # stream -> (last_seq, is a DLQ)
+        # stream -> (seq, whether the message there is a dead letter), newest and oldest
+        self._newest: dict[str, tuple[int, bool]] = {}
+        self._oldest: dict[str, tuple[int, bool]] = {}
         self._lock = asyncio.Lock()
 
     async def fresh(self, max_age: float = FRESH) -> Snapshot:
@@ -104,25 +107,38 @@ class Sampler:
             del self.history[key]  # deleted consumers are forgotten
 
     async def _dead_letter_topics(self, topics: list[jk.TopicInfo]) -> frozenset[str]:
-        """Streams whose newest message carries the dead-letter headers (asked again
-        only when a stream's last sequence moved)."""
+        """Streams whose newest or oldest message carries the dead-letter headers (one
+        other message published to a DLQ, say from the publish form, does not hide it);
+        each asked again only when that end's sequence moved."""
         found = set()
-        for t in topics:
-            known = self._dlq.get(t.name)
-            if known is None or known[0] != t.last_seq:
-                known = (t.last_seq, await self._is_dlq(t))
-                self._dlq[t.name] = known
-            if known[1]:
-                found.add(t.name)
         names = {t.name for t in topics}
-        self._dlq = {k: v for k, v in self._dlq.items() if k in names}
+        for t in topics:
+            subjects = _view.topics_of(t.subjects)
+            if t.messages == 0 or len(subjects) != 1 or not _concrete(subjects[0]):
+                continue
+            for ends, seq in ((self._newest, t.last_seq), (self._oldest, t.first_seq)):
+                known = ends.get(t.name)
+                if known is None or known[0] != seq:
+                    known = ends[t.name] = (seq, await self._is_letter(t, subjects[0], ends))
+                if known[1]:
+                    found.add(t.name)
+                    break
+        for ends in (self._newest, self._oldest):
+            for name in [k for k in ends if k not in names]:
+                del ends[name]
         return frozenset(found)
 
-    async def _is_dlq(self, t: jk.TopicInfo) -> bool:
-        if t.messages == 0 or len(t.subjects) != 1 or not _concrete(t.subjects[0]):
-            return False
+    async def _is_letter(
+        self, t: jk.TopicInfo, subject: str, ends: dict[str, tuple[int, bool]]
+    ) -> bool:
         try:
-            msg = await self.stream.last_message(t.subjects[0])
+            if ends is self._newest:
+                msg = await self.stream.last_message(subject)
+            else:
+                api = self.stream._api
+                first = _deadletters.stored(api, t.name, subject, t.last_seq, t.first_seq)
+                async with contextlib.aclosing(first) as messages:
+                    msg = await anext(messages, None)
         except jk.NotFoundError:
             return False
         return msg is not None and H_TOPIC in msg.headers

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from typing import Literal
 
 PAYLOAD_LIMIT = 4096  # characters of a payload shown; the rest is left out, with a note
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # all but tab and line ends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +44,18 @@ def payload(data: bytes, limit: int = PAYLOAD_LIMIT) -> Payload:
             kind = "json"
         except ValueError:
             pass
+    if kind != "json" and _CONTROL.search(text):
+        # NUL and other control bytes are valid UTF-8 but show as nothing (or break the
+        # page's text): written \xNN like the bytes that are not UTF-8
+        text, kind = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text), "binary"
     cut = len(text) > limit
     return Payload(text[:limit] if cut else text, kind, len(data), cut)
+
+
+def topics_of(subjects: Sequence[str]) -> list[str]:
+    """A stream's subjects without jetkit's own (``$JK.SCHED.<stream>.>`` holds its
+    scheduled messages): the topics a user publishes to and can open a page of."""
+    return [s for s in subjects if not s.startswith("$JK.")] or list(subjects)
 
 
 # -- the lag chart --------------------------------------------------------------------------
