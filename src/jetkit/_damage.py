@@ -200,13 +200,20 @@ async def _lost(api: JsApi, stream: str) -> str:
         return ""
     state = info.get("state", {})
     lost = state.get("lost") or {}
+    # the server lists what it lost among the gaps it keeps track of, which also hold
+    # messages removed on purpose (re-driven dead letters, delivered schedules, expired
+    # or deleted messages): the two cannot be told apart here, so the count says so
     missing = list(lost.get("msgs") or []) or list(state.get("deleted") or [])
     parts = [
         f"{state.get('messages', 0)} messages left (seq {state.get('first_seq', 0)} to "
         f"{state.get('last_seq', 0)})"
     ]
     if missing:
-        parts.append(f"{len(missing)} lost or missing (seq {_ranges(missing)})")
+        parts.append(
+            f"{len(missing)} lost or missing (seq {_ranges(missing)}; this includes any "
+            "removed on purpose earlier: re-driven dead letters, delivered schedules, "
+            "expired or deleted messages)"
+        )
     if lost.get("bytes"):
         parts.append(f"{lost['bytes']} bytes lost")
     return ", ".join(parts)
