@@ -252,6 +252,7 @@ async def test_two_of_three_down_publishes_fail_clearly_then_work_again(
         await s.declare_topic(topic, replicas=3)
         await wait_until_async(lambda: all_current(s, topic))
         await s.publish(topic, b"before")
+        await s.publish(topic, b"held", deliver_after=3600)  # schedules switched on
         names = [n.name for n in cluster.nodes]
         await cluster.stop_node(names[1])
         await cluster.stop_node(names[2])
@@ -259,6 +260,9 @@ async def test_two_of_three_down_publishes_fail_clearly_then_work_again(
         with pytest.raises(jk.TimeoutError, match=r"publish_timeout|may or may not"):
             await s.publish(topic, b"no quorum", msg_id="q-1")
         waited = time.monotonic() - started
+        # a scheduled publish first reads the stream's limits again (the API call times out)
+        with pytest.raises(jk.TimeoutError, match=r"publish_timeout|may or may not|no answer"):
+            await s.publish(topic, b"held, no quorum", deliver_after=3600, msg_id="h-1")
 
         await cluster.start_node(names[1])  # a majority again
         deadline = time.monotonic() + 60
@@ -269,6 +273,13 @@ async def test_two_of_three_down_publishes_fail_clearly_then_work_again(
             except jk.JetkitError:
                 assert time.monotonic() < deadline, "publishes never worked again"
         assert ack is not None
+        while True:
+            try:
+                held = await s.publish(topic, b"held, no quorum", deliver_after=3600, msg_id="h-1")
+                break
+            except jk.JetkitError:
+                assert time.monotonic() < deadline, "scheduled publishes never worked again"
+        assert await s.cancel_scheduled(held)
         CLUSTER_FIGURES.append(
             {
                 "scenario": "2 of 3 nodes down: publish (publish_timeout=2)",

@@ -118,6 +118,29 @@ async def test_demo_runs_and_stops_gracefully_on_sigint(tmp_path: Path) -> None:
     assert set(demo.numbers(PUBLISHED)) <= set(demo.numbers(PROCESSED))
 
 
+async def test_demo_goes_on_publishing_after_its_server_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the demo's nats-server: the supervisor starts it again, and the
+    publishers send what was not acknowledged again (same msg_id) and go on."""
+    from jetkit._store import read_attach_info
+
+    store = tmp_path / "store"
+    demo = await Demo.start(store, *FAST)
+    try:
+        await demo.wait_for_line(r"Processing order: order-2 ")
+        info = read_attach_info(store)
+        assert info is not None and isinstance(info.get("pid"), int)
+        os.kill(int(info["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        before = max(demo.numbers(PUBLISHED))
+        # orders published after the kill are processed: publishing went on
+        await demo.wait_for_line(rf"Processing order: order-{before + 3} ", timeout=60)
+        code = await demo.stop(signal.SIGINT)
+    finally:
+        await demo.kill()
+    assert code == 0, "\n".join(demo.lines)
+    published = demo.numbers(PUBLISHED)
+    assert published == sorted(set(published))  # each order printed once, in order
+
+
 async def test_second_run_resumes_and_continues_numbering(tmp_path: Path) -> None:
     store = tmp_path / "store"
     first = await Demo.start(store, *FAST)

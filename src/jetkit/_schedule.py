@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError
+from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError, TimeoutError
 from ._publish import TTL_DISABLED, PubAck
 from ._time import rfc3339
 from ._topics import TopicMode, own_subjects, validate_topic
@@ -249,8 +249,16 @@ class Scheduler:
             return await self._expiring(topic, payload, sent)
         random_id = self._conn.unique_name()
         sid = schedule_id(topic, msg_id, random_id)
-        for attempt in (1, 2):
-            stream, _ = await self._topics.ensure_stream(topic, verify=attempt > 1)
+        # "no responders": the stream was deleted or changed behind our back, or no
+        # leader answers right now (a restarted server still loading, a cluster electing
+        # one): nothing was stored, so look the stream up again and send it again, as a
+        # plain publish does, until publish_timeout runs out
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publisher.acked.timeout
+        delay = 0.05
+        verify = False
+        while True:
+            stream, _ = await self._topics.ensure_stream(topic, verify=verify)
             subject = schedule_subject(stream, sid)
             message_size(subject, payload, sent, self._conn.max_payload)
             try:
@@ -262,13 +270,19 @@ class Scheduler:
                     check=lambda features: self._fits(topic, features, due, now),
                 )
                 ack = await self._publisher.acked.publish(subject, payload, sent)
-            except NotFoundError:  # the stream was deleted or changed behind our back
+            except NotFoundError:
                 self._topics.forget(stream)
-                if attempt == 2:
-                    raise
+                if loop.time() + delay >= deadline:
+                    raise TimeoutError(
+                        f"no stream answered the scheduled publish to {topic!r} within "
+                        f"{self._publisher.acked.timeout:g}s (publish_timeout); nothing was "
+                        "stored. Retry it (with msg_id= a retry is never held twice)"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                verify = True
                 continue
             return ScheduledMessage(topic, sid, due, ack.stream, ack.seq, ack.duplicate)
-        raise AssertionError("unreachable")
 
     async def expiring_many(
         self, topic: str, headers: dict[str, str] | None, ttl: object

@@ -26,6 +26,7 @@ import random
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import jetkit as jk
 from jetkit.examples.basic import sleep_or_stop, stop_event
@@ -196,10 +197,15 @@ class Demo:
         while not stop.is_set():
             n += 1
             order = make_order(n)
-            await self.s.publish_json(ORDERS, order, msg_id=order.order_id)
+            if not await self._until_acked(
+                stop, order.order_id, ORDERS, order, msg_id=order.order_id
+            ):
+                return
             print(f"📤 Published order event: {order.order_id} (status: {order.status})")
             if order.status == "shipped":  # the server holds it until it is due
-                await self.s.publish_json(
+                await self._until_acked(
+                    stop,
+                    f"the follow-up of {order.order_id}",
                     FOLLOWUPS,
                     order,
                     deliver_after=2 * self.args.order_interval,
@@ -212,10 +218,30 @@ class Demo:
         while not stop.is_set():
             n += 1
             user = make_user(n)
-            await self.s.publish_json(USERS, user, msg_id=user.user_id)
+            if not await self._until_acked(stop, user.user_id, USERS, user, msg_id=user.user_id):
+                return
             state = "already verified" if user.verified else "needs verification"
             print(f"📤 Published user registration: {user.name} ({state})")
             await sleep_or_stop(stop, self.args.user_interval)
+
+    async def _until_acked(
+        self, stop: asyncio.Event, what: str, topic: str, value: object, **options: Any
+    ) -> bool:
+        """Publish until the server acknowledges it (True) or the demo stops (False).
+
+        A publish can fail while the server is restarted (say it was killed); the same
+        ``msg_id`` makes sending it again safe: the server stores it once.
+        """
+        while True:
+            try:
+                await self.s.publish_json(topic, value, **options)
+                return True
+            except jk.JetkitError as exc:
+                if stop.is_set():
+                    return False
+                print(f"⚠️  {what} was not acknowledged ({exc}); sending it again")
+            if await sleep_or_stop(stop, 1.0):
+                return False
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.s
