@@ -518,3 +518,79 @@ async def test_messages_held_past_ack_wait_are_kept_alive_not_redelivered(
     assert deliveries == [(0, 1), (1, 1), (2, 1), (3, 1)]
     assert sub.stats.received == 4
     await sub.stop()
+
+
+async def test_handed_back_messages_come_before_the_later_ones_never_pulled(
+    js: jk.Stream, topic: str
+) -> None:
+    """A hot key fills the buffer: stop() hands back what was pulled while the rest of
+    the key is still on the server; the next subscription must get the handed-back
+    ones first (a delayed nak would let the never-pulled ones overtake them)."""
+    inside = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stuck(msg: jk.Message) -> None:
+        inside.set()
+        await never.wait()
+
+    sub = await js.subscribe(
+        topic, stuck, durable="hot", ack=jk.AckPolicy.MANUAL, buffer_size=4, key=KEY
+    )
+    items = [("a", n) for n in range(12)] + [("b", 100)]
+    await publish_keyed(js, topic, items)
+    await asyncio.wait_for(inside.wait(), 10)
+    await wait_until(lambda: sub.buffered == 4)  # a:0 running, a:1-4 held; a:5- not pulled
+    await sub.stop()
+
+    resumed: list[tuple[str, int]] = []
+
+    async def again(msg: jk.Message) -> None:
+        resumed.append(parse(msg))
+
+    sub2 = await js.subscribe(
+        topic, again, durable="hot", ack=jk.AckPolicy.MANUAL, concurrency=4, key=KEY
+    )
+    await wait_until(lambda: len(resumed) == len(items))
+    assert [x for x in resumed if x[0] == "a"] == items[:-1]
+    await sub2.drain()
+
+
+async def test_what_arrives_while_stopping_is_handed_back_in_order(
+    js: jk.Stream, topic: str
+) -> None:
+    """stop() right after a burst: deliveries still on their way when the subscription
+    unsubscribes are taken in and handed back with the rest, not dropped (a dropped one
+    comes back only after ack_wait, behind the later messages of its key)."""
+    for round_ in range(5):
+        resumed = await _stop_in_a_burst(js, f"{topic}.r{round_}")
+        assert resumed == [("a", n) for n in [*range(200), 999]], f"round {round_}"
+
+
+async def _stop_in_a_burst(js: jk.Stream, name: str) -> list[tuple[str, int]]:
+    inside = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stuck(msg: jk.Message) -> None:
+        inside.set()
+        await never.wait()
+
+    sub = await js.subscribe(
+        name, stuck, durable="burst", ack=jk.AckPolicy.MANUAL, ack_wait=600, key=KEY
+    )
+    await publish_keyed(js, name, [("a", 0)])
+    await asyncio.wait_for(inside.wait(), 10)
+    await js.publish_many(name, [f"a:{n}".encode() for n in range(1, 200)], headers={KEY: "a"})
+    await sub.stop()
+
+    resumed: list[tuple[str, int]] = []
+
+    async def again(msg: jk.Message) -> None:
+        resumed.append(parse(msg))
+
+    sub2 = await js.subscribe(
+        name, again, durable="burst", ack=jk.AckPolicy.MANUAL, concurrency=4, key=KEY
+    )
+    await publish_keyed(js, name, [("a", 999)])  # the sentinel: after all the others
+    await wait_until(lambda: ("a", 999) in resumed)
+    await sub2.stop()
+    return resumed
