@@ -594,3 +594,34 @@ async def _stop_in_a_burst(js: jk.Stream, name: str) -> list[tuple[str, int]]:
     await wait_until(lambda: ("a", 999) in resumed)
     await sub2.stop()
     return resumed
+
+
+async def test_a_key_function_that_returns_an_awaitable_poisons_its_message(
+    js: jk.Stream, topic: str
+) -> None:
+    """An async function wrapped in a plain one returns a coroutine per message: as a key
+    each would be unique (nothing ordered, silently). It is refused per message instead,
+    like a key function that raises; other results that hash (an int) are keys."""
+    dlq = f"{topic}.dlq"
+
+    async def lookup(msg: jk.Message) -> str:
+        return "never used"
+
+    def key_of(msg: jk.Message) -> object:
+        key, n = parse(msg)
+        return lookup(msg) if key == "coro" else n % 2  # an int key
+
+    seen: list[int] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(parse(msg)[1])
+
+    sub = await js.subscribe(
+        topic, handler, ack=jk.AckPolicy.MANUAL, dlq=dlq, concurrency=4, key=key_of
+    )
+    await publish_keyed(js, topic, [("coro", 0), ("int", 1), ("int", 2), ("int", 3)])
+    await wait_until(lambda: len(seen) == 3 and sub.stats.dead_lettered == 1)
+    [letter] = await js.dead_letters(dlq)
+    assert letter.original_seq == 1 and "awaitable" in letter.error
+    assert sorted(seen) == [1, 2, 3] and [n for n in seen if n % 2] == [1, 3]
+    await sub.stop()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from bisect import bisect_left, insort
@@ -97,6 +98,20 @@ def _header_key(name: str) -> Callable[[Message], Hashable | None]:
         return msg.headers.get(name) or None
 
     return key
+
+
+def _check_key(key: object) -> None:
+    """Raise if a key function's result cannot be a key: unhashable, or awaitable (an
+    async function wrapped in a plain one: each coroutine would be a key of its own, so
+    nothing would be ordered)."""
+    if inspect.isawaitable(key):
+        if inspect.iscoroutine(key):
+            key.close()  # never awaited: no "was never awaited" warning later
+        raise TypeError(
+            f"it returned {type(key).__name__} {key!r}, an awaitable: the key must be "
+            "computed without awaiting (a plain function returning str or None)"
+        )
+    hash(key)
 
 
 def _seq(msg: KeyedMessage) -> int:
@@ -183,8 +198,8 @@ class KeyedSubscription(JetStreamSubscription):
         msg._poison = None
         try:
             key = self._key_of(msg)
-            if key is not None and self._check_keys:
-                hash(key)  # an unhashable key fails here, as this message's failure
+            if key is not None and self._check_keys and type(key) is not str:
+                _check_key(key)  # a bad key fails here, as this message's failure
         except Exception as exc:
             key = None
             msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
