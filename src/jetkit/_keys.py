@@ -410,8 +410,8 @@ class KeyedSubscription(JetStreamSubscription):
 
     async def _forget(self) -> None:
         await self._unsubscribed.wait()
-        if not self._conn.nc.is_connected:
-            return  # the server has no requests of this connection to deliver to
+        if self._ephemeral or not self._conn.nc.is_connected:
+            return  # deleted with this subscription / no requests left to deliver to
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self._api.call(f"CONSUMER.INFO.{self.stream}.{self.consumer}"), FORGET_TIMEOUT
@@ -473,10 +473,13 @@ class KeyedSubscription(JetStreamSubscription):
         then every nak is queued, and a subscription that starts on this consumer next
         gets them before the messages that come after them in the stream.
         """
+        # (an ephemeral consumer is deleted when this subscription ends: nobody takes
+        # its messages next, so the order of its naks does not matter)
+        ordered = not self._ephemeral
         await self._forget_pulls()
         left = [msg for msg in sorted(msgs, key=lambda m: m.seq or 0) if not msg.settled]
         for msg in left:
-            wait = msg is left[-1] and self._conn.nc.is_connected
+            wait = ordered and msg is left[-1] and self._conn.nc.is_connected
             with contextlib.suppress(Exception):
                 await msg._settle(NAK, wait)
 
