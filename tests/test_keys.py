@@ -628,3 +628,32 @@ async def test_a_key_function_that_returns_an_awaitable_poisons_its_message(
     assert letter.original_seq == 1 and "awaitable" in letter.error
     assert sorted(seen) == [1, 2, 3] and [n for n in seen if n % 2] == [1, 3]
     await sub.stop()
+
+
+class _NotAnError(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("exc", [asyncio.CancelledError, _NotAnError])
+async def test_a_key_function_raising_a_base_exception_poisons_only_its_message(
+    js: jk.Stream, topic: str, exc: type[BaseException]
+) -> None:
+    """The key function runs in the connection's reader: a BaseException it raises
+    (a CancelledError of its own making, a custom one) must not stop the reader, which
+    would stall every subscription and publish of the Stream."""
+
+    def key_of(msg: jk.Message) -> str:
+        if parse(msg)[1] == 1:
+            raise exc("from the key function")
+        return "k"
+
+    seen: list[int] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(parse(msg)[1])
+
+    sub = await js.subscribe(topic, handler, ack=jk.AckPolicy.MANUAL, concurrency=2, key=key_of)
+    await publish_keyed(js, topic, [("k", 0), ("k", 1), ("k", 2)])
+    await wait_until(lambda: seen == [0, 2] and sub.stats.terminated == 1)
+    await js.publish(f"{topic}.after", b"the Stream still works")
+    await sub.stop()

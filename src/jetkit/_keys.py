@@ -200,7 +200,9 @@ class KeyedSubscription(JetStreamSubscription):
             key = self._key_of(msg)
             if key is not None and self._check_keys and type(key) is not str:
                 _check_key(key)  # a bad key fails here, as this message's failure
-        except Exception as exc:
+        except BaseException as exc:  # it runs in the connection's reader: nothing escapes
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
             key = None
             msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
         msg._key = key
