@@ -23,6 +23,9 @@ A ``KeyedSubscription`` is a JetStreamSubscription whose buffer is split by key
   without a key drops them; see ``on_reconnect``).
 * ``drain()``/``stop()`` wake the backoff sleepers (``_halt``): a message waiting to
   be retried is handed back (nak) and so are the messages of its lane, in stream order.
+  Handing back keeps the order for the next subscription on the consumer: nothing in
+  flight is dropped when unsubscribing (``_stop_feed``), the server forgets the stopped
+  pull requests first (``_forget_pulls``), and the naks go at once, in stream order.
 
 Nothing here runs for a subscription without ``key=``: ``_subscribe`` builds this
 class only when the option is given.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from bisect import bisect_left, insort
@@ -47,7 +51,7 @@ from ._consumer import DeadLetterSink, JetStreamSubscription
 from ._counting import BUCKETS
 from ._errors import describe_error
 from ._jsapi import JsApi
-from ._message import Message
+from ._message import NAK, Message
 from ._options import SubscribeOptions
 from ._retry import decide
 from ._subscription import AckPolicy
@@ -96,38 +100,26 @@ def _header_key(name: str) -> Callable[[Message], Hashable | None]:
     return key
 
 
+def _check_key(key: object) -> None:
+    """Raise if a key function's result cannot be a key: unhashable, or awaitable (an
+    async function wrapped in a plain one: each coroutine would be a key of its own, so
+    nothing would be ordered)."""
+    if inspect.isawaitable(key):
+        if inspect.iscoroutine(key):
+            key.close()  # never awaited: no "was never awaited" warning later
+        raise TypeError(
+            f"it returned {type(key).__name__} {key!r}, an awaitable: the key must be "
+            "computed without awaiting (a plain function returning str or None)"
+        )
+    hash(key)
+
+
 def _seq(msg: KeyedMessage) -> int:
     return msg.seq or 0
 
 
-# Handing back: how much later than the first message of a key the later ones come back
-HAND_BACK_DELAY = 1.0
-
-
-async def _give_back(msgs: list[Message]) -> None:
-    """Nak ``msgs`` (in stream order) so that whoever gets them next gets each key's
-    messages in order.
-
-    The server redelivers naked messages in the order of the naks, but with one
-    exception: the first one it tries to deliver meets the pull requests this
-    subscription left behind (their inbox is gone), and goes to the back of the queue.
-    So only the first message of each key is naked to come back at once; the later ones
-    come back ``HAND_BACK_DELAY`` later, by which time the server has dropped the stale
-    pull requests (and it redelivers messages due at the same time in stream order).
-    """
-    first: set[Hashable] = set()
-    for msg in msgs:
-        if msg.settled:
-            continue
-        key = getattr(msg, "_key", None)
-        delay: float | None = None
-        if key is not None:
-            if key in first:
-                delay = HAND_BACK_DELAY
-            else:
-                first.add(key)
-        with contextlib.suppress(Exception):
-            await msg.nak(delay)
+# Handing back: how long to wait for the server to forget the stopped pull requests
+FORGET_TIMEOUT = 2.0
 
 
 class KeyedSubscription(JetStreamSubscription):
@@ -172,6 +164,8 @@ class KeyedSubscription(JetStreamSubscription):
         self._holding: dict[int, KeyedMessage] = {}  # seq -> keyed message not finished
         self._peak = 0  # the most messages ever buffered (lanes included)
         self._halt = asyncio.Event()  # set when drain/stop begins: wakes backoff sleepers
+        self._unsubscribed = asyncio.Event()  # set once nothing more can arrive
+        self._forgetting: asyncio.Future[None] | None = None  # see _forget_pulls
 
     @property
     def buffered(self) -> int:
@@ -204,9 +198,11 @@ class KeyedSubscription(JetStreamSubscription):
         msg._poison = None
         try:
             key = self._key_of(msg)
-            if key is not None and self._check_keys:
-                hash(key)  # an unhashable key fails here, as this message's failure
-        except Exception as exc:
+            if key is not None and self._check_keys and type(key) is not str:
+                _check_key(key)  # a bad key fails here, as this message's failure
+        except BaseException as exc:  # it runs in the connection's reader: nothing escapes
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
             key = None
             msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
         msg._key = key
@@ -380,15 +376,48 @@ class KeyedSubscription(JetStreamSubscription):
         return self._feeding
 
     async def _hand_back(self, msg: KeyedMessage) -> None:
-        """Give ``msg`` back to the server, then the messages held behind it."""
+        """Give ``msg`` back to the server, then the messages held behind it.
+
+        The lane stays in place until its messages are naked: if this worker is
+        cancelled meanwhile (``stop()``, a drain timeout), they are still among the
+        unfinished messages that ``_abandon`` gives back.
+        """
         msg._handed_back = True
-        lane = self._lanes.pop(msg._key, None) if msg._key is not None else None
+        await self._forget_pulls()
+        key = msg._key
+        lane = self._lanes.get(key) if key is not None else None
         later = list(lane) if lane else []
-        self._held -= len(later)
-        for held in later:
-            if self._holding.get(_seq(held)) is held:
-                del self._holding[_seq(held)]
-        await _give_back([msg, *later])
+        await self._give_back([msg, *later])
+        if lane is not None and self._lanes.get(key) is lane:
+            del self._lanes[key]
+            self._held -= len(later)
+            for held in later:
+                if self._holding.get(_seq(held)) is held:
+                    del self._holding[_seq(held)]
+
+    async def _forget_pulls(self) -> None:
+        """Before anything is handed back: wait until the feed stopped, then make the
+        server drop this subscription's pull requests.
+
+        A pull request outlives its subscription on the server until it expires. The
+        server takes the first message queued for redelivery, finds that request's
+        inbox gone, and puts the message at the *back* of its redelivery queue, behind
+        the later messages of its key. Asking for the consumer's info makes the server
+        check its pull requests and drop those nobody listens to any more. Done once per
+        subscription (shared by every hand-back, and not cancelled with a worker).
+        """
+        if self._forgetting is None:
+            self._forgetting = asyncio.ensure_future(self._forget())
+        await asyncio.shield(self._forgetting)
+
+    async def _forget(self) -> None:
+        await self._unsubscribed.wait()
+        if self._ephemeral or not self._conn.nc.is_connected:
+            return  # deleted with this subscription / no requests left to deliver to
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._api.call(f"CONSUMER.INFO.{self.stream}.{self.consumer}"), FORGET_TIMEOUT
+            )
 
     def _done(self, msg: KeyedMessage) -> None:
         """``msg`` is finished: the next message of its key may run."""
@@ -434,8 +463,46 @@ class KeyedSubscription(JetStreamSubscription):
         return [*self._inflight, *self._buffer, *held]
 
     async def _abandon(self, msgs: list[Message]) -> None:
-        await _give_back(sorted(msgs, key=lambda m: m.seq or 0))
+        await self._give_back(msgs)
+
+    async def _give_back(self, msgs: list[Message]) -> None:
+        """Nak ``msgs`` at once, in stream order, once the server forgot this
+        subscription's pull requests (``_forget_pulls``).
+
+        The server queues naked messages for redelivery in the order of the naks, ahead
+        of anything it has not delivered yet. The last nak waits for the server's
+        answer: the server handles the acks of a connection one after the other, so by
+        then every nak is queued, and a subscription that starts on this consumer next
+        gets them before the messages that come after them in the stream.
+        """
+        # (an ephemeral consumer is deleted when this subscription ends: nobody takes
+        # its messages next, so the order of its naks does not matter)
+        ordered = not self._ephemeral
+        await self._forget_pulls()
+        left = [msg for msg in sorted(msgs, key=lambda m: m.seq or 0) if not msg.settled]
+        for msg in left:
+            wait = ordered and msg is left[-1] and self._conn.nc.is_connected
+            with contextlib.suppress(Exception):
+                await msg._settle(NAK, wait)
 
     async def _stop_feed(self) -> None:
+        """Stop receiving, without dropping what the server already sent.
+
+        A subscription without ``key=`` drops deliveries that arrive after it
+        unsubscribed; they come back after ``ack_wait``. Here such a message would come
+        back behind the later messages of its key, so the UNSUB goes first, a round
+        trip makes sure everything sent before it has arrived (into the buffer: drained
+        or handed back with the rest), and only then is the route removed.
+        """
         self._halt.set()
-        await super()._stop_feed()
+        try:
+            if self._sub is not None:
+                with contextlib.suppress(Exception):
+                    if not self._conn.nc.is_connected:
+                        raise ConnectionError  # nothing in flight to wait for
+                    await self._conn.unsubscribe_now(self._sub)
+                    await self._conn.flush(timeout=FORGET_TIMEOUT)
+                await self._conn.unsubscribe(self._sub)
+            await self._stop_monitor()
+        finally:
+            self._unsubscribed.set()
