@@ -436,7 +436,8 @@ async def test_server_kill_with_scheduled_messages(
         arrived_cancelled = absent & got
         fig.note = (
             f"{len(before)} cancelled before the kills; of {len(during)} cancelled at a kill "
-            f"(each try cut off), {kinds['cancelled'] - len(before)} True on a later try, "
+            f"({sum(failed.values())} tries cut off), {kinds['cancelled'] - len(before)} True "
+            "on a later try, "
             f"{kinds['cancelled by the cut-off try']} done by the cut-off try, "
             f"{kinds['too late']} too late, {kinds['unsure']} unsure; "
             f"{len(arrived_cancelled)} cancelled ones arrived; {stored_twice} stored twice; "
