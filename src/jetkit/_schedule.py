@@ -43,6 +43,7 @@ MAX_SECONDS = 100 * 365 * 86_400.0  # a century: well inside int64 nanoseconds
 # a deliver_at this far in the past still counts as "now" (clocks and the call itself)
 PAST_TOLERANCE = 1.0
 _RESERVED = ("nats-schedule", "nats-ttl")
+_UNAVAILABLE = 503  # "JetStream system temporarily unavailable": no quorum right now
 # a stream name or schedule id: one subject token, no wildcard (a '>' would cancel all)
 _TOKEN = re.compile(r"[^.*>\s]+")
 # a scheduled publish checks the topic's retention and max_age as read at most this long
@@ -258,10 +259,11 @@ class Scheduler:
         delay = 0.05
         verify = False
         while True:
-            stream, _ = await self._topics.ensure_stream(topic, verify=verify)
-            subject = schedule_subject(stream, sid)
-            message_size(subject, payload, sent, self._conn.max_payload)
+            stream = ""
             try:
+                stream, _ = await self._topics.ensure_stream(topic, verify=verify)
+                subject = schedule_subject(stream, sid)
+                message_size(subject, payload, sent, self._conn.max_payload)
                 # checked against the stream's settings before they are switched on
                 await self._enable(
                     stream,
@@ -270,13 +272,18 @@ class Scheduler:
                     check=lambda features: self._fits(topic, features, due, now),
                 )
                 ack = await self._publisher.acked.publish(subject, payload, sent)
-            except NotFoundError:
-                self._topics.forget(stream)
+            except JetStreamError as exc:
+                # 503: "JetStream system temporarily unavailable" (no quorum right now)
+                if not isinstance(exc, NotFoundError) and exc.code != _UNAVAILABLE:
+                    raise
+                if isinstance(exc, NotFoundError) and stream:
+                    self._topics.forget(stream)
                 if loop.time() + delay >= deadline:
                     raise TimeoutError(
                         f"no stream answered the scheduled publish to {topic!r} within "
-                        f"{self._publisher.acked.timeout:g}s (publish_timeout); nothing was "
-                        "stored. Retry it (with msg_id= a retry is never held twice)"
+                        f"{self._publisher.acked.timeout:g}s (publish_timeout; last: {exc}); "
+                        "nothing was stored. Retry it (with msg_id= a retry is never held "
+                        "twice)"
                     ) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
