@@ -91,8 +91,9 @@ class Subscriber:
 
     async def _server_side(self, topic: str, opts: SubscribeOptions) -> tuple[str, dict[str, Any]]:
         """The stream and the consumer config a JetStream subscription needs."""
-        # verify: fresh subjects (scheduled delivery may have added one, see _schedule)
-        name, subjects = await self._topics.ensure_stream(topic, verify=True)
+        # subjects may be stale (another process switched schedules on): a consumer of the
+        # whole stream is filtered with fresh ones in ensure_consumer (_without_held)
+        name, subjects = await self._topics.ensure_stream(topic)
         if opts.dlq is not None:
             await self._topics.ensure_stream(opts.dlq)
         durable, group = opts.durable, opts.queue_group
