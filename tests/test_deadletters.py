@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,171 @@ async def test_two_redrives_at_once_redrive_each_letter_once(
     assert (result.redriven, result.skipped) == (2, 0)  # the one taken is the other's
     assert [m.data for m in await stored(js, topic)] == [b"d0", b"d1", b"d2"]
     assert await js.dead_letters(dlq) == []
+
+
+# -- ids unique across re-created topics, duplicates, counting (issue 21) ------------------
+
+
+async def dead_lettering(s: jk.Stream, topic: str, dlq: str, **options: object) -> jk.Subscription:
+    """A subscription whose handler always fails: each message goes to ``dlq`` at once."""
+    return await s.subscribe(
+        topic,
+        Collector(fail=lambda msg: True),
+        durable="proc",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=1,
+        dlq=dlq,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_topic_deleted_and_declared_again_dead_letters_again(
+    js: jk.Stream, topic: str
+) -> None:
+    # its sequences start at 1 again: the new letter must not pass for the old one
+    dlq = f"{topic}.dlq"
+    sub = await dead_lettering(js, topic, dlq)
+    await js.publish(topic, b"order-A")
+    await wait_until(lambda: sub.stats.dead_lettered == 1)
+    await sub.stop()
+    await js.delete_topic(topic)
+    sub = await dead_lettering(js, topic, dlq)
+    ack = await js.publish(topic, b"order-B")
+    assert ack is not None and ack.seq == 1
+    await wait_until(lambda: sub.stats.terminated == 1)
+    await sub.stop()
+    assert [letter.data for letter in await js.dead_letters(dlq)] == [b"order-A", b"order-B"]
+
+
+async def test_a_dlq_deleted_and_declared_again_redrives_every_letter(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    for round_ in ("first", "second"):
+        for i in range(3):
+            await js.publish(dlq, f"{round_}-{i}".encode(), headers=letter_headers(topic, i + 1))
+        result = await js.redrive(dlq)
+        assert (result.redriven, result.skipped) == (3, 0)
+        await js.delete_topic(dlq)  # its letter sequences start at 1 again
+    assert [m.data for m in await stored(js, topic)] == [
+        b"first-0",
+        b"first-1",
+        b"first-2",
+        b"second-0",
+        b"second-1",
+        b"second-2",
+    ]
+
+
+async def test_a_duplicate_ack_is_not_taken_for_stored(js: jk.Stream, topic: str) -> None:
+    # the topic took a re-publish with this id before (a re-drive cut off between its
+    # publish and its delete), but that message is gone from the topic since: the letter
+    # must stay, or it is lost
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    await js.publish(dlq, b"letter", headers=letter_headers(topic, 1))
+    [letter] = await js.dead_letters(dlq)
+    _, _, life = await jk._deadletters._snapshot(js._api, js._topics, dlq)
+    _, headers = jk._deadletters.redrive_message(letter, life)
+    await js.publish(topic, b"letter", headers=headers)
+    await js.purge_topic(topic)
+    result = await js.redrive(dlq)
+    assert (result.redriven, result.skipped) == (0, 1)
+    assert [m.data for m in await stored(js, dlq)] == [b"letter"]
+    assert await stored(js, topic) == []
+
+
+async def test_redrives_at_once_count_each_letter_once(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    await js.declare_topic(topic)
+    letters = [f"d{i}".encode() for i in range(300)]
+    for i, data in enumerate(letters):
+        await js.publish(dlq, data, headers=letter_headers(topic, i + 1))
+    results = await asyncio.gather(*(js.redrive(dlq) for _ in range(3)))
+    assert sum(r.redriven for r in results) == 300
+    assert sorted(m.data for m in await stored(js, topic)) == sorted(letters)
+    assert await js.dead_letters(dlq) == []
+
+
+# -- a dead letter over max_payload (issue 21) ---------------------------------------------
+
+
+@pytest.fixture
+async def small() -> AsyncIterator[jk.Stream]:
+    """A Stream on a server of its own whose max_payload is 4 KiB."""
+    s = await jk.Stream.open(max_payload=4096, default_mode=jk.TopicMode.JETSTREAM)
+    yield s
+    await s.close()
+
+
+async def test_a_dead_letter_too_large_to_copy_points_at_its_message(
+    small: jk.Stream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the message fits, but not with the dead-letter headers beside it: the letter says
+    # where the message is, the key it held goes on, and the connection never drops
+    dlq = "big.dlq"
+    big = bytes(range(256)) * 15 + b"x" * 100  # 3,940 bytes
+    seen: list[bytes] = []
+
+    async def handler(msg: jk.Message) -> None:
+        seen.append(msg.data)
+        if msg.data == big and H_REDRIVES not in msg.headers:
+            raise RuntimeError("too big to handle " + "!" * 2000)
+
+    sub = await small.subscribe(
+        "big",
+        handler,
+        durable="proc",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=2,
+        dlq=dlq,
+        key="Order-Id",
+        concurrency=4,
+    )
+    await small.publish("big", big, headers={"Order-Id": "1", "trace": "t" * 40})
+    await small.publish("big", b"next of the key", headers={"Order-Id": "1"})
+    await small.publish("other", b"unrelated")  # the Stream keeps publishing
+    await wait_until(lambda: seen[-1:] == [b"next of the key"])
+    assert sub.stats.dead_lettered == 1
+    [letter] = await small.dead_letters(dlq)
+    assert not letter.copied and letter.original_stream == "big"
+    assert (letter.original_topic, letter.original_seq, letter.deliveries) == ("big", 1, 2)
+    assert letter.data == big and letter.headers == {"Order-Id": "1", "trace": "t" * 40}
+    assert letter.error is not None and letter.error.startswith("RuntimeError: too big")
+    result = await small.redrive(dlq)
+    assert (result.redriven, result.skipped) == (1, 0)
+    await wait_until(lambda: seen.count(big) == 3)  # two attempts, then the re-driven one
+    assert await small.dead_letters(dlq) == []
+    assert small.connected
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
+    await sub.stop()
+
+
+async def test_a_dlq_with_its_own_size_limit_gets_a_letter_pointing_at_the_message(
+    small: jk.Stream,
+) -> None:
+    # the DLQ's stream refuses messages over 512 bytes: the letter is one that fits
+    await small._api.call(
+        "STREAM.CREATE.limited_dlq",
+        {"name": "limited_dlq", "subjects": ["limited.dlq"], "max_msg_size": 512},
+    )
+    sub = await dead_lettering(small, "limited", "limited.dlq")
+    await small.publish("limited", b"p" * 1000)
+    await wait_until(lambda: sub.stats.terminated == 1)
+    await sub.stop()
+    [letter] = await small.dead_letters("limited.dlq")
+    assert (letter.copied, letter.data, letter.original_seq) == (False, b"p" * 1000, 1)
+
+
+async def test_a_letter_whose_message_is_gone_stays(small: jk.Stream) -> None:
+    sub = await dead_lettering(small, "gone", "gone.dlq")
+    await small.publish("gone", b"g" * 4000)
+    await wait_until(lambda: sub.stats.terminated == 1)
+    await sub.stop()
+    await small.purge_topic("gone")
+    [letter] = await small.dead_letters("gone.dlq")
+    assert (letter.copied, letter.data) == (False, b"")
+    result = await small.redrive("gone.dlq")
+    assert (result.redriven, result.skipped) == (0, 1)
+    assert len(await small.dead_letters("gone.dlq")) == 1

@@ -1,71 +1,48 @@
-"""The JetStream consume engine: continuous pull, acks, retries, dead letters.
+"""Handling JetStream deliveries: attempts, retries, dead letters.
 
-(The consumer's config on the server is ``_consumer_config``'s.)
+(The pull engine that feeds the buffer, keeps messages alive and sends acks is
+``_pull``'s; the consumer's config on the server is ``_consumer_config``'s.)
 
-Design (one JetStreamSubscription):
-
-* A pull consumer on the server; a private inbox subscription receives its
-  messages. ``_requested`` counts messages asked for and not yet received; a new
-  pull is sent whenever ``buffer_size - buffered - _requested`` reaches half the
-  buffer, so batches stay ahead of the handlers and at most ``buffer_size``
-  messages are ever held unhandled (flow control: nothing is dropped).
-* Pulls carry an idle heartbeat. The monitor task re-issues pulls when neither a
-  message nor a heartbeat arrived for two heartbeat periods (stalled or restarted
-  server), recreating the consumer if it vanished; a reconnect does the same at once.
-* The monitor also sends ``+WPI`` (in progress) for every message held longer than
-  half of ``ack_wait`` (buffered or in a running handler), so nothing is redelivered
-  just for waiting or for a slow handler.
-* The inbox is a routed subscription: the connection's parser calls ``_sink`` with
-  each delivery as received; it becomes a Message in the buffer (the workers run the
-  handler, see ``_subscription``).
-* Acks are fire-and-forget publishes to the message's reply subject, put straight
-  into the connection's outgoing buffer (``ack(wait=True)`` waits for the server).
 * Retries: a failing MANUAL handler naks with the next backoff delay; at the
   ``max_deliver``-th attempt the message is dead-lettered and terminated. jetkit counts
-  the attempts itself (the server redelivers without limit): a delivery past the last
-  attempt (that attempt died with the process, or its dead letter could not be sent) is
+  the attempts itself, as handler calls (the server redelivers without limit, and counts
+  deliveries that never reached a handler): see ``_attempts``. A message past its last
+  call (that call died with the process, or its dead letter could not be sent) is
   routed to the DLQ without calling the handler.
+* Dead letters: the original payload and headers plus the ``Jetkit-*`` headers, with a
+  msg id unique to the message and to this life of the consumer, so a letter sent again
+  after a crash is stored once, and a topic deleted and made again (its sequences start
+  over) still gets its letters. A letter that would not fit the server's max_payload (or
+  the DLQ's own size limit) points at the original instead (``_retry.fit_dead_letter``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._attempts import AttemptLog
 from ._codec import HandlerPlan
 from ._connection import Connection
-from ._consumer_config import ensure_consumer
-from ._errors import (
-    ConnectionLostError,
-    DecodeError,
-    JetkitError,
-    NotFoundError,
-    TimeoutError,
-    describe_error,
-)
+from ._errors import DecodeError, JetkitError, JetStreamError, describe_error
 from ._jsapi import JsApi
-from ._message import ACK, NAK, TERM, WPI, Message
+from ._message import Message
 from ._options import SubscribeOptions
-from ._retry import dead_letter_headers, decide
-from ._subscription import AckPolicy, Subscription, is_handler_failure
-from ._time import nanos
-from ._wire import parse_headers, pub
+from ._pull import REMEMBERED, PullSubscription
+from ._retry import dead_letter_headers, decide, fit_dead_letter
+from ._subscription import AckPolicy, is_handler_failure
 
-PULL_EXPIRES = 30.0
-HEARTBEAT = 5.0
+MESSAGE_TOO_LARGE = 10054  # the DLQ's stream refused the letter: over its max_msg_size
 
 
 class DeadLetterSink(Protocol):
     async def __call__(self, topic: str, data: bytes, headers: dict[str, str]) -> None: ...
 
 
-class JetStreamSubscription(Subscription):
-    """A subscription on a JetStream topic, fed by a pull consumer."""
+class JetStreamSubscription(PullSubscription):
+    """A subscription on a JetStream topic: the handler, retries and the DLQ."""
 
     def __init__(
         self,
@@ -79,322 +56,36 @@ class JetStreamSubscription(Subscription):
         config: dict[str, Any],
         shared: bool,
         dead_letter: DeadLetterSink,
+        attempts: AttemptLog | None,
         store: Path | None,
         logger: logging.Logger,
     ) -> None:
         super().__init__(
+            conn,
+            api,
             topic,
             plan,
-            concurrency=opts.concurrency,
-            buffer_size=opts.buffer_size,
-            backpressure=opts.backpressure,
+            opts,
+            stream=stream,
+            config=config,
+            shared=shared,
+            store=store,
             logger=logger,
         )
-        self._store = store
-        self._conn = conn
-        self._api = api
-        self.stream = stream
-        self._config = config
-        self.consumer = config.get("durable_name") or config["name"]
-        self._ephemeral = "durable_name" not in config and not shared
-        self._ack = opts.ack
         self._max_deliver = opts.max_deliver if opts.ack is not AckPolicy.NONE else None
         self._backoff = opts.backoff
         self._dlq = opts.dlq
         self._dead_letter_sink = dead_letter
-        self._ack_wait = opts.ack_wait
-        self._recreate = opts.recreate
-        self._requested = 0
-        self._threshold = max(1, self._capacity // 2)
-        self._last_activity = time.monotonic()
-        self._last_msg: Message | None = None  # its seq tells an ephemeral where to resume
-        self._inbox = ""
-        self._monitor: asyncio.Task[None] | None = None
-        self._exact = "*" not in topic and ">" not in topic
-        self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.consumer}"
-        self._pull_tail = b', "expires": %d, "idle_heartbeat": %d}' % (
-            nanos(PULL_EXPIRES),
-            nanos(HEARTBEAT),
-        )
-        self._recovering = False
-        self._background: set[asyncio.Task[Any]] = set()
-        self._confirming: set[asyncio.Future[Any]] = set()  # ack(wait=True) in flight
         self._unsent: dict[int, str] = {}  # seq -> error of a dead letter not yet published
-
-    # -- setup -----------------------------------------------------------------------------
-
-    @property
-    def metric_consumer(self) -> str:
-        """The durable (or queue group) name; "" for an ephemeral consumer."""
-        return "" if self._ephemeral else self.consumer
-
-    async def _start(self) -> None:
-        await ensure_consumer(
-            self._api,
-            self.stream,
-            self._config,
-            recreate=self._recreate,
-            log=self._log,
-            store=self._store,
-        )
-        self._inbox = self._conn.new_inbox()
-        self._start_workers()
-        await self._start_or_undo(self._subscribe)
-        self._last_activity = time.monotonic()
-        self._maybe_pull()
-        self._monitor = asyncio.ensure_future(self._watch())
-
-    async def _subscribe(self) -> None:
-        self._sub = await self._conn.subscribe(self._inbox, self._sink)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # -- pulling ---------------------------------------------------------------------------
-
-    def _maybe_pull(self) -> None:
-        if not self._feeding or self._recovering:
-            return
-        free = self._capacity - self.buffered - self._requested
-        if free <= 0 or (free < self._threshold and self._requested > 0):
-            return
-        self._requested += free
-        self._spawn(self._send_pull(free))
-
-    async def _send_pull(self, batch: int) -> None:
-        try:
-            await self._conn.publish(
-                self._pull_subject, b'{"batch": %d' % batch + self._pull_tail, reply=self._inbox
-            )
-        except Exception as exc:
-            self._log.debug("jetkit: pull on %r failed (%s); the monitor retries", self.topic, exc)
-            self._requested = max(0, self._requested - batch)
-
-    def _after_take(self) -> None:
-        # _maybe_pull's test, inlined: this runs for every message
-        requested = self._requested
-        free = self._capacity - len(self._buffer) - requested
-        if free >= self._threshold or (free > 0 and requested == 0):
-            self._maybe_pull()
-
-    def _sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
-        """The parser's hand-over: one delivery (or status message) from the inbox."""
-        now = self._last_activity = time.monotonic()
-        if not reply:
-            self._on_status(parse_headers(hdr) if hdr else {})
-            return
-        if self._requested > 0:
-            self._requested -= 1
-        msg = self._last_msg = Message(
-            self.topic if self._exact else subject.decode(),
-            payload,
-            None,
-            reply.decode(),
-            self,
-            hdr,
-        )
-        msg._held_since = now
-        self._offer(msg)
-        if self._requested == 0:
-            self._maybe_pull()  # that pull is complete: top up what workers freed
-
-    def _on_status(self, headers: dict[str, str]) -> None:
-        status = headers.get("Status", "")
-        if status == "100" or not status:
-            return
-        desc = headers.get("Description", "")
-        if status in ("408", "409"):
-            left = headers.get("Nats-Pending-Messages")
-            if left is not None:
-                self._requested = max(0, self._requested - int(left))
-            if status == "409" and "Consumer Deleted" in desc:
-                self._log.warning("jetkit: consumer %r was deleted on the server", self.consumer)
-                self._requested = 0
-                self._spawn(self._recover())
-                return
-            if status == "409" and left is None:
-                self._requested = 0
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
-            self._maybe_pull()
-        elif status == "503":
-            self._requested = 0
-            self._spawn(self._recover())
-        else:
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
-
-    def hold_recovery(self, hold: bool) -> None:
-        """While held, a deleted consumer is not re-created nor pulled from (an admin
-        call is re-creating it); on release, pull afresh."""
-        self._recovering = hold
-        if not hold:
-            self._requested = 0
-            self._last_activity = time.monotonic()
-            self._maybe_pull()
-
-    async def _recover(self) -> None:
-        """Make sure the consumer exists, then pull afresh."""
-        if self._recovering or not self._feeding:
-            return
-        self._recovering = True
-        try:
-            try:
-                await self._api.call(f"CONSUMER.INFO.{self.stream}.{self.consumer}")
-            except NotFoundError:
-                config = dict(self._config)
-                last_seq = self._last_msg.seq if self._last_msg is not None else None
-                if self._ephemeral and last_seq:
-                    for key in ("opt_start_time", "opt_start_seq"):
-                        config.pop(key, None)
-                    config["deliver_policy"] = "by_start_sequence"
-                    config["opt_start_seq"] = last_seq + 1
-                self._log.warning(
-                    "jetkit: recreating consumer %r on %r", self.consumer, self.stream
-                )
-                await ensure_consumer(self._api, self.stream, config, recreate=False, log=self._log)
-        except JetkitError as exc:
-            self._log.debug("jetkit: consumer check for %r failed: %s", self.topic, exc)
-        finally:
-            self._recovering = False
-            self._requested = 0
-            self._last_activity = time.monotonic()
-            self._maybe_pull()
-
-    def on_reconnect(self, restarted: bool = False) -> None:
-        """The connection came back: pulls in flight are gone with the old connection.
-
-        If the server itself restarted, the messages pulled before and not yet handed to
-        the handler are dropped: the server may have forgotten those deliveries (it
-        persists them asynchronously), so their acks could go unanswered; it delivers
-        them again.
-        """
-        self._requested = 0
-        if restarted:
-            # acks sent since the connection dropped were for deliveries of the old server
-            self.connection_lost()
-            stale = len(self._buffer)
-            self._buffer.clear()
-            if stale:
-                self._log.info(
-                    "jetkit: the server restarted; %d messages of %r pulled before are "
-                    "delivered again",
-                    stale,
-                    self.topic,
-                )
-        self._spawn(self._recover())
-
-    async def _watch(self) -> None:
-        tick = min(HEARTBEAT, max(0.05, self._ack_wait / 4))
-        keepalive = self._ack != AckPolicy.NONE
-        while self._feeding:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            busy = bool(self._inflight or self._buffer)
-            if now - self._last_activity > 2 * HEARTBEAT + tick and not (self._recovering or busy):
-                self._log.debug("jetkit: no heartbeat on %r; re-issuing pulls", self.topic)
-                self._requested = 0
-                self._last_activity = now
-                self._spawn(self._recover())
-            elif self._requested == 0:
-                self._maybe_pull()
-            if keepalive:
-                await self._keep_alive(now)
-
-    async def _keep_alive(self, now: float) -> None:
-        limit = self._ack_wait / 2
-        for msg in self._unfinished():
-            if not msg.settled and now - msg._held_since >= limit:
-                msg._held_since = now
-                await self.send_ack(msg, WPI)
-
-    # -- settling --------------------------------------------------------------------------
-
-    async def send_ack(self, msg: Message, token: bytes, wait: bool = False) -> None:
-        if self._ack is AckPolicy.NONE or not msg.reply:
-            return
-        if token == ACK:
-            self.stats.acked += 1
-        elif token.startswith(NAK):
-            self.stats.naked += 1
-        elif token.startswith(TERM):
-            self.stats.terminated += 1
-        if wait:
-            await self._confirmed(msg, token)
-            return
-        try:
-            # straight into the outgoing buffer: the flusher coalesces the acks of every
-            # handler that finished in one loop turn
-            self._conn.send(_ack_command(msg.reply, token), False)
-        except Exception as exc:
-            self._log.warning(
-                "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
-                "ack_wait",
-                token[:5].decode(),
-                msg.topic,
-                msg.seq,
-                exc,
-            )
-
-    async def _confirmed(self, msg: Message, token: bytes) -> None:
-        """Send an ack token and wait for the server's confirmation.
-
-        If the connection drops meanwhile no confirmation can come: ConnectionLostError
-        at once (see ``connection_lost``), not a timeout.
-        """
-        request = asyncio.ensure_future(
-            self._conn.request(
-                msg.reply or "", token, self._api.timeout, what=f"the ack of seq {msg.seq}"
-            )
-        )
-        self._confirming.add(request)
-        try:
-            await request
-        except TimeoutError:
-            raise TimeoutError(
-                f"the server did not confirm the ack of {msg.topic!r} seq {msg.seq}"
-            ) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not request.cancelled() or (task is not None and task.cancelling()):
-                raise
-            raise ConnectionLostError(
-                f"the connection dropped before the server confirmed the ack of {msg.topic!r} "
-                f"seq {msg.seq}; it may or may not be recorded (the message may come again)"
-            ) from None
-        finally:
-            self._confirming.discard(request)
-
-    def connection_lost(self) -> None:
-        """The connection dropped: confirmations still awaited cannot arrive any more."""
-        for request in list(self._confirming):
-            request.cancel()
-
-    def _ack_now(self, msg: Message) -> None:
-        """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
-        msg._claim()
-        self.stats.acked += 1
-        try:
-            self._conn.send(_ack_command(msg.reply or "", ACK), False)
-        except JetkitError as exc:
-            self._log.warning(
-                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
-                msg.topic,
-                msg.seq,
-                exc,
-            )
+        # max_deliver counts handler calls (see _attempts): seq -> calls begun, for the
+        # messages that failed or came again here
+        self._attempts = attempts if self._max_deliver is not None else None
+        self._calls: dict[int, int] = {}
 
     # -- handling --------------------------------------------------------------------------
 
     async def _process(self, msg: Message) -> None:
-        if self._max_deliver is not None and msg.num_delivered > self._max_deliver:
-            # past the last attempt: its dead letter could not be sent before, or the
-            # attempt never finished (a crash, or ack_wait expired)
-            error = self._unsent.pop(msg.seq or 0, None) or (
-                f"Interrupted: delivery attempt {self._max_deliver} of {self._max_deliver} "
-                "did not complete (process stopped or ack_wait expired)"
-            )
-            await self._dead_letter(msg, error, deliveries=self._max_deliver)
+        if self._max_deliver is not None and not await self._begin(msg):
             return
         plan = self._plan
         try:
@@ -443,6 +134,59 @@ class JetStreamSubscription(Subscription):
         if ack is AckPolicy.MANUAL and not msg.settled:
             self._ack_now(msg)
 
+    async def _begin(self, msg: Message) -> bool:
+        """Count the handler call ``msg`` is about to get (max_deliver set): False if it
+        had its last one already (then it is dead-lettered here, without the handler)."""
+        max_deliver = self._max_deliver
+        assert max_deliver is not None
+        seq = msg.seq or 0
+        calls = self._calls.get(seq)
+        if calls is None:
+            if msg._server_deliveries() == 1:
+                msg._attempt = 1  # the common case: nothing to look up or write
+                return True
+            if seq in self._finished_late:  # a copy that waited behind its original
+                self._ack_copy(msg)
+                return False
+            calls = await self._attempts.read(self._record(seq)) if self._attempts else None
+            if calls is None:  # cannot be asked: the server's count, as a bound
+                calls = msg._server_deliveries() - 1
+        if calls >= max_deliver:
+            error = self._unsent.pop(seq, None) or (
+                f"Interrupted: handler call {max_deliver} of {max_deliver} did not complete "
+                "(the process stopped or was killed during it, or ack_wait expired)"
+            )
+            await self._dead_letter(msg, error, deliveries=max_deliver)
+            return False
+        msg._attempt = calls + 1
+        self._note(self._calls, seq, msg._attempt)
+        if self._attempts is not None:
+            # before the handler runs: a crash during this call still counts it
+            await self._attempts.write(self._record(seq), msg._attempt)
+        return True
+
+    def _record(self, seq: int) -> str:
+        return f"{self.stream}.{self.consumer}.{self._incarnation}.{seq}"
+
+    async def _count_call(self, msg: Message) -> None:
+        """A first call that failed, gave the message back or was cut short: record it
+        (``_begin`` wrote the others). Every nak of a handled message passes here."""
+        seq = msg.seq or 0
+        if self._max_deliver is None or not msg._attempt or seq in self._calls:
+            return
+        self._note(self._calls, seq, msg._attempt)
+        if self._attempts is not None and self._conn.is_connected:
+            await self._attempts.write(self._record(seq), msg._attempt)
+
+    _handing_back = _count_call
+
+    @staticmethod
+    def _note(notes: dict[int, Any], seq: int, value: Any) -> None:
+        """``notes[seq] = value``, keeping at most REMEMBERED notes (oldest forgotten)."""
+        notes[seq] = value
+        if len(notes) > REMEMBERED:
+            del notes[next(iter(notes))]
+
     async def _retry_or_dead_letter(self, msg: Message, exc: BaseException) -> None:
         attempt = msg.num_delivered
         retry, delay = decide(attempt, self._max_deliver, self._backoff)
@@ -479,6 +223,14 @@ class JetStreamSubscription(Subscription):
             self._remember_unsent(msg, error)
             await msg.nak(decide(1, None, self._backoff).delay or 1.0)
 
+    def _remember_unsent(self, msg: Message, error: str) -> None:
+        """Why ``msg`` is to be dead-lettered, for when it comes back: it had its last
+        call (bounded: the oldest are forgotten)."""
+        seq = msg.seq or 0
+        self._note(self._unsent, seq, error)
+        if self._max_deliver is not None:
+            self._note(self._calls, seq, self._max_deliver)
+
     async def _send_dead_letter(self, msg: Message, error: str, deliveries: int | None) -> bool:
         """Publish ``msg``'s dead letter: True once published (or without a DLQ), False
         if the DLQ refused it (logged)."""
@@ -492,57 +244,45 @@ class JetStreamSubscription(Subscription):
             consumer=self.consumer,
             error=error,
         )
-        headers["Nats-Msg-Id"] = f"jk-dlq-{self.stream}-{self.consumer}-{msg.seq}"
-        try:
-            await self._dead_letter_sink(self._dlq, msg.data, headers)
-        except JetkitError as exc:
-            self._log.error(
-                "jetkit: consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
-                "will be tried again",
-                self.consumer,
-                msg.topic,
-                msg.seq,
-                self._dlq,
-                exc,
+        # unique to this message and this life of the consumer: a letter sent again after
+        # a crash is a duplicate, a topic made again (sequences from 1) is not
+        life = self._incarnation
+        headers["Nats-Msg-Id"] = f"jk-dlq-{self.stream}-{self.consumer}-{life}-{msg.seq}"
+        pointer = False
+        while True:
+            data, letter = fit_dead_letter(
+                msg.data,
+                headers,
+                stream=self.stream,
+                stored_ns=msg._time_ns(),
+                limit=self._conn.max_payload,
+                pointer=pointer,
             )
-            return False
+            try:
+                await self._dead_letter_sink(self._dlq, data, letter)
+            except JetkitError as exc:
+                if (
+                    isinstance(exc, JetStreamError)
+                    and exc.err_code == MESSAGE_TOO_LARGE
+                    and not pointer
+                ):
+                    pointer = True  # the DLQ's own size limit: a letter pointing at it
+                    continue
+                self._log.error(
+                    "consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
+                    "will be tried again",
+                    self.consumer,
+                    msg.topic,
+                    msg.seq,
+                    self._dlq,
+                    exc,
+                )
+                return False
+            break
         self.stats.dead_lettered += 1
         return True
 
-    def _remember_unsent(self, msg: Message, error: str) -> None:
-        """Why ``msg`` is to be dead-lettered, for when it comes back (bounded: the
-        oldest are forgotten)."""
-        self._unsent[msg.seq or 0] = error
-        if len(self._unsent) > 10_000:
-            del self._unsent[next(iter(self._unsent))]
-
-    # -- stopping --------------------------------------------------------------------------
-
-    async def _stop_monitor(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor
-
-    async def _stop_feed(self) -> None:
-        if self._sub is not None:  # first: no delivery may arrive once workers may end
-            await self._conn.unsubscribe(self._sub)
-        await self._stop_monitor()
-
-    async def _abandon(self, msgs: list[Message]) -> None:
-        for msg in msgs:
-            if not msg.settled:
-                with contextlib.suppress(Exception):
-                    await msg.nak()
-
-    async def _release(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        if self._ephemeral:
-            with contextlib.suppress(JetkitError):
-                await self._api.call(f"CONSUMER.DELETE.{self.stream}.{self.consumer}")
-
-
-def _ack_command(subject: str, token: bytes) -> bytes:
-    """The PUB command that sends ``token`` (an ack, nak, ...) to ``subject``."""
-    return pub(subject.encode(), token)
+    def _finished(self, msg: Message) -> None:
+        if self._calls:
+            self._calls.pop(msg.seq or 0, None)
+        super()._finished(msg)

@@ -4,8 +4,15 @@ A dead letter is a message a subscription gave up on (see ``_consumer``): its or
 payload and headers plus the ``Jetkit-*`` headers of ``_retry.dead_letter_headers``.
 Re-driving publishes it again to its original topic and only then deletes that one
 message from the DLQ, by sequence: nothing is ever purged, so dead letters arriving
-meanwhile stay, and a crash in between leaves the letter in the DLQ (a second
-re-drive within the topic's duplicate window is recognised as a duplicate).
+meanwhile stay, and a crash in between leaves the letter in the DLQ. The re-publish
+carries a msg id unique to the letter (the DLQ's creation time and the letter's
+sequence: a DLQ deleted and made again starts at 1), so a second re-drive within the
+topic's duplicate window is recognised as a duplicate; a duplicate counts as re-driven
+only once the message it names is found in the topic, and a letter counts only where
+this re-drive deleted it (two re-drives at once count each letter once).
+
+A letter too large to hold a copy of its message (``_retry.fit_dead_letter``) says where
+the original is; listing and re-driving read it from there.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncGenerator, Callable
 
+from ._attempts import incarnation
 from ._errors import (
     ConfigError,
     InvalidHeaderError,
@@ -26,13 +34,22 @@ from ._errors import (
 )
 from ._jsapi import JsApi
 from ._message import Message
-from ._publish import Publisher
-from ._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
+from ._publish import PubAck, Publisher
+from ._retry import (
+    H_CONSUMER,
+    H_DELIVERIES,
+    H_ERROR,
+    H_NOT_COPIED,
+    H_REDRIVES,
+    H_SEQ,
+    H_STREAM,
+    H_TOPIC,
+)
 from ._topics import TopicRegistry, validate_topic
 from ._validate import headers as check_headers
 from ._validate import optional_number
 
-_DEAD_LETTER_HEADERS = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_ERROR)
+_DEAD_LETTER_HEADERS = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_ERROR, H_STREAM, H_NOT_COPIED)
 NO_MESSAGE = 10037  # STREAM.MSG.GET: no message at or after that sequence
 NO_SUCH_MESSAGE = 10057  # STREAM.MSG.DELETE: no message at that sequence
 
@@ -45,6 +62,9 @@ class DeadLetter:
     was first stored; ``deliveries`` how many attempts it had; ``consumer`` which
     consumer gave up; ``error`` the last failure; ``redrives`` how often it was
     re-driven before. ``headers`` are the original message's headers.
+    ``original_stream`` is the stream holding the original. ``copied`` is False for a
+    letter too large to hold a copy of its message: ``data`` and ``headers`` were read
+    from the original (empty if it is gone from its topic).
     """
 
     seq: int
@@ -57,6 +77,8 @@ class DeadLetter:
     consumer: str | None
     error: str | None
     redrives: int
+    original_stream: str | None = None
+    copied: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +119,39 @@ def dead_letter(msg: Message) -> DeadLetter | None:
         consumer=headers.get(H_CONSUMER) or None,
         error=headers.get(H_ERROR) or None,
         redrives=_int(headers.get(H_REDRIVES)) or 0,
+        original_stream=headers.get(H_STREAM) or None,
+        copied=H_NOT_COPIED not in headers,
     )
+
+
+async def with_original(api: JsApi, letter: DeadLetter, msg: Message) -> DeadLetter:
+    """A letter that holds no copy, with its message's payload and headers read from
+    where it was first stored (unchanged if that is gone, or is another message now)."""
+    original = await _original(api, letter, msg)
+    return letter if original is None else _copied_from(letter, original)
+
+
+def _copied_from(letter: DeadLetter, original: Message) -> DeadLetter:
+    headers = {k: v for k, v in original.headers.items() if not k.startswith("Nats-")}
+    return dataclasses.replace(letter, data=original.data, headers=headers)
+
+
+async def _original(api: JsApi, letter: DeadLetter, msg: Message) -> Message | None:
+    stored_ns = _int(msg.headers.get(H_NOT_COPIED))
+    if not letter.original_stream or letter.original_seq is None or stored_ns is None:
+        return None
+    try:
+        resp = await api.call(
+            f"STREAM.MSG.GET.{letter.original_stream}", {"seq": letter.original_seq}
+        )
+    except NotFoundError:
+        return None
+    original = Message.stored(resp["message"])
+    # the same message, not another one at that sequence of a stream made again
+    # (stored times are read back at microsecond precision)
+    if original.topic != letter.original_topic or abs(original._ts_ns - stored_ns) >= 1000:
+        return None
+    return original
 
 
 def _int(text: str | None) -> int | None:
@@ -125,12 +179,16 @@ async def stored(
         seq = msg.seq + 1
 
 
-def redrive_message(letter: DeadLetter, stream: str) -> tuple[str, dict[str, str]]:
-    """Where to publish ``letter`` again and with which headers; raises if it cannot be."""
+def redrive_message(letter: DeadLetter, dlq: str) -> tuple[str, dict[str, str]]:
+    """Where to publish ``letter`` again and with which headers; raises if it cannot be.
+
+    ``dlq`` names the DLQ's stream and its life (see ``_snapshot``): a re-drive repeated
+    after a crash (published, not yet deleted) is a duplicate, a letter of a DLQ made
+    again is not.
+    """
     topic = validate_topic(letter.original_topic, wildcards=False)
     headers = {**letter.headers, H_REDRIVES: str(letter.redrives + 1)}
-    # a re-drive repeated after a crash (published, not yet deleted) is a duplicate
-    checked = check_headers(headers, f"jk-redrive-{stream}-{letter.seq}")
+    checked = check_headers(headers, f"jk-redrive-{dlq}-{letter.seq}")
     assert checked is not None
     return topic, checked
 
@@ -141,11 +199,13 @@ async def read(
     """``Stream.dead_letters``."""
     topics.check(dlq_topic)
     optional_number("limit", limit, minimum=1, integer=True)
-    name, last = await _snapshot(api, topics, dlq_topic)
+    name, last, _ = await _snapshot(api, topics, dlq_topic)
     found: list[DeadLetter] = []
     async for msg in stored(api, name, dlq_topic, last):
         letter = dead_letter(msg)
         if letter is not None:
+            if not letter.copied:
+                letter = await with_original(api, letter, msg)
             found.append(letter)
             if limit is not None and len(found) >= limit:
                 break
@@ -166,7 +226,7 @@ async def redrive(
     optional_number("limit", limit, minimum=1, integer=True)
     if where is not None and not callable(where):
         raise ConfigError(f"where must be a function DeadLetter -> bool, got {where!r}")
-    name, last = await _snapshot(api, topics, dlq_topic)
+    name, last, life = await _snapshot(api, topics, dlq_topic)
     redriven = skipped = kept = letters = 0
     async for msg in stored(api, name, dlq_topic, last):
         letter = dead_letter(msg)
@@ -174,18 +234,32 @@ async def redrive(
             skipped += 1
             continue
         letters += 1
+        if not letter.copied:
+            original = await _original(api, letter, msg)
+            if original is None:
+                log.warning(
+                    "dead letter %s on %r cannot be re-driven: it was too large to hold a "
+                    "copy, and its message is no longer in stream %r at seq %s; left in place",
+                    letter.seq,
+                    dlq_topic,
+                    letter.original_stream,
+                    letter.original_seq,
+                )
+                skipped += 1
+                continue
+            letter = _copied_from(letter, original)
         wanted = where is None or where(letter)
         if not wanted or (limit is not None and redriven >= limit):
             kept += 1
             continue
         try:
-            topic, headers = redrive_message(letter, name)
+            topic, headers = redrive_message(letter, life)
             if topic == dlq_topic:
                 raise InvalidTopicError("its original topic is the DLQ itself")
             data = publisher.check_payload(topic, letter.data, headers)
         except (InvalidTopicError, InvalidHeaderError, PayloadTooLargeError) as exc:
             log.warning(
-                "jetkit: dead letter %s on %r cannot be re-driven (%s); left in place",
+                "dead letter %s on %r cannot be re-driven (%s); left in place",
                 letter.seq,
                 dlq_topic,
                 exc,
@@ -193,16 +267,25 @@ async def redrive(
             skipped += 1
             continue
         ack = await publisher.stored(topic, data, headers)
+        if ack.duplicate and not await _stored_as(api, ack, headers["Nats-Msg-Id"]):
+            log.warning(
+                "dead letter %s on %r: %r took its re-publish as a duplicate, but the message "
+                "it was taken for is no longer there; left in place. Re-drive it again once "
+                "the topic's duplicate window (2 minutes by default) has passed",
+                letter.seq,
+                dlq_topic,
+                topic,
+            )
+            skipped += 1
+            continue
         try:
             await api.call(f"STREAM.MSG.DELETE.{name}", {"seq": letter.seq, "no_erase": True})
         except JetStreamError as exc:
             # gone since it was read: another re-drive took it (a console's re-drive
-            # clicked twice, two at once), and ours then was a duplicate, not stored
-            # again; or the DLQ's limits removed it, and ours is the one re-driven
+            # clicked twice, two at once) and counts it; or the DLQ's limits removed it
             if exc.err_code != NO_SUCH_MESSAGE:
                 raise
-            if ack.duplicate:
-                continue  # the other re-drive counts it
+            continue
         redriven += 1
     if letters == 0 and skipped > 0:
         raise NotADeadLetterTopicError(
@@ -213,8 +296,19 @@ async def redrive(
     return RedriveResult(redriven, skipped, kept)
 
 
-async def _snapshot(api: JsApi, topics: TopicRegistry, dlq_topic: str) -> tuple[str, int]:
-    """The stream storing ``dlq_topic`` and its last sequence now."""
+async def _snapshot(api: JsApi, topics: TopicRegistry, dlq_topic: str) -> tuple[str, int, str]:
+    """The stream storing ``dlq_topic``, its last sequence now, and a name for this life
+    of it (its name and creation time: a stream made again starts its sequences over)."""
     name, _ = await topics.stream_of(dlq_topic)
     info = await api.call(f"STREAM.INFO.{name}")
-    return name, int(info.get("state", {}).get("last_seq", 0))
+    life = f"{name}-{incarnation(info)}"
+    return name, int(info.get("state", {}).get("last_seq", 0)), life
+
+
+async def _stored_as(api: JsApi, ack: PubAck, msg_id: str) -> bool:
+    """Whether the message a duplicate ack names is in its stream with ``msg_id``."""
+    try:
+        resp = await api.call(f"STREAM.MSG.GET.{ack.stream}", {"seq": ack.seq})
+    except NotFoundError:
+        return False
+    return bool(Message.stored(resp["message"]).headers.get("Nats-Msg-Id") == msg_id)

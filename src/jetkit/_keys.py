@@ -45,6 +45,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from ._attempts import AttemptLog
 from ._codec import HandlerPlan
 from ._connection import Connection
 from ._consumer import DeadLetterSink, JetStreamSubscription
@@ -71,8 +72,9 @@ class KeyedMessage(Message):
 
     @property
     def num_delivered(self) -> int:
-        """The server's delivery count plus the attempts retried in place."""
-        return super().num_delivered + self._retries
+        """The handler call this is (max_deliver set: see ``_attempts``); else the
+        server's delivery count plus the attempts retried in place."""
+        return self._attempt or self._server_deliveries() + self._retries
 
 
 def _header_key(name: str) -> Callable[[Message], Hashable | None]:
@@ -137,6 +139,7 @@ class KeyedSubscription(JetStreamSubscription):
         config: dict[str, Any],
         shared: bool,
         dead_letter: DeadLetterSink,
+        attempts: AttemptLog | None,
         store: Path | None,
         logger: logging.Logger,
     ) -> None:
@@ -150,6 +153,7 @@ class KeyedSubscription(JetStreamSubscription):
             config=config,
             shared=shared,
             dead_letter=dead_letter,
+            attempts=attempts,
             store=store,
             logger=logger,
         )
@@ -206,6 +210,14 @@ class KeyedSubscription(JetStreamSubscription):
             key = None
             msg._poison = f"the subscription's key function failed: {describe_error(exc)}"
         msg._key = key
+        if (
+            self._finished_late
+            and not reply.startswith(b"1.", self._count_at)
+            and msg._server_deliveries() > 1
+            and msg.seq in self._finished_late
+        ):
+            self._ack_copy(msg)  # it succeeded here after being held too long
+            return
         self._offer(msg)
         if self._requested == 0:
             self._maybe_pull()
@@ -344,6 +356,7 @@ class KeyedSubscription(JetStreamSubscription):
             msg._key,
         )
         self.stats.retried += 1
+        await self._count_call(msg)
         msg._retry_after = delay or 0.0
 
     async def _dead_letter(self, msg: Message, error: str, deliveries: int | None = None) -> None:

@@ -39,6 +39,7 @@ class Message:
     """
 
     __slots__ = (
+        "_attempt",
         "_base",
         "_headers",
         "_held_since",
@@ -76,6 +77,7 @@ class Message:
         self._base = 0
         self._seq: int | None = None
         self._ts_ns = 0 if settler is not None else time.time_ns()
+        self._attempt = 0  # the handler call this is, where jetkit counts them (max_deliver)
 
     @classmethod
     def stored(cls, raw: dict[str, Any]) -> Message:
@@ -114,7 +116,18 @@ class Message:
 
     @property
     def num_delivered(self) -> int:
-        """1 on the first delivery, 2 on the first redelivery, ..."""
+        """1 on the first delivery, 2 on the first redelivery, ...
+
+        On a subscription with ``max_deliver``, the handler call this is: deliveries that
+        never reached a handler (a stop, a crash, a copy of a message still running)
+        do not count, so ``num_delivered == max_deliver`` is the last attempt.
+        """
+        if self._attempt:
+            return self._attempt
+        return self._server_deliveries()
+
+    def _server_deliveries(self) -> int:
+        """The server's delivery count (every delivery counts)."""
         tokens = self._meta()
         return int(tokens[self._base + 2]) if tokens is not None else 1
 
@@ -129,9 +142,11 @@ class Message:
     @property
     def timestamp(self) -> dt.datetime:
         """When the server stored the message (core: when jetkit received it), in UTC."""
+        return dt.datetime.fromtimestamp(self._time_ns() / 1e9, dt.UTC)
+
+    def _time_ns(self) -> int:
         tokens = self._meta()
-        ns = int(tokens[self._base + 5]) if tokens is not None else self._ts_ns
-        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+        return int(tokens[self._base + 5]) if tokens is not None else self._ts_ns
 
     @property
     def stream(self) -> str | None:

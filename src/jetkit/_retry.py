@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ._errors import ERROR_HEADER, ConfigError, one_line
-from ._validate import number
+from ._validate import header_size, number
 
 H_TOPIC = "Jetkit-Original-Topic"
 H_SEQ = "Jetkit-Original-Seq"
@@ -19,6 +19,10 @@ H_DELIVERIES = "Jetkit-Deliveries"
 H_CONSUMER = "Jetkit-Consumer"
 H_ERROR = ERROR_HEADER
 H_REDRIVES = "Jetkit-Redrives"
+H_STREAM = "Jetkit-Original-Stream"
+# on a letter too large to hold a copy: the original's stored time (ns), to find it again
+H_NOT_COPIED = "Jetkit-Not-Copied"
+POINTER_ERROR_CHARS = 256
 
 Delay = float | int | dt.timedelta
 
@@ -114,3 +118,31 @@ def dead_letter_headers(
     headers[H_CONSUMER] = consumer
     headers[H_ERROR] = one_line(error)
     return headers
+
+
+def fit_dead_letter(
+    data: bytes,
+    headers: dict[str, str],
+    *,
+    stream: str,
+    stored_ns: int,
+    limit: int,
+    pointer: bool = False,
+) -> tuple[bytes, dict[str, str]]:
+    """The dead letter to store: ``data`` with ``headers`` (``dead_letter_headers`` plus
+    the msg id) if they fit ``limit`` (the server's max_payload) and ``pointer`` is False;
+    else a letter that points at the original: no payload, none of its headers, the
+    error cut short, and where the original is (``stream``, its sequence, its stored
+    time ``stored_ns``), which ``redrive`` and ``dead_letters`` read it from.
+    """
+    headers = {**headers, H_STREAM: stream}
+    if not pointer and len(data) + header_size(headers) <= limit:
+        return data, headers
+    keep = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_STREAM, "Nats-Msg-Id")
+    small = {k: headers[k] for k in keep if k in headers}
+    small[H_NOT_COPIED] = str(stored_ns)
+    error = headers.get(H_ERROR, "")
+    room = limit - header_size({**small, H_ERROR: ""})
+    cut = error[:POINTER_ERROR_CHARS].encode()[: max(0, room)]
+    small[H_ERROR] = cut.decode("utf-8", "ignore")
+    return b"", small

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._attempts import AttemptLog
 from ._codec import plan_handler
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
@@ -33,6 +34,7 @@ class Subscriber:
         log: logging.Logger,
     ) -> None:
         self._conn = conn
+        self._attempts = AttemptLog(api, publisher.acked.publish, log)
         self._api = api
         self._topics = topics
         self._publisher = publisher
@@ -83,6 +85,7 @@ class Subscriber:
             config=config,
             shared=opts.durable is None and opts.queue_group is not None,
             dead_letter=self._publisher.dead_letter,
+            attempts=self._attempts,
             store=self._store_dir,
             logger=self._log,
         )
