@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _damage, _deadletters
+from ._attempts import STREAM as ATTEMPTS_STREAM
 from ._consumer import JetStreamSubscription
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
@@ -90,9 +91,14 @@ class AdminAPI:
         return topic_info(resp) if resp is not None else None
 
     async def topics(self) -> list[TopicInfo]:
-        """Every JetStream topic (stream) on the server."""
+        """Every JetStream topic (stream) on the server (jetkit's own attempt records,
+        ``JK-ATTEMPTS``, are not a topic)."""
         self._check_open()
-        streams = await self._list("STREAM.LIST", "streams")
+        streams = [
+            s
+            for s in await self._list("STREAM.LIST", "streams")
+            if s.get("config", {}).get("name") != ATTEMPTS_STREAM
+        ]
         sizes = await asyncio.to_thread(
             lambda: [self._disk_bytes(s.get("config", {}).get("name", "")) for s in streams]
         )
