@@ -80,13 +80,15 @@ class JetStreamSubscription(PullSubscription):
         # max_deliver counts handler calls (see _attempts): seq -> calls begun, for the
         # messages that failed or came again here
         self._attempts = attempts if self._max_deliver is not None else None
-        self._calls: dict[int, int] = {}
 
     # -- handling --------------------------------------------------------------------------
 
     async def _process(self, msg: Message) -> None:
-        if self._max_deliver is not None and not await self._begin(msg):
-            return
+        if self._max_deliver is not None:
+            if not self._calls and msg._server_deliveries() == 1:
+                msg._attempt = 1  # the common case, inlined from _begin
+            elif not await self._begin(msg):
+                return
         plan = self._plan
         try:
             args = plan.args(msg)
@@ -137,13 +139,16 @@ class JetStreamSubscription(PullSubscription):
     async def _begin(self, msg: Message) -> bool:
         """Count the handler call ``msg`` is about to get (max_deliver set): False if it
         had its last one already (then it is dead-lettered here, without the handler)."""
+        if not self._calls and msg._server_deliveries() == 1:
+            msg._attempt = 1  # the common case: nothing to look up or write
+            return True
         max_deliver = self._max_deliver
         assert max_deliver is not None
         seq = msg.seq or 0
         calls = self._calls.get(seq)
         if calls is None:
             if msg._server_deliveries() == 1:
-                msg._attempt = 1  # the common case: nothing to look up or write
+                msg._attempt = 1
                 return True
             if seq in self._finished_late:  # a copy that waited behind its original
                 self._ack_copy(msg)
@@ -281,8 +286,3 @@ class JetStreamSubscription(PullSubscription):
             break
         self.stats.dead_lettered += 1
         return True
-
-    def _finished(self, msg: Message) -> None:
-        if self._calls:
-            self._calls.pop(msg.seq or 0, None)
-        super()._finished(msg)

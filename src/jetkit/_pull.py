@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from ._attempts import incarnation
@@ -107,6 +108,9 @@ class PullSubscription(Subscription):
         self._background: set[asyncio.Task[Any]] = set()
         self._confirming: set[asyncio.Future[Any]] = set()  # ack(wait=True) in flight
         self._incarnation = ""  # of the consumer on the server (see _attempts)
+        # handler calls begun per seq, for messages that failed or came again (kept by
+        # JetStreamSubscription when max_deliver is set; see _attempts)
+        self._calls: dict[int, int] = {}
         # copies (see the module docstring): seq -> a message still unfinished that was
         # held longer than ack_wait; seqs of such messages that succeeded
         self._late: dict[int, Message] = {}
@@ -191,6 +195,7 @@ class PullSubscription(Subscription):
             hdr,
         )
         msg._held_since = now
+        # "1." where the delivery count starts: a first delivery (the common case)
         if not reply.startswith(b"1.", self._count_at) and self._copy(msg, now):
             return
         self._offer(msg)
@@ -381,7 +386,10 @@ class PullSubscription(Subscription):
         """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
         msg._claim()
         self.stats.acked += 1
-        self._finished(msg)
+        if self._calls:
+            self._calls.pop(msg.seq or 0, None)
+        if self._late or monotonic() - msg._held_since >= self._ack_wait:
+            self._finished(msg)
         try:
             self._conn.send(_ack_command(msg.reply or "", ACK), False)
         except JetkitError as exc:
@@ -457,11 +465,15 @@ class PullSubscription(Subscription):
         ``stop()`` hands it back)."""
 
     def _finished(self, msg: Message) -> None:
-        """``msg`` was acked or terminated here: if it was held too long, remember it, so
-        that a copy of it is acked instead of run again."""
+        """``msg`` was acked or terminated here: forget its attempts; if it was held too
+        long, remember it, so that a copy of it is acked instead of run again.
+        (``_ack_now`` inlines the tests.)"""
         seq = msg.seq or 0
-        if (self._late and self._late.pop(seq, None) is not None) or (
-            time.monotonic() - msg._held_since >= self._ack_wait
+        if self._calls:
+            self._calls.pop(seq, None)
+        late = self._late
+        if (late and late.pop(seq, None) is not None) or (
+            monotonic() - msg._held_since >= self._ack_wait
         ):
             self._finished_late[seq] = None
             if len(self._finished_late) > REMEMBERED:
