@@ -39,10 +39,8 @@ import datetime as dt
 import inspect
 import logging
 import os
-import queue
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
@@ -59,6 +57,7 @@ from ._retry import Delay
 from ._schedule import ScheduledMessage
 from ._subscription import AckPolicy, Backpressure, StartAt, SubscriptionStats
 from ._subscription import Subscription as AsyncSubscription
+from ._sync_threads import HandlerThreads, here
 from ._topics import Discard, Retention, TopicMode
 
 __all__ = ["Stream", "Subscription"]
@@ -68,93 +67,6 @@ P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log = logging.getLogger("jetkit")
-_here = threading.local()  # .runner: the _Runner whose handler thread this is
-
-
-MAX_THREADS = 4096
-
-
-class _HandlerThreads(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor: sync handlers (and jetkit's ``to_thread`` calls) run here.
-
-    A ThreadPoolExecutor only by type (asyncio requires one): its own submit and
-    threads, because ThreadPoolExecutor refuses work once the interpreter begins to
-    exit, and the atexit close still needs threads to drain handlers and to wait for the
-    server to stop. Its threads are daemon threads that know their Stream
-    (``_here.runner``), which is how the deadlock guard recognises them.
-    """
-
-    def __init__(self, runner: _Runner) -> None:
-        super().__init__(thread_name_prefix="jetkit-sync-handler")
-        self._runner = runner
-        # not ThreadPoolExecutor's small default: a handler blocked in a call that needs
-        # another thread (a request answered by this Stream's responder, the server's
-        # stop in close()) would wait for a thread that never comes. Each subscription's
-        # concurrency bounds its own handlers; threads are made only when none is idle.
-        self._max = MAX_THREADS
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._lock = threading.Lock()
-        self._workers: list[threading.Thread] = []
-        self._shut = False
-
-    def submit(
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("this jetkit.sync.Stream is closed")
-            self._queue.put(run)
-            if not self._idle.acquire(blocking=False) and len(self._workers) < self._max:
-                thread = threading.Thread(
-                    target=self._work, name=f"jetkit-sync-handler-{len(self._workers)}"
-                )
-                thread.daemon = True
-                thread.start()
-                self._workers.append(thread)
-        return future
-
-    def _work(self) -> None:
-        _here.runner = self._runner
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            job()
-            del job
-            self._idle.release()
-
-    def join_idle(self, timeout: float) -> None:
-        """After shutdown: wait (up to ``timeout`` in all) for the threads to end."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._workers)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Let the threads end once idle (a handler still running finishes on its own)."""
-        with self._lock:
-            self._shut = True
-            threads = list(self._workers)
-        for _ in threads:
-            self._queue.put(None)
-        if wait:
-            for thread in threads:
-                thread.join()
 
 
 class _Runner:
@@ -162,7 +74,7 @@ class _Runner:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.threads = _HandlerThreads(self)
+        self.threads = HandlerThreads(self)
         self.loop.set_default_executor(self.threads)
         self.stream: _stream.Stream | None = None
         self._lock = threading.Lock()
@@ -199,7 +111,7 @@ class _Runner:
                 "it would wait for itself; call it from another thread (sync handlers run in "
                 "handler threads and may call the Stream), or use jk.Stream from async code"
             )
-        if waits_for_handlers and getattr(_here, "runner", None) is self:
+        if waits_for_handlers and getattr(here, "runner", None) is self:
             raise ConfigError(
                 f"{what} was called from a handler of this Stream and would wait for that "
                 "handler to return; call it from outside the handler (e.g. set a "
