@@ -546,25 +546,28 @@ class EmbeddedServer:
         """Graceful stop (SIGTERM), forced after ``timeout``; then release the store.
 
         A restart in progress is cancelled first (its half-started server is killed),
-        so nothing is started once stopping began.
+        so nothing is started once stopping began. Releasing the store (the info file,
+        our lock fd) happens even if this is cancelled midway.
         """
         self._stopping = True
-        for task in (self._restart_task, self._room_watch):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
-                self._kill_now(proc)
-        with contextlib.suppress(OSError):
-            (self.store_dir / INFO_FILE).unlink()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        try:
+            for task in (self._restart_task, self._room_watch):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(proc.wait, timeout)
+                except subprocess.TimeoutExpired:
+                    self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
+                    self._kill_now(proc)
+        finally:
+            with contextlib.suppress(OSError):
+                (self.store_dir / INFO_FILE).unlink()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None

@@ -12,7 +12,9 @@ daemon thread, and every method hands the async call to that loop and waits for 
 - Timeouts: none added. Every call is bounded by its async counterpart's own limit
   (``publish_timeout``, ``request(timeout=)``, the JetStream API timeout, drain's
   ``drain_timeout``), so a sync call waits exactly as long as the async one would.
-  Ctrl-C while waiting cancels the call on the loop and raises KeyboardInterrupt.
+  Ctrl-C while waiting cancels the call on the loop and raises KeyboardInterrupt;
+  during ``close()`` it only cuts the drain short: the close still stops the server
+  and frees the store, and KeyboardInterrupt comes once it is done.
 - Handlers are plain functions (``async def`` is refused: use ``jk.Stream`` for those).
   They run in the Stream's handler threads, not on the loop, so a handler may call the
   Stream (publish, request, subscribe, admin calls). Decoding follows the annotations
@@ -139,6 +141,8 @@ class _Runner:
         """Close the jk.Stream (draining), then end the loop thread; ``wait`` for all that.
 
         Raises what the async close raised (only when this call started the close).
+        Ctrl+C while waiting hurries the close but does not abandon it (the server's stop
+        and the store's lock must not be skipped): KeyboardInterrupt once it is over.
         """
         with self._lock:
             started = self._closing is None
@@ -150,9 +154,11 @@ class _Runner:
         if not wait:
             return
         try:
-            _wait(closing)
+            self._wait_closed(closing)
         except concurrent.futures.CancelledError:
             pass
+        except KeyboardInterrupt:
+            raise
         except BaseException:
             if started:
                 raise
@@ -160,6 +166,23 @@ class _Runner:
             if threading.current_thread() is not self._thread:
                 self._thread.join()
                 self.threads.join_idle(timeout=1.0)
+
+    def _wait_closed(self, closing: concurrent.futures.Future[None]) -> None:
+        interrupted: KeyboardInterrupt | None = None
+        while not closing.done():
+            try:
+                concurrent.futures.wait([closing])
+            except KeyboardInterrupt as exc:  # cut the drain short; the teardown still runs
+                interrupted = exc
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to hurry
+                    self.loop.call_soon_threadsafe(self._hurry)
+        if interrupted is not None:
+            raise interrupted
+        closing.result()
+
+    def _hurry(self) -> None:
+        if self.stream is not None:
+            self.stream._hurry_close()
 
     async def _close(self) -> None:
         if self.stream is not None:
@@ -325,7 +348,10 @@ class Stream:
 
     def close(self) -> None:
         """Drain every subscription (within ``drain_timeout``), disconnect, stop the server
-        and the loop thread. Closing again does nothing. Not from this Stream's handlers."""
+        and the loop thread. Closing again does nothing. Not from this Stream's handlers.
+
+        Ctrl+C during it cuts the drain short (unfinished JetStream messages go back for
+        redelivery), still stops the server, then raises KeyboardInterrupt."""
         if not self._runner.closing:
             self._runner.guard("Stream.close()", waits_for_handlers=True)
         self._finalizer.detach()
