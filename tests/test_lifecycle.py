@@ -1,14 +1,25 @@
-"""A Stream's life at its edges (issue 21): a close cut short, a decorator whose
-registration fails."""
+"""A Stream's life at its edges (issue 21): a fork, a close cut short, a decorator whose
+registration fails.
+
+The fork tests fork this very process: the child does its part in a thread with a bound,
+reports through a pipe and leaves with ``os._exit``; the parent waits for it with a bound
+and kills it if it does not exit, so a hang fails the test instead of hanging it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +31,203 @@ from jetkit._files import INFO_FILE
 from jetkit._store import process_alive
 
 CHILD_BOUND = 20.0  # seconds a forked child may take before it counts as hung
+
+
+# -- forking this process ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fork_allowed() -> Iterator[None]:
+    """Python 3.12+ warns about fork() in a process with threads (pytest makes it an
+    error); these tests fork on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*fork", category=DeprecationWarning)
+        yield
+
+
+def in_child(body: Callable[[], str]) -> str:
+    """Run ``body`` in a forked child and return what it returned (or HUNG / an error).
+
+    The child runs it in a thread and waits half the bound for it; the parent reads the
+    report and waits for the child's exit within the bound, killing it otherwise.
+    """
+    read_end, write_end = os.pipe()
+    with fork_allowed():
+        pid = os.fork()
+    if pid == 0:  # the child: nothing may escape this block
+        code = 0
+        try:
+            os.close(read_end)
+            out: list[str] = []
+
+            def run() -> None:
+                try:
+                    out.append(body())
+                except BaseException as exc:
+                    out.append(f"body raised {exc!r}")
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            thread.join(CHILD_BOUND / 2)
+            os.write(write_end, (out[0] if out else "HUNG").encode())
+        except BaseException:
+            code = 2
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    report = b""
+    deadline = time.monotonic() + CHILD_BOUND
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([read_end], [], [], max(0.0, left))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the forked child did not exit within {CHILD_BOUND}s")
+            chunk = os.read(read_end, 65536)
+            if not chunk:  # the child closed its end: it is exiting
+                break
+            report += chunk
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    return report.decode()
+
+
+def describe(call: Callable[[], object]) -> str:
+    """What a call did, as text the parent can check."""
+    try:
+        call()
+    except jk.JetkitError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:
+        return f"unexpected {exc!r}"
+    return "returned"
+
+
+def fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+# -- 4. a Stream after os.fork() -----------------------------------------------------------
+
+
+def test_a_sync_stream_in_a_forked_child_refuses_every_call_at_once(topic: str) -> None:
+    s = jsync.Stream.open(default_mode=jk.TopicMode.JETSTREAM, publish_timeout=2)
+    try:
+        sub = s.subscribe(topic, lambda data: None)
+        server_pid = s.health()["server"]["pid"]
+        info = s.store_dir / INFO_FILE if s.store_dir is not None else None
+
+        def child() -> str:
+            lines = [
+                describe(lambda: s.publish(topic, b"from the child")),
+                describe(lambda: s.request(topic, b"?", timeout=1)),
+                describe(s.topics),
+                describe(s.health),
+                describe(sub.drain),
+                describe(sub.stop),
+                describe(s.close),  # returns at once, touching nothing of the parent's
+                describe(jsync._close_all),  # the module's atexit hook
+            ]
+            lines.append(f"closed={s.closed}")
+            return "\n".join(lines)
+
+        lines = in_child(child).splitlines()
+        refused = (
+            "ForkedStreamError: this jetkit.sync.Stream was opened in another process "
+            f"(pid {os.getpid()}); open a new Stream after fork"
+        )
+        assert lines[:6] == [refused] * 6, lines
+        assert lines[6:] == ["returned", "returned", "closed=True"], lines
+        # the parent's Stream, its server and its connection are untouched
+        assert process_alive(server_pid) and info is not None and info.exists()
+        ack = s.publish(topic, b"after the fork")
+        assert ack is not None and ack.seq >= 1
+        assert not s.closed and not sub.closed
+    finally:
+        s.close()
+
+
+FORK_THEN_EXIT = """
+import os, sys, time, warnings
+import jetkit as jk
+import jetkit.sync as jsync
+
+warnings.simplefilter("ignore", DeprecationWarning)
+s = jsync.Stream.open(default_mode=jk.TopicMode.JETSTREAM)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # never touches the Stream: the interpreter's exit (atexit) must not hang
+deadline = time.monotonic() + 20
+while os.waitpid(pid, os.WNOHANG) == (0, 0):
+    if time.monotonic() > deadline:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print("the child hung at exit", flush=True)
+        s.close()
+        sys.exit(3)
+    time.sleep(0.01)
+print(s.publish("fork.exit", b"x").seq, flush=True)
+s.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_forked_child_that_never_used_the_sync_stream_exits_normally() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_THEN_EXIT], capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "1"  # the parent still publishes after the child left
+    assert "Traceback" not in proc.stderr
+
+
+async def test_an_async_stream_in_a_forked_child_leaves_the_parents_server_alone(
+    tmp_path: Path, topic: str
+) -> None:
+    s = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    try:
+        server = server_of(s)
+        server_pid, lock_fd = server.pid, server._lock_fd
+        assert server_pid is not None and lock_fd is not None
+
+        def child() -> str:
+            # first, before anything opens a file: the store's lock is not kept by the child
+            lines = [f"lock fd open={fd_open(lock_fd)}"]
+
+            async def main() -> None:
+                try:
+                    await s.publish(topic, b"from the child")
+                    lines.append("returned")
+                except jk.JetkitError as exc:
+                    lines.append(f"{type(exc).__name__}: {exc}")
+                await s.close()
+                lines.append(f"closed={s.closed}")
+
+            asyncio.run(main())
+            return "\n".join(lines)
+
+        lines = in_child(child).splitlines()
+        assert lines == [
+            "lock fd open=False",
+            "ForkedStreamError: this jk.Stream was opened in another process "
+            f"(pid {os.getpid()}); open a new Stream after fork",
+            "closed=True",
+        ], lines
+        # the child's close stopped nothing: same server, its info file, the lock still ours
+        assert server.pid == server_pid and process_alive(server_pid)
+        assert (tmp_path / INFO_FILE).exists() and fd_open(lock_fd)
+        ack = await s.publish(topic, b"after the fork")
+        assert ack is not None and ack.seq >= 1
+    finally:
+        await s.close()
 
 
 # -- 5. a close cut short ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The end of a ``jk.Stream``'s life: closing it, and the decorator's registrations.
+"""The end of a ``jk.Stream``'s life: closing it, the decorator's registrations, a fork.
 
 Closing is one task per Stream, started by the first ``close()``: the drain phase (the
 decorator's registrations, then every subscription drained within ``drain_timeout``),
@@ -14,6 +14,10 @@ A registration started by ``@s.subscriber`` runs in the background. If it fails 
 logged at ERROR at once, raised by the next publish/request (the spec: "a failed
 registration raises there") and, if nothing raised it before, by ``close()`` once the
 close is complete.
+
+In a process made by ``os.fork()`` the Stream belongs to the parent (its loop, its
+connection's socket, its server): every call raises jk.ForkedStreamError and ``close()``
+returns at once without touching any of it (see ``_fork``).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _fork
 from ._errors import StreamClosedError
 
 if TYPE_CHECKING:
@@ -123,7 +129,7 @@ class Registrations:
 
 
 class Lifecycle:
-    """Mixed into ``jk.Stream``: ``close()`` and the teardown."""
+    """Mixed into ``jk.Stream``: ``close()`` and the teardown, and what a fork changes."""
 
     drain_timeout: float
     _log: logging.Logger
@@ -141,8 +147,17 @@ class Lifecycle:
         self._closing: asyncio.Future[None] | None = None  # the close task, once started
         self._draining: asyncio.Future[None] | None = None  # its drain phase
         self._hurried = False
+        self._owner_pid = os.getpid()
+        self._forked_from: int | None = None  # set in a forked child: the parent's pid
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._forked_from = self._owner_pid
+        self._closed = True
 
     def _check_open(self) -> None:
+        if self._forked_from is not None:
+            raise _fork.forked_error("jk.Stream", self._forked_from)
         if self._closed:
             raise StreamClosedError("this Stream is closed; open a new one with Stream.open()")
 
@@ -154,8 +169,11 @@ class Lifecycle:
         server is still stopped and the store released before the cancellation goes on.
         Closing again waits for the first close. A subscription that ``@subscriber``
         failed to register, and that no publish or request raised, is raised here, after
-        the close.
+        the close. In a process forked from the one that opened the Stream, this returns
+        at once and touches nothing (the server and connection are the parent's).
         """
+        if self._forked_from is not None:
+            return
         self._closed = True
         if self._closing is None or self._closing.cancelled():
             self._closing = asyncio.ensure_future(self._shut_down())

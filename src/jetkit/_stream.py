@@ -69,7 +69,11 @@ class Stream(Lifecycle, AdminAPI):
 
     Open it with ``Stream.open(...)``; see that method for the options. The admin
     calls (declare_topic, topic_info, consumers, dead_letters, redrive, ...) are
-    ``_admin.AdminAPI``'s; ``close()`` is ``_lifecycle``'s.
+    ``_admin.AdminAPI``'s; ``close()`` and what a fork changes are ``_lifecycle``'s.
+
+    After ``os.fork()`` the Stream stays the parent's: in the child every call raises
+    jk.ForkedStreamError and ``close()`` returns at once, leaving the parent's server,
+    store and connection alone. Open a new Stream in the child.
     """
 
     def __init__(self, opts: OpenOptions) -> None:
@@ -340,7 +344,8 @@ class Stream(Lifecycle, AdminAPI):
     # -- publishing ------------------------------------------------------------------------
 
     async def _settle_registrations(self) -> None:
-        await self._regs.settle()
+        if self._forked_from is None:  # (a forked child: the caller's check raises)
+            await self._regs.settle()
 
     @overload
     def publish(

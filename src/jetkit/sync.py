@@ -29,6 +29,9 @@ daemon thread, and every method hands the async call to that loop and waits for 
   a closed Stream raises ``jk.StreamClosedError``. A Stream that is garbage collected
   unclosed is closed in the background, and one still open at interpreter exit is closed
   by an ``atexit`` hook (which holds no reference to the Stream itself).
+- ``os.fork()``: the child has no loop thread, so the Stream stays the parent's. In
+  the child every call raises ``jk.ForkedStreamError`` at once and ``close()`` (and the
+  exit hook) returns at once, touching neither the parent's server nor its connection.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _stream
+from . import _fork, _stream
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import ConfigError, HandlerSignatureError, StreamClosedError
 from ._info import ConsumerInfo, TopicInfo
@@ -82,8 +85,21 @@ class _Runner:
         self._lock = threading.Lock()
         self._closing: concurrent.futures.Future[None] | None = None
         self._thread = threading.Thread(target=self._run, name="jetkit-sync-loop", daemon=True)
+        self._owner_pid = os.getpid()
+        self.forked_from: int | None = None  # in a forked child: the pid that opened it
+        _fork.track(self)
         _runners.add(self)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # no lock here: another thread may have held it at the fork; every call checks
+        # this flag first, and the child's exit has nothing of ours to close
+        self.forked_from = self._owner_pid
+        _runners.discard(self)
+
+    def refuse_if_forked(self) -> None:
+        if self.forked_from is not None:
+            raise _fork.forked_error("jetkit.sync.Stream", self.forked_from)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -124,6 +140,7 @@ class _Runner:
         self, what: str, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(*args, **kwargs)`` on the loop and return its result in this thread."""
+        self.refuse_if_forked()
         self.guard(what)
 
         async def on_loop() -> T:
@@ -143,7 +160,10 @@ class _Runner:
         Raises what the async close raised (only when this call started the close).
         Ctrl+C while waiting hurries the close but does not abandon it (the server's stop
         and the store's lock must not be skipped): KeyboardInterrupt once it is over.
+        In a forked child: returns at once (the loop, server and store are the parent's).
         """
+        if self.forked_from is not None:
+            return
         with self._lock:
             started = self._closing is None
             if started:
@@ -269,6 +289,7 @@ class Subscription:
         Raises jk.TimeoutError after ``timeout`` seconds (the rest is cancelled).
         Not from this Stream's own handlers (jk.ConfigError): drain waits for them.
         """
+        self._runner.refuse_if_forked()
         if self._sub.closed:
             return
         self._runner.guard("Subscription.drain()", waits_for_handlers=True)
@@ -276,6 +297,7 @@ class Subscription:
 
     def stop(self) -> None:
         """Stop at once: buffered messages are discarded (JetStream: redelivered later)."""
+        self._runner.refuse_if_forked()
         if self._sub.closed:
             return
         self._runner.call("Subscription.stop()", self._sub.stop)
@@ -351,7 +373,10 @@ class Stream:
         and the loop thread. Closing again does nothing. Not from this Stream's handlers.
 
         Ctrl+C during it cuts the drain short (unfinished JetStream messages go back for
-        redelivery), still stops the server, then raises KeyboardInterrupt."""
+        redelivery), still stops the server, then raises KeyboardInterrupt. In a process
+        forked from the one that opened the Stream, returns at once and touches nothing."""
+        if self._runner.forked_from is not None:
+            return
         if not self._runner.closing:
             self._runner.guard("Stream.close()", waits_for_handlers=True)
         self._finalizer.detach()
@@ -438,6 +463,7 @@ class Stream:
         return self._s.mode_for(topic)
 
     def _check_open(self) -> None:
+        self._runner.refuse_if_forked()
         if self.closed:
             raise StreamClosedError(
                 "this jetkit.sync.Stream is closed; open a new one with Stream.open()"
