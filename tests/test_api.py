@@ -25,6 +25,7 @@ EXPECTED_ALL = {
     "DecodeError",
     "Discard",
     "EncodeError",
+    "ForkedStreamError",
     "HandlerSignatureError",
     "IncompatibleConsumerError",
     "InsecureStoreError",

@@ -9,6 +9,7 @@ JetkitError
  │    └── ServerTimeoutError           not ready within server_ready_timeout
  ├── ConnectionError                   talking to NATS failed
  │    ├── StreamClosedError            the Stream was closed
+ │    │    └── ForkedStreamError       used in a process forked from the one that opened it
  │    ├── ConnectionLostError          dropped before the server answered
  │    └── StreamUnhealthyError         healthy() found a problem
  ├── InvalidTopicError (ValueError)    a topic name is not allowed
@@ -47,6 +48,7 @@ __all__ = [
     "DamagedConsumerError",
     "DecodeError",
     "EncodeError",
+    "ForkedStreamError",
     "HandlerSignatureError",
     "IncompatibleConsumerError",
     "InsecureStoreError",
@@ -106,6 +108,11 @@ class ConnectionError(JetkitError):
 
 class StreamClosedError(ConnectionError):
     """The Stream was closed; open a new one."""
+
+
+class ForkedStreamError(StreamClosedError):
+    """The Stream was opened in another process (this one was made by ``os.fork()``):
+    its event loop, threads and server belong to that process; open a new Stream here."""
 
 
 class ConnectionLostError(ConnectionError):

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from . import _damage
+from . import _damage, _fork
 from ._errors import (
     PortInUseError,
     ServerBinaryError,
@@ -272,6 +272,18 @@ class EmbeddedServer:
         self.on_storage_error: Callable[[str], None] | None = None
         self._room_watch: asyncio.Future[None] | None = None
         self._replacing: subprocess.Popen[bytes] | None = None  # its exit is planned
+        self._owner_pid = os.getpid()  # a forked child must not stop its parent's server
+        self._spawning = False  # Popen is forking: its child needs the lock fd
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: let go of the store's lock (the parent and the server hold
+        it; a child that outlived them would keep the store locked). Not in the child that
+        is about to execute this very server, which inherits the lock on purpose."""
+        if self._lock_fd is not None and not self._spawning:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def pid(self) -> int | None:
@@ -319,6 +331,7 @@ class EmbeddedServer:
         # stderr pipe dies of SIGPIPE at once, which would cut short its graceful
         # shutdown (and lose recent acks) when its owner is killed.
         log_fd = open_log(self.store_dir / LOG_FILE)
+        self._spawning = True
         try:
             proc = subprocess.Popen(  # noqa: ASYNC220 - fork must happen on the loop thread
                 [self.binary, "-c", str(conf_path)],
@@ -332,6 +345,7 @@ class EmbeddedServer:
         except OSError as exc:
             raise ServerBinaryError(f"cannot execute {self.binary}: {exc}") from exc
         finally:
+            self._spawning = False
             os.close(log_fd)
         self._proc = proc
         self._started_at = time.monotonic()
@@ -546,25 +560,32 @@ class EmbeddedServer:
         """Graceful stop (SIGTERM), forced after ``timeout``; then release the store.
 
         A restart in progress is cancelled first (its half-started server is killed),
-        so nothing is started once stopping began.
+        so nothing is started once stopping began. Releasing the store (the info file,
+        our lock fd) happens even if this is cancelled midway. In a process forked from
+        the owner this does nothing: the server, its info file and the store are the
+        parent's (the child let go of its copy of the lock when it was forked).
         """
+        if os.getpid() != self._owner_pid:
+            return
         self._stopping = True
-        for task in (self._restart_task, self._room_watch):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
-                self._kill_now(proc)
-        with contextlib.suppress(OSError):
-            (self.store_dir / INFO_FILE).unlink()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        try:
+            for task in (self._restart_task, self._room_watch):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(proc.wait, timeout)
+                except subprocess.TimeoutExpired:
+                    self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
+                    self._kill_now(proc)
+        finally:
+            with contextlib.suppress(OSError):
+                (self.store_dir / INFO_FILE).unlink()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None

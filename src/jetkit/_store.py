@@ -223,6 +223,7 @@ class EmbeddedStore:
         self._log = log
         self._attached_port: int | None = None
         self._takeover: asyncio.Future[None] | None = None
+        self._owner_pid = os.getpid()
 
     async def open(
         self,
@@ -335,7 +336,13 @@ class EmbeddedStore:
             return
 
     async def close(self) -> None:
-        """Stop taking over, stop the server if it is ours, remove a temporary store."""
+        """Stop taking over, stop the server if it is ours, remove a temporary store.
+
+        Nothing in a process forked from the one that opened the store: the server and
+        the store (a temporary one too) are that process's.
+        """
+        if os.getpid() != self._owner_pid:
+            return
         if self._takeover is not None and not self._takeover.done():
             self._takeover.cancel()
             with contextlib.suppress(BaseException):

@@ -9,9 +9,9 @@ admin:     _admin (part of Stream), _deadletters; request/reply: _reqrep; health
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import errno
+import inspect
 import logging
 import os
 import socket
@@ -25,8 +25,9 @@ from ._admin import AdminAPI
 from ._codec import encode_json
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
-from ._errors import ConfigError, PortInUseError, StreamClosedError
+from ._errors import ConfigError, PortInUseError
 from ._jsapi import JsApi
+from ._lifecycle import Lifecycle, Registrations
 from ._message import Message
 from ._options import OpenOptions, open_options
 from ._publish import PubAck, Publisher
@@ -63,12 +64,16 @@ class _Opener:
             await self._stream.close()
 
 
-class Stream(AdminAPI):
+class Stream(Lifecycle, AdminAPI):
     """A connection to NATS (embedded or external) with jetkit's messaging API.
 
     Open it with ``Stream.open(...)``; see that method for the options. The admin
     calls (declare_topic, topic_info, consumers, dead_letters, redrive, ...) are
-    ``_admin.AdminAPI``'s.
+    ``_admin.AdminAPI``'s; ``close()`` and what a fork changes are ``_lifecycle``'s.
+
+    After ``os.fork()`` the Stream stays the parent's: in the child every call raises
+    jk.ForkedStreamError and ``close()`` returns at once, leaving the parent's server,
+    store and connection alone. Open a new Stream in the child.
     """
 
     def __init__(self, opts: OpenOptions) -> None:
@@ -100,9 +105,10 @@ class Stream(AdminAPI):
         )
         self._scheduler = Scheduler(self._conn, self._api, self._topics, self._publisher)
         self._subs: set[Subscription] = set()
-        self._registrations: set[asyncio.Task[Subscription]] = set()
+        self._regs = Registrations(self._log)
+        self._registrations = self._regs.tasks  # the same set: publish's hot path tests it
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._closed = False
+        self._init_lifecycle()
         self._identity = ("", "")  # the server's (name, id): a new id is a restart
         self._metrics: Collector | None = None
         self._metrics_server: MetricsServer | None = None
@@ -229,53 +235,11 @@ class Stream(AdminAPI):
             on_reconnect=self._on_reconnect,
         )
 
-    async def close(self) -> None:
-        """Drain every subscription (within ``drain_timeout``), disconnect, stop the server."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._registrations:
-            await asyncio.gather(*self._registrations, return_exceptions=True)
-        subs = list(self._subs)
-        if subs and self._conn.is_connected:
-            results = await asyncio.gather(
-                *(s.drain(timeout=self.drain_timeout) for s in subs), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    self._log.warning("jetkit: %s", result)
-        for sub in list(self._subs):
-            await sub.stop()
-        await self._teardown()
-
-    async def _teardown(self) -> None:
-        self._closed = True
-        if self._metrics is not None:
-            self._metrics.close()
-        if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.stop)
-            self._metrics_server = None
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        await self._publisher.acked.close()
-        with contextlib.suppress(Exception):
-            await self._conn.flush(timeout=2)
-        with contextlib.suppress(Exception):
-            await self._conn.close()
-        if self._store is not None:
-            await self._store.close()
-
     async def __aenter__(self) -> Stream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StreamClosedError("this Stream is closed; open a new one with Stream.open()")
 
     # -- connection events -----------------------------------------------------------------
 
@@ -380,10 +344,8 @@ class Stream(AdminAPI):
     # -- publishing ------------------------------------------------------------------------
 
     async def _settle_registrations(self) -> None:
-        while self._registrations:
-            task = next(iter(self._registrations))
-            self._registrations.discard(task)
-            await task
+        if self._forked_from is None:  # (a forked child: the caller's check raises)
+            await self._regs.settle()
 
     @overload
     def publish(
@@ -637,18 +599,29 @@ class Stream(AdminAPI):
     def subscriber(self, topic: str, **options: Any) -> Callable[[F], F]:
         """Decorator form of ``subscribe``: ``@s.subscriber("orders.events", durable="x")``.
 
-        The subscription is registered in the background; the next publish or request
-        on this Stream waits for it, so "decorate, then publish" never loses a message
-        (and a failed registration raises there).
+        The topic, the handler and the options are checked when it decorates (the errors
+        ``subscribe`` would raise, raised there); the subscription is then registered in
+        the background. The next publish or request on this Stream waits for it, so
+        "decorate, then publish" never loses a message. A registration that fails (the
+        server refuses it: a durable's config conflicts, say) is logged at ERROR at once,
+        raised by the next publish or request, and, if none comes, by ``close()``.
         """
         self._check_open()
 
         def decorate(handler: F) -> F:
-            task = asyncio.ensure_future(self.subscribe(topic, handler, **options))
-            self._registrations.add(task)
+            given = inspect.signature(self.subscribe).bind(topic, handler, **options)
+            given.apply_defaults()  # (an unknown option: TypeError, as from subscribe)
+            checked = {k: v for k, v in given.arguments.items() if k not in ("topic", "handler")}
+            self._subscriber.check(topic, handler, checked)
+            self._regs.start(self._register(topic, handler, checked), topic, handler)
             return handler
 
         return decorate
+
+    async def _register(self, topic: str, handler: Callable[..., Any], options: Any) -> None:
+        # not subscribe(): a close that began since the decorator ran waits for this
+        # registration (or cancels it) and then drains it, rather than failing it
+        self._track(await self._subscriber.subscribe(topic, handler, options))
 
     # -- request / reply -------------------------------------------------------------------
 

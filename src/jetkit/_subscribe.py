@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._attempts import AttemptLog
-from ._codec import plan_handler
+from ._codec import HandlerPlan, plan_handler
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
 from ._consumer_config import consumer_config
@@ -41,9 +41,12 @@ class Subscriber:
         self._store_dir = store_dir
         self._log = log
 
-    async def subscribe(
+    def check(
         self, topic: str, handler: Callable[..., Any], options: dict[str, Any]
-    ) -> Subscription:
+    ) -> tuple[HandlerPlan, SubscribeOptions]:
+        """Every check of a subscription that needs no server: the topic, the handler, the
+        options, and what the topic's mode allows. ``subscribe`` starts with it; the
+        decorator (``Stream.subscriber``) calls it when it decorates."""
         self._topics.check(topic, wildcards=True)
         plan = plan_handler(handler)
         opts = subscribe_options(topic, **options)
@@ -55,6 +58,19 @@ class Subscriber:
                     "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
                     "default_mode=jk.TopicMode.JETSTREAM"
                 )
+        elif opts.backpressure is not Backpressure.BLOCK:
+            raise ConfigError(
+                f"{opts.backpressure} is not allowed on the JetStream topic {topic!r}: "
+                "stored messages are never dropped; buffer_size bounds how many are pulled. "
+                "Use Backpressure.BLOCK (the default)"
+            )
+        return plan, opts
+
+    async def subscribe(
+        self, topic: str, handler: Callable[..., Any], options: dict[str, Any]
+    ) -> Subscription:
+        plan, opts = self.check(topic, handler, options)
+        if self._topics.mode_for(topic) is TopicMode.CORE:
             core = CoreSubscription(
                 self._conn,
                 topic,
@@ -67,12 +83,6 @@ class Subscriber:
             )
             await core._start()
             return core
-        if opts.backpressure is not Backpressure.BLOCK:
-            raise ConfigError(
-                f"{opts.backpressure} is not allowed on the JetStream topic {topic!r}: "
-                "stored messages are never dropped; buffer_size bounds how many are pulled. "
-                "Use Backpressure.BLOCK (the default)"
-            )
         stream, config = await self._server_side(topic, opts)
         kind = JetStreamSubscription if opts.key is None else KeyedSubscription
         sub = kind(

@@ -12,7 +12,9 @@ daemon thread, and every method hands the async call to that loop and waits for 
 - Timeouts: none added. Every call is bounded by its async counterpart's own limit
   (``publish_timeout``, ``request(timeout=)``, the JetStream API timeout, drain's
   ``drain_timeout``), so a sync call waits exactly as long as the async one would.
-  Ctrl-C while waiting cancels the call on the loop and raises KeyboardInterrupt.
+  Ctrl-C while waiting cancels the call on the loop and raises KeyboardInterrupt;
+  during ``close()`` it only cuts the drain short: the close still stops the server
+  and frees the store, and KeyboardInterrupt comes once it is done.
 - Handlers are plain functions (``async def`` is refused: use ``jk.Stream`` for those).
   They run in the Stream's handler threads, not on the loop, so a handler may call the
   Stream (publish, request, subscribe, admin calls). Decoding follows the annotations
@@ -27,6 +29,9 @@ daemon thread, and every method hands the async call to that loop and waits for 
   a closed Stream raises ``jk.StreamClosedError``. A Stream that is garbage collected
   unclosed is closed in the background, and one still open at interpreter exit is closed
   by an ``atexit`` hook (which holds no reference to the Stream itself).
+- ``os.fork()``: the child has no loop thread, so the Stream stays the parent's. In
+  the child every call raises ``jk.ForkedStreamError`` at once and ``close()`` (and the
+  exit hook) returns at once, touching neither the parent's server nor its connection.
 """
 
 from __future__ import annotations
@@ -39,17 +44,15 @@ import datetime as dt
 import inspect
 import logging
 import os
-import queue
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _stream
+from . import _fork, _stream
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import ConfigError, HandlerSignatureError, StreamClosedError
 from ._info import ConsumerInfo, TopicInfo
@@ -59,6 +62,7 @@ from ._retry import Delay
 from ._schedule import ScheduledMessage
 from ._subscription import AckPolicy, Backpressure, StartAt, SubscriptionStats
 from ._subscription import Subscription as AsyncSubscription
+from ._sync_threads import HandlerThreads, here
 from ._topics import Discard, Retention, TopicMode
 
 __all__ = ["Stream", "Subscription"]
@@ -68,93 +72,6 @@ P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log = logging.getLogger("jetkit")
-_here = threading.local()  # .runner: the _Runner whose handler thread this is
-
-
-MAX_THREADS = 4096
-
-
-class _HandlerThreads(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor: sync handlers (and jetkit's ``to_thread`` calls) run here.
-
-    A ThreadPoolExecutor only by type (asyncio requires one): its own submit and
-    threads, because ThreadPoolExecutor refuses work once the interpreter begins to
-    exit, and the atexit close still needs threads to drain handlers and to wait for the
-    server to stop. Its threads are daemon threads that know their Stream
-    (``_here.runner``), which is how the deadlock guard recognises them.
-    """
-
-    def __init__(self, runner: _Runner) -> None:
-        super().__init__(thread_name_prefix="jetkit-sync-handler")
-        self._runner = runner
-        # not ThreadPoolExecutor's small default: a handler blocked in a call that needs
-        # another thread (a request answered by this Stream's responder, the server's
-        # stop in close()) would wait for a thread that never comes. Each subscription's
-        # concurrency bounds its own handlers; threads are made only when none is idle.
-        self._max = MAX_THREADS
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._lock = threading.Lock()
-        self._workers: list[threading.Thread] = []
-        self._shut = False
-
-    def submit(
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("this jetkit.sync.Stream is closed")
-            self._queue.put(run)
-            if not self._idle.acquire(blocking=False) and len(self._workers) < self._max:
-                thread = threading.Thread(
-                    target=self._work, name=f"jetkit-sync-handler-{len(self._workers)}"
-                )
-                thread.daemon = True
-                thread.start()
-                self._workers.append(thread)
-        return future
-
-    def _work(self) -> None:
-        _here.runner = self._runner
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            job()
-            del job
-            self._idle.release()
-
-    def join_idle(self, timeout: float) -> None:
-        """After shutdown: wait (up to ``timeout`` in all) for the threads to end."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._workers)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Let the threads end once idle (a handler still running finishes on its own)."""
-        with self._lock:
-            self._shut = True
-            threads = list(self._workers)
-        for _ in threads:
-            self._queue.put(None)
-        if wait:
-            for thread in threads:
-                thread.join()
 
 
 class _Runner:
@@ -162,14 +79,27 @@ class _Runner:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.threads = _HandlerThreads(self)
+        self.threads = HandlerThreads(self)
         self.loop.set_default_executor(self.threads)
         self.stream: _stream.Stream | None = None
         self._lock = threading.Lock()
         self._closing: concurrent.futures.Future[None] | None = None
         self._thread = threading.Thread(target=self._run, name="jetkit-sync-loop", daemon=True)
+        self._owner_pid = os.getpid()
+        self.forked_from: int | None = None  # in a forked child: the pid that opened it
+        _fork.track(self)
         _runners.add(self)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # no lock here: another thread may have held it at the fork; every call checks
+        # this flag first, and the child's exit has nothing of ours to close
+        self.forked_from = self._owner_pid
+        _runners.discard(self)
+
+    def refuse_if_forked(self) -> None:
+        if self.forked_from is not None:
+            raise _fork.forked_error("jetkit.sync.Stream", self.forked_from)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -199,7 +129,7 @@ class _Runner:
                 "it would wait for itself; call it from another thread (sync handlers run in "
                 "handler threads and may call the Stream), or use jk.Stream from async code"
             )
-        if waits_for_handlers and getattr(_here, "runner", None) is self:
+        if waits_for_handlers and getattr(here, "runner", None) is self:
             raise ConfigError(
                 f"{what} was called from a handler of this Stream and would wait for that "
                 "handler to return; call it from outside the handler (e.g. set a "
@@ -210,6 +140,7 @@ class _Runner:
         self, what: str, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(*args, **kwargs)`` on the loop and return its result in this thread."""
+        self.refuse_if_forked()
         self.guard(what)
 
         async def on_loop() -> T:
@@ -227,7 +158,12 @@ class _Runner:
         """Close the jk.Stream (draining), then end the loop thread; ``wait`` for all that.
 
         Raises what the async close raised (only when this call started the close).
+        Ctrl+C while waiting hurries the close but does not abandon it (the server's stop
+        and the store's lock must not be skipped): KeyboardInterrupt once it is over.
+        In a forked child: returns at once (the loop, server and store are the parent's).
         """
+        if self.forked_from is not None:
+            return
         with self._lock:
             started = self._closing is None
             if started:
@@ -238,9 +174,11 @@ class _Runner:
         if not wait:
             return
         try:
-            _wait(closing)
+            self._wait_closed(closing)
         except concurrent.futures.CancelledError:
             pass
+        except KeyboardInterrupt:
+            raise
         except BaseException:
             if started:
                 raise
@@ -248,6 +186,23 @@ class _Runner:
             if threading.current_thread() is not self._thread:
                 self._thread.join()
                 self.threads.join_idle(timeout=1.0)
+
+    def _wait_closed(self, closing: concurrent.futures.Future[None]) -> None:
+        interrupted: KeyboardInterrupt | None = None
+        while not closing.done():
+            try:
+                concurrent.futures.wait([closing])
+            except KeyboardInterrupt as exc:  # cut the drain short; the teardown still runs
+                interrupted = exc
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to hurry
+                    self.loop.call_soon_threadsafe(self._hurry)
+        if interrupted is not None:
+            raise interrupted
+        closing.result()
+
+    def _hurry(self) -> None:
+        if self.stream is not None:
+            self.stream._hurry_close()
 
     async def _close(self) -> None:
         if self.stream is not None:
@@ -334,6 +289,7 @@ class Subscription:
         Raises jk.TimeoutError after ``timeout`` seconds (the rest is cancelled).
         Not from this Stream's own handlers (jk.ConfigError): drain waits for them.
         """
+        self._runner.refuse_if_forked()
         if self._sub.closed:
             return
         self._runner.guard("Subscription.drain()", waits_for_handlers=True)
@@ -341,6 +297,7 @@ class Subscription:
 
     def stop(self) -> None:
         """Stop at once: buffered messages are discarded (JetStream: redelivered later)."""
+        self._runner.refuse_if_forked()
         if self._sub.closed:
             return
         self._runner.call("Subscription.stop()", self._sub.stop)
@@ -413,7 +370,13 @@ class Stream:
 
     def close(self) -> None:
         """Drain every subscription (within ``drain_timeout``), disconnect, stop the server
-        and the loop thread. Closing again does nothing. Not from this Stream's handlers."""
+        and the loop thread. Closing again does nothing. Not from this Stream's handlers.
+
+        Ctrl+C during it cuts the drain short (unfinished JetStream messages go back for
+        redelivery), still stops the server, then raises KeyboardInterrupt. In a process
+        forked from the one that opened the Stream, returns at once and touches nothing."""
+        if self._runner.forked_from is not None:
+            return
         if not self._runner.closing:
             self._runner.guard("Stream.close()", waits_for_handlers=True)
         self._finalizer.detach()
@@ -500,6 +463,7 @@ class Stream:
         return self._s.mode_for(topic)
 
     def _check_open(self) -> None:
+        self._runner.refuse_if_forked()
         if self.closed:
             raise StreamClosedError(
                 "this jetkit.sync.Stream is closed; open a new one with Stream.open()"
