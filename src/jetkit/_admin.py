@@ -345,7 +345,7 @@ class AdminAPI:
             if store is None or not _damage.remove_consumer_state(store, name, consumer):
                 raise
             self._log.warning(
-                "jetkit: durable %r of stream %r could not be loaded; removed its state",
+                "durable %r of stream %r could not be loaded; removed its state",
                 consumer,
                 name,
             )

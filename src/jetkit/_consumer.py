@@ -169,7 +169,7 @@ class JetStreamSubscription(Subscription):
                 self._pull_subject, b'{"batch": %d' % batch + self._pull_tail, reply=self._inbox
             )
         except Exception as exc:
-            self._log.debug("jetkit: pull on %r failed (%s); the monitor retries", self.topic, exc)
+            self._log.debug("pull on %r failed (%s); the monitor retries", self.topic, exc)
             self._requested = max(0, self._requested - batch)
 
     def _after_take(self) -> None:
@@ -210,19 +210,19 @@ class JetStreamSubscription(Subscription):
             if left is not None:
                 self._requested = max(0, self._requested - int(left))
             if status == "409" and "Consumer Deleted" in desc:
-                self._log.warning("jetkit: consumer %r was deleted on the server", self.consumer)
+                self._log.warning("consumer %r was deleted on the server", self.consumer)
                 self._requested = 0
                 self._spawn(self._recover())
                 return
             if status == "409" and left is None:
                 self._requested = 0
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
+            self._log.debug("pull status %s %s on %r", status, desc, self.topic)
             self._maybe_pull()
         elif status == "503":
             self._requested = 0
             self._spawn(self._recover())
         else:
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
+            self._log.debug("pull status %s %s on %r", status, desc, self.topic)
 
     def hold_recovery(self, hold: bool) -> None:
         """While held, a deleted consumer is not re-created nor pulled from (an admin
@@ -249,12 +249,10 @@ class JetStreamSubscription(Subscription):
                         config.pop(key, None)
                     config["deliver_policy"] = "by_start_sequence"
                     config["opt_start_seq"] = last_seq + 1
-                self._log.warning(
-                    "jetkit: recreating consumer %r on %r", self.consumer, self.stream
-                )
+                self._log.warning("recreating consumer %r on %r", self.consumer, self.stream)
                 await ensure_consumer(self._api, self.stream, config, recreate=False, log=self._log)
         except JetkitError as exc:
-            self._log.debug("jetkit: consumer check for %r failed: %s", self.topic, exc)
+            self._log.debug("consumer check for %r failed: %s", self.topic, exc)
         finally:
             self._recovering = False
             self._requested = 0
@@ -277,8 +275,7 @@ class JetStreamSubscription(Subscription):
             self._buffer.clear()
             if stale:
                 self._log.info(
-                    "jetkit: the server restarted; %d messages of %r pulled before are "
-                    "delivered again",
+                    "the server restarted; %d messages of %r pulled before are delivered again",
                     stale,
                     self.topic,
                 )
@@ -292,7 +289,7 @@ class JetStreamSubscription(Subscription):
             now = time.monotonic()
             busy = bool(self._inflight or self._buffer)
             if now - self._last_activity > 2 * HEARTBEAT + tick and not (self._recovering or busy):
-                self._log.debug("jetkit: no heartbeat on %r; re-issuing pulls", self.topic)
+                self._log.debug("no heartbeat on %r; re-issuing pulls", self.topic)
                 self._requested = 0
                 self._last_activity = now
                 self._spawn(self._recover())
@@ -328,8 +325,7 @@ class JetStreamSubscription(Subscription):
             self._conn.send(_ack_command(msg.reply, token), False)
         except Exception as exc:
             self._log.warning(
-                "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
-                "ack_wait",
+                "could not send %s for %r seq %s (%s); it will be redelivered after ack_wait",
                 token[:5].decode(),
                 msg.topic,
                 msg.seq,
@@ -378,7 +374,7 @@ class JetStreamSubscription(Subscription):
             self._conn.send(_ack_command(msg.reply or "", ACK), False)
         except JetkitError as exc:
             self._log.warning(
-                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
+                "could not ack %r seq %s (%s); it will be redelivered after ack_wait",
                 msg.topic,
                 msg.seq,
                 exc,
@@ -402,7 +398,7 @@ class JetStreamSubscription(Subscription):
         except DecodeError as exc:
             self.stats.failed += 1
             self._log.error(
-                "jetkit: consumer %r: poison message on %r seq %s: %s",
+                "consumer %r: poison message on %r seq %s: %s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
@@ -433,7 +429,7 @@ class JetStreamSubscription(Subscription):
                 await self._retry_or_dead_letter(msg, exc)
             else:
                 self._log.error(
-                    "jetkit: consumer %r: handler for %r failed (seq %s)",
+                    "consumer %r: handler for %r failed (seq %s)",
                     self.consumer,
                     msg.topic,
                     msg.seq,
@@ -448,7 +444,7 @@ class JetStreamSubscription(Subscription):
         retry, delay = decide(attempt, self._max_deliver, self._backoff)
         if retry:
             self._log.warning(
-                "jetkit: consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying%s",
+                "consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying%s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
@@ -460,7 +456,7 @@ class JetStreamSubscription(Subscription):
             await msg.nak(delay)
             return
         self._log.error(
-            "jetkit: consumer %r: handler for %r seq %s failed on its last attempt %d (%s)",
+            "consumer %r: handler for %r seq %s failed on its last attempt %d (%s)",
             self.consumer,
             msg.topic,
             msg.seq,
@@ -497,7 +493,7 @@ class JetStreamSubscription(Subscription):
             await self._dead_letter_sink(self._dlq, msg.data, headers)
         except JetkitError as exc:
             self._log.error(
-                "jetkit: consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
+                "consumer %r: could not publish %r seq %s to the DLQ %r (%s); it "
                 "will be tried again",
                 self.consumer,
                 msg.topic,

@@ -110,7 +110,7 @@ async def ensure_consumer(
             if not remove_consumer_state(store, stream, name):
                 raise
             log.warning(
-                "jetkit: durable %r of stream %r could not be loaded (damaged state on disk); "
+                "durable %r of stream %r could not be loaded (damaged state on disk); "
                 "recreate=True: removed it and created it again from its start position",
                 name,
                 stream,
@@ -139,7 +139,7 @@ async def ensure_consumer(
             )
     if any(current.get(f) != config.get(f) for f in _START_FIELDS):
         log.info(
-            "jetkit: durable %r exists and resumes from its position; the requested start "
+            "durable %r exists and resumes from its position; the requested start "
             "(%s) was not applied (pass recreate=True to start over)",
             name,
             config.get("deliver_policy"),

@@ -185,7 +185,7 @@ async def redrive(
             data = publisher.check_payload(topic, letter.data, headers)
         except (InvalidTopicError, InvalidHeaderError, PayloadTooLargeError) as exc:
             log.warning(
-                "jetkit: dead letter %s on %r cannot be re-driven (%s); left in place",
+                "dead letter %s on %r cannot be re-driven (%s); left in place",
                 letter.seq,
                 dlq_topic,
                 exc,

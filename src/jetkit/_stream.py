@@ -243,7 +243,7 @@ class Stream(AdminAPI):
             )
             for result in results:
                 if isinstance(result, BaseException):
-                    self._log.warning("jetkit: %s", result)
+                    self._log.warning("close: a subscription did not drain: %s", result)
         for sub in list(self._subs):
             await sub.stop()
         await self._teardown()
@@ -287,7 +287,7 @@ class Stream(AdminAPI):
     async def _on_error(self, exc: Exception) -> None:
         # (drops are counted by the subscriptions themselves: their messages never
         # reach nats-py's queues, so its slow-consumer errors are not about them)
-        self._log.debug("jetkit: connection error: %r", exc)
+        self._log.debug("connection error: %r", exc)
 
     async def _on_disconnect(self) -> None:
         self._publisher.acked.connection_lost()
@@ -296,12 +296,12 @@ class Stream(AdminAPI):
                 sub.connection_lost()
         if self._closed:
             return
-        self._log.warning("jetkit: disconnected from NATS; reconnecting")
+        self._log.warning("disconnected from NATS; reconnecting")
         if self._store is not None:
             self._store.connection_lost(lambda: self._closed or self._conn.is_connected)
 
     async def _on_reconnect(self) -> None:
-        self._log.warning("jetkit: reconnected to NATS at %s", self._conn.url)
+        self._log.warning("reconnected to NATS at %s", self._conn.url)
         self._background(self._report_damage())
         before, self._identity = self._identity, self._conn.identity()
         restarted = before[0] == self._identity[0] and before[1] != self._identity[1]

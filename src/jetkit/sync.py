@@ -284,7 +284,7 @@ def _close_all() -> None:
         try:
             runner.close()
         except BaseException as exc:
-            _log.warning("jetkit: closing a jetkit.sync.Stream at exit: %r", exc)
+            _log.warning("closing a jetkit.sync.Stream at exit: %r", exc)
 
 
 def _reject_async(handler: Callable[..., Any]) -> None:
