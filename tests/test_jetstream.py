@@ -34,6 +34,44 @@ class Recorder:
         return [m.data for m in self.msgs]
 
 
+async def test_publish_stored_returns_the_pub_ack(js: jk.Stream, topic: str) -> None:
+    first = await js.publish_stored(topic, b"a", headers={"k": "v"}, msg_id="ps-1")
+    assert isinstance(first, jk.PubAck) and first.seq == 1 and not first.duplicate
+    again = await js.publish_stored(topic, b"a", msg_id="ps-1")
+    assert again.duplicate and again.seq == 1
+    as_json = await js.publish_json_stored(topic, {"n": 2}, msg_id="ps-2")
+    assert as_json.seq == 2
+    expiring = await js.publish_stored(topic, b"c", ttl=60)
+    assert isinstance(expiring, jk.PubAck) and expiring.seq == 3
+    stored = await js.last_message(topic)
+    assert stored is not None and stored.data == b"c"
+
+
+async def test_publish_stored_refuses_a_core_topic_before_sending(
+    js: jk.Stream, topic: str
+) -> None:
+    core_topic = f"{topic}.live"
+    await js.declare_topic(core_topic, mode=jk.TopicMode.CORE)
+    rec = Recorder()
+    sub = await js.subscribe(core_topic, rec)
+    with pytest.raises(jk.ConfigError) as refused:
+        await js.publish_stored(core_topic, b"x")
+    assert str(refused.value) == (
+        f"{core_topic!r} is a core topic: publish_stored() returns the PubAck of a "
+        "stored message, and a core one is not stored; declare_topic(topic, "
+        "mode=jk.TopicMode.JETSTREAM) to store it, or use publish()"
+    )
+    with pytest.raises(jk.ConfigError, match=r"core topic: publish_json_stored\(\) returns"):
+        await js.publish_json_stored(core_topic, {"x": 1})
+    with pytest.raises(jk.InvalidTopicError):
+        await js.publish_stored("a b", b"x")
+    # the refused messages were never sent: the sentinel is the first to arrive
+    await js.publish(core_topic, b"sentinel")
+    await wait_until(lambda: rec.data != [])
+    assert rec.data == [b"sentinel"]
+    await sub.stop()
+
+
 async def test_publish_returns_pub_ack(js: jk.Stream, topic: str) -> None:
     first = await js.publish(topic, b"a")
     second = await js.publish(topic, b"b")

@@ -33,6 +33,7 @@ from ._publish import PubAck, Publisher
 from ._retry import Delay
 from ._schedule import ScheduledMessage, Scheduler
 from ._store import EmbeddedStore, ServerSettings
+from ._stored import StoredPublishing
 from ._subscribe import Subscriber
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
@@ -63,12 +64,13 @@ class _Opener:
             await self._stream.close()
 
 
-class Stream(AdminAPI):
+class Stream(AdminAPI, StoredPublishing):
     """A connection to NATS (embedded or external) with jetkit's messaging API.
 
     Open it with ``Stream.open(...)``; see that method for the options. The admin
     calls (declare_topic, topic_info, consumers, dead_letters, redrive, ...) are
-    ``_admin.AdminAPI``'s.
+    ``_admin.AdminAPI``'s; ``publish_stored``/``publish_json_stored`` are
+    ``_stored.StoredPublishing``'s.
     """
 
     def __init__(self, opts: OpenOptions) -> None:

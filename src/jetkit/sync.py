@@ -638,6 +638,36 @@ class Stream:
             ttl=ttl,
         )
 
+    def publish_stored(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck:
+        """``publish`` to a JetStream topic, returning its PubAck (see jk.Stream)."""
+        stored = self._s.publish_stored
+        return self._call(
+            "publish_stored()", stored, topic, data, headers=headers, msg_id=msg_id, ttl=ttl
+        )
+
+    def publish_json_stored(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck:
+        """``publish_json`` to a JetStream topic, returning its PubAck (see jk.Stream)."""
+        stored = self._s.publish_json_stored
+        return self._call(
+            "publish_json_stored()", stored, topic, value, headers=headers, msg_id=msg_id, ttl=ttl
+        )
+
     def publish_many(
         self,
         topic: str,
