@@ -174,6 +174,7 @@ def test_publishing_methods_take_the_async_parameters() -> None:
         "publish_json_stored",
         "publish_many",
         "cancel_scheduled",
+        "discard_dead_letter",
     ):
         sync_params = inspect.signature(getattr(jsync.Stream, name)).parameters
         async_params = inspect.signature(getattr(jk.Stream, name)).parameters

@@ -395,6 +395,17 @@ class AdminAPI:
             if not batch or offset >= int(resp.get("total", 0)):
                 return out
 
+    async def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
+        """Delete one dead letter from ``dlq_topic``: the one at ``seq`` (``DeadLetter.seq``).
+
+        Returns True if it was deleted, False if there is no message at ``seq`` (never
+        was, or already re-driven or discarded). A message at ``seq`` that is not a dead
+        letter of ``dlq_topic`` (no dead-letter headers, or another topic's message in the
+        same stream) raises jk.NotADeadLetterTopicError and is left in place.
+        """
+        self._check_open()
+        return await _deadletters.discard(self._api, self._topics, dlq_topic, seq)
+
 
 def _check_reset_target(
     info: dict[str, Any], topic: str, subjects: list[str], consumer: str

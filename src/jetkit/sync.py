@@ -906,3 +906,7 @@ class Stream:
     ) -> RedriveResult:
         """Publish dead letters again to their original topics, then delete them."""
         return self._call("redrive()", self._s.redrive, dlq_topic, limit=limit, where=where)
+
+    def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
+        """Delete the dead letter at ``seq`` of ``dlq_topic``; False if none is there."""
+        return self._call("discard_dead_letter()", self._s.discard_dead_letter, dlq_topic, seq)
