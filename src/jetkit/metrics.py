@@ -154,6 +154,7 @@ class Collector:
             pair.live -= 1
         if pair.live > 0 or labels == OTHER:
             return
+        self._retired.pop(labels, None)  # the newest retired goes last
         self._retired[labels] = None
         while len(self._retired) > max(0, MAX_RETIRED_LABELS):
             oldest = next(iter(self._retired))
