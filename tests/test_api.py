@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +227,45 @@ def test_start_options() -> None:
     assert to_datetime(1700000000).timestamp() == 1700000000
     with pytest.raises(jk.ConfigError):
         to_datetime("yesterday")  # type: ignore[arg-type]
+
+
+TYPED = """\
+import jetkit as jk
+import jetkit.sync
+
+
+async def stored(s: jk.Stream) -> int:
+    ack = await s.publish_stored("orders.events", b"x", msg_id="o-1", ttl=60)
+    also = await s.publish_json_stored("orders.events", {"n": 1})
+    return ack.seq + also.seq
+
+
+def stored_sync(s: jetkit.sync.Stream) -> int:
+    ack = s.publish_stored("orders.events", b"x")
+    return ack.seq + s.publish_json_stored("orders.events", [1]).seq
+
+
+async def maybe(s: jk.Stream) -> int:
+    ack = await s.publish("orders.events", b"x")
+    return ack.seq  # a core topic's publish returns None
+"""
+
+
+def test_publish_stored_is_typed_pub_ack_for_mypy_strict(tmp_path: Path) -> None:
+    """``publish_stored(...).seq`` type-checks under ``mypy --strict``; ``publish`` stays
+    ``PubAck | None`` (a core topic returns None)."""
+    pytest.importorskip("mypy")
+    (tmp_path / "uses_ack.py").write_text(TYPED)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "uses_ack.py"],
+        cwd=tmp_path,  # not the project's mypy settings
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    line = TYPED.splitlines().index("    return ack.seq  # a core topic's publish returns None")
+    assert result.stdout.splitlines() == [
+        f'uses_ack.py:{line + 1}: error: Item "None" of "PubAck | None" has no attribute '
+        '"seq"  [union-attr]'
+    ], result.stdout + result.stderr

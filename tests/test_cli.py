@@ -11,6 +11,8 @@ import os
 import pty
 import re
 import select
+import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -25,6 +27,7 @@ from rich.cells import cell_len
 import jetkit as jk
 from conftest import free_port, stop_process, wait_until_async
 from jetkit._cli_output import Column, fit
+from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
 
 pytestmark = pytest.mark.slow
 
@@ -563,3 +566,179 @@ def test_top_bad_interval(filled: Path) -> None:
         result = jetkit("top", "--interval", value, "--store-dir", filled)
         assert result.returncode == 2
         assert result.stderr.decode().startswith("error: invalid value for --interval")
+
+
+# -- jetkit dlq: reading, selecting, re-driving and discarding letters --------------------
+
+LONG_ERROR = (
+    "TimeoutError: the payment gateway did not answer within 30 seconds while charging "
+    "the card of customer-17 for order-9 [/red]"
+)
+LETTERS = [  # original topic, original seq, consumer, error, payload
+    ("orders.events", 1, "proc", "RuntimeError: boom", b'{"order_id": "order-1"}'),
+    ("payments.events", 4, "payments-processor-with-a-long-name", LONG_ERROR, b"\xff\xfe bin"),
+    ("payments.events", 7, "payments-processor-with-a-long-name", "ValueError: declined", b"c"),
+]
+
+
+def fill_letters(store: Path) -> None:
+    """A DLQ topic ``failed.mixed`` holding the three dead letters of ``LETTERS``."""
+
+    async def work() -> None:
+        async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+            for topic, seq, consumer, error, data in LETTERS:
+                headers = {
+                    H_TOPIC: topic,
+                    H_SEQ: str(seq),
+                    H_DELIVERIES: "3",
+                    H_CONSUMER: consumer,
+                    H_ERROR: error,
+                    "trace": f"t{seq}",
+                }
+                await s.publish("failed.mixed", data, headers=headers)
+
+    asyncio.run(work())
+
+
+@pytest.fixture(scope="module")
+def letters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("letters-store")
+    fill_letters(store)
+    return store
+
+
+def dlq_seqs(store: Path, *args: str) -> list[int]:
+    out = ok("dlq", "failed.mixed", "--json", *args, "--store-dir", store)
+    return [json.loads(line)["seq"] for line in out.splitlines()]
+
+
+def test_dlq_on_a_terminal_keeps_the_error_whole_at_80_columns(letters: Path) -> None:
+    out = on_terminal("dlq", "failed.mixed", "--store-dir", letters, columns=80)
+    assert all(cell_len(line) <= 80 for line in out.splitlines()), out
+    flat = " ".join(out.split())  # wrapped lines joined again
+    for _, _, _, error, _ in LETTERS:
+        assert error in flat, out
+    words = set(out.split())
+    assert {"payments-processor-with-a-long-name", "payments.events", "orders.events"} <= words
+    assert "3 dead letter(s) in failed.mixed" in flat
+
+
+def test_dlq_json_is_one_object_per_letter(letters: Path) -> None:
+    result = jetkit("dlq", "failed.mixed", "--json", "--store-dir", letters)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    first = records[0]
+    assert first == {
+        "topic": "failed.mixed",
+        "seq": 1,
+        "timestamp": first["timestamp"],
+        "original_topic": "orders.events",
+        "original_seq": 1,
+        "deliveries": 3,
+        "consumer": "proc",
+        "error": "RuntimeError: boom",
+        "redrives": 0,
+        "headers": {"trace": "t1"},
+        "data": '{"order_id": "order-1"}',
+    }
+    assert first["timestamp"].endswith("+00:00")
+    assert records[1]["error"] == LONG_ERROR and "data" not in records[1]
+    assert base64.b64decode(records[1]["data_b64"]) == b"\xff\xfe bin"
+    assert result.stderr.decode() == "3 dead letter(s) in failed.mixed\n"  # not in the JSON
+
+
+def test_dlq_selects_with_limit_and_filters(letters: Path) -> None:
+    assert dlq_seqs(letters) == [1, 2, 3]
+    assert dlq_seqs(letters, "--limit", "2") == [1, 2]
+    assert dlq_seqs(letters, "--error-contains", "timeout") == [2]  # any case
+    assert dlq_seqs(letters, "--original-topic", "payments.events") == [2, 3]
+    assert dlq_seqs(letters, "--original-topic", "payments.>") == [2, 3]
+    assert dlq_seqs(letters, "--consumer", "proc") == [1]
+    assert dlq_seqs(letters, "--original-topic", "payments.*", "--error-contains", "declined") == [
+        3
+    ]
+    assert dlq_seqs(letters, "--original-topic", "payments.*", "--limit", "1") == [2]
+    assert dlq_seqs(letters, "--error-contains", "no such error") == []
+    result = jetkit("dlq", "failed.mixed", "--consumer", "proc", "--store-dir", letters)
+    assert [row["seq"] for row in tsv(result.stdout.decode())] == ["1"]
+    assert result.stderr.decode() == "1 of 3 dead letter(s) in failed.mixed selected\n"
+    for args, words in [
+        (["--limit", "0"], "--limit"),
+        (["--original-topic", "a b"], "--original-topic"),
+        (["--discard", "0"], "--discard"),
+        (["--discard", "1", "--redrive"], "--discard"),
+        (["--discard", "1", "--consumer", "proc"], "--discard"),
+    ]:
+        bad = jetkit("dlq", "failed.mixed", *args, "--store-dir", letters)
+        err = bad.stderr.decode()
+        assert bad.returncode == 2 and err.count("\n") == 1 and words in err, (args, err)
+
+
+def test_dlq_redrive_honours_the_selection_and_discard_deletes_one(tmp_path: Path) -> None:
+    fill_letters(tmp_path)
+    result = jetkit(
+        "dlq",
+        "failed.mixed",
+        "--redrive",
+        "--original-topic",
+        "payments.events",
+        "--error-contains",
+        "declined",
+        "--store-dir",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row["seq"] for row in tsv(result.stdout.decode())] == ["3"]  # what it re-drove
+    assert "re-drove 1 to their topics" in result.stderr.decode()
+    assert "kept 2 that were not selected" in result.stderr.decode()
+    assert dlq_seqs(tmp_path) == [1, 2]
+    out = ok("sub", "payments.events", "--from-start", "--count", "1", "--store-dir", tmp_path)
+    assert out == "#1 payments.events c\n"
+
+    result = jetkit("dlq", "failed.mixed", "--discard", "2", "--store-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "discarded dead letter 2 of failed.mixed\n"
+    assert dlq_seqs(tmp_path) == [1]
+    again = jetkit("dlq", "failed.mixed", "--discard", "2", "--store-dir", tmp_path)
+    assert again.returncode == 1
+    assert again.stdout.decode() == (
+        "no message at seq 2 of failed.mixed: already re-driven or discarded, or never there\n"
+    )
+    assert ok("pub", "failed.mixed", "plain", "--store-dir", tmp_path) == (
+        "stored in failed_mixed at seq 4\n"
+    )
+    refused = jetkit("dlq", "failed.mixed", "--discard", "4", "--store-dir", tmp_path)
+    err = refused.stderr.decode()
+    assert refused.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: seq 4 of 'failed.mixed' is not a dead letter")
+    assert dlq_seqs(tmp_path) == [1]
+
+
+def test_help_shows_no_value_beside_flags() -> None:
+    for command in ([], ["sub"], ["dlq"], ["pub"], ["top"], ["ui"], ["examples"]):
+        out = ok(*command, "--help")
+        assert "--help" in out and "<bool>" not in out, (command, out)
+    assert "<int>" in ok("sub", "--help")  # an option that takes a value still says which
+
+
+CLI_DOC = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def test_the_documented_jq_example_prints_the_payload(filled: Path) -> None:
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    (line,) = [line for line in CLI_DOC.read_text().splitlines() if "--json | jq" in line]
+    ours, theirs = line.split("#", 1)[0].split("|")
+    out = ok(*shlex.split(ours)[1:], "--from-start", "--count", "2", "--store-dir", filled)
+    shown = subprocess.run(
+        shlex.split(theirs), input=out.encode(), capture_output=True, check=True, timeout=30
+    )
+    assert shown.stdout == b'{"order_id": "order-1"}\n{"order_id": "order-2"}\n'
+
+
+def test_the_cli_reference_is_generated_from_the_commands() -> None:
+    import cli_reference
+
+    assert CLI_DOC.read_text() == cli_reference.generate(CLI_DOC.read_text()), (
+        "docs/cli.md is out of date: run `python tests/cli_reference.py`"
+    )

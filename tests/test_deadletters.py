@@ -327,3 +327,43 @@ async def test_a_letter_whose_message_is_gone_stays(small: jk.Stream) -> None:
     result = await small.redrive("gone.dlq")
     assert (result.redriven, result.skipped) == (0, 1)
     assert len(await small.dead_letters("gone.dlq")) == 1
+
+
+async def test_discard_dead_letter_removes_that_one_only(
+    js: jk.Stream, store: Path, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    for i in range(3):
+        await js.publish(dlq, f"d{i}".encode(), headers=letter_headers(topic, i + 1))
+    await js.publish(dlq, b"not a dead letter")  # seq 4
+    assert await js.discard_dead_letter(dlq, 2) is True
+    assert [letter.data for letter in await js.dead_letters(dlq)] == [b"d0", b"d2"]
+    assert await js.discard_dead_letter(dlq, 2) is False  # gone already
+    assert await js.discard_dead_letter(dlq, 99) is False  # never there
+    with pytest.raises(jk.NotADeadLetterTopicError, match=r"seq 4 .* is not a dead letter"):
+        await js.discard_dead_letter(dlq, 4)
+    assert [m.data for m in await stored(js, dlq)] == [b"d0", b"d2", b"not a dead letter"]
+    with jsync.Stream.open(store_dir=store) as other:  # the sync facade has it too
+        assert other.discard_dead_letter(dlq, 1) is True
+    assert [letter.data for letter in await js.dead_letters(dlq)] == [b"d2"]
+
+
+async def test_discard_dead_letter_refuses_another_topics_message(
+    js: jk.Stream, topic: str
+) -> None:
+    # one stream for a pattern: sequences are the stream's, shared by its subjects
+    await js.declare_topic(f"{topic}.>")
+    dlq, other = f"{topic}.dlq", f"{topic}.other"
+    await js.publish(dlq, b"d0", headers=letter_headers(topic, 1))  # seq 1
+    await js.publish(other, b"looks dead", headers=letter_headers(topic, 2))  # seq 2
+    with pytest.raises(jk.NotADeadLetterTopicError, match=rf"stored on '{other}', not on"):
+        await js.discard_dead_letter(dlq, 2)
+    assert (await js.topic_info(f"{topic}.>")).messages == 2
+    for seq in (0, -1, "1", True, 1.5, None):
+        with pytest.raises(jk.ConfigError, match="seq"):
+            await js.discard_dead_letter(dlq, seq)  # type: ignore[arg-type]
+    with pytest.raises(jk.InvalidTopicError):
+        await js.discard_dead_letter(f"{topic}.*", 1)
+    with pytest.raises(jk.NotFoundError):
+        await js.discard_dead_letter(f"{topic}-nothing.stored", 1)
+    assert await js.discard_dead_letter(dlq, 1) is True

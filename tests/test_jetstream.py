@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,44 @@ class Recorder:
     @property
     def data(self) -> list[bytes]:
         return [m.data for m in self.msgs]
+
+
+async def test_publish_stored_returns_the_pub_ack(js: jk.Stream, topic: str) -> None:
+    first = await js.publish_stored(topic, b"a", headers={"k": "v"}, msg_id="ps-1")
+    assert isinstance(first, jk.PubAck) and first.seq == 1 and not first.duplicate
+    again = await js.publish_stored(topic, b"a", msg_id="ps-1")
+    assert again.duplicate and again.seq == 1
+    as_json = await js.publish_json_stored(topic, {"n": 2}, msg_id="ps-2")
+    assert as_json.seq == 2
+    expiring = await js.publish_stored(topic, b"c", ttl=60)
+    assert isinstance(expiring, jk.PubAck) and expiring.seq == 3
+    stored = await js.last_message(topic)
+    assert stored is not None and stored.data == b"c"
+
+
+async def test_publish_stored_refuses_a_core_topic_before_sending(
+    js: jk.Stream, topic: str
+) -> None:
+    core_topic = f"{topic}.live"
+    await js.declare_topic(core_topic, mode=jk.TopicMode.CORE)
+    rec = Recorder()
+    sub = await js.subscribe(core_topic, rec)
+    with pytest.raises(jk.ConfigError) as refused:
+        await js.publish_stored(core_topic, b"x")
+    assert str(refused.value) == (
+        f"{core_topic!r} is a core topic: publish_stored() returns the PubAck of a "
+        "stored message, and a core one is not stored; declare_topic(topic, "
+        "mode=jk.TopicMode.JETSTREAM) to store it, or use publish()"
+    )
+    with pytest.raises(jk.ConfigError, match=r"core topic: publish_json_stored\(\) returns"):
+        await js.publish_json_stored(core_topic, {"x": 1})
+    with pytest.raises(jk.InvalidTopicError):
+        await js.publish_stored("a b", b"x")
+    # the refused messages were never sent: the sentinel is the first to arrive
+    await js.publish(core_topic, b"sentinel")
+    await wait_until(lambda: rec.data != [])
+    assert rec.data == [b"sentinel"]
+    await sub.stop()
 
 
 async def test_publish_returns_pub_ack(js: jk.Stream, topic: str) -> None:
@@ -407,6 +446,49 @@ async def test_start_new_only_sees_new_messages(js: jk.Stream, topic: str) -> No
     await wait_until(lambda: b"new" in rec.data)
     assert rec.data == [b"new"]
     await sub.stop()
+
+
+def _unseen(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "jetkit" and r.levelno == logging.INFO and "StartAt.NEW" in r.getMessage()
+    ]
+
+
+async def test_a_new_durable_at_new_says_what_it_will_not_see(
+    js: jk.Stream, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jetkit")
+    await js.declare_topic(f"{topic}.>")  # one stream, and a durable on part of it
+    for sub_topic, n in ((f"{topic}.a", 3), (f"{topic}.b", 2)):
+        await js.publish_many(sub_topic, [b"stored"] * n)
+    sub = await js.subscribe(f"{topic}.a", Recorder(), durable="late")
+    (line,) = _unseen(caplog)
+    assert line == (
+        f"new durable 'late' starts at StartAt.NEW: the 3 messages already stored on "
+        f"'{topic}.a' are not delivered to it, only those published from now on; to "
+        "process them too, subscribe with start_at=jk.StartAt.ALL (or "
+        f"reset_consumer('{topic}.a', 'late', start_at=jk.StartAt.ALL))"
+    )
+    await sub.stop()
+    caplog.clear()
+    # resumed, at ALL, ephemeral, on a topic without messages: nothing to say
+    sub = await js.subscribe(f"{topic}.a", Recorder(), durable="late")
+    await sub.stop()
+    all_sub = await js.subscribe(f"{topic}.a", Recorder(), durable="all", start_at=jk.StartAt.ALL)
+    await all_sub.stop()
+    ephemeral = await js.subscribe(f"{topic}.a", Recorder())
+    await ephemeral.stop()
+    empty = await js.subscribe(f"{topic}.c", Recorder(), durable="empty")
+    await empty.stop()
+    assert _unseen(caplog) == []
+    # a topic with a stream of its own: the whole stream is counted
+    await js.publish_many(f"{topic}-own", [b"x"] * 4)
+    whole = await js.subscribe(f"{topic}-own", Recorder(), durable="whole")
+    await whole.stop()
+    (line,) = _unseen(caplog)
+    assert "the 4 messages already stored on " in line
 
 
 async def test_drop_policy_on_jetstream_is_an_error(js: jk.Stream, topic: str) -> None:

@@ -342,7 +342,7 @@ async def test_bad_key_arguments_are_refused_before_subscribing(
     for key in bad:
         with pytest.raises(jk.ConfigError, match="key"):
             await js.subscribe(topic, handler, key=key)
-    with pytest.raises(jk.ConfigError, match="key need a JetStream topic"):
+    with pytest.raises(jk.ConfigError, match="key needs a JetStream topic"):
         await core.subscribe(f"{topic}.core", handler, key=KEY)
     # key with concurrency=1 is fine (everything is in order anyway)
     assert subscribe_options(topic, key=KEY, concurrency=1).key == KEY

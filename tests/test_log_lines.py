@@ -3,6 +3,7 @@ retry, poison and dead-letter lines name the consumer."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import logging
@@ -35,7 +36,7 @@ async def test_reconnect_line_shows_the_url(
     finally:
         await server.stop()
     reconnected = [line for line in lines(caplog) if "reconnected" in line]
-    assert reconnected == [f"jetkit: reconnected to NATS at {server.url}"]
+    assert reconnected == [f"reconnected to NATS at {server.url}"]
 
 
 @dataclasses.dataclass
@@ -68,7 +69,67 @@ async def test_retry_poison_and_dead_letter_lines_name_the_consumer(
     await asyncio.wait_for(done.wait(), 10)
     await wait_until(lambda: any("last attempt" in line for line in lines(caplog)))
     logged = "\n".join(lines(caplog))
-    prefix = "jetkit: consumer 'logged-proc': "
+    prefix = "consumer 'logged-proc': "
     assert f"{prefix}poison message on '{topic}' seq 1: " in logged
     assert f"{prefix}handler for '{topic}' seq 2 failed on attempt 1 (RuntimeError: boom)" in logged
     assert f"{prefix}handler for '{topic}' seq 2 failed on its last attempt 2" in logged
+
+
+_LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
+
+
+def _log_messages(tree: ast.AST) -> list[tuple[int, str]]:
+    """The literal start of every message passed to a logger method in ``tree``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LOG_METHODS | {"log"}
+        ):
+            continue
+        args = node.args[1:] if node.func.attr == "log" else node.args
+        if not args:
+            continue
+        first = args[0]
+        if isinstance(first, ast.JoinedStr) and first.values:
+            first = first.values[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            found.append((node.lineno, first.value))
+    return found
+
+
+def test_no_log_message_repeats_the_logger_name() -> None:
+    """The loggers are named ``jetkit`` (and ``jetkit.*``): a message that starts with
+    "jetkit:" again prints the name twice under ``%(name)s: %(message)s``."""
+    source = Path(jk.__file__).parent
+    files = sorted(source.rglob("*.py"))
+    messages = [
+        (f"{path.relative_to(source)}:{line}", text)
+        for path in files
+        for line, text in _log_messages(ast.parse(path.read_text(), str(path)))
+    ]
+    assert len(messages) > 40  # the walk found the log calls
+    assert [(where, text) for where, text in messages if text.startswith("jetkit:")] == []
+
+
+async def test_a_standard_format_names_jetkit_once(
+    js: jk.Stream, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jetkit")
+    failed = asyncio.Event()
+
+    async def handle(msg: jk.Message) -> None:
+        failed.set()
+        raise RuntimeError("once")
+
+    sub = await js.subscribe(
+        topic, handle, durable="named-once", ack=jk.AckPolicy.MANUAL, backoff=[30], max_deliver=2
+    )
+    await js.publish(topic, b"x")
+    await asyncio.wait_for(failed.wait(), 10)
+    await wait_until(lambda: any("failed on attempt 1" in line for line in lines(caplog)))
+    formatter = logging.Formatter("%(name)s: %(message)s")
+    (record,) = [r for r in caplog.records if "failed on attempt 1" in r.getMessage()]
+    assert formatter.format(record).startswith("jetkit: consumer 'named-once': handler for ")
+    await sub.drain(timeout=5)

@@ -171,6 +171,100 @@ async def test_counters_of_a_closed_subscription_are_kept(ms: jk.Stream, topic: 
     assert value(samples, "jetkit_received_total", topic=topic, consumer="") == 6
 
 
+def total(samples: Samples, name: str) -> float:
+    """The sum of a family's samples over every label pair."""
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def pairs(samples: Samples, name: str) -> set[tuple[tuple[str, str], ...]]:
+    return {labels for n, labels in samples if n == name}
+
+
+async def _receive_once_and_close(s: jk.Stream, topic: str) -> None:
+    """One core subscription on ``topic`` that takes one message, then closes."""
+    got = asyncio.Event()
+
+    async def handle(data: bytes) -> None:
+        got.set()
+
+    sub = await s.subscribe(topic, handle)
+    await s.publish(topic, b"x")
+    await asyncio.wait_for(got.wait(), 10)
+    await sub.drain()
+
+
+async def test_closed_subscriptions_leave_a_bounded_exposition(store: Path, topic: str) -> None:
+    """Subscriptions coming and going on ever new topics: the label pairs of retired
+    ones are kept up to a bound, then folded into ``_other``; the totals stay exact."""
+    n = 300
+    async with jk.Stream.open(store_dir=store, drain_timeout=5) as s:
+        registry = CollectorRegistry()
+        registry.register(jetkit.metrics.collector(s))
+        for i in range(n):
+            await _receive_once_and_close(s, f"{topic}.{i}")
+        samples = parse((await asyncio.to_thread(generate_latest, registry)).decode())
+    bound = jetkit.metrics.MAX_RETIRED_LABELS + 1  # the newest retired ones and _other
+    assert bound < n
+    for name in ("jetkit_received_total", "jetkit_acked_total", "jetkit_handler_seconds_count"):
+        assert len(pairs(samples, name)) == bound, name
+    assert total(samples, "jetkit_received_total") == n
+    assert total(samples, "jetkit_handler_seconds_count") == n
+    other = {"topic": "_other", "consumer": "_other"}
+    assert value(samples, "jetkit_received_total", **other) == n - bound + 1
+    assert value(samples, "jetkit_handler_seconds_bucket", le="+Inf", **other) == n - bound + 1
+    newest = {"topic": f"{topic}.{n - 1}", "consumer": ""}
+    assert value(samples, "jetkit_received_total", **newest) == 1
+
+
+async def test_a_durable_that_comes_back_continues_its_counters(
+    ms: jk.Stream, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ms.declare_topic(topic)
+    handled: list[bytes] = []
+
+    async def handle(data: bytes) -> None:
+        handled.append(data)
+
+    async def received() -> tuple[float | None, float]:
+        samples = await scrape(ms.metrics_url or "")
+        key = ("jetkit_received_total", (("consumer", "again"), ("topic", topic)))
+        return samples.get(key), total(samples, "jetkit_received_total")
+
+    seen: list[float] = []  # the sum over all series, scrape after scrape
+    expected = 0
+    for batch in (3, 2):
+        sub = await ms.subscribe(topic, handle, durable="again", start_at=jk.StartAt.ALL)
+        await ms.publish_many(topic, [b"m"] * batch)
+        expected += batch
+        await wait_until(lambda n=expected: len(handled) == n)  # type: ignore[misc]
+        mine, everything = await received()
+        seen.append(everything)
+        await sub.drain()
+        after, everything = await received()
+        seen.append(everything)
+        assert mine == after == len(handled)  # closing keeps it; coming back continues
+    # retire more label pairs than the bound keeps: the durable's pair is the oldest,
+    # folded into _other first; coming back then starts its series over
+    monkeypatch.setattr(jetkit.metrics, "MAX_RETIRED_LABELS", 3)
+    await ms.declare_topic(f"{topic}.core.>", mode=jk.TopicMode.CORE)
+    for i in range(4):
+        await _receive_once_and_close(ms, f"{topic}.core.{i}")
+        seen.append((await received())[1])
+    samples = await scrape(ms.metrics_url or "")
+    assert (("consumer", "again"), ("topic", topic)) not in pairs(samples, "jetkit_received_total")
+    assert value(samples, "jetkit_received_total", topic="_other", consumer="_other") == 5 + 1
+    assert len(pairs(samples, "jetkit_received_total")) == 3 + 1
+    sub = await ms.subscribe(topic, handle, durable="again")
+    await ms.publish(topic, b"one more")
+    await wait_until(lambda: len(handled) == 6)
+    mine, everything = await received()
+    seen.append(everything)
+    assert mine == 1  # a counter reset for this series; the total goes on
+    await sub.drain()
+    seen.append((await received())[1])
+    assert seen == sorted(seen) and seen[-1] == 5 + 4 + 1
+
+
 async def test_publish_errors_are_counted(ms: jk.Stream, topic: str) -> None:
     await ms.declare_topic(topic, max_msgs=1, discard=jk.Discard.NEW)
     await ms.publish(topic, b"fits")

@@ -254,6 +254,21 @@ async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) ->
     assert await stream_subjects(js, topic) == [topic]
 
 
+async def test_a_discard_new_topic_refuses_schedules_naming_the_cause(
+    js: jk.Stream, topic: str
+) -> None:
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_msgs=100, discard=jk.Discard.NEW)
+    with pytest.raises(jk.ConfigError, match=r"Discard.NEW") as refused:
+        await js.publish(topic, b"x", deliver_after=1)
+    assert "discard=jk.Discard.OLD" in str(refused.value)
+    assert "mirror" not in str(refused.value)
+    assert await stream_subjects(js, topic) == [topic]  # refused before the stream changed
+    await js.publish(topic, b"kept", ttl=60)  # a TTL is fine there
+    await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_msgs=100)  # the fix it names
+    held = await js.publish(topic, b"x", deliver_after=30)
+    assert await js.cancel_scheduled(held) is True
+
+
 async def test_a_schedule_beyond_max_age_is_refused(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(topic, jk.TopicMode.JETSTREAM, max_age=60)
     with pytest.raises(jk.ConfigError, match="max_age"):

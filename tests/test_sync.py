@@ -158,8 +158,24 @@ def test_scheduled_delivery_cancel_and_ttl(s: jsync.Stream, topic: str) -> None:
         s.publish(topic, b"x", deliver_after=1, deliver_at=held.deliver_at)  # type: ignore[call-overload]
 
 
+def test_publish_stored(s: jsync.Stream, topic: str) -> None:
+    s.declare_topic(topic, jk.TopicMode.JETSTREAM)
+    assert s.publish_stored(topic, b"a").seq == 1
+    assert s.publish_json_stored(topic, {"n": 1}, msg_id="j-1").seq == 2
+    with pytest.raises(jk.ConfigError, match="is a core topic"):
+        s.publish_stored(f"{topic}.core", b"x")
+
+
 def test_publishing_methods_take_the_async_parameters() -> None:
-    for name in ("publish", "publish_json", "publish_many", "cancel_scheduled"):
+    for name in (
+        "publish",
+        "publish_json",
+        "publish_stored",
+        "publish_json_stored",
+        "publish_many",
+        "cancel_scheduled",
+        "discard_dead_letter",
+    ):
         sync_params = inspect.signature(getattr(jsync.Stream, name)).parameters
         async_params = inspect.signature(getattr(jk.Stream, name)).parameters
         assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [

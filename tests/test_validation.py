@@ -160,8 +160,22 @@ def test_subscribe_options_are_checked_without_a_server() -> None:
     assert opts.jetstream_only() == ["ack", "backoff", "start_at", "start_time"]
     with pytest.raises(jk.ConfigError, match="ack_wait"):
         subscribe_options("t", ack_wait=0.05)
-    with pytest.raises(jk.ConfigError, match="dlq"):
+    with pytest.raises(jk.ConfigError, match=r"dlq 't.dead' lies inside the topic's pattern 't.>'"):
         subscribe_options("t.>", dlq="t.dead")
+    with pytest.raises(jk.ConfigError, match=r"dlq 't.dead' must not be the topic itself"):
+        subscribe_options("t.dead", dlq="t.dead")
+
+
+async def test_jetstream_only_options_on_a_core_topic_agree_in_number(
+    core: jk.Stream, topic: str
+) -> None:
+    async def handler(msg: jk.Message) -> None:
+        pass
+
+    with pytest.raises(jk.ConfigError, match=r"^durable needs a JetStream topic, but "):
+        await core.subscribe(topic, handler, durable="one")
+    with pytest.raises(jk.ConfigError, match=r"^durable, dlq need a JetStream topic, but "):
+        await core.subscribe(topic, handler, durable="two", dlq=f"{topic}.dead")
 
 
 async def test_handler_signatures(js: jk.Stream, topic: str) -> None:

@@ -351,7 +351,7 @@ class AdminAPI:
             if store is None or not _damage.remove_consumer_state(store, name, consumer):
                 raise
             self._log.warning(
-                "jetkit: durable %r of stream %r could not be loaded; removed its state",
+                "durable %r of stream %r could not be loaded; removed its state",
                 consumer,
                 name,
             )
@@ -400,6 +400,17 @@ class AdminAPI:
             offset += len(batch)
             if not batch or offset >= int(resp.get("total", 0)):
                 return out
+
+    async def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
+        """Delete one dead letter from ``dlq_topic``: the one at ``seq`` (``DeadLetter.seq``).
+
+        Returns True if it was deleted, False if there is no message at ``seq`` (never
+        was, or already re-driven or discarded). A message at ``seq`` that is not a dead
+        letter of ``dlq_topic`` (no dead-letter headers, or another topic's message in the
+        same stream) raises jk.NotADeadLetterTopicError and is left in place.
+        """
+        self._check_open()
+        return await _deadletters.discard(self._api, self._topics, dlq_topic, seq)
 
 
 def _check_reset_target(

@@ -23,13 +23,14 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 import jetkit as jk
 
@@ -212,6 +213,32 @@ def fit(
     return widths, excess
 
 
+# -- help -------------------------------------------------------------------------------
+
+
+def _flags_take_no_value(params: Any) -> Any:
+    """typer's rich help shows ``<bool>`` beside a flag as if it took a value: a flag
+    (``--json``, ``--help``) gets an empty metavar, so the help shows none."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A jetkit command: its flags show no value in ``--help``."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The ``jetkit`` group: its flags show no value in ``--help``."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
 # -- messages -----------------------------------------------------------------------------
 
 
@@ -237,9 +264,14 @@ def message_json(msg: jk.Message) -> str:
         "seq": msg.seq,
         "timestamp": msg.timestamp.isoformat() if stored else None,
         "headers": msg.headers,
+        **payload_fields(msg.data),
     }
-    try:
-        record["data"] = msg.data.decode("utf-8")
-    except UnicodeDecodeError:
-        record["data_b64"] = base64.b64encode(msg.data).decode("ascii")
     return json.dumps(record, ensure_ascii=False)
+
+
+def payload_fields(data: bytes) -> dict[str, str]:
+    """A payload in a JSON record: ``data`` (text), or ``data_b64`` when not UTF-8."""
+    try:
+        return {"data": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"data_b64": base64.b64encode(data).decode("ascii")}

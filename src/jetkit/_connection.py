@@ -118,7 +118,7 @@ class Connection:
 
         async def lame_duck() -> None:
             self._log.warning(
-                "jetkit: the NATS server %s entered lame-duck mode (it is shutting down); "
+                "the NATS server %s entered lame-duck mode (it is shutting down); "
                 "the connection moves to another server of the cluster when it closes",
                 self.url,
             )
@@ -180,11 +180,9 @@ class Connection:
                 await close_for_good(err_msg)
                 return
             if any(h in lower for h in _HARMLESS):
-                self._log.warning("jetkit: the NATS server refused a request: %s", text)
+                self._log.warning("the NATS server refused a request: %s", text)
                 return
-            self._log.warning(
-                "jetkit: the NATS server dropped the connection (%s); reconnecting", text
-            )
+            self._log.warning("the NATS server dropped the connection (%s); reconnecting", text)
             await nc._process_op_err(nats.errors.Error(f"nats: {text}"))
 
         nc._process_err = process_err  # type: ignore[method-assign]

@@ -95,7 +95,7 @@ class JetStreamSubscription(PullSubscription):
         except DecodeError as exc:
             self.stats.failed += 1
             self._log.error(
-                "jetkit: consumer %r: poison message on %r seq %s: %s",
+                "consumer %r: poison message on %r seq %s: %s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
@@ -126,7 +126,7 @@ class JetStreamSubscription(PullSubscription):
                 await self._retry_or_dead_letter(msg, exc)
             else:
                 self._log.error(
-                    "jetkit: consumer %r: handler for %r failed (seq %s)",
+                    "consumer %r: handler for %r failed (seq %s)",
                     self.consumer,
                     msg.topic,
                     msg.seq,
@@ -197,7 +197,7 @@ class JetStreamSubscription(PullSubscription):
         retry, delay = decide(attempt, self._max_deliver, self._backoff)
         if retry:
             self._log.warning(
-                "jetkit: consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying%s",
+                "consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying%s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
@@ -209,7 +209,7 @@ class JetStreamSubscription(PullSubscription):
             await msg.nak(delay)
             return
         self._log.error(
-            "jetkit: consumer %r: handler for %r seq %s failed on its last attempt %d (%s)",
+            "consumer %r: handler for %r seq %s failed on its last attempt %d (%s)",
             self.consumer,
             msg.topic,
             msg.seq,

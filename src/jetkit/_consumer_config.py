@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ._damage import consumer_dir, remove_consumer_state
-from ._errors import DamagedConsumerError, IncompatibleConsumerError, JetStreamError, NotFoundError
+from ._errors import (
+    DamagedConsumerError,
+    IncompatibleConsumerError,
+    JetkitError,
+    JetStreamError,
+    NotFoundError,
+)
 from ._jsapi import JsApi
 from ._subscription import AckPolicy, StartAt
 from ._time import nanos, rfc3339
@@ -102,26 +108,10 @@ async def ensure_consumer(
         await api.call(f"CONSUMER.DELETE.{stream}.{name}")
         existing = None
     if existing is None:
-        try:
-            return await _create(api, stream, name, config, store)
-        except DamagedConsumerError:
-            if not recreate or store is None:
-                raise
-            if not remove_consumer_state(store, stream, name):
-                raise
-            log.warning(
-                "jetkit: durable %r of stream %r could not be loaded (damaged state on disk); "
-                "recreate=True: removed it and created it again from its start position",
-                name,
-                stream,
-            )
-            return await _create(api, stream, name, config, store)
-        except JetStreamError as exc:
-            # a WORK_QUEUE topic only allows "deliver all": there, the default start
-            # (NEW) means every message not yet taken, which is what ALL delivers
-            if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
-                raise
-            return await _create(api, stream, name, {**config, "deliver_policy": "all"}, store)
+        created = await _create_new(api, stream, name, config, recreate, log, store)
+        if config.get("durable_name") and log.isEnabledFor(logging.INFO):
+            await _say_unseen(api, stream, name, created, log)
+        return created
     current: dict[str, Any] = existing.get("config", {})
     if current.get("deliver_subject"):
         raise IncompatibleConsumerError(
@@ -139,7 +129,7 @@ async def ensure_consumer(
             )
     if any(current.get(f) != config.get(f) for f in _START_FIELDS):
         log.info(
-            "jetkit: durable %r exists and resumes from its position; the requested start "
+            "durable %r exists and resumes from its position; the requested start "
             "(%s) was not applied (pass recreate=True to start over)",
             name,
             config.get("deliver_policy"),
@@ -166,6 +156,95 @@ async def ensure_consumer(
         f"CONSUMER.CREATE.{stream}.{name}",
         {"stream_name": stream, "config": merged, "action": "update"},
     )
+
+
+async def _create_new(
+    api: JsApi,
+    stream: str,
+    name: str,
+    config: dict[str, Any],
+    recreate: bool,
+    log: logging.Logger,
+    store: Path | None,
+) -> dict[str, Any]:
+    """Create the consumer (none exists): see ``ensure_consumer``."""
+    try:
+        return await _create(api, stream, name, config, store)
+    except DamagedConsumerError:
+        if not recreate or store is None:
+            raise
+        if not remove_consumer_state(store, stream, name):
+            raise
+        log.warning(
+            "durable %r of stream %r could not be loaded (damaged state on disk); "
+            "recreate=True: removed it and created it again from its start position",
+            name,
+            stream,
+        )
+        return await _create(api, stream, name, config, store)
+    except JetStreamError as exc:
+        # a WORK_QUEUE topic only allows "deliver all": there, the default start
+        # (NEW) means every message not yet taken, which is what ALL delivers
+        if exc.err_code != WORK_QUEUE_NEEDS_ALL or config["deliver_policy"] != "new":
+            raise
+        return await _create(api, stream, name, {**config, "deliver_policy": "all"}, store)
+
+
+async def _say_unseen(
+    api: JsApi, stream: str, name: str, created: dict[str, Any], log: logging.Logger
+) -> None:
+    """A new durable at StartAt.NEW on a topic that already stores messages: say how
+    many it will not see (INFO), and how to have them. Only when a durable is created,
+    and only if the stream ever stored a message (the create's answer says so)."""
+    cfg = created.get("config") or {}
+    if cfg.get("deliver_policy") != "new":
+        return
+    if not int((created.get("delivered") or {}).get("stream_seq") or 0):
+        return  # nothing was ever stored before it
+    filters = list(cfg.get("filter_subjects") or []) or (
+        [cfg["filter_subject"]] if cfg.get("filter_subject") else []
+    )
+    try:
+        unseen, topics = await _stored_on(api, stream, filters)
+    except JetkitError:
+        return  # a remark, not worth failing the subscribe for
+    if not unseen:
+        return
+    where = ", ".join(repr(t) for t in topics)
+    reset = f" (or reset_consumer({where}, {name!r}, start_at=jk.StartAt.ALL))"
+    log.info(
+        "new durable %r starts at StartAt.NEW: the %d message%s already stored on %s "
+        "%s not delivered to it, only those published from now on; to process them too, "
+        "subscribe with start_at=jk.StartAt.ALL%s",
+        name,
+        unseen,
+        "" if unseen == 1 else "s",
+        where,
+        "is" if unseen == 1 else "are",
+        reset if len(topics) == 1 else "",
+    )
+
+
+async def _stored_on(api: JsApi, stream: str, filters: list[str]) -> tuple[int, list[str]]:
+    """How many messages ``stream`` stores on ``filters`` (all its own subjects when
+    there are none), and those subjects."""
+    if not filters:
+        info = await api.call(f"STREAM.INFO.{stream}")
+        subjects = list((info.get("config") or {}).get("subjects") or [])
+        return int((info.get("state") or {}).get("messages") or 0), own_subjects(subjects)
+    count = 0
+    for subject in filters:
+        seen = 0
+        while True:  # the server pages the per-subject counts
+            info = await api.call(
+                f"STREAM.INFO.{stream}", {"subjects_filter": subject, "offset": seen}
+            )
+            page = (info.get("state") or {}).get("subjects") or {}
+            count += sum(int(n) for n in page.values())
+            seen += len(page)
+            if not page or seen >= int(info.get("total") or 0):
+                break
+    return count, filters
 
 
 async def _without_held(api: JsApi, stream: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -160,7 +160,7 @@ async def report(damage: Damage, store: Path, api: JsApi, log: logging.Logger) -
     """Log a warning per damaged topic or durable, with what was lost and the fix."""
     for stream, why in damage.streams.items():
         log.warning(
-            "jetkit: store %s: stream %r was not loaded: %s. Its messages are still on disk "
+            "store %s: stream %r was not loaded: %s. Its messages are still on disk "
             "(%s); declare_topic() its topic (or publish to it) to serve them again "
             "(limits not declared again are reset to jetkit's defaults)",
             store,
@@ -177,13 +177,11 @@ async def report(damage: Damage, store: Path, api: JsApi, log: logging.Logger) -
             else "; subscribe with recreate=True to start it over (its position is lost), "
             "or delete_consumer() it"
         )
-        log.warning(
-            "jetkit: store %s: durable %r of stream %r: %s%s", store, consumer, stream, why, fix
-        )
+        log.warning("store %s: durable %r of stream %r: %s%s", store, consumer, stream, why, fix)
     for stream, notes in damage.repaired.items():
         lost = await _lost(api, stream)
         log.warning(
-            "jetkit: store %s: nats-server found damaged files of stream %r and rebuilt it, "
+            "store %s: nats-server found damaged files of stream %r and rebuilt it, "
             "dropping what it could not read (%s): %s",
             store,
             stream,

@@ -46,8 +46,8 @@ from ._retry import (
     H_TOPIC,
 )
 from ._topics import TopicRegistry, validate_topic
+from ._validate import INT64_MAX, number, optional_number
 from ._validate import headers as check_headers
-from ._validate import optional_number
 
 _DEAD_LETTER_HEADERS = (H_TOPIC, H_SEQ, H_DELIVERIES, H_CONSUMER, H_ERROR, H_STREAM, H_NOT_COPIED)
 NO_MESSAGE = 10037  # STREAM.MSG.GET: no message at or after that sequence
@@ -312,3 +312,32 @@ async def _stored_as(api: JsApi, ack: PubAck, msg_id: str) -> bool:
     except NotFoundError:
         return False
     return bool(Message.stored(resp["message"]).headers.get("Nats-Msg-Id") == msg_id)
+
+
+async def discard(api: JsApi, topics: TopicRegistry, dlq_topic: str, seq: int) -> bool:
+    """``Stream.discard_dead_letter``: delete the dead letter at ``seq`` of ``dlq_topic``;
+    False if there is no message at ``seq``. A message there that is not a dead letter
+    of ``dlq_topic`` is refused and left in place."""
+    topics.check(dlq_topic)
+    seq = number("seq", seq, minimum=1, maximum=INT64_MAX, integer=True)
+    name, _ = await topics.stream_of(dlq_topic)
+    try:
+        resp = await api.call(f"STREAM.MSG.GET.{name}", {"seq": seq})
+    except NotFoundError as exc:
+        if exc.err_code != NO_MESSAGE:
+            raise
+        return False
+    msg = Message.stored(resp["message"])
+    if msg.topic != dlq_topic or dead_letter(msg) is None:
+        where = "" if msg.topic == dlq_topic else f" (it is stored on {msg.topic!r}, not on it)"
+        raise NotADeadLetterTopicError(
+            f"seq {seq} of {dlq_topic!r} is not a dead letter{where}; nothing was deleted. "
+            "Pass a seq that dead_letters() lists (purge_topic() removes other messages)"
+        )
+    try:
+        await api.call(f"STREAM.MSG.DELETE.{name}", {"seq": seq, "no_erase": True})
+    except JetStreamError as exc:
+        if exc.err_code != NO_SUCH_MESSAGE:
+            raise
+        return False  # re-driven or discarded by someone else meanwhile
+    return True

@@ -15,7 +15,7 @@ JetkitError
  ├── InvalidTopicError (ValueError)    a topic name is not allowed
  ├── InvalidHeaderError (ValueError)   a header name/value or msg_id is not allowed
  ├── PayloadTooLargeError (ValueError) message (headers + payload) over max_payload
- ├── NotADeadLetterTopicError (ValueError) redrive() on a topic without dead letters
+ ├── NotADeadLetterTopicError (ValueError) no dead letter where one is needed
  ├── ConfigError (ValueError)          an option or combination is not allowed
  │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
  ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
@@ -137,7 +137,8 @@ class PayloadTooLargeError(JetkitError, ValueError):
 
 
 class NotADeadLetterTopicError(JetkitError, ValueError):
-    """``redrive()`` on a topic whose messages carry no dead-letter headers."""
+    """No dead letter where one is needed: ``redrive()`` on a topic whose messages carry
+    no dead-letter headers, or ``discard_dead_letter()`` on a message that is not one."""
 
 
 class ConfigError(JetkitError, ValueError):

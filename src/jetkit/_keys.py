@@ -294,7 +294,7 @@ class KeyedSubscription(JetStreamSubscription):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+                self._log.exception("internal error handling a message on %r", self.topic)
             finally:
                 self._inflight.discard(msg)
                 self._done(msg)
@@ -305,7 +305,7 @@ class KeyedSubscription(JetStreamSubscription):
         if msg._poison is not None:
             self.stats.failed += 1
             self._log.error(
-                "jetkit: consumer %r: poison message on %r seq %s: %s",
+                "consumer %r: poison message on %r seq %s: %s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
@@ -345,7 +345,7 @@ class KeyedSubscription(JetStreamSubscription):
             await super()._retry_or_dead_letter(msg, exc)
             return
         self._log.warning(
-            "jetkit: consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying "
+            "consumer %r: handler for %r seq %s failed on attempt %d (%s); retrying "
             "in place%s (key %r waits for it)",
             self.consumer,
             msg.topic,
@@ -464,7 +464,7 @@ class KeyedSubscription(JetStreamSubscription):
             self.connection_lost()
             if self.buffered:
                 self._log.info(
-                    "jetkit: the server restarted; the %d messages of %r pulled before are "
+                    "the server restarted; the %d messages of %r pulled before are "
                     "kept in key order",
                     self.buffered,
                     self.topic,

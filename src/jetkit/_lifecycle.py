@@ -85,7 +85,7 @@ class Registrations:
             self.tasks.discard(task)
             return
         self._log.error(
-            "jetkit: the subscriber %s on %r could not be registered (%s: %s); the next "
+            "the subscriber %s on %r could not be registered (%s: %s); the next "
             "publish or request on this Stream raises it, else close() does",
             name,
             topic,
@@ -200,7 +200,7 @@ class Lifecycle:
                 try:
                     await sub.stop()
                 except Exception as exc:
-                    self._log.warning("jetkit: stopping %r: %r", sub, exc)
+                    self._log.warning("stopping %r: %r", sub, exc)
         finally:
             await self._teardown()
 
@@ -213,7 +213,7 @@ class Lifecycle:
             )
             for result in results:
                 if isinstance(result, BaseException):
-                    self._log.warning("jetkit: %s", result)
+                    self._log.warning("%s", result)
 
     async def _teardown(self) -> None:
         self._closed = True

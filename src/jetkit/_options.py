@@ -96,8 +96,16 @@ def subscribe_options(
     if dlq is not None:
         validate_topic(dlq, wildcards=False)
         assert isinstance(dlq, str)
-        if dlq == topic or subject_matches(topic, dlq):
-            raise ConfigError(f"dlq {dlq!r} must not be the topic {topic!r} itself")
+        if dlq == topic:
+            raise ConfigError(
+                f"dlq {dlq!r} must not be the topic itself: its dead letters would come back "
+                f"to this subscription; use another topic, e.g. 'failed.{topic}'"
+            )
+        if subject_matches(topic, dlq):
+            raise ConfigError(
+                f"dlq {dlq!r} lies inside the topic's pattern {topic!r}: its dead letters "
+                "would come back to this subscription; use a topic outside that pattern"
+            )
     position, when, seq = resolve_start(
         _validate.option(StartAt, start_at, "start_at"), start_time, start_seq
     )

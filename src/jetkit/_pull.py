@@ -168,7 +168,7 @@ class PullSubscription(Subscription):
                 self._pull_subject, b'{"batch": %d' % batch + self._pull_tail, reply=self._inbox
             )
         except Exception as exc:
-            self._log.debug("jetkit: pull on %r failed (%s); the monitor retries", self.topic, exc)
+            self._log.debug("pull on %r failed (%s); the monitor retries", self.topic, exc)
             self._requested = max(0, self._requested - batch)
 
     def _after_take(self) -> None:
@@ -212,19 +212,19 @@ class PullSubscription(Subscription):
             if left is not None:
                 self._requested = max(0, self._requested - int(left))
             if status == "409" and "Consumer Deleted" in desc:
-                self._log.warning("jetkit: consumer %r was deleted on the server", self.consumer)
+                self._log.warning("consumer %r was deleted on the server", self.consumer)
                 self._requested = 0
                 self._spawn(self._recover())
                 return
             if status == "409" and left is None:
                 self._requested = 0
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
+            self._log.debug("pull status %s %s on %r", status, desc, self.topic)
             self._maybe_pull()
         elif status == "503":
             self._requested = 0
             self._spawn(self._recover())
         else:
-            self._log.debug("jetkit: pull status %s %s on %r", status, desc, self.topic)
+            self._log.debug("pull status %s %s on %r", status, desc, self.topic)
 
     def hold_recovery(self, hold: bool) -> None:
         """While held, a deleted consumer is not re-created nor pulled from (an admin
@@ -251,15 +251,13 @@ class PullSubscription(Subscription):
                         config.pop(key, None)
                     config["deliver_policy"] = "by_start_sequence"
                     config["opt_start_seq"] = last_seq + 1
-                self._log.warning(
-                    "jetkit: recreating consumer %r on %r", self.consumer, self.stream
-                )
+                self._log.warning("recreating consumer %r on %r", self.consumer, self.stream)
                 info = await ensure_consumer(
                     self._api, self.stream, config, recreate=False, log=self._log
                 )
             self._incarnation = incarnation(info)
         except JetkitError as exc:
-            self._log.debug("jetkit: consumer check for %r failed: %s", self.topic, exc)
+            self._log.debug("consumer check for %r failed: %s", self.topic, exc)
         finally:
             self._recovering = False
             self._requested = 0
@@ -282,8 +280,7 @@ class PullSubscription(Subscription):
             self._buffer.clear()
             if stale:
                 self._log.info(
-                    "jetkit: the server restarted; %d messages of %r pulled before are "
-                    "delivered again",
+                    "the server restarted; %d messages of %r pulled before are delivered again",
                     stale,
                     self.topic,
                 )
@@ -297,7 +294,7 @@ class PullSubscription(Subscription):
             now = self._last_tick = time.monotonic()
             busy = bool(self._inflight or self._buffer)
             if now - self._last_activity > 2 * HEARTBEAT + tick and not (self._recovering or busy):
-                self._log.debug("jetkit: no heartbeat on %r; re-issuing pulls", self.topic)
+                self._log.debug("no heartbeat on %r; re-issuing pulls", self.topic)
                 self._requested = 0
                 self._last_activity = now
                 self._spawn(self._recover())
@@ -340,8 +337,7 @@ class PullSubscription(Subscription):
             self._conn.send(_ack_command(msg.reply, token), False)
         except Exception as exc:
             self._log.warning(
-                "jetkit: could not send %s for %r seq %s (%s); it will be redelivered after "
-                "ack_wait",
+                "could not send %s for %r seq %s (%s); it will be redelivered after ack_wait",
                 token[:5].decode(),
                 msg.topic,
                 msg.seq,
@@ -394,7 +390,7 @@ class PullSubscription(Subscription):
             self._conn.send(_ack_command(msg.reply or "", ACK), False)
         except JetkitError as exc:
             self._log.warning(
-                "jetkit: could not ack %r seq %s (%s); it will be redelivered after ack_wait",
+                "could not ack %r seq %s (%s); it will be redelivered after ack_wait",
                 msg.topic,
                 msg.seq,
                 exc,

@@ -103,7 +103,7 @@ class Responder(CoreSubscription):
 
     async def _process(self, msg: Message) -> None:
         if not msg.reply:
-            self._log.debug("jetkit: message without reply subject on responder %r", msg.topic)
+            self._log.debug("message without reply subject on responder %r", msg.topic)
         try:
             args = self._plan.args(msg)
             result = await self._plan.fn(*args)
@@ -115,7 +115,7 @@ class Responder(CoreSubscription):
             if not is_handler_failure(exc):
                 raise
             self.stats.failed += 1
-            self._log.warning("jetkit: responder for %r raised %s", msg.topic, describe_error(exc))
+            self._log.warning("responder for %r raised %s", msg.topic, describe_error(exc))
             payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
         if not msg.reply:
             return
@@ -123,7 +123,7 @@ class Responder(CoreSubscription):
         if len(payload) > conn.max_payload:
             self.stats.failed += 1
             self._log.warning(
-                "jetkit: the reply on %r is %d bytes, over the server's max_payload of %d",
+                "the reply on %r is %d bytes, over the server's max_payload of %d",
                 msg.topic,
                 len(payload),
                 conn.max_payload,
@@ -141,4 +141,4 @@ class Responder(CoreSubscription):
             elif conn.send(pub(msg.reply.encode(), payload)):
                 await conn.relieve()
         except Exception as exc:
-            self._log.warning("jetkit: could not send reply on %r: %s", msg.topic, exc)
+            self._log.warning("could not send reply on %r: %s", msg.topic, exc)

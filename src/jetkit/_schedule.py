@@ -76,6 +76,7 @@ class Features:
     ttl: bool
     retention: str
     max_age: float  # seconds, 0: none
+    discard: str = "old"
     read_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -166,7 +167,8 @@ def require(version: tuple[int, int, int], since: tuple[int, int, int], what: st
 
 def _features(cfg: dict[str, Any], schedules: bool, ttl: bool) -> Features:
     max_age = (cfg.get("max_age") or 0) / 1e9
-    return Features(schedules, ttl, str(cfg.get("retention", "limits")), max_age)
+    retention, discard = str(cfg.get("retention", "limits")), str(cfg.get("discard", "old"))
+    return Features(schedules, ttl, retention, max_age, discard)
 
 
 class Scheduler:
@@ -332,6 +334,12 @@ class Scheduler:
                 f"topic {topic!r} has Retention.INTEREST, which drops a held message at once "
                 "(no subscriber consumes it before it is due); schedule on a LIMITS or "
                 "WORK_QUEUE topic"
+            )
+        if features.discard == "new":
+            raise ConfigError(
+                f"topic {topic!r} has discard=jk.Discard.NEW, and nats-server holds scheduled "
+                "messages only in a stream that discards old messages when full; declare it "
+                "with discard=jk.Discard.OLD (the default), or schedule on another topic"
             )
         delay = (due - now).total_seconds()
         if features.max_age and delay >= features.max_age:

@@ -134,11 +134,11 @@ def load_or_create_credentials(store_dir: Path, log: logging.Logger) -> tuple[st
         user, password = data["user"], data["password"]
         if isinstance(user, str) and isinstance(password, str) and user and password:
             return user, password
-        log.warning("jetkit: %s holds an empty user or password; generating new ones", path)
+        log.warning("%s holds an empty user or password; generating new ones", path)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("jetkit: cannot read %s (%s); generating new credentials", path, exc)
+        log.warning("cannot read %s (%s); generating new credentials", path, exc)
     user, password = "jetkit", secrets.token_urlsafe(24)
     write_private(path, json.dumps({"user": user, "password": password}))
     return user, password
@@ -305,7 +305,7 @@ class EmbeddedStore:
         self.attached = True
         self._attached_port = int(str(info.get("port")))
         self._log.info(
-            "jetkit: store %s is served by pid %s; attached as a client", self.path, info.get("pid")
+            "store %s is served by pid %s; attached as a client", self.path, info.get("pid")
         )
         return True
 
@@ -327,12 +327,10 @@ class EmbeddedStore:
                 await self._own(lock_fd, self._attached_port)
             except JetkitError as exc:
                 self.server = None
-                self._log.error("jetkit: could not take over store %s: %s", self.path, exc)
+                self._log.error("could not take over store %s: %s", self.path, exc)
                 return
             self.attached = False
-            self._log.warning(
-                "jetkit: the owner of %s exited; this process serves it now", self.path
-            )
+            self._log.warning("the owner of %s exited; this process serves it now", self.path)
             return
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ from ._publish import PubAck, Publisher
 from ._retry import Delay
 from ._schedule import ScheduledMessage, Scheduler
 from ._store import EmbeddedStore, ServerSettings
+from ._stored import StoredPublishing
 from ._subscribe import Subscriber
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
@@ -64,12 +65,14 @@ class _Opener:
             await self._stream.close()
 
 
-class Stream(Lifecycle, AdminAPI):
+class Stream(Lifecycle, AdminAPI, StoredPublishing):
     """A connection to NATS (embedded or external) with jetkit's messaging API.
 
     Open it with ``Stream.open(...)``; see that method for the options. The admin
     calls (declare_topic, topic_info, consumers, dead_letters, redrive, ...) are
-    ``_admin.AdminAPI``'s; ``close()`` and what a fork changes are ``_lifecycle``'s.
+    ``_admin.AdminAPI``'s; ``publish_stored``/``publish_json_stored`` are
+    ``_stored.StoredPublishing``'s; ``close()`` and what a fork changes are
+    ``_lifecycle``'s.
 
     After ``os.fork()`` the Stream stays the parent's: in the child every call raises
     jk.ForkedStreamError and ``close()`` returns at once, leaving the parent's server,
@@ -251,7 +254,7 @@ class Stream(Lifecycle, AdminAPI):
     async def _on_error(self, exc: Exception) -> None:
         # (drops are counted by the subscriptions themselves: their messages never
         # reach nats-py's queues, so its slow-consumer errors are not about them)
-        self._log.debug("jetkit: connection error: %r", exc)
+        self._log.debug("connection error: %r", exc)
 
     async def _on_disconnect(self) -> None:
         self._publisher.acked.connection_lost()
@@ -260,12 +263,12 @@ class Stream(Lifecycle, AdminAPI):
                 sub.connection_lost()
         if self._closed:
             return
-        self._log.warning("jetkit: disconnected from NATS; reconnecting")
+        self._log.warning("disconnected from NATS; reconnecting")
         if self._store is not None:
             self._store.connection_lost(lambda: self._closed or self._conn.is_connected)
 
     async def _on_reconnect(self) -> None:
-        self._log.warning("jetkit: reconnected to NATS at %s", self._conn.url)
+        self._log.warning("reconnected to NATS at %s", self._conn.url)
         self._background(self._report_damage())
         before, self._identity = self._identity, self._conn.identity()
         restarted = before[0] == self._identity[0] and before[1] != self._identity[1]

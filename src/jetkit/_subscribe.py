@@ -54,7 +54,8 @@ class Subscriber:
             used = opts.jetstream_only()
             if used:
                 raise ConfigError(
-                    f"{', '.join(used)} need a JetStream topic, but {topic!r} is a core topic; "
+                    f"{', '.join(used)} need{'s' if len(used) == 1 else ''} a JetStream topic, "
+                    f"but {topic!r} is a core topic; "
                     "declare_topic(topic, mode=jk.TopicMode.JETSTREAM) or open the Stream with "
                     "default_mode=jk.TopicMode.JETSTREAM"
                 )

@@ -237,7 +237,7 @@ class Subscription:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self._log.exception("jetkit: internal error handling a message on %r", self.topic)
+                self._log.exception("internal error handling a message on %r", self.topic)
             finally:
                 self._inflight.discard(msg)
 
@@ -250,7 +250,7 @@ class Subscription:
             args = self._plan.args(msg)
         except DecodeError as exc:
             self.stats.failed += 1
-            self._log.error("jetkit: dropping undecodable message on %r: %s", msg.topic, exc)
+            self._log.error("dropping undecodable message on %r: %s", msg.topic, exc)
             return
         try:
             await self._plan.fn(*args)
@@ -258,7 +258,7 @@ class Subscription:
             if not is_handler_failure(exc):
                 raise
             self.stats.failed += 1
-            self._log.error("jetkit: handler for %r failed", msg.topic, exc_info=exc)
+            self._log.error("handler for %r failed", msg.topic, exc_info=exc)
 
     # -- stopping ------------------------------------------------------------------------
 

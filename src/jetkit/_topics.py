@@ -356,7 +356,7 @@ class TopicRegistry:
                     exc.err_code,
                 ) from exc
             return found
-        self._log.debug("jetkit: created stream %s for topic %r", name, topic)
+        self._log.debug("created stream %s for topic %r", name, topic)
         return name, [topic]
 
     async def create(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -367,8 +367,7 @@ class TopicRegistry:
             resp = await self._api.call(f"STREAM.UPDATE.{name}", cfg)
             self.damaged.discard(name)
             self._log.warning(
-                "jetkit: stream %r restored from a damaged store with %d messages and the "
-                "limits given now",
+                "stream %r restored from a damaged store with %d messages and the limits given now",
                 name,
                 int(resp.get("state", {}).get("messages", 0)),
             )

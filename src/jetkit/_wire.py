@@ -209,7 +209,7 @@ class WireParser:
                     else:
                         sink(subject, reply, None, buf[start:stop])
                 except Exception:
-                    _log.exception("jetkit: internal error delivering a message on %r", subject)
+                    _log.exception("internal error delivering a message on %r", subject)
                 if self.pressure and not yielded:
                     self.pressure = False
                     yielded = True
@@ -237,7 +237,7 @@ class WireParser:
         try:
             sink(subject, reply, hdr, payload)
         except Exception:
-            _log.exception("jetkit: internal error delivering a message on %r", subject)
+            _log.exception("internal error delivering a message on %r", subject)
 
     async def _control(self, line: bytes) -> None:
         op, _, rest = line.partition(b" ")

@@ -29,8 +29,8 @@ from rich.console import Console
 
 import jetkit as jk
 
+from . import _cli_dlq, _top
 from . import _cli_output as output
-from . import _top
 from ._cli_output import Column
 from ._cli_target import DEFAULT_STORE, DEFAULT_TARGET, Target, connected
 from ._cluster import CLUSTER_FILE, MAX_NODES, LocalCluster
@@ -53,7 +53,14 @@ app = typer.Typer(
     help="Durable messaging with zero infrastructure: NATS JetStream, embedded.",
     no_args_is_help=True,
     add_completion=False,
+    cls=output.Group,
 )
+
+
+def command() -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """``@app.command()`` for a jetkit command (flags show no value in its --help)."""
+    return app.command(cls=output.Command)
+
 
 DEMO = orders.Options()  # the demo's options and their defaults live with the demo
 
@@ -135,7 +142,7 @@ def _reader_gone() -> None:
     os.close(devnull)
 
 
-@app.command()
+@command()
 def demo(
     store_dir: Annotated[str, typer.Option(help="Where the demo keeps its data.")] = DEMO.store_dir,
     duration: Annotated[
@@ -180,7 +187,7 @@ def demo(
     raise typer.Exit(_run(lambda: orders.main(options)))
 
 
-@app.command()
+@command()
 def server(
     store_dir: Annotated[
         Path, typer.Option("--store-dir", help="Store to serve (created if missing).")
@@ -219,7 +226,7 @@ def server(
     _run(work)
 
 
-@app.command()
+@command()
 @connected
 def topics(
     target: Target = DEFAULT_TARGET,
@@ -258,7 +265,7 @@ def topics(
     )
 
 
-@app.command()
+@command()
 @connected
 def topic(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic (subject) to describe.")],
@@ -287,7 +294,7 @@ def _replica(r: jk.ReplicaInfo) -> str:
     return f"{r.name} ({', '.join(states)})"
 
 
-@app.command()
+@command()
 @connected
 def consumers(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Stored topic.")],
@@ -353,7 +360,7 @@ def _payload(data: str | None, file: Path | None) -> bytes:
     return data.encode("utf-8", "surrogateescape")  # the argument's bytes as given
 
 
-@app.command()
+@command()
 @connected
 def pub(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to publish to.")],
@@ -444,7 +451,7 @@ def pub(
         output.write(f"stored in {ack.stream} at seq {ack.seq}{dup}")
 
 
-@app.command()
+@command()
 @connected
 def cancel(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic it was scheduled on.")],
@@ -470,7 +477,7 @@ def cancel(
     raise typer.Exit(1)
 
 
-@app.command()
+@command()
 @connected
 def sub(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic or pattern to subscribe to.")],
@@ -550,7 +557,7 @@ def sub(
     _run(work)
 
 
-@app.command()
+@command()
 @connected
 def dlq(
     name: Annotated[
@@ -561,60 +568,56 @@ def dlq(
         typer.Option(
             "--redrive",
             "--republish",
-            help="Publish each dead letter back to its topic, then delete it from the DLQ.",
+            help="Publish each selected dead letter back to its topic, then delete it from "
+            "the DLQ.",
         ),
     ] = False,
+    discard: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--discard",
+            metavar="SEQ",
+            min=1,
+            help="Delete the dead letter with this seq (repeatable); exit 1 if one is not there.",
+        ),
+    ] = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per letter: topic, seq, timestamp, original_topic, "
+            "original_seq, deliveries, consumer, error, redrives, headers, data or data_b64.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="At most N letters (the oldest selected)."),
+    ] = None,
+    error_contains: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="Only letters whose error contains TEXT (any case)."),
+    ] = None,
+    original_topic: Annotated[
+        str | None,
+        typer.Option(metavar="TOPIC", help="Only letters from this topic (or pattern: orders.>)."),
+    ] = None,
+    consumer: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Only letters this consumer gave up on.")
+    ] = None,
     target: Target = DEFAULT_TARGET,
 ) -> None:
-    """List dead letters (and with --redrive send them back to their original topics)."""
-
-    async def work() -> tuple[list[jk.DeadLetter], jk.RedriveResult | None]:
-        async with target.open() as s:
-            letters = await s.dead_letters(name)
-            if not letters:
-                stored = (await s.topic_info(name)).messages
-                if stored:
-                    raise jk.NotADeadLetterTopicError(
-                        f"{name!r} holds {stored} message(s) but no dead letter: is it the "
-                        "topic a subscription's dlq= names?"
-                    )
-            result = await s.redrive(name) if redrive else None
-            return letters, result
-
-    letters, result = _run(work)
-    output.table(
-        [
-            Column("seq", "number"),
-            Column("original topic"),
-            Column("original seq", "number", optional=True),
-            Column("attempts", "number", optional=True),
-            Column("consumer"),
-            Column("error", "clip"),
-            Column("data", "clip"),
-        ],
-        (
-            (
-                letter.seq,
-                letter.original_topic,
-                letter.original_seq,
-                letter.deliveries,
-                letter.consumer,
-                letter.error,
-                letter.data,
-            )
-            for letter in letters
-        ),
-    )
-    output.note(f"{len(letters)} dead letter(s) in {output.escape(name)}")
-    if result is not None:
-        output.note(
-            f"re-drove {result.redriven} to their topics and deleted them from "
-            f"{output.escape(name)}"
-            + (f"; skipped {result.skipped} that are not dead letters" if result.skipped else "")
-        )
+    """List dead letters; --redrive sends the selected ones back to their topics,
+    --discard deletes one."""
+    selection = _cli_dlq.Selection.checked(limit, error_contains, original_topic, consumer)
+    if discard:
+        if redrive or json_lines or selection.given:
+            raise UsageError("--discard SEQ deletes those letters: give it no other dlq option")
+        raise typer.Exit(_run(lambda: _cli_dlq.discard(target, name, discard)))
+    listing = _run(lambda: _cli_dlq.read(target, name, selection, redrive))
+    _cli_dlq.show(name, listing, selection, json_lines)
 
 
-@app.command()
+@command()
 def cluster(
     nodes: Annotated[int, typer.Option(help="How many nats-servers (1 to 9).")] = 3,
     store_dir: Annotated[
@@ -651,7 +654,7 @@ def cluster(
     _run(work)
 
 
-@app.command()
+@command()
 @connected
 def top(
     once: Annotated[
@@ -692,7 +695,7 @@ def top(
     _run(work)
 
 
-@app.command()
+@command()
 @connected
 def ui(
     port: Annotated[
@@ -716,7 +719,7 @@ def ui(
     _run(lambda: console.serve(target, port=port, open_browser=not no_open, write=output.write))
 
 
-@app.command()
+@command()
 def examples() -> None:
     """List the runnable examples, what each shows and how to run it."""
     from .examples import EXAMPLES

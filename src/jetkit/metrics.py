@@ -10,14 +10,22 @@ What is counted where (nothing is counted per message while metrics are off):
 - ``jetkit_received_total``, ``_acked_total``, ``_naked_total``,
   ``_dead_lettered_total``, ``_dropped_total``, ``_handler_errors_total``: the
   subscriptions' own ``stats`` (kept anyway), summed per ``{topic, consumer}`` label
-  pair; a subscription that closes is added to a running total, so counters never go
-  down. ``consumer`` is the durable name, else the queue group, else empty.
+  pair; a subscription that closes is added to its pair's running total, so counters
+  never go down. ``consumer`` is the durable name, else the queue group, else empty.
 - ``jetkit_published_total{topic}`` / ``_publish_errors_total``: counted from the
   moment a collector exists (a publish is counted when its PubAck arrives; a core
   publish when it is handed to the connection). After 1000 distinct topics, further
   ones are counted under ``topic="_other"``.
 - ``jetkit_handler_seconds``: a histogram of how long each message took to handle
   (decode, handler, settle), for the time a collector exists.
+- Bounded however many subscriptions come and go: a label pair with a live
+  subscription is always shown. A pair whose last subscription closed is *retired*;
+  the ``MAX_RETIRED_LABELS`` most recently retired pairs are kept as they are (a
+  durable that subscribes again continues from its total), and beyond that the oldest
+  retired pair's counters and histogram are added to ``{topic="_other",
+  consumer="_other"}`` and its own series dropped. The sum over all series never
+  decreases. A pair that subscribes again after it was folded starts from zero (a
+  counter reset, which Prometheus's ``rate()`` and ``increase()`` handle).
 - ``jetkit_consumer_pending`` (lag), ``_consumer_ack_pending``, ``_topic_messages``,
   ``_topic_bytes``: asked from the server when scraped (cached for ``max_age``
   seconds), for every stream and consumer on it. ``jetkit_server_up`` is 1 when
@@ -62,10 +70,35 @@ _STATS = (
     ("handler_errors", "failed", "Handler exceptions and undecodable payloads."),
 )
 Labels = tuple[str, str]
+MAX_RETIRED_LABELS = 100  # label pairs kept without a live subscription (then: _other)
+OTHER: Labels = ("_other", "_other")
 
 
 def labels_of(sub: Subscription) -> Labels:
     return sub.topic, sub.metric_consumer
+
+
+class _Pair:
+    """What one ``{topic, consumer}`` label pair has counted: the totals of its closed
+    subscriptions, the handler times of all of them, how many are live."""
+
+    __slots__ = ("histogram", "live", "totals")
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.totals: dict[str, int] = {}
+        self.histogram = Histogram()
+
+    def add(self, counts: dict[str, int]) -> None:
+        for name, value in counts.items():
+            self.totals[name] = self.totals.get(name, 0) + value
+
+    def absorb(self, other: _Pair) -> None:
+        """Take ``other``'s counts and handler times (it is dropped: none is live)."""
+        self.add(other.totals)
+        for i, n in enumerate(other.histogram.counts):
+            self.histogram.counts[i] += n
+        self.histogram.sum += other.histogram.sum
 
 
 class Collector:
@@ -78,11 +111,13 @@ class Collector:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         # held while a closing subscription moves from the live ones to the retired
-        # totals, and while a scrape reads both: a counter never dips
+        # totals (and a retired pair into _other), and while a scrape reads them: a
+        # counter never dips
         self.lock = threading.Lock()
         self.publishes = PublishCounts()
-        self._retired: dict[Labels, dict[str, int]] = {}
-        self._timers: dict[Labels, Histogram] = {}
+        self._pairs: dict[Labels, _Pair] = {}  # every pair shown, _other included
+        self._retired: dict[Labels, None] = {}  # pairs with no live subscription, oldest first
+        self._live: set[Subscription] = set()
         self._snapshot: tuple[float, list[Metric]] | None = None
         self._refreshing: asyncio.Future[list[Metric]] | None = None
         self._closed = False
@@ -91,15 +126,44 @@ class Collector:
     # -- what the Stream tells it ----------------------------------------------------------
 
     def timer(self, sub: Subscription) -> Histogram:
-        """The histogram ``sub``'s handler times go into (shared per label pair)."""
-        return self._timers.setdefault(labels_of(sub), Histogram())
+        """``sub`` is live: the histogram its handler times go into (shared per label
+        pair). A retired pair is live again, with its totals."""
+        labels = labels_of(sub)
+        with self.lock:
+            pair = self._pairs.get(labels)
+            if pair is None:
+                pair = self._pairs[labels] = _Pair()
+            if sub not in self._live:
+                self._live.add(sub)
+                pair.live += 1
+                self._retired.pop(labels, None)
+            return pair.histogram
 
     def retire(self, sub: Subscription) -> None:
-        """``sub`` closed: keep its counts in the running totals (call with ``lock``
-        held, together with removing it from the Stream's subscriptions)."""
-        totals = self._retired.setdefault(labels_of(sub), {})
-        for name, value in sub.stats.as_dict().items():
-            totals[name] = totals.get(name, 0) + value
+        """``sub`` closed: keep its counts in its pair's running totals (call with
+        ``lock`` held, together with removing it from the Stream's subscriptions). A pair
+        left without a live subscription is retired; past ``MAX_RETIRED_LABELS`` of them,
+        the oldest is folded into ``_other``."""
+        labels = labels_of(sub)
+        pair = self._pairs.get(labels)
+        if pair is None:
+            pair = self._pairs[labels] = _Pair()
+        pair.add(sub.stats.as_dict())
+        if sub in self._live:
+            self._live.discard(sub)
+            pair.live -= 1
+        if pair.live > 0 or labels == OTHER:
+            return
+        self._retired.pop(labels, None)  # the newest retired goes last
+        self._retired[labels] = None
+        while len(self._retired) > max(0, MAX_RETIRED_LABELS):
+            oldest = next(iter(self._retired))
+            del self._retired[oldest]
+            folded = self._pairs.pop(oldest)
+            other = self._pairs.get(OTHER)
+            if other is None:
+                other = self._pairs[OTHER] = _Pair()
+            other.absorb(folded)
 
     def close(self) -> None:
         self._closed = True
@@ -145,7 +209,7 @@ class Collector:
         yield published
         yield errors
         with self.lock:  # no subscription is between the live ones and the retired
-            totals = {k: dict(v) for k, v in self._retired.items()}
+            totals = {k: dict(v.totals) for k, v in self._pairs.items()}
             live = [(labels_of(sub), sub.stats.as_dict()) for sub in self._stream.subscriptions]
         for labels, stats in live:
             into = totals.setdefault(labels, {})
@@ -161,8 +225,9 @@ class Collector:
         family = HistogramMetricFamily(
             "jetkit_handler_seconds", "Handler run time.", labels=["topic", "consumer"]
         )
-        for labels, histogram in sorted(list(self._timers.items())):
-            buckets, total = histogram.buckets()
+        with self.lock:  # a fold into _other is seen whole or not at all
+            shown = [(k, v.histogram.buckets()) for k, v in self._pairs.items()]
+        for labels, (buckets, total) in sorted(shown):
             family.add_metric(list(labels), buckets, total)
         yield family
 

@@ -239,7 +239,7 @@ def _close_all() -> None:
         try:
             runner.close()
         except BaseException as exc:
-            _log.warning("jetkit: closing a jetkit.sync.Stream at exit: %r", exc)
+            _log.warning("closing a jetkit.sync.Stream at exit: %r", exc)
 
 
 def _reject_async(handler: Callable[..., Any]) -> None:
@@ -602,6 +602,36 @@ class Stream:
             ttl=ttl,
         )
 
+    def publish_stored(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck:
+        """``publish`` to a JetStream topic, returning its PubAck (see jk.Stream)."""
+        stored = self._s.publish_stored
+        return self._call(
+            "publish_stored()", stored, topic, data, headers=headers, msg_id=msg_id, ttl=ttl
+        )
+
+    def publish_json_stored(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        ttl: float | dt.timedelta | None = None,
+    ) -> PubAck:
+        """``publish_json`` to a JetStream topic, returning its PubAck (see jk.Stream)."""
+        stored = self._s.publish_json_stored
+        return self._call(
+            "publish_json_stored()", stored, topic, value, headers=headers, msg_id=msg_id, ttl=ttl
+        )
+
     def publish_many(
         self,
         topic: str,
@@ -840,3 +870,7 @@ class Stream:
     ) -> RedriveResult:
         """Publish dead letters again to their original topics, then delete them."""
         return self._call("redrive()", self._s.redrive, dlq_topic, limit=limit, where=where)
+
+    def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
+        """Delete the dead letter at ``seq`` of ``dlq_topic``; False if none is there."""
+        return self._call("discard_dead_letter()", self._s.discard_dead_letter, dlq_topic, seq)
