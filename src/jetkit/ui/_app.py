@@ -176,6 +176,8 @@ class Console:
                 read += 1
                 letter = _deadletters.dead_letter(msg)
                 if letter is not None:
+                    if not letter.copied:  # too large to copy: read from its message
+                        letter = await _deadletters.with_original(self.stream._api, letter, msg)
                     found.append(letter)
                 if len(found) >= DEAD_LETTERS or read >= SCAN:
                     return found, msg.seq is not None and msg.seq < info.last_seq
