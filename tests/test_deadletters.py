@@ -367,3 +367,14 @@ async def test_discard_dead_letter_refuses_another_topics_message(
     with pytest.raises(jk.NotFoundError):
         await js.discard_dead_letter(f"{topic}-nothing.stored", 1)
     assert await js.discard_dead_letter(dlq, 1) is True
+
+
+def test_stored_times_are_read_to_the_nanosecond() -> None:
+    # a letter too large to copy finds its message again by the exact stored time: a
+    # float of seconds (about 16 digits) cannot hold nanoseconds since 1970
+    from jetkit._time import parse_time_ns
+
+    assert parse_time_ns("2026-12-07T03:27:30.358076231Z") == 1_796_614_050_358_076_231
+    assert parse_time_ns("2026-12-07T03:27:30Z") == 1_796_614_050_000_000_000
+    assert parse_time_ns("2026-12-07T04:27:30.5+01:00") == 1_796_614_050_500_000_000
+    assert parse_time_ns("0001-01-01T00:00:00Z") is None

@@ -16,8 +16,11 @@ holding the number of handler calls begun for that message.
   be handled ``max_deliver + 1`` times at most, and still reaches the DLQ.
 * ``incarnation`` tells apart consumers of the same name (a topic deleted and declared
   again starts its sequences at 1; a consumer reset starts over).
-* When the stream cannot be read or written (a cluster node down), the server's delivery
-  count is used instead, as before (bounded; it may count a delivery never handled).
+* When a count cannot be read (the server restarting, an election), the message is given
+  back (nak, 1 s) and read again when it returns; after three such tries it is handled
+  as if it had no calls before (a false dead letter is worse than one more call). A
+  count that cannot be written does not stop the call (a crash during it may then go
+  uncounted). Both are logged once per outage.
 
 Records expire after ``MAX_AGE``; the stream is bounded by ``MAX_BYTES`` (oldest first).
 """
@@ -70,6 +73,7 @@ class AttemptLog:
         except JetkitError as exc:
             self._unavailable(exc)
             return None
+        self._warned = False  # a new outage is logged again
         try:
             return int(base64.b64decode(resp["message"].get("data") or b""))
         except (KeyError, ValueError, TypeError):
@@ -115,9 +119,8 @@ class AttemptLog:
         if not self._warned:
             self._warned = True
             self._log.warning(
-                "attempt counts cannot be read or stored in %s (%s); max_deliver counts the "
-                "server's deliveries meanwhile (a delivery that never reached a handler may "
-                "count)",
+                "attempt counts cannot be read or stored in %s (%s); messages that come "
+                "back wait for it (up to 3 tries), and a crash meanwhile may go uncounted",
                 STREAM,
                 exc,
             )

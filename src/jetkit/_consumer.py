@@ -35,6 +35,10 @@ from ._retry import dead_letter_headers, decide, fit_dead_letter
 from ._subscription import AckPolicy, is_handler_failure
 
 MESSAGE_TOO_LARGE = 10054  # the DLQ's stream refused the letter: over its max_msg_size
+# a message whose count of calls cannot be read is given back this many times (then
+# handled as if it had none), waiting this long each time
+UNREADABLE_TRIES = 3
+UNREADABLE_DELAY = 1.0
 
 
 class DeadLetterSink(Protocol):
@@ -80,6 +84,7 @@ class JetStreamSubscription(PullSubscription):
         # max_deliver counts handler calls (see _attempts): seq -> calls begun, for the
         # messages that failed or came again here
         self._attempts = attempts if self._max_deliver is not None else None
+        self._unreadable: dict[int, int] = {}  # seq -> tries to read its count that failed
 
     # -- handling --------------------------------------------------------------------------
 
@@ -153,9 +158,18 @@ class JetStreamSubscription(PullSubscription):
             if seq in self._finished_late:  # a copy that waited behind its original
                 self._ack_copy(msg)
                 return False
-            calls = await self._attempts.read(self._record(seq)) if self._attempts else None
-            if calls is None:  # cannot be asked: the server's count, as a bound
-                calls = msg._server_deliveries() - 1
+            calls = await self._attempts.read(self._record(seq)) if self._attempts else 0
+            if calls is None:  # cannot be asked now (a restart, an election)
+                tries = self._unreadable.get(seq, 0) + 1
+                if tries < UNREADABLE_TRIES:
+                    self._note(self._unreadable, seq, tries)
+                    with contextlib.suppress(JetkitError):
+                        await msg.nak(UNREADABLE_DELAY)  # not handled: it comes back
+                    return False
+                # still not: handle it rather than stall it (never a false dead letter;
+                # a crash during this call may then go uncounted)
+                calls = 0
+            self._unreadable.pop(seq, None)
         if calls >= max_deliver:
             error = self._unsent.pop(seq, None) or (
                 f"Interrupted: handler call {max_deliver} of {max_deliver} did not complete "

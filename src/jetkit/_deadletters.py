@@ -45,6 +45,7 @@ from ._retry import (
     H_STREAM,
     H_TOPIC,
 )
+from ._time import parse_time_ns
 from ._topics import TopicRegistry, validate_topic
 from ._validate import INT64_MAX, number, optional_number
 from ._validate import headers as check_headers
@@ -148,8 +149,9 @@ async def _original(api: JsApi, letter: DeadLetter, msg: Message) -> Message | N
         return None
     original = Message.stored(resp["message"])
     # the same message, not another one at that sequence of a stream made again
-    # (stored times are read back at microsecond precision)
-    if original.topic != letter.original_topic or abs(original._ts_ns - stored_ns) >= 1000:
+    if original.topic != letter.original_topic:
+        return None
+    if parse_time_ns(resp["message"].get("time")) != stored_ns:
         return None
     return original
 

@@ -31,3 +31,19 @@ def parse_time(text: str | None) -> dt.datetime | None:
     fraction = f".{frac[:6]:0<6}" if frac else ""
     stamp = dt.datetime.fromisoformat(main + fraction + (tz or "+00:00"))
     return stamp.astimezone(dt.UTC)
+
+
+def parse_time_ns(text: str | None) -> int | None:
+    """The server's RFC 3339 timestamp as exact nanoseconds since the epoch."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    main, _, frac = text.rstrip("Z").partition(".")
+    tz = ""
+    for sep in ("+", "-"):
+        if sep in frac:
+            frac, _, rest = frac.partition(sep)
+            tz = sep + rest
+    if not frac and len(main) > 19:
+        main, tz = main[:19], main[19:]
+    whole = dt.datetime.fromisoformat(main + (tz or "+00:00"))
+    return int(whole.timestamp()) * 1_000_000_000 + int(f"{frac[:9]:0<9}" or 0)

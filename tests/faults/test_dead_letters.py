@@ -74,12 +74,17 @@ async def test_dead_letters_on_recreated_topics(
                 if data in poison:
                     raise RuntimeError(f"{data} always fails")
 
+            # the durable starts afresh each cycle, at this cycle's first message: a kill
+            # undoes acks, and messages of a cycle before would come back into this one
+            start = (await s.topic_info(TOPIC)).last_seq + 1
+            durable = "letters"
             sub = await s.subscribe(
                 TOPIC,
                 handler,
-                durable="letters",
+                durable=durable,
                 ack=jk.AckPolicy.MANUAL,
-                start_at=jk.StartAt.ALL,
+                start_at=jk.StartAt.BY_SEQUENCE,
+                start_seq=start,
                 max_deliver=2,
                 ack_wait=2,
                 dlq=DLQ,
@@ -93,10 +98,11 @@ async def test_dead_letters_on_recreated_topics(
             await restarted(s, server, 2 * cycle + 1, TOPIC)
             fig.recoveries.append(time.monotonic() - killed)
             deadline = time.monotonic() + 120
-            while (info := await s.consumer_info(TOPIC, "letters")).pending or info.ack_pending:
+            while (info := await s.consumer_info(TOPIC, durable)).pending or info.ack_pending:
                 assert time.monotonic() < deadline, f"letters still has {info} to deliver"
                 await asyncio.sleep(0.1)
             await sub.stop()
+            await s.delete_consumer(TOPIC, durable)
             fig.processed += sum(calls.values())
             # re-drive back into the topic (nobody consumes it now), with a kill midway
             before = (await s.topic_info(TOPIC)).last_seq
@@ -128,10 +134,13 @@ async def test_dead_letters_on_recreated_topics(
     fig.note = (
         f"{len(failing)} messages failed every attempt over {cycles} cycles (sequences "
         f"from 1 each cycle); {len(set(arrived))} reached their topic again, "
-        f"{fig.duplicated} twice; redrive() reported {redrive_counted}; "
+        f"{fig.duplicated} twice; redrive() reported {redrive_counted} (a delete undone by a "
+        "kill is re-driven and counted again); "
         f"{len(set(arrived) - failing)} arrived that never failed"
     )
     assert fig.lost == 0
     assert set(arrived) <= failing
     assert fig.duplicated == 0
-    assert redrive_counted == len(failing)
+    # a kill can undo a re-drive's delete: that letter is re-driven (as a duplicate,
+    # stored once) and counted again
+    assert redrive_counted >= len(failing)
