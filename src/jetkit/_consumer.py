@@ -81,8 +81,8 @@ class JetStreamSubscription(PullSubscription):
         self._dlq = opts.dlq
         self._dead_letter_sink = dead_letter
         self._unsent: dict[int, str] = {}  # seq -> error of a dead letter not yet published
-        # max_deliver counts handler calls (see _attempts): seq -> calls begun, for the
-        # messages that failed or came again here
+        # max_deliver counts handler calls (see _attempts; the calls known here are
+        # PullSubscription._calls)
         self._attempts = attempts if self._max_deliver is not None else None
         self._unreadable: dict[int, int] = {}  # seq -> tries to read its count that failed
 
@@ -143,17 +143,15 @@ class JetStreamSubscription(PullSubscription):
 
     async def _begin(self, msg: Message) -> bool:
         """Count the handler call ``msg`` is about to get (max_deliver set): False if it
-        had its last one already (then it is dead-lettered here, without the handler)."""
-        if not self._calls and msg._server_deliveries() == 1:
-            msg._attempt = 1  # the common case: nothing to look up or write
-            return True
+        had its last one already (then it is dead-lettered here, without the handler), or
+        its count cannot be read now (then it is given back)."""
         max_deliver = self._max_deliver
         assert max_deliver is not None
         seq = msg.seq or 0
         calls = self._calls.get(seq)
         if calls is None:
             if msg._server_deliveries() == 1:
-                msg._attempt = 1
+                msg._attempt = 1  # nothing to look up or write
                 return True
             if seq in self._finished_late:  # a copy that waited behind its original
                 self._ack_copy(msg)
