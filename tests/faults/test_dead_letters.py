@@ -134,13 +134,13 @@ async def test_dead_letters_on_recreated_topics(
     fig.note = (
         f"{len(failing)} messages failed every attempt over {cycles} cycles (sequences "
         f"from 1 each cycle); {len(set(arrived))} reached their topic again, "
-        f"{fig.duplicated} twice; redrive() reported {redrive_counted} (a delete undone by a "
-        "kill is re-driven and counted again); "
+        f"{fig.duplicated} twice; the re-drives that were not cut off by a kill reported "
+        f"{redrive_counted}; "
         f"{len(set(arrived) - failing)} arrived that never failed"
     )
     assert fig.lost == 0
     assert set(arrived) <= failing
     assert fig.duplicated == 0
-    # a kill can undo a re-drive's delete: that letter is re-driven (as a duplicate,
-    # stored once) and counted again
-    assert redrive_counted >= len(failing)
+    # (no check of redrive_counted here: a re-drive cut off by a kill raises, and what it
+    # did before is not counted; a delete a kill undid is re-driven and counted again.
+    # test_deadletters checks the count where nothing is killed)
