@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import jetkit as jk
@@ -213,3 +214,30 @@ async def test_messages_buffered_by_a_killed_worker_keep_their_attempts(tmp_path
 
 async def _at_least(s: jk.Stream, n: int) -> bool:
     return await deliveries(s) >= n
+
+
+async def test_a_message_that_succeeds_starts_its_count_over(js: jk.Stream, topic: str) -> None:
+    # a kill -9 of the server can undo an ack: the message comes again, and the calls it
+    # had before it succeeded must not count, or a message that succeeded is
+    # dead-lettered (seen in the keyed fault scenario: a message that failed twice,
+    # succeeded, and came back twice more). Its record is 0 once it succeeded.
+    handled = Collector(fail_first=1)
+    sub = await js.subscribe(topic, handled, durable="over", ack=jk.AckPolicy.MANUAL, max_deliver=2)
+    await js.publish(topic, b"x")
+    await handled.wait(2)
+    await wait_until_async(lambda: settled(js, topic, "over"))
+    key = sub._record(1)  # type: ignore[attr-defined]
+    await sub.stop()
+
+    async def recorded() -> bytes:
+        record = await js._api.call(
+            "STREAM.MSG.GET.JK-ATTEMPTS", {"last_by_subj": f"$JK.ATTEMPTS.{key}"}
+        )
+        return jk.Message.stored(record["message"]).data
+
+    assert await recorded() in (b"2", b"0")  # 2 was written before the second call
+    await wait_until_async(lambda: _is(recorded(), b"0"))
+
+
+async def _is(value: Awaitable[bytes], expected: bytes) -> bool:
+    return await value == expected

@@ -9,7 +9,8 @@ that name), one message per subject ``$JK.ATTEMPTS.<stream>.<consumer>.<incarnat
 holding the number of handler calls begun for that message.
 
 * The first call on a first delivery writes nothing (the hot path); if it fails, 1 is
-  written before the message is nak'ed.
+  written before the message is nak'ed. A message that succeeds after a record was
+  written gets 0 (a kill may undo its ack: then its calls start over, for it succeeded).
 * Every later call (a redelivery, an in-place retry of ``key=``) writes its number
   *before* the handler runs, so a call cut short by a crash still counts.
 * A first call cut short by ``kill -9`` is the one call not counted: such a message may
@@ -28,6 +29,7 @@ Records expire after ``MAX_AGE``; the stream is bounded by ``MAX_BYTES`` (oldest
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,6 +38,7 @@ from ._errors import JetkitError, JetStreamError, NotFoundError
 from ._jsapi import JsApi
 from ._publish import PubAck
 from ._time import nanos
+from ._wire import pub
 
 STREAM = "JK-ATTEMPTS"
 PREFIX = "$JK.ATTEMPTS"
@@ -44,6 +47,7 @@ MAX_BYTES = 64 * 2**20
 STREAM_NAME_IN_USE = 10058
 
 Publish = Callable[[str, bytes, dict[str, str] | None], Awaitable[PubAck]]
+Send = Callable[[bytes], object]
 
 
 def incarnation(consumer_info: dict[str, object]) -> str:
@@ -56,9 +60,10 @@ def incarnation(consumer_info: dict[str, object]) -> str:
 class AttemptLog:
     """The Stream's attempt records (shared by its subscriptions)."""
 
-    def __init__(self, api: JsApi, publish: Publish, log: logging.Logger) -> None:
+    def __init__(self, api: JsApi, publish: Publish, send: Send, log: logging.Logger) -> None:
         self._api = api
         self._publish = publish
+        self._send = send
         self._log = log
         self._warned = False
 
@@ -94,6 +99,13 @@ class AttemptLog:
             return False
         self._warned = False  # a new outage is logged again
         return True
+
+    def reset(self, key: str) -> None:
+        """The message of ``key`` succeeded: its count starts over. Sent without waiting,
+        ahead of the message's ack on the same connection (a kill that undoes the ack
+        most likely undoes neither or both)."""
+        with contextlib.suppress(JetkitError):
+            self._send(pub(f"{PREFIX}.{key}".encode(), b"0"))
 
     async def _create(self) -> None:
         config = {

@@ -156,18 +156,9 @@ class JetStreamSubscription(PullSubscription):
             if seq in self._finished_late:  # a copy that waited behind its original
                 self._ack_copy(msg)
                 return False
-            calls = await self._attempts.read(self._record(seq)) if self._attempts else 0
-            if calls is None:  # cannot be asked now (a restart, an election)
-                tries = self._unreadable.get(seq, 0) + 1
-                if tries < UNREADABLE_TRIES:
-                    self._note(self._unreadable, seq, tries)
-                    with contextlib.suppress(JetkitError):
-                        await msg.nak(UNREADABLE_DELAY)  # not handled: it comes back
-                    return False
-                # still not: handle it rather than stall it (never a false dead letter;
-                # a crash during this call may then go uncounted)
-                calls = 0
-            self._unreadable.pop(seq, None)
+            calls = await self._read_calls(msg)
+            if calls is None:
+                return False
         if calls >= max_deliver:
             error = self._unsent.pop(seq, None) or (
                 f"Interrupted: handler call {max_deliver} of {max_deliver} did not complete "
@@ -181,6 +172,27 @@ class JetStreamSubscription(PullSubscription):
             # before the handler runs: a crash during this call still counts it
             await self._attempts.write(self._record(seq), msg._attempt)
         return True
+
+    async def _read_calls(self, msg: Message) -> int | None:
+        """The calls recorded for ``msg``; None if they cannot be read now (a restart, an
+        election): then it is given back, to be read again when it comes back; after
+        UNREADABLE_TRIES it is handled as if it had none (never a false dead letter;
+        a crash during that call may go uncounted)."""
+        if self._attempts is None:
+            return 0
+        seq = msg.seq or 0
+        calls = await self._attempts.read(self._record(seq))
+        if calls is not None:
+            self._unreadable.pop(seq, None)
+            return calls
+        tries = self._unreadable.get(seq, 0) + 1
+        if tries >= UNREADABLE_TRIES:
+            self._unreadable.pop(seq, None)
+            return 0
+        self._note(self._unreadable, seq, tries)
+        with contextlib.suppress(JetkitError):
+            await msg.nak(UNREADABLE_DELAY)
+        return None
 
     def _record(self, seq: int) -> str:
         return f"{self.stream}.{self.consumer}.{self._incarnation}.{seq}"
@@ -196,6 +208,12 @@ class JetStreamSubscription(PullSubscription):
             await self._attempts.write(self._record(seq), msg._attempt)
 
     _handing_back = _count_call
+
+    def _succeeded(self, msg: Message) -> None:
+        # a kill can undo the ack: the message comes again, and its calls before this
+        # success must not count (it would be dead-lettered though it succeeded)
+        if self._attempts is not None:
+            self._attempts.reset(self._record(msg.seq or 0))
 
     @staticmethod
     def _note(notes: dict[int, Any], seq: int, value: Any) -> None:

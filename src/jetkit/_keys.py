@@ -48,7 +48,7 @@ from typing import Any
 from ._attempts import AttemptLog
 from ._codec import HandlerPlan
 from ._connection import Connection
-from ._consumer import DeadLetterSink, JetStreamSubscription
+from ._consumer import UNREADABLE_DELAY, UNREADABLE_TRIES, DeadLetterSink, JetStreamSubscription
 from ._counting import BUCKETS
 from ._errors import describe_error
 from ._jsapi import JsApi
@@ -358,6 +358,21 @@ class KeyedSubscription(JetStreamSubscription):
         self.stats.retried += 1
         await self._count_call(msg)
         msg._retry_after = delay or 0.0
+
+    async def _read_calls(self, msg: Message) -> int | None:
+        """As for any subscription, but read again in place (the key waits): given back,
+        the message would come after the later messages of its key."""
+        if self._attempts is None:
+            return 0
+        for _ in range(UNREADABLE_TRIES):
+            calls = await self._attempts.read(self._record(msg.seq or 0))
+            if calls is not None:
+                return calls
+            if not await self._pause(UNREADABLE_DELAY):
+                if isinstance(msg, KeyedMessage):
+                    await self._hand_back(msg)
+                return None
+        return 0
 
     async def _dead_letter(self, msg: Message, error: str, deliveries: int | None = None) -> None:
         """Publish the dead letter, then terminate; if the DLQ refuses it, try again in

@@ -319,7 +319,7 @@ class PullSubscription(Subscription):
             return
         if token == ACK:
             self.stats.acked += 1
-            self._finished(msg)
+            self._finished(msg, acked=True)
         elif token.startswith(NAK):
             self.stats.naked += 1
             if self._late:
@@ -382,8 +382,9 @@ class PullSubscription(Subscription):
         """jetkit's own ack (AUTO before, MANUAL after the handler): the short path."""
         msg._claim()
         self.stats.acked += 1
-        if self._calls:
-            self._calls.pop(msg.seq or 0, None)
+        calls = self._calls
+        if calls and calls.pop(msg.seq or 0, None) is not None:
+            self._succeeded(msg)
         if self._late or monotonic() - msg._held_since >= self._ack_wait:
             self._finished(msg)
         try:
@@ -460,13 +461,17 @@ class PullSubscription(Subscription):
         """Hook: ``msg`` is about to be nak'ed (its handler failed or gave it back, or
         ``stop()`` hands it back)."""
 
-    def _finished(self, msg: Message) -> None:
-        """``msg`` was acked or terminated here: forget its attempts; if it was held too
-        long, remember it, so that a copy of it is acked instead of run again.
-        (``_ack_now`` inlines the tests.)"""
+    def _succeeded(self, msg: Message) -> None:
+        """Hook: ``msg``, which failed or came again before, was acked (its count of
+        handler calls starts over)."""
+
+    def _finished(self, msg: Message, acked: bool = False) -> None:
+        """``msg`` was acked or terminated here: forget its attempts (an acked one's start
+        over); if it was held too long, remember it, so that a copy of it is acked
+        instead of run again. (``_ack_now`` inlines the tests.)"""
         seq = msg.seq or 0
-        if self._calls:
-            self._calls.pop(seq, None)
+        if self._calls and self._calls.pop(seq, None) is not None and acked:
+            self._succeeded(msg)
         late = self._late
         if (late and late.pop(seq, None) is not None) or (
             monotonic() - msg._held_since >= self._ack_wait

@@ -34,7 +34,7 @@ class Subscriber:
         log: logging.Logger,
     ) -> None:
         self._conn = conn
-        self._attempts = AttemptLog(api, publisher.acked.publish, log)
+        self._attempts = AttemptLog(api, publisher.acked.publish, conn.send, log)
         self._api = api
         self._topics = topics
         self._publisher = publisher
