@@ -150,13 +150,13 @@ def pytest_terminal_summary(
 
 def nc_of(s: jk.Stream) -> Client:
     """The nats-py client under a Stream."""
-    return s._conn.nc
+    return s._rt.conn.nc
 
 
 def server_of(s: jk.Stream) -> EmbeddedServer:
     """The embedded server a Stream owns (fails the test if it has none)."""
-    assert s._store is not None and s._store.server is not None, "no embedded server here"
-    return s._store.server
+    assert s._rt.store is not None and s._rt.store.server is not None, "no embedded server here"
+    return s._rt.store.server
 
 
 def kill_server(server: EmbeddedServer) -> None:

@@ -168,7 +168,7 @@ asyncio.run(main())
 
 async def deliveries(s: jk.Stream) -> int:
     """How many deliveries the consumer made so far (copies and redeliveries included)."""
-    info = await s._api.call("CONSUMER.INFO.buffered_test.worker")
+    info = await s._rt.api.call("CONSUMER.INFO.buffered_test.worker")
     return int(info["delivered"]["consumer_seq"])
 
 
@@ -230,7 +230,7 @@ async def test_a_message_that_succeeds_starts_its_count_over(js: jk.Stream, topi
     await sub.stop()
 
     async def recorded() -> bytes:
-        record = await js._api.call(
+        record = await js._rt.api.call(
             "STREAM.MSG.GET.JK-ATTEMPTS", {"last_by_subj": f"$JK.ATTEMPTS.{key}"}
         )
         return jk.Message.stored(record["message"]).data

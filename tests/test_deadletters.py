@@ -30,7 +30,7 @@ async def stored(s: jk.Stream, topic: str) -> list[jk.Message]:
     """Every message stored on ``topic`` (read without a consumer)."""
     info = await s.topic_info(topic)
     got: list[jk.Message] = []
-    async for msg in jk._deadletters.stored(s._api, info.name, topic, info.last_seq):
+    async for msg in jk._deadletters.stored(s._rt.api, info.name, topic, info.last_seq):
         got.append(msg)
     return got
 
@@ -224,7 +224,7 @@ async def test_a_duplicate_ack_is_not_taken_for_stored(js: jk.Stream, topic: str
     await js.declare_topic(topic)
     await js.publish(dlq, b"letter", headers=letter_headers(topic, 1))
     [letter] = await js.dead_letters(dlq)
-    _, _, life = await jk._deadletters._snapshot(js._api, js._topics, dlq)
+    _, _, life = await jk._deadletters._snapshot(js._rt.api, js._rt.topics, dlq)
     _, headers = jk._deadletters.redrive_message(letter, life)
     await js.publish(topic, b"letter", headers=headers)
     await js.purge_topic(topic)
@@ -304,7 +304,7 @@ async def test_a_dlq_with_its_own_size_limit_gets_a_letter_pointing_at_the_messa
     small: jk.Stream,
 ) -> None:
     # the DLQ's stream refuses messages over 512 bytes: the letter is one that fits
-    await small._api.call(
+    await small._rt.api.call(
         "STREAM.CREATE.limited_dlq",
         {"name": "limited_dlq", "subjects": ["limited.dlq"], "max_msg_size": 512},
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
+import jetkit._sync_runtime
 import jetkit.sync as jsync
 from conftest import server_of, stop_process, wait_until
 from jetkit._files import INFO_FILE
@@ -134,7 +135,7 @@ def test_a_sync_stream_in_a_forked_child_refuses_every_call_at_once(topic: str) 
                 describe(sub.drain),
                 describe(sub.stop),
                 describe(s.close),  # returns at once, touching nothing of the parent's
-                describe(jsync._close_all),  # the module's atexit hook
+                describe(jetkit._sync_runtime._close_all),  # the module's atexit hook
             ]
             lines.append(f"closed={s.closed}")
             return "\n".join(lines)
@@ -235,7 +236,7 @@ async def test_an_async_stream_in_a_forked_child_leaves_the_parents_server_alone
 
 def stop_leftover(s: jk.Stream) -> None:
     """A server that a broken close left running is killed here (the test's own cleanup)."""
-    server = s._store.server if s._store is not None else None
+    server = s._rt.store.server if s._rt.store is not None else None
     if server is not None and server._proc is not None:
         stop_process(server._proc)
 
@@ -291,7 +292,10 @@ def main_thread_waits_in_close() -> bool:
     if frame is None or frame.f_code.co_name != "wait":
         return False
     while frame is not None:
-        if frame.f_code.co_name == "close" and frame.f_code.co_filename == jsync.__file__:
+        if (
+            frame.f_code.co_name == "close"
+            and frame.f_code.co_filename == jetkit._sync_runtime.__file__
+        ):
             return True
         frame = frame.f_back
     return False

@@ -31,7 +31,7 @@ async def collect(s: jk.Stream, topic: str, **opts: object) -> list[bytes]:
 async def stream_subjects(s: jk.Stream, topic: str) -> list[str]:
     """The subjects of the topic's stream as the server has them."""
     name = (await s.topic_info(topic)).name
-    info = await s._api.call(f"STREAM.INFO.{name}")
+    info = await s._rt.api.call(f"STREAM.INFO.{name}")
     return list(info["config"]["subjects"])
 
 
@@ -452,9 +452,9 @@ async def test_consumers_left_unfiltered_by_an_interrupted_switch_are_filtered(
     await js.publish(topic, b"first")
     await wait_until(lambda: got == [b"first"])
     name = (await js.topic_info(topic)).name
-    cfg = (await js._api.call(f"STREAM.INFO.{name}"))["config"]
+    cfg = (await js._rt.api.call(f"STREAM.INFO.{name}"))["config"]
     cfg.update(allow_msg_schedules=True, subjects=[topic, f"$JK.SCHED.{name}.>"])
-    await js._api.call(f"STREAM.UPDATE.{name}", cfg)  # ... and stopped there
+    await js._rt.api.call(f"STREAM.UPDATE.{name}", cfg)  # ... and stopped there
     await core.declare_topic(topic, jk.TopicMode.JETSTREAM)
     held = await core.publish(topic, b"held", deliver_after=30)
     await core.publish(topic, b"sentinel")

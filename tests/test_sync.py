@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import jetkit as jk
+import jetkit._sync_runtime
 import jetkit.sync as jsync
 
 
@@ -79,12 +80,12 @@ def test_a_bad_option_raises_before_any_thread_starts() -> None:
 def test_a_failed_open_raises_its_error_and_leaves_no_thread(s: jsync.Stream) -> None:
     assert s.server_url is not None
     port = int(s.server_url.rsplit(":", 1)[1])
-    runners = set(jsync._runners)
+    runners = set(jetkit._sync_runtime._runners)
     before = threading.active_count()
     with pytest.raises(jk.PortInUseError):
         jsync.Stream.open(port=port)
     assert threading.active_count() == before
-    assert jsync._runners == runners
+    assert jetkit._sync_runtime._runners == runners
 
 
 # -- publish / subscribe -----------------------------------------------------------------

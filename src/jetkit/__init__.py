@@ -37,6 +37,7 @@ from ._errors import (
     StreamClosedError,
     StreamUnhealthyError,
     TimeoutError,
+    UnknownOptionError,
 )
 from ._info import ConsumerInfo, ReplicaInfo, TopicInfo
 from ._message import Message
@@ -45,6 +46,7 @@ from ._retry import exponential_backoff
 from ._schedule import ScheduledMessage
 from ._stream import Stream
 from ._subscription import AckPolicy, Backpressure, StartAt, Subscription, SubscriptionStats
+from ._surface import OpenOptions, SubscribeOptions
 from ._topics import Discard, Retention, TopicMode
 
 __version__ = "0.1.0"
@@ -74,6 +76,7 @@ __all__ = [
     "NoRespondersError",
     "NotADeadLetterTopicError",
     "NotFoundError",
+    "OpenOptions",
     "PayloadTooLargeError",
     "PortInUseError",
     "PubAck",
@@ -92,11 +95,13 @@ __all__ = [
     "Stream",
     "StreamClosedError",
     "StreamUnhealthyError",
+    "SubscribeOptions",
     "Subscription",
     "SubscriptionStats",
     "TimeoutError",
     "TopicInfo",
     "TopicMode",
+    "UnknownOptionError",
     "__version__",
     "exponential_backoff",
 ]

@@ -1,20 +1,22 @@
-"""Topic and consumer administration: the part of ``jk.Stream`` that declares, inspects,
-purges and deletes topics and consumers, and reads and re-drives dead letters."""
+"""Topic and consumer administration: the calls of ``jk.Stream`` that declare, inspect,
+purge and delete topics and consumers, and read, re-drive and discard dead letters.
+
+``Admin`` works on a Stream's ``Runtime``; the Stream holds one and offers its public
+calls through ``_faces.AdminFace`` (generated from this class: signatures and docstrings
+are written here only).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from . import _damage, _deadletters
 from ._attempts import STREAM as ATTEMPTS_STREAM
-from ._consumer import JetStreamSubscription
 from ._deadletters import DeadLetter, RedriveResult
 from ._errors import (
     ConfigError,
@@ -24,17 +26,15 @@ from ._errors import (
     TimeoutError,
 )
 from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
-from ._jsapi import JsApi
 from ._message import Message
 from ._options import reset_position
-from ._publish import Publisher
+from ._runtime import Runtime
 from ._subscription import StartAt
 from ._time import rfc3339
 from ._topics import (
     Discard,
     Retention,
     TopicMode,
-    TopicRegistry,
     consumer_name_ok,
     subject_matches,
     validate_topic,
@@ -42,20 +42,11 @@ from ._topics import (
 from ._validate import INT64_MAX, optional_number
 
 
-class AdminAPI:
-    """Mixed into ``jk.Stream``: its admin calls, over the Stream's JetStream API."""
+class Admin:
+    """The admin calls of one Stream (see the module docstring)."""
 
-    _api: JsApi
-    _topics: TopicRegistry
-    _publisher: Publisher
-    _log: logging.Logger
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    @property
-    def store_dir(self) -> Path | None:
-        raise NotImplementedError
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
 
     async def declare_topic(
         self,
@@ -77,8 +68,8 @@ class AdminAPI:
         limit leaves an existing stream as it is, including one that stores the topic
         under a wider pattern. Returns the stream's TopicInfo (None for a core topic).
         """
-        self._check_open()
-        resp = await self._topics.declare(
+        self._rt.check_open()
+        resp = await self._rt.topics.declare(
             topic,
             mode,
             max_msgs=max_msgs,
@@ -93,7 +84,7 @@ class AdminAPI:
     async def topics(self) -> list[TopicInfo]:
         """Every JetStream topic (stream) on the server (jetkit's own attempt records,
         ``JK-ATTEMPTS``, are not a topic)."""
-        self._check_open()
+        self._rt.check_open()
         streams = [
             s
             for s in await self._list("STREAM.LIST", "streams")
@@ -107,14 +98,14 @@ class AdminAPI:
     async def topic_info(self, topic: str) -> TopicInfo:
         """Messages, bytes, first/last sequence, consumer count, on-disk size (embedded
         store) and, on a cluster, the leader and the nodes holding a copy."""
-        self._check_open()
-        name, _ = await self._topics.stream_of(topic)
-        resp = await self._api.call(f"STREAM.INFO.{name}")
+        self._rt.check_open()
+        name, _ = await self._rt.topics.stream_of(topic)
+        resp = await self._rt.api.call(f"STREAM.INFO.{name}")
         return topic_info(resp, await asyncio.to_thread(self._disk_bytes, name))
 
     def _disk_bytes(self, stream: str) -> int | None:
         """The size of a stream's files in this Stream's store (None when not local)."""
-        store = self.store_dir
+        store = self._rt.store_dir
         if store is None or not stream or "/" in stream or stream.startswith("."):
             return None
         total = 0
@@ -142,8 +133,8 @@ class AdminAPI:
         ``topic``. ``keep=n`` keeps the newest n messages (per purged subject filter),
         ``up_to_seq=n`` removes the messages with sequence <= n only; not both.
         """
-        self._check_open()
-        self._topics.check(topic, wildcards=True)
+        self._rt.check_open()
+        self._rt.topics.check(topic, wildcards=True)
         keep = optional_number("keep", keep, minimum=0, maximum=INT64_MAX, integer=True)
         up_to = optional_number(
             "up_to_seq", up_to_seq, minimum=1, maximum=INT64_MAX - 1, integer=True
@@ -160,14 +151,14 @@ class AdminAPI:
                     f"subject {subject!r} is not inside the topic {topic!r}; pass a subject "
                     "the topic covers, or purge that topic instead"
                 )
-        name, subjects = await self._topics.stream_of(topic)
+        name, subjects = await self._rt.topics.stream_of(topic)
         body: dict[str, Any] = {}
         narrowed = subject or topic
         info: dict[str, Any] | None = None
         if subjects == [narrowed]:
             # read afresh: another process may have switched schedules on; the messages
             # held for later are not the topic's yet (cancel_scheduled removes them)
-            info = await self._api.call(f"STREAM.INFO.{name}")
+            info = await self._rt.api.call(f"STREAM.INFO.{name}")
             subjects = list((info.get("config") or {}).get("subjects") or subjects)
         if subjects != [narrowed]:
             body["filter"] = narrowed
@@ -177,13 +168,13 @@ class AdminAPI:
             # the server purges below seq, and moves the stream's next sequence up to it
             # when seq is past the end: stop at the last message instead
             if info is None:
-                info = await self._api.call(f"STREAM.INFO.{name}")
+                info = await self._rt.api.call(f"STREAM.INFO.{name}")
             state = info.get("state", {})
             last = int(state.get("last_seq", 0))
             if last == 0:
                 return 0
             body["seq"] = min(up_to, last) + 1
-        resp = await self._api.call(f"STREAM.PURGE.{name}", body or None)
+        resp = await self._rt.api.call(f"STREAM.PURGE.{name}", body or None)
         return int(resp.get("purged", 0))
 
     async def reset_consumer(
@@ -204,13 +195,13 @@ class AdminAPI:
         again, also to subscribers running now (in this process or another).
         Needs nats-server 2.14 or newer (the bundled one is).
         """
-        self._check_open()
-        self._topics.check(topic, wildcards=True)
+        self._rt.check_open()
+        self._rt.topics.check(topic, wildcards=True)
         consumer = consumer_name_ok(durable, "durable")
         position, when, seq = reset_position(start_at, start_time, start_seq)
-        name, subjects = await self._topics.stream_of(topic)
+        name, subjects = await self._rt.topics.stream_of(topic)
         try:
-            info = await self._api.call(f"CONSUMER.INFO.{name}.{consumer}")
+            info = await self._rt.api.call(f"CONSUMER.INFO.{name}.{consumer}")
         except NotFoundError:
             raise NotFoundError(
                 f"no consumer {consumer!r} on the topic {topic!r} (stream {name}); "
@@ -218,7 +209,7 @@ class AdminAPI:
                 404,
             ) from None
         _check_reset_target(info, topic, subjects, consumer)
-        state = (await self._api.call(f"STREAM.INFO.{name}")).get("state", {})
+        state = (await self._rt.api.call(f"STREAM.INFO.{name}")).get("state", {})
         after_last = int(state.get("last_seq", 0)) + 1
         if position is StartAt.BY_SEQUENCE:
             assert seq is not None
@@ -232,7 +223,7 @@ class AdminAPI:
             seq = await self._seq_at(name, position, when, state)
         assert seq is not None
         try:
-            resp = await self._api.call(f"CONSUMER.RESET.{name}.{consumer}", {"seq": seq})
+            resp = await self._rt.api.call(f"CONSUMER.RESET.{name}.{consumer}", {"seq": seq})
         except TimeoutError as exc:
             raise TimeoutError(
                 f"the server did not answer the reset of consumer {consumer!r}: "
@@ -247,10 +238,6 @@ class AdminAPI:
             resp = await self._recreate_at(name, consumer, info.get("config") or {}, seq)
         return consumer_info(resp)
 
-    def _local_consumers(self, stream: str, consumer: str) -> list[JetStreamSubscription]:
-        """This Stream's running subscriptions on that consumer."""
-        raise NotImplementedError
-
     async def _recreate_at(
         self, stream: str, consumer: str, current: dict[str, Any], seq: int
     ) -> dict[str, Any]:
@@ -260,15 +247,15 @@ class AdminAPI:
         config["metadata"] = {
             k: v for k, v in (current.get("metadata") or {}).items() if not k.startswith("_nats")
         }
-        local = self._local_consumers(stream, consumer)
+        local = self._rt.local_consumers(stream, consumer)
         for sub in local:  # they would make it again with their own start meanwhile
             sub.hold_recovery(True)
         try:
             for _ in range(5):  # another process's subscriber may re-create it first
                 with contextlib.suppress(NotFoundError):
-                    await self._api.call(f"CONSUMER.DELETE.{stream}.{consumer}")
+                    await self._rt.api.call(f"CONSUMER.DELETE.{stream}.{consumer}")
                 try:
-                    return await self._api.call(
+                    return await self._rt.api.call(
                         f"CONSUMER.CREATE.{stream}.{consumer}",
                         {"stream_name": stream, "config": config, "action": "create"},
                     )
@@ -294,46 +281,48 @@ class AdminAPI:
             return after_last
         assert when is not None
         try:
-            resp = await self._api.call(f"STREAM.MSG.GET.{stream}", {"start_time": rfc3339(when)})
+            resp = await self._rt.api.call(
+                f"STREAM.MSG.GET.{stream}", {"start_time": rfc3339(when)}
+            )
         except NotFoundError:  # nothing stored at or after that time
             return after_last
         return int(resp["message"]["seq"])
 
     async def delete_topic(self, topic: str) -> None:
         """Delete the stream that stores ``topic``, with its messages and consumers."""
-        self._check_open()
-        name, _ = await self._topics.stream_of(topic)
-        await self._api.call(f"STREAM.DELETE.{name}")
-        self._topics.forget(name)
+        self._rt.check_open()
+        name, _ = await self._rt.topics.stream_of(topic)
+        await self._rt.api.call(f"STREAM.DELETE.{name}")
+        self._rt.topics.forget(name)
 
     async def last_message(self, topic: str) -> Message | None:
         """The newest stored message on ``topic`` (a concrete subject), or None if none."""
-        self._check_open()
-        self._topics.check(topic)
-        name, _ = await self._topics.stream_of(topic)
+        self._rt.check_open()
+        self._rt.topics.check(topic)
+        name, _ = await self._rt.topics.stream_of(topic)
         try:
-            resp = await self._api.call(f"STREAM.MSG.GET.{name}", {"last_by_subj": topic})
+            resp = await self._rt.api.call(f"STREAM.MSG.GET.{name}", {"last_by_subj": topic})
         except NotFoundError:
             return None
         return Message.stored(resp["message"])
 
     async def consumers(self, topic: str) -> list[ConsumerInfo]:
         """The consumers of a stored topic, with their lag."""
-        self._check_open()
-        name, _ = await self._topics.stream_of(topic)
+        self._rt.check_open()
+        name, _ = await self._rt.topics.stream_of(topic)
         return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{name}", "consumers")]
 
     async def _stream_consumers(self, stream: str) -> list[ConsumerInfo]:
         """The consumers of the stream named ``stream`` (TopicInfo.name)."""
-        self._check_open()
+        self._rt.check_open()
         return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{stream}", "consumers")]
 
     async def consumer_info(self, topic: str, durable: str) -> ConsumerInfo:
         """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
-        self._check_open()
+        self._rt.check_open()
         consumer = consumer_name_ok(durable, "durable")
-        name, _ = await self._topics.stream_of(topic)
-        return consumer_info(await self._api.call(f"CONSUMER.INFO.{name}.{consumer}"))
+        name, _ = await self._rt.topics.stream_of(topic)
+        return consumer_info(await self._rt.api.call(f"CONSUMER.INFO.{name}.{consumer}"))
 
     async def delete_consumer(self, topic: str, durable: str) -> None:
         """Delete a durable consumer (its position is forgotten).
@@ -341,16 +330,16 @@ class AdminAPI:
         A durable the server could not load (its state on disk is damaged) is removed
         from an embedded store too.
         """
-        self._check_open()
+        self._rt.check_open()
         consumer = consumer_name_ok(durable, "durable")
-        name, _ = await self._topics.stream_of(topic)
+        name, _ = await self._rt.topics.stream_of(topic)
         try:
-            await self._api.call(f"CONSUMER.DELETE.{name}.{consumer}")
+            await self._rt.api.call(f"CONSUMER.DELETE.{name}.{consumer}")
         except NotFoundError:
-            store = self.store_dir
+            store = self._rt.store_dir
             if store is None or not _damage.remove_consumer_state(store, name, consumer):
                 raise
-            self._log.warning(
+            self._rt.log.warning(
                 "durable %r of stream %r could not be loaded; removed its state",
                 consumer,
                 name,
@@ -361,8 +350,8 @@ class AdminAPI:
 
         Messages without the dead-letter headers are not dead letters and are left out.
         """
-        self._check_open()
-        return await _deadletters.read(self._api, self._topics, dlq_topic, limit)
+        self._rt.check_open()
+        return await _deadletters.read(self._rt.api, self._rt.topics, dlq_topic, limit)
 
     async def redrive(
         self,
@@ -384,9 +373,9 @@ class AdminAPI:
         re-drives of one DLQ at once re-drive each letter once (a letter the other took
         first is counted by that one).
         """
-        self._check_open()
+        self._rt.check_open()
         return await _deadletters.redrive(
-            self._api, self._topics, self._publisher, dlq_topic, limit, where, self._log
+            self._rt.api, self._rt.topics, self._rt.publisher, dlq_topic, limit, where, self._rt.log
         )
 
     async def _list(self, call: str, key: str) -> list[dict[str, Any]]:
@@ -394,7 +383,7 @@ class AdminAPI:
         out: list[dict[str, Any]] = []
         offset = 0
         while True:
-            resp = await self._api.call(call, {"offset": offset})
+            resp = await self._rt.api.call(call, {"offset": offset})
             batch = resp.get(key) or []
             out.extend(batch)
             offset += len(batch)
@@ -409,8 +398,8 @@ class AdminAPI:
         letter of ``dlq_topic`` (no dead-letter headers, or another topic's message in the
         same stream) raises jk.NotADeadLetterTopicError and is left in place.
         """
-        self._check_open()
-        return await _deadletters.discard(self._api, self._topics, dlq_topic, seq)
+        self._rt.check_open()
+        return await _deadletters.discard(self._rt.api, self._rt.topics, dlq_topic, seq)
 
 
 def _check_reset_target(

@@ -27,13 +27,14 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from ._errors import ConfigError, JetkitError, ServerStartError, ServerTimeoutError
 from ._files import write_private
 from ._server import EmbeddedServer, Routes, find_binary
 from ._store import load_or_create_credentials, prepare, process_alive, try_lock
-from ._validate import number
+from ._surface import ClusterOptions, given
+from ._validate import flag, number
 
 CLUSTER_FILE = "jetkit-cluster.json"
 CLUSTER_NAME = "jetkit"
@@ -77,17 +78,21 @@ class LocalCluster:
         self,
         nodes: int = 3,
         store_dir: str | os.PathLike[str] | None = None,
-        *,
-        sync_always: bool = False,
-        ready_timeout: float = 30.0,
-        logger: logging.Logger | None = None,
-        server_binary: str | os.PathLike[str] | None = None,
+        **options: Unpack[ClusterOptions],
     ) -> None:
+        o = given(ClusterOptions, "LocalCluster", options)
         self.size = number("nodes", nodes, minimum=1, maximum=MAX_NODES, integer=True)
-        self.ready_timeout = float(number("ready_timeout", ready_timeout, above=0, maximum=3600))
-        self.sync_always = bool(sync_always)
+        ready = number("ready_timeout", o["ready_timeout"], above=0, maximum=3600)
+        self.ready_timeout = float(ready)
+        self.sync_always = flag("sync_always", o["sync_always"])
+        logger = o["logger"]
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise ConfigError(f"logger must be a logging.Logger, got {logger!r}")
         self._log = logger or logging.getLogger("jetkit.cluster")
-        self._binary_choice = server_binary
+        binary = o["server_binary"]
+        if binary is not None and not isinstance(binary, str | os.PathLike):
+            raise ConfigError(f"server_binary must be a path, got {binary!r}")
+        self._binary_choice = binary
         self._temporary = store_dir is None
         self._dir_arg = store_dir
         self.store_dir: Path | None = None
@@ -367,7 +372,9 @@ def _free_port(taken: set[int]) -> int:
 
 @contextlib.asynccontextmanager
 async def local_cluster(
-    nodes: int = 3, store_dir: str | os.PathLike[str] | None = None, **options: Any
+    nodes: int = 3,
+    store_dir: str | os.PathLike[str] | None = None,
+    **options: Unpack[ClusterOptions],
 ) -> AsyncIterator[LocalCluster]:
     """A running ``LocalCluster`` for the block (see there); stopped at the end."""
     cluster = LocalCluster(nodes, store_dir, **options)

@@ -29,7 +29,7 @@ from ._connection import Connection
 from ._errors import DecodeError, JetkitError, JetStreamError, describe_error
 from ._jsapi import JsApi
 from ._message import Message
-from ._options import SubscribeOptions
+from ._options import SubscribeSettings
 from ._pull import REMEMBERED, PullSubscription
 from ._retry import dead_letter_headers, decide, fit_dead_letter
 from ._subscription import AckPolicy, is_handler_failure
@@ -54,7 +54,7 @@ class JetStreamSubscription(PullSubscription):
         api: JsApi,
         topic: str,
         plan: HandlerPlan,
-        opts: SubscribeOptions,
+        opts: SubscribeSettings,
         *,
         stream: str,
         config: dict[str, Any],

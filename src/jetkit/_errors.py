@@ -17,7 +17,8 @@ JetkitError
  ├── PayloadTooLargeError (ValueError) message (headers + payload) over max_payload
  ├── NotADeadLetterTopicError (ValueError) no dead letter where one is needed
  ├── ConfigError (ValueError)          an option or combination is not allowed
- │    └── IncompatibleConsumerError    an existing durable differs in a fixed field
+ │    ├── IncompatibleConsumerError    an existing durable differs in a fixed field
+ │    └── UnknownOptionError (TypeError) an option the call does not have
  ├── HandlerSignatureError (TypeError) a handler jetkit cannot call
  ├── DecodeError (ValueError)          payload does not decode to the handler's type
  ├── EncodeError (TypeError)           value cannot be encoded as JSON
@@ -71,6 +72,7 @@ __all__ = [
     "StreamClosedError",
     "StreamUnhealthyError",
     "TimeoutError",
+    "UnknownOptionError",
 ]
 
 
@@ -143,6 +145,10 @@ class NotADeadLetterTopicError(JetkitError, ValueError):
 
 class ConfigError(JetkitError, ValueError):
     """An option, or a combination of options, that jetkit cannot honour."""
+
+
+class UnknownOptionError(ConfigError, TypeError):
+    """A keyword option the call does not have (a TypeError, as Python's own would be)."""
 
 
 class IncompatibleConsumerError(ConfigError):

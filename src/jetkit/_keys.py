@@ -53,7 +53,7 @@ from ._counting import BUCKETS
 from ._errors import describe_error
 from ._jsapi import JsApi
 from ._message import NAK, Message
-from ._options import SubscribeOptions
+from ._options import SubscribeSettings
 from ._retry import decide
 from ._subscription import AckPolicy
 from ._wire import parse_headers
@@ -133,7 +133,7 @@ class KeyedSubscription(JetStreamSubscription):
         api: JsApi,
         topic: str,
         plan: HandlerPlan,
-        opts: SubscribeOptions,
+        opts: SubscribeSettings,
         *,
         stream: str,
         config: dict[str, Any],

@@ -1,4 +1,5 @@
-"""The end of a ``jk.Stream``'s life: closing it, the decorator's registrations, a fork.
+"""The end of a ``jk.Stream``'s life: closing it (``Shutdown``), the decorator's
+registrations (``Registrations``).
 
 Closing is one task per Stream, started by the first ``close()``: the drain phase (the
 decorator's registrations, then every subscription drained within ``drain_timeout``),
@@ -26,12 +27,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from . import _fork
-from ._errors import StreamClosedError
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -128,110 +125,99 @@ class Registrations:
         return first
 
 
-class Lifecycle:
-    """Mixed into ``jk.Stream``: ``close()`` and the teardown, and what a fork changes."""
+class Parts(Protocol):
+    """What a Shutdown closes: a Stream's runtime (``_runtime.Runtime``)."""
 
     drain_timeout: float
-    _log: logging.Logger
-    _conn: Connection
-    _store: EmbeddedStore | None
-    _publisher: Publisher
-    _subs: set[Subscription]
-    _tasks: set[asyncio.Future[Any]]
-    _metrics: Collector | None
-    _metrics_server: MetricsServer | None
-    _regs: Registrations
+    log: logging.Logger
+    conn: Connection
+    store: EmbeddedStore | None
+    publisher: Publisher
+    subs: set[Subscription]
+    tasks: set[asyncio.Future[Any]]
+    metrics: Collector | None
+    metrics_server: MetricsServer | None
+    regs: Registrations
+    closed: bool
+    forked_from: int | None
 
-    def _init_lifecycle(self) -> None:
-        self._closed = False
+
+class Shutdown:
+    """The close of one Stream: one task, started by the first ``close()``."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
         self._closing: asyncio.Future[None] | None = None  # the close task, once started
         self._draining: asyncio.Future[None] | None = None  # its drain phase
         self._hurried = False
-        self._owner_pid = os.getpid()
-        self._forked_from: int | None = None  # set in a forked child: the parent's pid
-        _fork.track(self)
-
-    def _after_fork_in_child(self) -> None:
-        self._forked_from = self._owner_pid
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._forked_from is not None:
-            raise _fork.forked_error("jk.Stream", self._forked_from)
-        if self._closed:
-            raise StreamClosedError("this Stream is closed; open a new one with Stream.open()")
 
     async def close(self) -> None:
-        """Drain every subscription (within ``drain_timeout``), disconnect, stop the server.
-
-        If the caller is cancelled meanwhile (``asyncio.wait_for``, Ctrl+C), the drain is
-        cut short (unfinished JetStream messages are handed back for redelivery) but the
-        server is still stopped and the store released before the cancellation goes on.
-        Closing again waits for the first close. A subscription that ``@subscriber``
-        failed to register, and that no publish or request raised, is raised here, after
-        the close. In a process forked from the one that opened the Stream, this returns
-        at once and touches nothing (the server and connection are the parent's).
-        """
-        if self._forked_from is not None:
+        """``Stream.close`` (see there)."""
+        parts = self._parts
+        if parts.forked_from is not None:
             return
-        self._closed = True
+        parts.closed = True
         if self._closing is None or self._closing.cancelled():
             self._closing = asyncio.ensure_future(self._shut_down())
-        await await_shielded(self._closing, self._hurry_close)
-        error = self._regs.unseen()
+        await await_shielded(self._closing, self.hurry)
+        error = parts.regs.unseen()
         if error is not None:
             raise error
 
-    def _hurry_close(self) -> None:
+    def hurry(self) -> None:
         """Cut the drain phase of a close short (a no-op once it is over)."""
         self._hurried = True
         if self._draining is not None:
             self._draining.cancel()
 
     async def _shut_down(self) -> None:
+        parts = self._parts
         try:
             self._draining = asyncio.ensure_future(self._drain_all())
             if self._hurried:
                 self._draining.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._draining
-            await self._regs.cancel()
-            for sub in list(self._subs):
+            await parts.regs.cancel()
+            for sub in list(parts.subs):
                 try:
                     await sub.stop()
                 except Exception as exc:
-                    self._log.warning("stopping %r: %r", sub, exc)
+                    parts.log.warning("stopping %r: %r", sub, exc)
         finally:
-            await self._teardown()
+            await self.teardown()
 
     async def _drain_all(self) -> None:
-        await self._regs.wait()
-        subs = list(self._subs)
-        if subs and self._conn.is_connected:
+        parts = self._parts
+        await parts.regs.wait()
+        subs = list(parts.subs)
+        if subs and parts.conn.is_connected:
             results = await asyncio.gather(
-                *(s.drain(timeout=self.drain_timeout) for s in subs), return_exceptions=True
+                *(s.drain(timeout=parts.drain_timeout) for s in subs), return_exceptions=True
             )
             for result in results:
                 if isinstance(result, BaseException):
-                    self._log.warning("%s", result)
+                    parts.log.warning("%s", result)
 
-    async def _teardown(self) -> None:
-        self._closed = True
+    async def teardown(self) -> None:
+        """Stop everything without draining (also what a failed open undoes)."""
+        parts = self._parts
+        parts.closed = True
         try:
-            if self._metrics is not None:
-                self._metrics.close()
-            if self._metrics_server is not None:
-                await asyncio.to_thread(self._metrics_server.stop)
-                self._metrics_server = None
-            for task in list(self._tasks):
+            if parts.metrics is not None:
+                parts.metrics.close()
+            if parts.metrics_server is not None:
+                await asyncio.to_thread(parts.metrics_server.stop)
+                parts.metrics_server = None
+            for task in list(parts.tasks):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-            await self._publisher.acked.close()
+            await parts.publisher.acked.close()
             with contextlib.suppress(Exception):
-                await self._conn.flush(timeout=2)
+                await parts.conn.flush(timeout=2)
             with contextlib.suppress(Exception):
-                await self._conn.close()
+                await parts.conn.close()
         finally:  # whatever happened above: the server stops, the store's lock goes
-            if self._store is not None:
-                await self._store.close()
+            if parts.store is not None:
+                await parts.store.close()

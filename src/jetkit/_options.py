@@ -1,9 +1,11 @@
 """Options of ``Stream.open`` and ``Stream.subscribe``: one pure check of each.
 
-``open_options(...)`` and ``subscribe_options(...)`` turn the keyword arguments into a
-frozen ``OpenOptions`` / ``SubscribeOptions`` (enums resolved, delays in seconds, the
-start position resolved) or raise a ConfigError / InvalidTopicError naming the option
-and the fix. They talk to nobody, so they are unit-tested without a server.
+The options are declared (names, types, defaults, meaning) in ``_surface``;
+``open_options(**options)`` and ``subscribe_options(topic, **options)`` turn what a call
+was given into a frozen ``OpenSettings`` / ``SubscribeSettings`` (defaults filled in,
+enums resolved, delays in seconds, the start position resolved) or raise a ConfigError /
+InvalidTopicError naming the option and the fix. They talk to nobody, so they are
+unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from . import _validate
 from ._errors import ConfigError
 from ._retry import normalize_backoff
 from ._subscription import AckPolicy, Backpressure, StartAt
+from ._surface import OpenOptions, SubscribeOptions, given
 from ._topics import TopicMode, consumer_name_ok, subject_matches, validate_topic
 
 MIN_ACK_WAIT = 0.1  # below this the server redelivers before any handler can answer
@@ -33,7 +36,7 @@ _MAX_TIMESTAMP = 253_402_300_799.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SubscribeOptions:
+class SubscribeSettings:
     """Checked subscribe options (see ``Stream.subscribe`` for their meaning)."""
 
     durable: str | None = None
@@ -69,28 +72,12 @@ class SubscribeOptions:
         return [name for name, used in given.items() if used]
 
 
-def subscribe_options(
-    topic: str,
-    *,
-    durable: object = None,
-    queue_group: object = None,
-    ack: object = AckPolicy.AUTO,
-    max_deliver: object = None,
-    backoff: object = None,
-    start_at: object = StartAt.NEW,
-    start_time: object = None,
-    start_seq: object = None,
-    concurrency: object = 1,
-    buffer_size: object = 1024,
-    backpressure: object = Backpressure.BLOCK,
-    dlq: object = None,
-    ack_wait: object = 30.0,
-    recreate: object = False,
-    key: object = None,
-) -> SubscribeOptions:
+def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
     """Check and normalise the options of a subscription on ``topic`` (already valid)."""
+    o = given(SubscribeOptions, "subscribe", options)
+    durable, queue_group, ack, dlq = o["durable"], o["queue_group"], o["ack"], o["dlq"]
     ack_policy = _validate.option(AckPolicy, ack, "ack")
-    delays = normalize_backoff(backoff)  # type: ignore[arg-type]
+    delays = normalize_backoff(o["backoff"])  # type: ignore[arg-type]
     if delays and ack_policy is not AckPolicy.MANUAL:
         raise ConfigError("backoff applies to retries, which need ack=jk.AckPolicy.MANUAL")
     if dlq is not None:
@@ -107,38 +94,38 @@ def subscribe_options(
                 "would come back to this subscription; use a topic outside that pattern"
             )
     position, when, seq = resolve_start(
-        _validate.option(StartAt, start_at, "start_at"), start_time, start_seq
+        _validate.option(StartAt, o["start_at"], "start_at"), o["start_time"], o["start_seq"]
     )
-    return SubscribeOptions(
+    return SubscribeSettings(
         durable=None if durable is None else consumer_name_ok(durable, "durable"),
         queue_group=(None if queue_group is None else consumer_name_ok(queue_group, "queue_group")),
         ack=ack_policy,
         max_deliver=_validate.optional_number(
-            "max_deliver", max_deliver, minimum=1, maximum=MAX_DELIVER, integer=True
+            "max_deliver", o["max_deliver"], minimum=1, maximum=MAX_DELIVER, integer=True
         ),
         backoff=delays,
         start_at=position,
         start_time=when,
         start_seq=seq,
         concurrency=_validate.number(
-            "concurrency", concurrency, minimum=1, maximum=MAX_CONCURRENCY, integer=True
+            "concurrency", o["concurrency"], minimum=1, maximum=MAX_CONCURRENCY, integer=True
         ),
         buffer_size=_validate.number(
-            "buffer_size", buffer_size, minimum=1, maximum=MAX_BUFFER, integer=True
+            "buffer_size", o["buffer_size"], minimum=1, maximum=MAX_BUFFER, integer=True
         ),
-        backpressure=_validate.option(Backpressure, backpressure, "backpressure"),
+        backpressure=_validate.option(Backpressure, o["backpressure"], "backpressure"),
         dlq=dlq,
         ack_wait=float(
             _validate.number(
                 "ack_wait",
-                ack_wait,
+                o["ack_wait"],
                 minimum=MIN_ACK_WAIT,
                 maximum=MAX_ACK_WAIT,
                 hint=" (seconds before an unacknowledged delivery is redelivered)",
             )
         ),
-        recreate=_validate.flag("recreate", recreate),
-        key=order_key(key),
+        recreate=_validate.flag("recreate", o["recreate"]),
+        key=order_key(o["key"]),
     )
 
 
@@ -238,7 +225,7 @@ MAX_TIMEOUT = 86_400.0  # a day: longer waits are mistakes (or units confusion)
 
 
 @dataclasses.dataclass(frozen=True)
-class OpenOptions:
+class OpenSettings:
     """Checked ``Stream.open`` options (see there for their meaning)."""
 
     store_dir: str | os.PathLike[str] | None
@@ -263,30 +250,22 @@ class OpenOptions:
     metrics_host: str = "127.0.0.1"
 
 
-def open_options(
-    *,
-    store_dir: str | os.PathLike[str] | None,
-    servers: Sequence[str] | str | None,
-    default_mode: object,
-    host: object,
-    port: object,
-    user: object,
-    password: object,
-    token: object,
-    tls: object,
-    max_payload: object,
-    connect_timeout: object,
-    drain_timeout: object,
-    server_ready_timeout: object,
-    sync_always: object,
-    logger: object,
-    server_binary: str | os.PathLike[str] | None,
-    publish_timeout: object,
-    name: object,
-    metrics_port: object = None,
-    metrics_host: object = "127.0.0.1",
-) -> OpenOptions:
+def open_options(**options: object) -> OpenSettings:
     """Check ``Stream.open``'s options before anything starts."""
+    o = given(OpenOptions, "Stream.open", options)
+    store_dir, servers, user, password, token = (
+        o["store_dir"],
+        o["servers"],
+        o["user"],
+        o["password"],
+        o["token"],
+    )
+    connect_timeout, server_ready_timeout, publish_timeout = (
+        o["connect_timeout"],
+        o["server_ready_timeout"],
+        o["publish_timeout"],
+    )
+    tls, logger = o["tls"], o["logger"]
     if servers is not None and store_dir is not None:
         raise ConfigError("pass store_dir (embedded server) or servers (external), not both")
     if store_dir is not None:
@@ -316,41 +295,47 @@ def open_options(
         raise ConfigError(f"logger must be a logging.Logger, got {logger!r}")
     urls: list[str] | None = None
     if servers is not None:
-        urls = [servers] if isinstance(servers, str) else list(servers)
+        urls = (
+            [servers]
+            if isinstance(servers, str)
+            else list(servers)
+            if isinstance(servers, Sequence)
+            else []
+        )
         if not urls or not all(isinstance(u, str) and u for u in urls):
             raise ConfigError(f"servers must be a list of NATS URLs, got {servers!r}")
-    return OpenOptions(
+    return OpenSettings(
         store_dir=store_dir,
         servers=urls,
-        default_mode=_validate.option(TopicMode, default_mode, "default_mode"),
-        host=str(_validate.text("host", host, optional=False)),
-        port=_validate.optional_number("port", port, minimum=1, maximum=65535, integer=True),
+        default_mode=_validate.option(TopicMode, o["default_mode"], "default_mode"),
+        host=str(_validate.text("host", o["host"], optional=False)),
+        port=_validate.optional_number("port", o["port"], minimum=1, maximum=65535, integer=True),
         user=user,  # type: ignore[arg-type]
         password=password,  # type: ignore[arg-type]
         token=token,  # type: ignore[arg-type]
         tls=tls,
         max_payload=_validate.optional_number(
-            "max_payload", max_payload, minimum=1, maximum=MAX_PAYLOAD_LIMIT, integer=True
+            "max_payload", o["max_payload"], minimum=1, maximum=MAX_PAYLOAD_LIMIT, integer=True
         ),
         connect_timeout=float(connect_timeout),  # type: ignore[arg-type]
         drain_timeout=float(
-            _validate.number("drain_timeout", drain_timeout, minimum=0, maximum=MAX_TIMEOUT)
+            _validate.number("drain_timeout", o["drain_timeout"], minimum=0, maximum=MAX_TIMEOUT)
         ),
         server_ready_timeout=float(server_ready_timeout),  # type: ignore[arg-type]
-        sync_always=_validate.flag("sync_always", sync_always),
+        sync_always=_validate.flag("sync_always", o["sync_always"]),
         logger=logger or logging.getLogger("jetkit"),
-        server_binary=server_binary,
+        server_binary=o["server_binary"],  # type: ignore[arg-type]
         publish_timeout=float(publish_timeout),  # type: ignore[arg-type]
-        name=_validate.text("name", name),
+        name=_validate.text("name", o["name"]),
         metrics_port=_validate.optional_number(
             "metrics_port",
-            metrics_port,
+            o["metrics_port"],
             minimum=0,
             maximum=65535,
             integer=True,
             hint=" (0: a free port)",
         ),
-        metrics_host=_metrics_host(metrics_host),
+        metrics_host=_metrics_host(o["metrics_host"]),
     )
 
 

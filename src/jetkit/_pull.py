@@ -46,7 +46,7 @@ from ._consumer_config import ensure_consumer
 from ._errors import ConnectionLostError, JetkitError, NotFoundError, TimeoutError
 from ._jsapi import JsApi
 from ._message import ACK, NAK, TERM, WPI, Message
-from ._options import SubscribeOptions
+from ._options import SubscribeSettings
 from ._subscription import AckPolicy, Subscription
 from ._time import nanos
 from ._wire import parse_headers, pub
@@ -66,7 +66,7 @@ class PullSubscription(Subscription):
         api: JsApi,
         topic: str,
         plan: HandlerPlan,
-        opts: SubscribeOptions,
+        opts: SubscribeSettings,
         *,
         stream: str,
         config: dict[str, Any],

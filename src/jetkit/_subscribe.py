@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ._consumer_config import consumer_config
 from ._errors import ConfigError
 from ._jsapi import JsApi
 from ._keys import KeyedSubscription
-from ._options import SubscribeOptions, subscribe_options
+from ._options import SubscribeSettings, subscribe_options
 from ._publish import Publisher
 from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
@@ -42,8 +42,8 @@ class Subscriber:
         self._log = log
 
     def check(
-        self, topic: str, handler: Callable[..., Any], options: dict[str, Any]
-    ) -> tuple[HandlerPlan, SubscribeOptions]:
+        self, topic: str, handler: Callable[..., Any], options: Mapping[str, object]
+    ) -> tuple[HandlerPlan, SubscribeSettings]:
         """Every check of a subscription that needs no server: the topic, the handler, the
         options, and what the topic's mode allows. ``subscribe`` starts with it; the
         decorator (``Stream.subscriber``) calls it when it decorates."""
@@ -68,7 +68,7 @@ class Subscriber:
         return plan, opts
 
     async def subscribe(
-        self, topic: str, handler: Callable[..., Any], options: dict[str, Any]
+        self, topic: str, handler: Callable[..., Any], options: Mapping[str, object]
     ) -> Subscription:
         plan, opts = self.check(topic, handler, options)
         if self._topics.mode_for(topic) is TopicMode.CORE:
@@ -103,7 +103,7 @@ class Subscriber:
         await sub._start()
         return sub
 
-    async def _server_side(self, topic: str, opts: SubscribeOptions) -> tuple[str, dict[str, Any]]:
+    async def _server_side(self, topic: str, opts: SubscribeSettings) -> tuple[str, dict[str, Any]]:
         """The stream and the consumer config a JetStream subscription needs."""
         # subjects may be stale (another process switched schedules on): a consumer of the
         # whole stream is filtered with fresh ones in ensure_consumer (_without_held)

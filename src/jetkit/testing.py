@@ -35,12 +35,13 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from ._cluster import LocalCluster, Node, local_cluster
 from ._errors import NotFoundError
 from ._message import Message
 from ._stream import Stream, _Opener
+from ._surface import OpenOptions
 from ._topics import TopicMode
 
 __all__ = [
@@ -133,7 +134,10 @@ class BackgroundServer:
     Usable as a (synchronous) context manager. ``options`` go to ``Stream.open``.
     """
 
-    def __init__(self, store_dir: str | os.PathLike[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self, store_dir: str | os.PathLike[str] | None = None, /, **options: Unpack[OpenOptions]
+    ) -> None:
+        store_dir = store_dir if store_dir is not None else options.pop("store_dir", None)
         self._temporary = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="jetkit-test-")).absolute()
         self._options = options
@@ -156,11 +160,12 @@ class BackgroundServer:
             raise RuntimeError("BackgroundServer is not running; call start()")
         return dict(self._info)
 
-    def open(self, **options: Any) -> _Opener:
-        """``jk.Stream.open`` attached to this server; ``default_mode`` is JETSTREAM
-        unless given. ``await`` it or use ``async with``."""
+    def open(self, **options: Unpack[OpenOptions]) -> _Opener:
+        """``jk.Stream.open`` attached to this server (its ``store_dir`` is this server's);
+        ``default_mode`` is JETSTREAM unless given. ``await`` it or use ``async with``."""
         options.setdefault("default_mode", TopicMode.JETSTREAM)
-        return Stream.open(store_dir=self.store_dir, **options)
+        options["store_dir"] = self.store_dir
+        return Stream.open(**options)
 
     def start(self, timeout: float = 30.0) -> BackgroundServer:
         if self._thread is not None:
@@ -182,7 +187,9 @@ class BackgroundServer:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             try:
-                s = await Stream.open(store_dir=self.store_dir, **self._options)
+                options = self._options.copy()
+                options["store_dir"] = self.store_dir
+                s = await Stream.open(**options)
             except BaseException as exc:
                 started.set_exception(exc)
                 return
