@@ -84,6 +84,8 @@ class JetStreamSubscription(PullSubscription):
         # max_deliver counts handler calls (see _attempts; the calls known here are
         # PullSubscription._calls)
         self._attempts = attempts if self._max_deliver is not None else None
+        # a copy of a message that succeeded must not use up max_deliver (see _pull)
+        self._copies = self._max_deliver is not None
         self._unreadable: dict[int, int] = {}  # seq -> tries to read its count that failed
 
     # -- handling --------------------------------------------------------------------------

@@ -159,6 +159,7 @@ class KeyedSubscription(JetStreamSubscription):
         )
         key = opts.key
         assert key is not None
+        self._copies = True  # a copy run again would break its key's order
         self._key_of: Callable[[Message], Hashable | None] = (
             _header_key(key) if isinstance(key, str) else key
         )
@@ -212,7 +213,7 @@ class KeyedSubscription(JetStreamSubscription):
         msg._key = key
         if (
             self._finished_late
-            and not reply.startswith(b"1.", self._count_at)
+            and not self._first(reply)
             and msg._server_deliveries() > 1
             and msg.seq in self._finished_late
         ):
