@@ -8,14 +8,14 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _damage, _deadletters
+from . import _browse, _damage, _deadletters
 from ._attempts import STREAM as ATTEMPTS_STREAM
 from ._consumer import JetStreamSubscription
-from ._deadletters import DeadLetter, RedriveResult
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
 from ._errors import (
     ConfigError,
     InvalidTopicError,
@@ -23,7 +23,7 @@ from ._errors import (
     NotFoundError,
     TimeoutError,
 )
-from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
+from ._info import ConsumerInfo, TopicInfo, TopicOverview, consumer_info, topic_info
 from ._jsapi import JsApi
 from ._message import Message
 from ._options import reset_position
@@ -40,6 +40,9 @@ from ._topics import (
     validate_topic,
 )
 from ._validate import INT64_MAX, optional_number
+
+if TYPE_CHECKING:
+    from .metrics import Collector
 
 
 class AdminAPI:
@@ -323,11 +326,6 @@ class AdminAPI:
         name, _ = await self._topics.stream_of(topic)
         return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{name}", "consumers")]
 
-    async def _stream_consumers(self, stream: str) -> list[ConsumerInfo]:
-        """The consumers of the stream named ``stream`` (TopicInfo.name)."""
-        self._check_open()
-        return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{stream}", "consumers")]
-
     async def consumer_info(self, topic: str, durable: str) -> ConsumerInfo:
         """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
         self._check_open()
@@ -391,15 +389,7 @@ class AdminAPI:
 
     async def _list(self, call: str, key: str) -> list[dict[str, Any]]:
         """Every item of a paged JetStream list call."""
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            resp = await self._api.call(call, {"offset": offset})
-            batch = resp.get(key) or []
-            out.extend(batch)
-            offset += len(batch)
-            if not batch or offset >= int(resp.get("total", 0)):
-                return out
+        return await self._api.every(call, key)
 
     async def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
         """Delete one dead letter from ``dlq_topic``: the one at ``seq`` (``DeadLetter.seq``).
@@ -411,6 +401,71 @@ class AdminAPI:
         """
         self._check_open()
         return await _deadletters.discard(self._api, self._topics, dlq_topic, seq)
+
+    # -- the seam for tools (jetkit top, metrics, the console, testing): _browse ----------
+
+    async def overview(self) -> list[TopicOverview]:
+        """Every stored topic with its consumers: ``topics()``, then each topic's
+        ``ConsumerInfo``s (lag, ack pending, redelivered), one call per topic.
+
+        A topic deleted while the overview is read is left out. What ``jetkit top``, the
+        metrics' gauges and the web console show.
+        """
+        self._check_open()
+        return await _browse.overview(self._api, await self.topics())
+
+    def read_stored(
+        self, topic: str, *, first_seq: int | None = None, limit: int = 100
+    ) -> AsyncIterator[Message]:
+        """The messages stored on ``topic`` (a subject or a pattern), oldest first:
+        ``async for msg in s.read_stored(topic, limit=20)``.
+
+        Reads at most ``limit`` messages (a whole number >= 1), from ``first_seq`` (the
+        topic's first message when None), one server call per message. Reading does not
+        consume: no consumer is made or moved. The arguments are checked at the call
+        (jk.InvalidTopicError, jk.ConfigError); jk.NotFoundError, when no stream stores
+        the topic, comes with the first message.
+        """
+        self._check_open()
+        return _browse.read_stored(self._api, self._topics, topic, first_seq, limit)
+
+    async def scan_dead_letters(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        scan: int = 1000,
+        first_seq: int | None = None,
+    ) -> DeadLetterScan:
+        """The dead letters among the first ``scan`` messages of ``dlq_topic`` (from
+        ``first_seq``), at most ``limit`` of them: a bounded ``dead_letters``.
+
+        ``dead_letters`` reads the whole topic to find its ``limit`` letters; this reads
+        at most ``scan`` messages (a whole number >= 1) and says where it stopped: the
+        returned jk.DeadLetterScan's ``next_seq`` is None when it read every message up
+        to the topic's last (as of the scan's start), else the ``first_seq`` to read on
+        from.
+        """
+        self._check_open()
+        return await _deadletters.scan_letters(
+            self._api, self._topics, dlq_topic, limit, scan, first_seq
+        )
+
+    def metrics_collector(self) -> Collector:
+        """This Stream's Prometheus collector (what ``jetkit.metrics.collector(stream)``
+        returns): made at the first call, which must be on the Stream's event loop, and
+        counting from then on. Register it in one registry per Stream."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError(
+                "call jetkit.metrics.collector(stream) from the Stream's event loop (in async "
+                "code), e.g. right after Stream.open()"
+            ) from None
+        return self._enable_metrics()
+
+    def _enable_metrics(self) -> Collector:
+        raise NotImplementedError
 
 
 def _check_reset_target(

@@ -75,6 +75,15 @@ class ConsumerInfo:
     leader: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class TopicOverview:
+    """A stored topic (its stream) and that stream's consumers: one item of
+    ``Stream.overview()``."""
+
+    topic: TopicInfo
+    consumers: list[ConsumerInfo]
+
+
 def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo:
     cfg = resp.get("config", {})
     state = resp.get("state", {})
