@@ -26,8 +26,8 @@ from rich.cells import cell_len
 
 import jetkit as jk
 from conftest import free_port, stop_process, wait_until_async
-from jetkit._cli_output import Column, fit
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
+from jetkit.cli.output import Column, fit
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ._cli_output import escape
 from ._info import ConsumerInfo, TopicInfo, TopicOverview
+from ._tools import escape
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 20  # rates kept per row for its sparkline

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import typer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 import jetkit as jk
 
+from .._tools import BadInput, parse_headers, published, use_if_stored
 from .._top import count, rate, size
 from . import _view
 from ._guard import Guard, csrf_token, same
@@ -223,8 +223,6 @@ class Console:
         form = await self.form(request)
         if form is None:
             return self.page("error.html", 403, title="refused", message=REFUSED)
-        from ..cli import _headers, _stored
-
         topic = form.get("topic", "").strip()
         payload = form.get("payload", "")
         header_text = form.get("headers", "")
@@ -238,21 +236,16 @@ class Console:
         }
         try:
             lines = [line.strip() for line in header_text.splitlines() if line.strip()]
-            headers = _headers(lines)
-            await _stored(self.stream, topic)
+            headers = parse_headers(lines)
+            await use_if_stored(self.stream, topic)
             ack = await self.stream.publish(topic, payload.encode(), headers=headers or None)
-        except typer.BadParameter as exc:
-            context["error"] = f"headers: {exc.message}"
+        except BadInput as exc:
+            context["error"] = f"headers: {exc}"
             return self.page("publish.html", 400, **context)
         except jk.JetkitError as exc:
             context["error"] = str(exc)
             return self.page("publish.html", 400, **context)
-        context["done"] = (
-            "published (core topic: not stored, only live subscribers got it)"
-            if ack is None
-            else f"stored in {ack.stream} at seq {ack.seq}"
-            + (" (duplicate: not stored again)" if ack.duplicate else "")
-        )
+        context["done"] = published(topic, ack)
         return self.page("publish.html", **context)
 
 
