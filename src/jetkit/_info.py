@@ -6,8 +6,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from ._held import own_subjects
 from ._time import parse_time
-from ._topics import Discard, Retention, own_subjects
+from ._topics import Discard, Retention
 
 
 @dataclasses.dataclass(frozen=True)
