@@ -26,8 +26,9 @@ from rich.cells import cell_len
 
 import jetkit as jk
 from conftest import free_port, stop_process, wait_until_async
-from jetkit._cli_output import Column, fit
+from jetkit import _tools
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
+from jetkit.cli.output import Column, fit
 
 pytestmark = pytest.mark.slow
 
@@ -742,3 +743,22 @@ def test_the_cli_reference_is_generated_from_the_commands() -> None:
     assert CLI_DOC.read_text() == cli_reference.generate(CLI_DOC.read_text()), (
         "docs/cli.md is out of date: run `python tests/cli_reference.py`"
     )
+
+
+def test_what_the_cli_shares_with_the_console_needs_neither() -> None:
+    # jetkit._tools: headers as typed, the publish sentence, where to connect
+    assert _tools.parse_headers(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    for bad in ("no-equals-sign", "=value"):
+        with pytest.raises(_tools.BadInput, match="is not KEY=VALUE"):
+            _tools.parse_headers([bad])
+    stored = jk.PubAck("orders_events", 3, duplicate=True)
+    assert _tools.published("orders.events", stored) == (
+        "stored in orders_events at seq 3 (duplicate: not stored again)"
+    )
+    assert _tools.published("orders.events", None, core_hint="; --stored stores it") == (
+        "published to orders.events (core topic: not stored, only live subscribers get it; "
+        "--stored stores it)"
+    )
+    assert _tools.escape("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
+    with pytest.raises(jk.ConfigError, match=r"no jetkit store at \./nowhere"):
+        _tools.Target(store_dir=Path("nowhere")).open()

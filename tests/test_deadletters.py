@@ -28,11 +28,8 @@ def letter_headers(topic: str, seq: int, **extra: str) -> dict[str, str]:
 
 async def stored(s: jk.Stream, topic: str) -> list[jk.Message]:
     """Every message stored on ``topic`` (read without a consumer)."""
-    info = await s.topic_info(topic)
-    got: list[jk.Message] = []
-    async for msg in jk._deadletters.stored(s._rt.api, info.name, topic, info.last_seq):
-        got.append(msg)
-    return got
+    info = await s.topic_info(topic)  # (its stream holds at most that many)
+    return [m async for m in s.read_stored(topic, limit=info.messages)] if info.messages else []
 
 
 async def test_a_failing_handler_dead_letter_is_listed_and_redriven(
@@ -132,6 +129,64 @@ async def test_limit_and_bad_arguments(js: jk.Stream, topic: str) -> None:
         await js.redrive(dlq, where="d1")  # type: ignore[arg-type]
     with pytest.raises(jk.NotFoundError):
         await js.dead_letters(f"{topic}.nothing.stored")
+
+
+async def test_scan_dead_letters_reads_at_most_scan_messages_and_says_where_it_stopped(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    # seq 1..6: letter, other, letter, other, other, letter
+    for i, letter in enumerate([True, False, True, False, False, True]):
+        headers = letter_headers(topic, i + 1) if letter else None
+        await js.publish(dlq, f"m{i + 1}".encode(), headers=headers)
+
+    everything = await js.scan_dead_letters(dlq)
+    assert [x.seq for x in everything.letters] == [1, 3, 6]
+    assert (everything.scanned, everything.last_seq, everything.next_seq) == (6, 6, None)
+    assert everything.letters == await js.dead_letters(dlq)
+
+    first = await js.scan_dead_letters(dlq, scan=4)  # four messages read, two of them letters
+    assert ([x.seq for x in first.letters], first.scanned, first.next_seq) == ([1, 3], 4, 5)
+    rest = await js.scan_dead_letters(dlq, scan=4, first_seq=first.next_seq)
+    assert ([x.seq for x in rest.letters], rest.scanned, rest.next_seq) == ([6], 2, None)
+
+    one = await js.scan_dead_letters(dlq, limit=1)  # stops at the first letter
+    assert ([x.seq for x in one.letters], one.scanned, one.next_seq) == ([1], 1, 2)
+    last = await js.scan_dead_letters(dlq, limit=1, first_seq=4)  # the last message: all read
+    assert ([x.seq for x in last.letters], last.scanned, last.next_seq) == ([6], 3, None)
+
+    await js.publish(dlq, b"m7", headers=letter_headers(topic, 7))
+    assert (await js.scan_dead_letters(dlq, first_seq=8)) == jk.DeadLetterScan([], 0, 7)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"scan": 0}, jk.ConfigError),
+        ({"scan": 1.5}, jk.ConfigError),
+        ({"scan": True}, jk.ConfigError),
+        ({"scan": None}, jk.ConfigError),
+        ({"limit": 0}, jk.ConfigError),
+        ({"limit": "3"}, jk.ConfigError),
+        ({"first_seq": 0}, jk.ConfigError),
+        ({"first_seq": 2**63}, jk.ConfigError),
+    ],
+)
+async def test_scan_dead_letters_refuses_bad_bounds_before_asking_the_server(
+    js: jk.Stream, topic: str, arguments: dict[str, object], error: type[Exception]
+) -> None:
+    # the topic is not stored: a check that asked the server would say NotFoundError
+    with pytest.raises(error):
+        await js.scan_dead_letters(f"{topic}.dlq", **arguments)  # type: ignore[arg-type]
+
+
+async def test_scan_dead_letters_refuses_a_pattern_and_an_unstored_topic(
+    js: jk.Stream, topic: str
+) -> None:
+    with pytest.raises(jk.InvalidTopicError):
+        await js.scan_dead_letters(f"{topic}.>")
+    with pytest.raises(jk.NotFoundError):
+        await js.scan_dead_letters(f"{topic}.nothing.stored")
 
 
 async def test_two_redrives_at_once_redrive_each_letter_once(

@@ -119,6 +119,18 @@ async def test_bad_duration_is_a_usage_error(name: str, value: str) -> None:
     assert "error: argument --duration:" in err
 
 
+async def test_the_orders_module_runs_as_jetkit_demo(tmp_path: Path) -> None:
+    # python -m jetkit.examples.orders is `jetkit demo` (its options, its one-line errors)
+    code, out, err = await run_example("orders", "--fail-rate", "3")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: invalid value for --fail-rate: 3 is not between 0 and 1"), err
+    code, out, err = await run_example(
+        "orders", "--store-dir", str(tmp_path / "store"), "--duration", "1"
+    )
+    assert code == 0, out + err
+    assert "🛑 Shutting down" in out and "Traceback" not in err, err
+
+
 async def test_jetkit_examples_lists_each_with_how_to_run_it() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -496,6 +496,105 @@ async def test_consumer_info_reports_last_active(js: jk.Stream, topic: str) -> N
     assert info.last_active is not None and info.last_active >= before
 
 
+# -- the seam for tools: overview, read_stored, metrics_collector ------------------------
+
+
+async def test_overview_lists_every_topic_with_its_consumers(js: jk.Stream, topic: str) -> None:
+    other = f"{topic}.other"
+    await js.publish(topic, b"x")
+    await js.publish(other, b"y")
+    await js.subscribe(topic, _ignore, durable="reader")
+
+    overview = {o.topic.name: o for o in await js.overview()}
+    assert all(isinstance(o, jk.TopicOverview) for o in overview.values())
+    # the topics topics() lists, each with the consumers consumers() lists for it
+    assert set(overview) == {t.name for t in await js.topics()}
+    mine = overview[(await js.topic_info(topic)).name]
+    assert (mine.topic.subjects, mine.topic.last_seq) == ([topic], 1)
+    assert [c.name for c in mine.consumers] == [c.name for c in await js.consumers(topic)]
+    assert [c.name for c in mine.consumers] == ["reader"]
+    assert overview[(await js.topic_info(other)).name].consumers == []
+
+
+async def test_overview_of_a_closed_stream_raises(store: Path) -> None:
+    s = await jk.Stream.open(store_dir=store)
+    await s.close()
+    with pytest.raises(jk.StreamClosedError):
+        await s.overview()
+    with pytest.raises(jk.StreamClosedError):
+        s.read_stored("anything")
+
+
+async def test_read_stored_reads_at_most_limit_from_first_seq_and_consumes_nothing(
+    js: jk.Stream, topic: str
+) -> None:
+    await js.declare_topic(f"{topic}.>")
+    for i in range(1, 7):  # a.1 b.2 a.3 b.4 a.5 b.6 in one stream
+        await js.publish(f"{topic}.{'ab'[(i - 1) % 2]}", f"m{i}".encode(), headers={"n": str(i)})
+
+    async def read(subject: str, **bounds: int) -> list[tuple[int | None, bytes]]:
+        return [(m.seq, m.data) async for m in js.read_stored(subject, **bounds)]
+
+    assert await read(f"{topic}.a") == [(1, b"m1"), (3, b"m3"), (5, b"m5")]
+    assert await read(f"{topic}.a", limit=2) == [(1, b"m1"), (3, b"m3")]
+    assert await read(f"{topic}.a", first_seq=2, limit=1) == [(3, b"m3")]
+    assert await read(f"{topic}.a", first_seq=6) == []
+    assert await read(f"{topic}.>", first_seq=5) == [(5, b"m5"), (6, b"m6")]  # a pattern
+    assert len(await read(f"{topic}.>", limit=100)) == 6
+    [first] = [m async for m in js.read_stored(f"{topic}.b", limit=1)]
+    assert (first.topic, first.seq, first.headers["n"]) == (f"{topic}.b", 2, "2")
+    assert await js.consumers(f"{topic}.>") == []  # read without a consumer
+
+
+@pytest.mark.parametrize(
+    ("topic_", "bounds", "error"),
+    [
+        ("a b", {}, jk.InvalidTopicError),
+        ("", {}, jk.InvalidTopicError),
+        (b"bytes", {}, jk.InvalidTopicError),
+        ("orders.events", {"limit": 0}, jk.ConfigError),
+        ("orders.events", {"limit": 2.5}, jk.ConfigError),
+        ("orders.events", {"limit": True}, jk.ConfigError),
+        ("orders.events", {"limit": None}, jk.ConfigError),
+        ("orders.events", {"first_seq": 0}, jk.ConfigError),
+        ("orders.events", {"first_seq": "1"}, jk.ConfigError),
+    ],
+)
+async def test_read_stored_refuses_bad_input_at_the_call(
+    js: jk.Stream, topic_: object, bounds: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):  # at the call: it is not iterated
+        js.read_stored(topic_, **bounds)  # type: ignore[arg-type]
+
+
+async def test_read_stored_of_a_topic_no_stream_stores_is_not_found(
+    js: jk.Stream, topic: str
+) -> None:
+    messages = js.read_stored(f"{topic}.nowhere")
+    with pytest.raises(jk.NotFoundError):
+        [m async for m in messages]
+
+
+async def test_metrics_collector_is_the_collector_of_jetkit_metrics(
+    store: Path, topic: str
+) -> None:
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        collector = s.metrics_collector()
+        assert jetkit.metrics.collector(s) is collector is s.metrics_collector()
+        await s.publish(topic, b"x")
+        assert collector.publishes.published[topic] == 1  # counting since the first call
+
+        def off_the_loop() -> None:
+            s.metrics_collector()
+
+        with pytest.raises(jk.ConfigError, match="event loop"):
+            await asyncio.to_thread(off_the_loop)
+
+
+async def _ignore(data: bytes) -> None:
+    pass
+
+
 # -- jetkit top's view -------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
-from jetkit import _damage, _schedule
+from jetkit import _damage, _held, _schedule
 from jetkit._schedule import due_time, require, ttl_value, version_of
 
 
@@ -33,6 +33,21 @@ async def stream_subjects(s: jk.Stream, topic: str) -> list[str]:
     name = (await s.topic_info(topic)).name
     info = await s._rt.api.call(f"STREAM.INFO.{name}")
     return list(info["config"]["subjects"])
+
+
+def test_one_hook_tells_a_streams_own_subjects_from_the_held_ones() -> None:
+    held = _held.held_subjects("orders_events")
+    assert _held.own_subjects(["orders.events", held]) == ["orders.events"]
+    assert _held.own_subjects(["orders.>", "orders.eu.x"]) == ["orders.>", "orders.eu.x"]
+    assert _held.schedule_subject("orders_events", "id1").startswith(held.rstrip(">"))
+    # the held subjects are spelled in _held only: every other module asks its hook
+    src = Path(jk.__file__).parent
+    spelled = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if any(q + "$JK.SCHED" in p.read_text() for q in "\"'")
+    )
+    assert spelled == ["_held.py"]
 
 
 # -- scheduled delivery --------------------------------------------------------------------

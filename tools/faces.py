@@ -12,7 +12,8 @@ implements it: the admin calls in ``_admin.Admin``, the messaging calls in
   and property of ``jk.Stream`` that its base (``_sync_runtime.StreamBase``, hand-written:
   opening, closing, the decorator, settling a message) does not define. A twin runs the
   async call on the Stream's loop thread (``self._call``); a call taking a handler refuses
-  an ``async def`` one and returns a ``jetkit.sync.Subscription``.
+  an ``async def`` one and returns a ``jetkit.sync.Subscription``; a call returning an
+  async iterator (``read_stored``) returns its items as a list.
 
 ``tests/test_generated.py`` runs ``--check``: a face that drifts from its source fails.
 """
@@ -146,6 +147,18 @@ def returns(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     return ast.unparse(ret)
 
 
+def _async_iterator_item(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """X, when ``node`` is a plain function returning ``AsyncIterator[X]``."""
+    ret = node.returns
+    if (
+        isinstance(node, ast.FunctionDef)
+        and isinstance(ret, ast.Subscript)
+        and _decorator(ret.value) == "AsyncIterator"
+    ):
+        return ast.unparse(ret.slice)
+    return None
+
+
 def signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     return ast.unparse(node.args)
 
@@ -163,11 +176,11 @@ Stream holds one, ``self._admin``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._deadletters import DeadLetter, RedriveResult
-from ._info import ConsumerInfo, TopicInfo
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
+from ._info import ConsumerInfo, TopicInfo, TopicOverview
 from ._message import Message
 from ._subscription import StartAt
 from ._topics import Discard, Retention, TopicMode
@@ -214,8 +227,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar, Unpack, overload
 
-from ._deadletters import DeadLetter, RedriveResult
-from ._info import ConsumerInfo, TopicInfo
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
+from ._info import ConsumerInfo, TopicInfo, TopicOverview
 from ._message import Message
 from ._publish import PubAck
 from ._schedule import ScheduledMessage
@@ -268,7 +281,16 @@ def sync_stream() -> str:
             node.returns is not None and returns(node) != ast.unparse(node.returns)
         )
         body = [doc_block(docstring(node))]
-        if not is_async:
+        items = _async_iterator_item(node)
+        if items is not None:  # read on the loop thread, handed over as a list
+            ret = f"list[{items}]"
+            body.append(
+                f"\n        async def items() -> {ret}:\n"
+                f"            return [item async for item in self._s.{call.name}({args})]\n\n"
+                f'        result: {ret} = self._call("{call.name}()", items)\n'
+                "        return result\n"
+            )
+        elif not is_async:
             body.append(f"        return self._s.{call.name}({args})\n")
         else:
             target = f"self._s.{call.name}"

@@ -5,7 +5,7 @@ to an external NATS) and gives a typed asyncio API for pub/sub, queue groups,
 request/reply and durable JetStream consumers.
 """
 
-from ._deadletters import DeadLetter, RedriveResult
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
 from ._errors import (
     AlreadySettledError,
     ConfigError,
@@ -39,7 +39,7 @@ from ._errors import (
     TimeoutError,
     UnknownOptionError,
 )
-from ._info import ConsumerInfo, ReplicaInfo, TopicInfo
+from ._info import ConsumerInfo, ReplicaInfo, TopicInfo, TopicOverview
 from ._message import Message
 from ._publish import PubAck
 from ._retry import exponential_backoff
@@ -61,6 +61,7 @@ __all__ = [
     "ConsumerInfo",
     "DamagedConsumerError",
     "DeadLetter",
+    "DeadLetterScan",
     "DecodeError",
     "Discard",
     "EncodeError",
@@ -101,6 +102,7 @@ __all__ = [
     "TimeoutError",
     "TopicInfo",
     "TopicMode",
+    "TopicOverview",
     "UnknownOptionError",
     "__version__",
     "exponential_backoff",

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from . import _damage, _deadletters
+from . import _browse, _damage, _deadletters
 from ._attempts import STREAM as ATTEMPTS_STREAM
-from ._deadletters import DeadLetter, RedriveResult
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
 from ._errors import (
     ConfigError,
     InvalidTopicError,
@@ -25,7 +25,7 @@ from ._errors import (
     NotFoundError,
     TimeoutError,
 )
-from ._info import ConsumerInfo, TopicInfo, consumer_info, topic_info
+from ._info import ConsumerInfo, TopicInfo, TopicOverview, consumer_info, topic_info
 from ._message import Message
 from ._options import reset_position
 from ._runtime import Runtime
@@ -312,11 +312,6 @@ class Admin:
         name, _ = await self._rt.topics.stream_of(topic)
         return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{name}", "consumers")]
 
-    async def _stream_consumers(self, stream: str) -> list[ConsumerInfo]:
-        """The consumers of the stream named ``stream`` (TopicInfo.name)."""
-        self._rt.check_open()
-        return [consumer_info(c) for c in await self._list(f"CONSUMER.LIST.{stream}", "consumers")]
-
     async def consumer_info(self, topic: str, durable: str) -> ConsumerInfo:
         """One consumer's position: pending (lag), ack_pending, redelivered, ack_floor."""
         self._rt.check_open()
@@ -380,15 +375,7 @@ class Admin:
 
     async def _list(self, call: str, key: str) -> list[dict[str, Any]]:
         """Every item of a paged JetStream list call."""
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            resp = await self._rt.api.call(call, {"offset": offset})
-            batch = resp.get(key) or []
-            out.extend(batch)
-            offset += len(batch)
-            if not batch or offset >= int(resp.get("total", 0)):
-                return out
+        return await self._rt.api.every(call, key)
 
     async def discard_dead_letter(self, dlq_topic: str, seq: int) -> bool:
         """Delete one dead letter from ``dlq_topic``: the one at ``seq`` (``DeadLetter.seq``).
@@ -400,6 +387,55 @@ class Admin:
         """
         self._rt.check_open()
         return await _deadletters.discard(self._rt.api, self._rt.topics, dlq_topic, seq)
+
+    # -- the seam for tools (jetkit top, metrics, the console, testing): _browse ----------
+
+    async def overview(self) -> list[TopicOverview]:
+        """Every stored topic with its consumers: ``topics()``, then each topic's
+        ``ConsumerInfo``s (lag, ack pending, redelivered), one call per topic.
+
+        A topic deleted while the overview is read is left out. What ``jetkit top``, the
+        metrics' gauges and the web console show.
+        """
+        self._rt.check_open()
+        return await _browse.overview(self._rt.api, await self.topics())
+
+    def read_stored(
+        self, topic: str, *, first_seq: int | None = None, limit: int = 100
+    ) -> AsyncIterator[Message]:
+        """The messages stored on ``topic`` (a subject or a pattern), oldest first:
+        ``async for msg in s.read_stored(topic, limit=20)`` (``jetkit.sync``: a list).
+
+        Reads at most ``limit`` messages (a whole number >= 1), from ``first_seq`` (the
+        topic's first message when None), one server call per message. Reading does not
+        consume: no consumer is made or moved. The arguments are checked at the call
+        (jk.InvalidTopicError, jk.ConfigError); jk.NotFoundError, when no stream stores
+        the topic, comes with the first message.
+        """
+        self._rt.check_open()
+        return _browse.read_stored(self._rt.api, self._rt.topics, topic, first_seq, limit)
+
+    async def scan_dead_letters(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        scan: int = 1000,
+        first_seq: int | None = None,
+    ) -> DeadLetterScan:
+        """The dead letters among the first ``scan`` messages of ``dlq_topic`` (from
+        ``first_seq``), at most ``limit`` of them: a bounded ``dead_letters``.
+
+        ``dead_letters`` reads the whole topic to find its ``limit`` letters; this reads
+        at most ``scan`` messages (a whole number >= 1) and says where it stopped: the
+        returned jk.DeadLetterScan's ``next_seq`` is None when it read every message up
+        to the topic's last (as of the scan's start), else the ``first_seq`` to read on
+        from.
+        """
+        self._rt.check_open()
+        return await _deadletters.scan_letters(
+            self._rt.api, self._rt.topics, dlq_topic, limit, scan, first_seq
+        )
 
 
 def _check_reset_target(

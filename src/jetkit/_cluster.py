@@ -33,7 +33,9 @@ from ._errors import ConfigError, JetkitError, ServerStartError, ServerTimeoutEr
 from ._files import write_private
 from ._server import EmbeddedServer, Routes, find_binary
 from ._store import load_or_create_credentials, prepare, process_alive, try_lock
+from ._stream import Stream
 from ._surface import ClusterOptions, given
+from ._topics import TopicMode
 from ._validate import flag, number
 
 CLUSTER_FILE = "jetkit-cluster.json"
@@ -219,26 +221,18 @@ class LocalCluster:
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Until the cluster's JetStream answers and can place a stream on every running
         node (so a node just started is a member again)."""
-        from ._stream import Stream
-
         loop = asyncio.get_running_loop()
         limit = timeout or self.ready_timeout
         deadline = loop.time() + limit
         up = [n.url for n in self.nodes if n.running]
-        probe = f"jetkit_probe_{os.getpid()}_{secrets.token_hex(4)}"
-        config = {
-            "name": probe,
-            "subjects": [f"_jetkit.probe.{probe}"],
-            "num_replicas": len(up),
-            "storage": "memory",
-        }
+        probe = f"_jetkit.probe.jetkit_probe_{os.getpid()}_{secrets.token_hex(4)}"
         async with Stream.open(
             servers=up, user=self.user, password=self.password, connect_timeout=5
         ) as s:
             while True:
                 try:
-                    await s._api.call(f"STREAM.CREATE.{probe}", config)
-                    await s._api.call(f"STREAM.DELETE.{probe}")
+                    await s.declare_topic(probe, mode=TopicMode.JETSTREAM, replicas=len(up))
+                    await s.delete_topic(probe)
                     return
                 except JetkitError as exc:
                     if loop.time() > deadline:

@@ -16,10 +16,10 @@ from ._errors import (
     JetStreamError,
     NotFoundError,
 )
+from ._held import own_filter, own_subjects
 from ._jsapi import JsApi
 from ._subscription import AckPolicy, StartAt
 from ._time import nanos, rfc3339
-from ._topics import own_subjects
 
 EPHEMERAL_INACTIVE = 120.0
 WORK_QUEUE_NEEDS_ALL = 10101
@@ -98,7 +98,7 @@ async def ensure_consumer(
     """
     name = config.get("durable_name") or config["name"]
     if not config.get("filter_subject") and not config.get("filter_subjects"):
-        config = await _without_held(api, stream, config)
+        config = await own_filter(api, stream, config)
     existing: dict[str, Any] | None
     try:
         existing = await api.call(f"CONSUMER.INFO.{stream}.{name}")
@@ -245,21 +245,6 @@ async def _stored_on(api: JsApi, stream: str, filters: list[str]) -> tuple[int, 
             if not page or seen >= int(info.get("total") or 0):
                 break
     return count, filters
-
-
-async def _without_held(api: JsApi, stream: str, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` of a consumer of the whole stream, filtered to the stream's own subjects
-    if the stream also holds scheduled messages (see _schedule): read fresh, because a
-    subscription made before another process switched schedules on re-creates its
-    consumer from its old config, and must not receive a held message early."""
-    info = await api.call(f"STREAM.INFO.{stream}")
-    subjects = list((info.get("config") or {}).get("subjects") or [])
-    own = own_subjects(subjects)
-    if own == subjects or not own:
-        return config
-    if len(own) == 1:
-        return {**config, "filter_subject": own[0]}
-    return {**config, "filter_subjects": own}
 
 
 async def _create(

@@ -17,12 +17,14 @@ the original is; listing and re-driving read it from there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 
 from ._attempts import incarnation
+from ._browse import messages
 from ._errors import (
     ConfigError,
     InvalidHeaderError,
@@ -80,6 +82,24 @@ class DeadLetter:
     redrives: int
     original_stream: str | None = None
     copied: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterScan:
+    """What ``Stream.scan_dead_letters`` found in a bounded part of a DLQ topic.
+
+    ``letters``: the dead letters read, oldest first (messages without the dead-letter
+    headers are counted in ``scanned`` but not listed). ``scanned``: messages read.
+    ``last_seq``: the stream's last sequence when the scan began; it read nothing
+    newer. ``next_seq``: where the scan stopped short of ``last_seq`` (``limit`` letters
+    found or ``scan`` messages read): pass it as ``first_seq=`` to read on; None when
+    every message up to ``last_seq`` was read.
+    """
+
+    letters: list[DeadLetter]
+    scanned: int
+    last_seq: int
+    next_seq: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,24 +183,6 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-async def stored(
-    api: JsApi, stream: str, topic: str, last_seq: int, first_seq: int = 1
-) -> AsyncGenerator[Message, None]:
-    """The messages stored on ``topic`` in ``stream``, oldest first, from ``first_seq``
-    up to ``last_seq``."""
-    seq = max(1, first_seq)
-    while seq <= last_seq:
-        try:
-            resp = await api.call(f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": topic})
-        except NotFoundError:
-            return
-        msg = Message.stored(resp["message"])
-        if msg.seq is None or msg.seq > last_seq:
-            return
-        yield msg
-        seq = msg.seq + 1
-
-
 def redrive_message(letter: DeadLetter, dlq: str) -> tuple[str, dict[str, str]]:
     """Where to publish ``letter`` again and with which headers; raises if it cannot be.
 
@@ -198,20 +200,54 @@ def redrive_message(letter: DeadLetter, dlq: str) -> tuple[str, dict[str, str]]:
 async def read(
     api: JsApi, topics: TopicRegistry, dlq_topic: str, limit: int | None
 ) -> list[DeadLetter]:
-    """``Stream.dead_letters``."""
+    """``Stream.dead_letters``: every message up to the last, until ``limit`` letters."""
     topics.check(dlq_topic)
     optional_number("limit", limit, minimum=1, integer=True)
+    return (await _scan(api, topics, dlq_topic, limit, None, 1)).letters
+
+
+async def scan_letters(
+    api: JsApi,
+    topics: TopicRegistry,
+    dlq_topic: str,
+    limit: object,
+    scan: object,
+    first_seq: object,
+) -> DeadLetterScan:
+    """``Stream.scan_dead_letters``: at most ``scan`` messages, at most ``limit`` letters."""
+    topics.check(dlq_topic)
+    most = optional_number("limit", limit, minimum=1, maximum=INT64_MAX, integer=True)
+    read = number("scan", scan, minimum=1, maximum=INT64_MAX, integer=True)
+    first = optional_number("first_seq", first_seq, minimum=1, maximum=INT64_MAX, integer=True)
+    return await _scan(api, topics, dlq_topic, most, read, first or 1)
+
+
+async def _scan(
+    api: JsApi,
+    topics: TopicRegistry,
+    dlq_topic: str,
+    limit: int | None,
+    scan: int | None,
+    first_seq: int,
+) -> DeadLetterScan:
     name, last, _ = await _snapshot(api, topics, dlq_topic)
     found: list[DeadLetter] = []
-    async for msg in stored(api, name, dlq_topic, last):
-        letter = dead_letter(msg)
-        if letter is not None:
-            if not letter.copied:
-                letter = await with_original(api, letter, msg)
-            found.append(letter)
-            if limit is not None and len(found) >= limit:
-                break
-    return found
+    read = 0
+    stored = messages(api, name, dlq_topic, first_seq=first_seq, last_seq=last)
+    async with contextlib.aclosing(stored):
+        async for msg in stored:
+            read += 1
+            letter = dead_letter(msg)
+            if letter is not None:
+                if not letter.copied:  # too large to copy: read from its message
+                    letter = await with_original(api, letter, msg)
+                found.append(letter)
+            full = limit is not None and len(found) >= limit
+            if full or (scan is not None and read >= scan):
+                assert msg.seq is not None
+                more = msg.seq + 1 if msg.seq < last else None
+                return DeadLetterScan(found, read, last, more)
+    return DeadLetterScan(found, read, last)
 
 
 async def redrive(
@@ -230,7 +266,7 @@ async def redrive(
         raise ConfigError(f"where must be a function DeadLetter -> bool, got {where!r}")
     name, last, life = await _snapshot(api, topics, dlq_topic)
     redriven = skipped = kept = letters = 0
-    async for msg in stored(api, name, dlq_topic, last):
+    async for msg in messages(api, name, dlq_topic, last_seq=last):
         letter = dead_letter(msg)
         if letter is None:
             skipped += 1

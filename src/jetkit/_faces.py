@@ -9,11 +9,11 @@ Stream holds one, ``self._admin``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._deadletters import DeadLetter, RedriveResult
-from ._info import ConsumerInfo, TopicInfo
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
+from ._info import ConsumerInfo, TopicInfo, TopicOverview
 from ._message import Message
 from ._subscription import StartAt
 from ._topics import Discard, Retention, TopicMode
@@ -159,3 +159,47 @@ class AdminFace:
         same stream) raises jk.NotADeadLetterTopicError and is left in place.
         """
         return await self._admin.discard_dead_letter(dlq_topic, seq)
+
+    async def overview(self) -> list[TopicOverview]:
+        """Every stored topic with its consumers: ``topics()``, then each topic's
+        ``ConsumerInfo``s (lag, ack pending, redelivered), one call per topic.
+
+        A topic deleted while the overview is read is left out. What ``jetkit top``, the
+        metrics' gauges and the web console show.
+        """
+        return await self._admin.overview()
+
+    def read_stored(
+        self, topic: str, *, first_seq: int | None = None, limit: int = 100
+    ) -> AsyncIterator[Message]:
+        """The messages stored on ``topic`` (a subject or a pattern), oldest first:
+        ``async for msg in s.read_stored(topic, limit=20)`` (``jetkit.sync``: a list).
+
+        Reads at most ``limit`` messages (a whole number >= 1), from ``first_seq`` (the
+        topic's first message when None), one server call per message. Reading does not
+        consume: no consumer is made or moved. The arguments are checked at the call
+        (jk.InvalidTopicError, jk.ConfigError); jk.NotFoundError, when no stream stores
+        the topic, comes with the first message.
+        """
+        return self._admin.read_stored(topic, first_seq=first_seq, limit=limit)
+
+    async def scan_dead_letters(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        scan: int = 1000,
+        first_seq: int | None = None,
+    ) -> DeadLetterScan:
+        """The dead letters among the first ``scan`` messages of ``dlq_topic`` (from
+        ``first_seq``), at most ``limit`` of them: a bounded ``dead_letters``.
+
+        ``dead_letters`` reads the whole topic to find its ``limit`` letters; this reads
+        at most ``scan`` messages (a whole number >= 1) and says where it stopped: the
+        returned jk.DeadLetterScan's ``next_seq`` is None when it read every message up
+        to the topic's last (as of the scan's start), else the ``first_seq`` to read on
+        from.
+        """
+        return await self._admin.scan_dead_letters(
+            dlq_topic, limit=limit, scan=scan, first_seq=first_seq
+        )

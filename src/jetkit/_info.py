@@ -6,8 +6,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from ._held import own_subjects
 from ._time import parse_time
-from ._topics import Discard, Retention, own_subjects
+from ._topics import Discard, Retention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,15 @@ class ConsumerInfo:
     ack_floor_consumer_seq: int = 0
     # the server node that leads this consumer (on a cluster, not always the stream's)
     leader: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicOverview:
+    """A stored topic (its stream) and that stream's consumers: one item of
+    ``Stream.overview()``."""
+
+    topic: TopicInfo
+    consumers: list[ConsumerInfo]
 
 
 def topic_info(resp: dict[str, Any], disk_bytes: int | None = None) -> TopicInfo:

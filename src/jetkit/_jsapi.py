@@ -71,3 +71,16 @@ class JsApi:
                 raise storage_full(text, self._store_dir, code, err_code)
             raise JetStreamError(text, code, err_code)
         return resp
+
+    async def every(self, suffix: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paged list call (``STREAM.LIST``: key ``streams``,
+        ``CONSUMER.LIST.<stream>``: key ``consumers``), page by page."""
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            resp = await self.call(suffix, {"offset": offset})
+            batch = resp.get(key) or []
+            out.extend(batch)
+            offset += len(batch)
+            if not batch or offset >= int(resp.get("total", 0)):
+                return out

@@ -34,7 +34,7 @@ from ._subscription import Subscription
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:
-    from .metrics import Collector, MetricsServer
+    from .metrics import Collector, MeteredStream, MetricsServer
 
 
 class Runtime:
@@ -103,7 +103,7 @@ class Runtime:
 
     # -- starting --------------------------------------------------------------------------
 
-    async def start(self, metrics_source: Any) -> None:
+    async def start(self, metrics_source: MeteredStream) -> None:
         """Serve metrics (if asked), then serve or attach to the store, or connect."""
         opts = self.opts
         if opts.metrics_port is not None:  # first: a port in use stops nothing started
@@ -117,7 +117,7 @@ class Runtime:
         await self.publisher.acked.start()
         await self._report_damage()
 
-    def _serve_metrics(self, source: Any, host: str, port: int) -> None:
+    def _serve_metrics(self, source: MeteredStream, host: str, port: int) -> None:
         from .metrics import MetricsServer  # (prometheus-client: loaded only when used)
 
         collector = self.enable_metrics(source)
@@ -139,7 +139,7 @@ class Runtime:
                 "metrics_host (an address of this machine) and metrics_port"
             ) from None
 
-    def enable_metrics(self, source: Any) -> Collector:
+    def enable_metrics(self, source: MeteredStream) -> Collector:
         """The metrics collector of ``source`` (this runtime's Stream); counting starts
         with the first call."""
         if self.metrics is None:

@@ -9,6 +9,9 @@ so these subjects never collide with a topic, and no subscription's filter cover
 Cancelling purges that subject. ``<id>`` is derived from topic and ``msg_id`` when one
 is given (so it can be cancelled by ``msg_id``, and a retry replaces rather than adds),
 else it is random.
+
+The held subjects, the features switched on per stream, and the hook the rest of jetkit
+asks about a stream's subjects (``own_subjects``) are in ``_held``, which this module owns.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, JetkitError, JetStreamError, NotFoundError, TimeoutError
+from ._held import Features, held_subjects, own_subjects, schedule_subject
 from ._publish import TTL_DISABLED, PubAck
 from ._time import rfc3339
-from ._topics import TopicMode, own_subjects, validate_topic
+from ._topics import TopicMode, validate_topic
 from ._validate import headers_with, message_size, number
 
 if TYPE_CHECKING:
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
     from ._publish import Publisher
     from ._topics import TopicRegistry
 
-SCHEDULE_PREFIX = "$JK.SCHED"
 SCHEDULES_SINCE = (2, 12, 0)
 TTL_SINCE = (2, 11, 0)
 MIN_TTL = 1.0  # nats-server refuses a shorter Nats-TTL
@@ -66,22 +69,6 @@ class ScheduledMessage:
     stream: str
     seq: int
     duplicate: bool = False
-
-
-@dataclasses.dataclass(slots=True)
-class Features:
-    """What jetkit knows of a stream once it switched the features on."""
-
-    schedules: bool
-    ttl: bool
-    retention: str
-    max_age: float  # seconds, 0: none
-    discard: str = "old"
-    read_at: float = dataclasses.field(default_factory=time.monotonic)
-
-
-def schedule_subject(stream: str, schedule_id: str) -> str:
-    return f"{SCHEDULE_PREFIX}.{stream}.{schedule_id}"
 
 
 def schedule_id(topic: str, msg_id: str | None, random_id: str) -> str:
@@ -408,7 +395,7 @@ class Scheduler:
         if check is not None:
             check(_features(cfg, schedules, ttl))
         subjects = list(cfg.get("subjects") or [])
-        mine = f"{SCHEDULE_PREFIX}.{stream}.>"
+        mine = held_subjects(stream)
         changes: dict[str, Any] = {}
         if schedules or cfg.get("allow_msg_schedules"):
             schedules = True

@@ -11,6 +11,7 @@ The options of ``open`` and ``subscribe`` are declared in ``_surface``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 from . import _health, _reqrep
 from ._admin import Admin
 from ._codec import encode_json
+from ._errors import ConfigError
 from ._faces import AdminFace
 from ._message import Message
 from ._options import open_options
@@ -120,24 +122,22 @@ class Stream(AdminFace):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _enable_metrics(self) -> Collector:
-        """This Stream's metrics collector (``jetkit.metrics.collector``)."""
+    def metrics_collector(self) -> Collector:
+        """This Stream's Prometheus collector (what ``jetkit.metrics.collector(stream)``
+        returns): made at the first call, which must be on the Stream's event loop, and
+        counting from then on. Register it in one registry per Stream."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError(
+                "call jetkit.metrics.collector(stream) from the Stream's event loop (in async "
+                "code), e.g. right after Stream.open()"
+            ) from None
         return self._rt.enable_metrics(self)
 
     def _hurry_close(self) -> None:
         """For ``jetkit.sync``: cut the drain of a close under way short (Ctrl+C)."""
         self._rt.shutdown.hurry()
-
-    # (interim: what tools read until they use the public seam)
-    @property
-    def _api(self) -> Any:
-        return self._rt.api
-
-    async def _stream_consumers(self, stream: str) -> Any:
-        return await self._admin._stream_consumers(stream)
-
-    async def _list(self, call: str, key: str) -> Any:
-        return await self._admin._list(call, key)
 
     # -- properties ------------------------------------------------------------------------
 

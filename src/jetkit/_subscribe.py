@@ -106,7 +106,7 @@ class Subscriber:
     async def _server_side(self, topic: str, opts: SubscribeSettings) -> tuple[str, dict[str, Any]]:
         """The stream and the consumer config a JetStream subscription needs."""
         # subjects may be stale (another process switched schedules on): a consumer of the
-        # whole stream is filtered with fresh ones in ensure_consumer (_without_held)
+        # whole stream is filtered with fresh ones in ensure_consumer (_held.own_filter)
         name, subjects = await self._topics.ensure_stream(topic)
         if opts.dlq is not None:
             await self._topics.ensure_stream(opts.dlq)

@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, Unpack
 
 from . import _fork, _stream
 from ._errors import ConfigError, HandlerSignatureError, StreamClosedError
@@ -25,6 +25,9 @@ from ._message import Message
 from ._subscription import Subscription as AsyncSubscription
 from ._subscription import SubscriptionStats
 from ._surface import OpenOptions, SubscribeOptions
+
+if TYPE_CHECKING:
+    from .metrics import Collector
 from ._sync_threads import HandlerThreads, here
 
 T = TypeVar("T")
@@ -370,6 +373,15 @@ class StreamBase:
             raise StreamClosedError(
                 "this jetkit.sync.Stream is closed; open a new one with Stream.open()"
             )
+
+    def metrics_collector(self) -> Collector:
+        """This Stream's Prometheus collector (see ``jk.Stream.metrics_collector``), made
+        on the Stream's loop thread; register it in one registry per Stream."""
+
+        async def on_loop() -> Collector:
+            return self._s.metrics_collector()
+
+        return self._call("metrics_collector()", on_loop)
 
     # -- the decorator -----------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar, Unpack, overload
 
-from ._deadletters import DeadLetter, RedriveResult
-from ._info import ConsumerInfo, TopicInfo
+from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
+from ._info import ConsumerInfo, TopicInfo, TopicOverview
 from ._message import Message
 from ._publish import PubAck
 from ._schedule import ScheduledMessage
@@ -546,5 +546,63 @@ class Stream(StreamBase):
         """
         result: bool = self._call(
             "discard_dead_letter()", self._s.discard_dead_letter, dlq_topic, seq
+        )
+        return result
+
+    def overview(self) -> list[TopicOverview]:
+        """Every stored topic with its consumers: ``topics()``, then each topic's
+        ``ConsumerInfo``s (lag, ack pending, redelivered), one call per topic.
+
+        A topic deleted while the overview is read is left out. What ``jetkit top``, the
+        metrics' gauges and the web console show.
+        """
+        result: list[TopicOverview] = self._call("overview()", self._s.overview)
+        return result
+
+    def read_stored(
+        self, topic: str, *, first_seq: int | None = None, limit: int = 100
+    ) -> list[Message]:
+        """The messages stored on ``topic`` (a subject or a pattern), oldest first:
+        ``async for msg in s.read_stored(topic, limit=20)`` (``jetkit.sync``: a list).
+
+        Reads at most ``limit`` messages (a whole number >= 1), from ``first_seq`` (the
+        topic's first message when None), one server call per message. Reading does not
+        consume: no consumer is made or moved. The arguments are checked at the call
+        (jk.InvalidTopicError, jk.ConfigError); jk.NotFoundError, when no stream stores
+        the topic, comes with the first message.
+        """
+
+        async def items() -> list[Message]:
+            return [
+                item async for item in self._s.read_stored(topic, first_seq=first_seq, limit=limit)
+            ]
+
+        result: list[Message] = self._call("read_stored()", items)
+        return result
+
+    def scan_dead_letters(
+        self,
+        dlq_topic: str,
+        *,
+        limit: int | None = None,
+        scan: int = 1000,
+        first_seq: int | None = None,
+    ) -> DeadLetterScan:
+        """The dead letters among the first ``scan`` messages of ``dlq_topic`` (from
+        ``first_seq``), at most ``limit`` of them: a bounded ``dead_letters``.
+
+        ``dead_letters`` reads the whole topic to find its ``limit`` letters; this reads
+        at most ``scan`` messages (a whole number >= 1) and says where it stopped: the
+        returned jk.DeadLetterScan's ``next_seq`` is None when it read every message up
+        to the topic's last (as of the scan's start), else the ``first_seq`` to read on
+        from.
+        """
+        result: DeadLetterScan = self._call(
+            "scan_dead_letters()",
+            self._s.scan_dead_letters,
+            dlq_topic,
+            limit=limit,
+            scan=scan,
+            first_seq=first_seq,
         )
         return result

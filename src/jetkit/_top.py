@@ -1,11 +1,11 @@
 """``jetkit top``: topics and consumers with their rates, sampled from the server.
 
-A sample asks the server for every stream and consumer (two kinds of JetStream API
-calls per stream). Rates are the change between two samples: a topic's publish rate
-from its last sequence, a consumer's ack rate from its ack floor counted in deliveries
-(everything below it is acknowledged: exact for consumers that ack in order without
-retries; it stalls while an early message waits for a retry, and a redelivery counts
-as one more delivery).
+A sample is ``Stream.overview()``: every stream and its consumers (one JetStream API
+call per stream, after the list of streams). Rates are the change between two samples:
+a topic's publish rate from its last sequence, a consumer's ack rate from its ack floor
+counted in deliveries (everything below it is acknowledged: exact for consumers that
+ack in order without retries; it stalls while an early message waits for a retry, and
+a redelivery counts as one more delivery).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from rich.cells import cell_len
 from rich.console import Console, Group
@@ -24,8 +24,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ._cli_output import escape
-from ._info import ConsumerInfo, TopicInfo
+from ._info import ConsumerInfo, TopicInfo, TopicOverview
+from ._tools import escape
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 20  # rates kept per row for its sparkline
@@ -39,11 +39,17 @@ class Sample:
     consumers: list[ConsumerInfo]
 
 
-async def sample(stream: Any) -> Sample:
+class Overviewed(Protocol):
+    """What a sample needs of a Stream."""
+
+    async def overview(self) -> list[TopicOverview]: ...
+
+
+async def sample(stream: Overviewed) -> Sample:
     """Every topic and consumer on the server, now."""
-    topics = await stream.topics()
-    consumers = [c for t in topics for c in await stream._stream_consumers(t.name)]
-    return Sample(time.monotonic(), topics, consumers)
+    overview = await stream.overview()
+    consumers = [c for o in overview for c in o.consumers]
+    return Sample(time.monotonic(), [o.topic for o in overview], consumers)
 
 
 @dataclasses.dataclass
@@ -310,7 +316,7 @@ def plain(top: Top) -> Iterator[str]:
 
 
 async def run(
-    stream: Any,
+    stream: Overviewed,
     *,
     once: bool,
     interval: float,

@@ -19,21 +19,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, InvalidTopicError, JetStreamError, NotFoundError
+from ._held import Features, own_subjects
 from ._time import nanos
 from ._validate import INT64_MAX, number, option, optional_number
 
 if TYPE_CHECKING:
     from ._jsapi import JsApi
-    from ._schedule import Features
-
-
-# the subjects holding scheduled messages in a topic's stream (see _schedule)
-HELD_PREFIX = "$JK.SCHED."
-
-
-def own_subjects(subjects: list[str]) -> list[str]:
-    """A stream's subjects without the one holding its scheduled messages."""
-    return [s for s in subjects if not s.startswith(HELD_PREFIX)]
 
 
 class TopicMode(enum.Enum):
@@ -238,7 +229,7 @@ class TopicRegistry:
         self._ensuring: dict[str, asyncio.Future[Stored]] = {}
         self.valid: set[str] = set()
         self.damaged: set[str] = set()
-        # stream -> the features jetkit switched on for it (_schedule keeps it)
+        # stream -> the features jetkit switched on for it (_schedule keeps it; _held)
         self.features: dict[str, Features] = {}
 
     def check(self, topic: str, *, wildcards: bool = False) -> str:
@@ -433,13 +424,10 @@ class TopicRegistry:
             if current is None:
                 resp = await self.create(name, cfg)
             else:
-                # keep the subject holding scheduled messages (see _schedule)
-                held = [
-                    s
-                    for s in current["config"].get("subjects") or []
-                    if s.startswith(f"{HELD_PREFIX}{name}.")
-                ]
-                cfg["subjects"] = [*cfg["subjects"], *held]
+                # keep the subjects that are not the topics' own (_held: scheduling's)
+                subjects = list(current["config"].get("subjects") or [])
+                own = own_subjects(subjects)
+                cfg["subjects"] = [*cfg["subjects"], *(s for s in subjects if s not in own)]
                 resp = await self._api.call(f"STREAM.UPDATE.{name}", {**current["config"], **cfg})
         except JetStreamError as exc:
             if exc.err_code == _SUBJECTS_OVERLAP:

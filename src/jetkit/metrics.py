@@ -42,7 +42,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.core import (
@@ -53,13 +53,33 @@ from prometheus_client.core import (
 )
 
 from ._counting import Histogram, PublishCounts
-from ._errors import ConfigError, ConnectionLostError
+from ._errors import ConnectionLostError
 
 if TYPE_CHECKING:
-    from ._stream import Stream
+    from ._info import TopicOverview
     from ._subscription import Subscription
 
-__all__ = ["Collector", "collector"]
+__all__ = ["Collector", "MeteredStream", "collector"]
+
+
+class MeteredStream(Protocol):
+    """What the metrics need of a Stream (``jk.Stream`` offers it): its live
+    subscriptions (their counters), whether it is closed or connected, the server's
+    topics and consumers (the gauges), and its one collector."""
+
+    @property
+    def subscriptions(self) -> list[Subscription]: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def overview(self) -> list[TopicOverview]: ...
+
+    def metrics_collector(self) -> Collector: ...
+
 
 _STATS = (
     ("received", "received", "Messages taken from NATS by a subscription."),
@@ -104,7 +124,7 @@ class _Pair:
 class Collector:
     """A prometheus-client collector for one Stream (see the module docstring)."""
 
-    def __init__(self, stream: Stream, max_age: float = 1.0, timeout: float = 5.0) -> None:
+    def __init__(self, stream: MeteredStream, max_age: float = 1.0, timeout: float = 5.0) -> None:
         self._stream = stream
         self._max_age = max_age
         self._timeout = timeout
@@ -284,12 +304,11 @@ class Collector:
         try:
             if not self._stream.connected:
                 raise ConnectionLostError("not connected to NATS")
-            topics = await self._stream.topics()
-            consumers = [c for t in topics for c in await self._stream._stream_consumers(t.name)]
+            overview = await self._stream.overview()
         except Exception:
             self._snapshot = None
             raise
-        metrics = gauges(topics, consumers)
+        metrics = gauges([o.topic for o in overview], [c for o in overview for c in o.consumers])
         self._snapshot = (time.monotonic(), metrics)
         return metrics
 
@@ -324,18 +343,11 @@ def gauges(topics: list[Any], consumers: list[Any]) -> list[Metric]:
     return list(families.values())
 
 
-def collector(stream: Stream) -> Collector:
-    """The Stream's collector, made and switched on at the first call, which must be
-    on the Stream's event loop. Register it in one registry per Stream (a registry
-    refuses a second one: the names would repeat)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise ConfigError(
-            "call jetkit.metrics.collector(stream) from the Stream's event loop (in async "
-            "code), e.g. right after Stream.open()"
-        ) from None
-    return stream._enable_metrics()
+def collector(stream: MeteredStream) -> Collector:
+    """The Stream's collector (``stream.metrics_collector()``), made and switched on at
+    the first call, which must be on the Stream's event loop. Register it in one
+    registry per Stream (a registry refuses a second one: the names would repeat)."""
+    return stream.metrics_collector()
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -229,20 +229,22 @@ class BackgroundServer:
         return f"<BackgroundServer store_dir={str(self.store_dir)!r} {state}>"
 
 
-async def _snapshot(s: Stream) -> dict[str, set[str]]:
-    """Every stream on the server and the names of its consumers."""
-    streams = await s._list("STREAM.LIST", "streams")
-    names = [info.get("config", {}).get("name", "") for info in streams]
-    return {name: {c.name for c in await s._stream_consumers(name)} for name in names if name}
+async def _snapshot(s: Stream) -> dict[str, tuple[str, set[str]]]:
+    """Every stored topic's stream by name: a topic it stores, and its consumers."""
+    return {
+        o.topic.name: (o.topic.subjects[0], {c.name for c in o.consumers})
+        for o in await s.overview()
+        if o.topic.subjects  # (a stream without subjects, a mirror say, is no topic)
+    }
 
 
-async def _remove_new(s: Stream, before: dict[str, set[str]]) -> None:
-    """Delete the streams, and the consumers of older streams, made since ``before``."""
-    for name, consumers in (await _snapshot(s)).items():
+async def _remove_new(s: Stream, before: dict[str, tuple[str, set[str]]]) -> None:
+    """Delete the topics, and the consumers of older topics, made since ``before``."""
+    for name, (topic, consumers) in (await _snapshot(s)).items():
         if name not in before:
             with contextlib.suppress(NotFoundError):  # gone already
-                await s._api.call(f"STREAM.DELETE.{name}")
+                await s.delete_topic(topic)
             continue
-        for consumer in consumers - before[name]:
+        for consumer in consumers - before[name][1]:
             with contextlib.suppress(NotFoundError):
-                await s._api.call(f"CONSUMER.DELETE.{name}.{consumer}")
+                await s.delete_consumer(topic, consumer)

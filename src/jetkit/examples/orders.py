@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import random
 import re
 import sys
@@ -315,6 +316,6 @@ async def main(args: Options) -> int:
 
 
 if __name__ == "__main__":
-    from jetkit.cli import app
-
-    app(["demo", *sys.argv[1:]], prog_name="jetkit")
+    # the demo's command line is `jetkit demo`'s (the command line runs this module, so
+    # this module does not import it): hand over to it, in this process
+    os.execv(sys.executable, [sys.executable, "-m", "jetkit", "demo", *sys.argv[1:]])

@@ -23,7 +23,7 @@ import uvicorn
 
 import jetkit as jk
 
-from .._cli_target import Target
+from .._tools import Target
 from ._app import create_app
 from ._state import INTERVAL, Sampler
 

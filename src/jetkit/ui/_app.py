@@ -9,14 +9,12 @@ request before these run.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import typer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 import jetkit as jk
 
-from .. import _deadletters
+from .._tools import BadInput, parse_headers, published, use_if_stored
 from .._top import count, rate, size
 from . import _view
 from ._guard import Guard, csrf_token, same
@@ -133,12 +131,11 @@ class Console:
 
     async def _recent(self, info: jk.TopicInfo, topic: str) -> list[dict[str, Any]]:
         """The newest messages on ``topic`` among the stream's last ``RECENT``, newest first."""
-        first = max(info.first_seq, info.last_seq - RECENT + 1)
+        first = max(1, info.first_seq, info.last_seq - RECENT + 1)
         found = [
             {"msg": m, "payload": _view.payload(m.data)}
-            async for m in _deadletters.stored(
-                self.stream._api, info.name, topic, info.last_seq, first
-            )
+            async for m in self.stream.read_stored(topic, first_seq=first, limit=RECENT)
+            if m.seq is not None and m.seq <= info.last_seq  # (not those stored since)
         ]
         return found[::-1]
 
@@ -146,7 +143,7 @@ class Console:
         name = request.path_params["topic"]
         try:
             info = await self.stream.topic_info(name)
-            letters, cut = await self._letters(info, name)
+            found = await self._letters(name)
         except (jk.NotFoundError, jk.InvalidTopicError):
             return self.not_found(f"no stored topic {name!r}")
         except jk.JetkitError as exc:
@@ -156,32 +153,18 @@ class Console:
             title=f"dead letters: {name}",
             topic=name,
             info=info,
-            letters=[{"letter": x, "payload": _view.payload(x.data, 1024)} for x in letters],
+            letters=[{"letter": x, "payload": _view.payload(x.data, 1024)} for x in found.letters],
             limit=DEAD_LETTERS,
-            cut=cut,
+            cut=found.next_seq is not None,
             scan=SCAN,
         )
 
-    async def _letters(self, info: jk.TopicInfo, topic: str) -> tuple[list[jk.DeadLetter], bool]:
+    async def _letters(self, topic: str) -> jk.DeadLetterScan:
         """The first ``DEAD_LETTERS`` dead letters among the topic's first ``SCAN``
-        messages, and whether messages were left unread: a page must not read a whole
-        topic of other messages (``Stream.dead_letters`` would, to find its limit)."""
-        found: list[jk.DeadLetter] = []
-        read = 0
-        messages = _deadletters.stored(
-            self.stream._api, info.name, topic, info.last_seq, info.first_seq
-        )
-        async with contextlib.aclosing(messages):
-            async for msg in messages:
-                read += 1
-                letter = _deadletters.dead_letter(msg)
-                if letter is not None:
-                    if not letter.copied:  # too large to copy: read from its message
-                        letter = await _deadletters.with_original(self.stream._api, letter, msg)
-                    found.append(letter)
-                if len(found) >= DEAD_LETTERS or read >= SCAN:
-                    return found, msg.seq is not None and msg.seq < info.last_seq
-        return found, False
+        messages (``next_seq`` says whether messages were left unread): a page must not
+        read a whole topic of other messages (``Stream.dead_letters`` would, to find its
+        limit)."""
+        return await self.stream.scan_dead_letters(topic, limit=DEAD_LETTERS, scan=SCAN)
 
     async def redrive(self, request: Request) -> Response:
         """A first POST shows what would be re-driven; the second (``confirm=yes``)
@@ -203,17 +186,16 @@ class Console:
             if form.get("confirm") != "yes":
                 # what "all" means is fixed now: letters arriving after this page was
                 # shown are not re-driven by its button (they were not confirmed)
-                info = await self.stream.topic_info(name)
-                letters, cut = await self._letters(info, name)
-                chosen = [x for x in letters if seq is None or x.seq == seq]
+                found = await self._letters(name)
+                chosen = [x for x in found.letters if seq is None or x.seq == seq]
                 return self.page(
                     "confirm.html",
                     title="re-drive?",
                     topic=name,
                     seq=seq,
-                    upto=info.last_seq,
+                    upto=found.last_seq,
                     letters=chosen,
-                    more=seq is None and cut,
+                    more=seq is None and found.next_seq is not None,
                 )
 
             def where(letter: jk.DeadLetter) -> bool:
@@ -241,8 +223,6 @@ class Console:
         form = await self.form(request)
         if form is None:
             return self.page("error.html", 403, title="refused", message=REFUSED)
-        from ..cli import _headers, _stored
-
         topic = form.get("topic", "").strip()
         payload = form.get("payload", "")
         header_text = form.get("headers", "")
@@ -256,21 +236,16 @@ class Console:
         }
         try:
             lines = [line.strip() for line in header_text.splitlines() if line.strip()]
-            headers = _headers(lines)
-            await _stored(self.stream, topic)
+            headers = parse_headers(lines)
+            await use_if_stored(self.stream, topic)
             ack = await self.stream.publish(topic, payload.encode(), headers=headers or None)
-        except typer.BadParameter as exc:
-            context["error"] = f"headers: {exc.message}"
+        except BadInput as exc:
+            context["error"] = f"headers: {exc}"
             return self.page("publish.html", 400, **context)
         except jk.JetkitError as exc:
             context["error"] = str(exc)
             return self.page("publish.html", 400, **context)
-        context["done"] = (
-            "published (core topic: not stored, only live subscribers got it)"
-            if ack is None
-            else f"stored in {ack.stream} at seq {ack.seq}"
-            + (" (duplicate: not stored again)" if ack.duplicate else "")
-        )
+        context["done"] = published(topic, ack)
         return self.page("publish.html", **context)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import jetkit as jk
 
-from .. import _deadletters, _top
+from .. import _top
 from .._retry import H_TOPIC
 from . import _view
 
@@ -135,10 +135,8 @@ class Sampler:
             if ends is self._newest:
                 msg = await self.stream.last_message(subject)
             else:
-                api = self.stream._api
-                first = _deadletters.stored(api, t.name, subject, t.last_seq, t.first_seq)
-                async with contextlib.aclosing(first) as messages:
-                    msg = await anext(messages, None)
+                first = self.stream.read_stored(subject, first_seq=max(1, t.first_seq), limit=1)
+                msg = next(iter([m async for m in first]), None)
         except jk.NotFoundError:
             return False
         return msg is not None and H_TOPIC in msg.headers

@@ -23,10 +23,10 @@ from rich.text import Text
 
 import jetkit as jk
 
-from . import _cli_output as output
-from ._cli_output import Column
-from ._cli_target import Target
-from ._topics import subject_matches, validate_topic
+from .._tools import Target
+from .._topics import subject_matches, validate_topic
+from . import output
+from .output import Column
 
 COLUMNS = [
     Column("seq", "number"),

@@ -1,4 +1,4 @@
-"""How the command line writes: for people on a terminal, and for pipes.
+"""How the command line writes: for people on a terminal, and for pipes (``jetkit.cli``).
 
 Everything that came from a server or a user (payloads, headers, topic names, error
 texts, paths) is written as text, never read as rich markup, and with control
@@ -34,19 +34,14 @@ from typer.core import TyperCommand, TyperGroup
 
 import jetkit as jk
 
+from .._tools import escape as escape  # (output.escape: the CLI writes through here)
+
 Kind = Literal["name", "number", "text", "clip"]
 """How a column gives way on a narrow terminal: ``name`` keeps its width (shortened
 only when nothing else can give), ``number`` wraps its header only, ``text`` wraps at
 spaces, ``clip`` is one line cut with an ellipsis."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _CLIP_MIN = 10  # a clipped column keeps at least this many cells
-
-
-def escape(text: str) -> str:
-    """``text`` on one line, its control characters written as escapes."""
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def payload_text(data: bytes) -> str:
