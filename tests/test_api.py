@@ -18,6 +18,7 @@ from jetkit._topics import stream_name, subject_matches, validate_topic
 EXPECTED_ALL = {
     "AckPolicy",
     "AlreadySettledError",
+    "App",
     "Backpressure",
     "ConfigError",
     "ConnectionError",

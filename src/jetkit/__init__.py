@@ -5,6 +5,7 @@ to an external NATS) and gives a typed asyncio API for pub/sub, queue groups,
 request/reply and durable JetStream consumers.
 """
 
+from ._app import App
 from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
 from ._errors import (
     AlreadySettledError,
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AckPolicy",
     "AlreadySettledError",
+    "App",
     "Backpressure",
     "ConfigError",
     "ConnectionError",

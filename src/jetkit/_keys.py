@@ -487,6 +487,19 @@ class KeyedSubscription(JetStreamSubscription):
                 )
         super().on_reconnect(False)
 
+    def _take_waiting(self) -> list[Message]:
+        """The ready messages and those held behind them (handed back in stream order by
+        ``_give_back``). The messages held behind one still in a handler stay, to run
+        after it: handed back now, another subscriber could run them first."""
+        running = {msg._key for msg in self._inflight if isinstance(msg, KeyedMessage)}
+        waiting: list[Message] = list(self._buffer)
+        self._buffer.clear()
+        for key in [k for k in self._lanes if k not in running]:
+            lane = self._lanes.pop(key)
+            self._held -= len(lane)
+            waiting.extend(lane)
+        return waiting
+
     def _unfinished(self) -> list[Message]:
         held = [msg for lane in self._lanes.values() for msg in lane]
         return [*self._inflight, *self._buffer, *held]

@@ -151,14 +151,14 @@ class Shutdown:
         self._draining: asyncio.Future[None] | None = None  # its drain phase
         self._hurried = False
 
-    async def close(self) -> None:
+    async def close(self, hand_back: bool = False) -> None:
         """``Stream.close`` (see there)."""
         parts = self._parts
         if parts.forked_from is not None:
             return
         parts.closed = True
         if self._closing is None or self._closing.cancelled():
-            self._closing = asyncio.ensure_future(self._shut_down())
+            self._closing = asyncio.ensure_future(self._shut_down(hand_back))
         await await_shielded(self._closing, self.hurry)
         error = parts.regs.unseen()
         if error is not None:
@@ -170,10 +170,10 @@ class Shutdown:
         if self._draining is not None:
             self._draining.cancel()
 
-    async def _shut_down(self) -> None:
+    async def _shut_down(self, hand_back: bool) -> None:
         parts = self._parts
         try:
-            self._draining = asyncio.ensure_future(self._drain_all())
+            self._draining = asyncio.ensure_future(self._drain_all(hand_back))
             if self._hurried:
                 self._draining.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,13 +187,14 @@ class Shutdown:
         finally:
             await self.teardown()
 
-    async def _drain_all(self) -> None:
+    async def _drain_all(self, hand_back: bool) -> None:
         parts = self._parts
         await parts.regs.wait()
         subs = list(parts.subs)
         if subs and parts.conn.is_connected:
+            timeout = parts.drain_timeout
             results = await asyncio.gather(
-                *(s.drain(timeout=parts.drain_timeout) for s in subs), return_exceptions=True
+                *(s.drain(timeout, hand_back=hand_back) for s in subs), return_exceptions=True
             )
             for result in results:
                 if isinstance(result, BaseException):

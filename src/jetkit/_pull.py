@@ -421,6 +421,9 @@ class PullSubscription(Subscription):
                 with contextlib.suppress(Exception):
                     await msg.nak()
 
+    async def _hand_back_waiting(self, msgs: list[Message]) -> None:
+        await self._abandon(msgs)  # (never handled: no attempt is counted)
+
     async def _release(self) -> None:
         for task in list(self._background):
             task.cancel()

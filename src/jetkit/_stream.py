@@ -31,6 +31,7 @@ from ._stored import refuse_core, stored_ack
 from ._subscription import Subscription
 from ._surface import OpenOptions, SubscribeOptions
 from ._topics import TopicMode
+from ._validate import flag
 
 if TYPE_CHECKING:
     from .metrics import Collector
@@ -103,8 +104,12 @@ class Stream(AdminFace):
 
         return _Opener(factory)
 
-    async def close(self) -> None:
+    async def close(self, *, hand_back: bool = False) -> None:
         """Drain every subscription (within ``drain_timeout``), disconnect, stop the server.
+
+        ``hand_back=True`` finishes only the messages already in a handler and gives the
+        ones received and not yet handled back to the server at once (see
+        ``Subscription.drain``): what a service stopping on SIGTERM does.
 
         If the caller is cancelled meanwhile (``asyncio.wait_for``, Ctrl+C), the drain is
         cut short (unfinished JetStream messages are handed back for redelivery) but the
@@ -114,7 +119,8 @@ class Stream(AdminFace):
         the close. In a process forked from the one that opened the Stream, this returns
         at once and touches nothing (the server and connection are the parent's).
         """
-        await self._rt.shutdown.close()
+        flag("hand_back", hand_back)
+        await self._rt.shutdown.close(hand_back)
 
     async def __aenter__(self) -> Stream:
         return self
@@ -136,7 +142,8 @@ class Stream(AdminFace):
         return self._rt.enable_metrics(self)
 
     def _hurry_close(self) -> None:
-        """For ``jetkit.sync``: cut the drain of a close under way short (Ctrl+C)."""
+        """Cut the drain of a close under way short (``jetkit.sync``'s Ctrl+C, an App's
+        second signal): what is in a handler is handed back, redelivered later."""
         self._rt.shutdown.hurry()
 
     # -- properties ------------------------------------------------------------------------

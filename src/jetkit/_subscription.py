@@ -31,7 +31,7 @@ from ._counting import BUCKETS
 from ._errors import DecodeError
 from ._errors import TimeoutError as jk_timeout
 from ._message import Message
-from ._validate import optional_number
+from ._validate import flag, optional_number
 
 if TYPE_CHECKING:
     from ._counting import Histogram
@@ -268,18 +268,29 @@ class Subscription:
     async def _release(self) -> None:
         """Hook: after the workers are done (JetStream deletes ephemeral consumers)."""
 
-    async def drain(self, timeout: float | None = None) -> None:
+    async def drain(self, timeout: float | None = None, *, hand_back: bool = False) -> None:
         """Stop taking messages, finish every buffered and in-flight one, then return.
+
+        ``hand_back=True``: only the messages already in a handler are finished; those
+        received and not yet handed to one go back at once (JetStream: a nak without
+        delay, so another subscriber gets them now and they use up no attempt; core:
+        dropped, and counted). What a service stopping on SIGTERM wants.
 
         Raises jk.TimeoutError if that takes longer than ``timeout`` (the rest is
         then cancelled; in JetStream mode unfinished messages are redelivered later).
         """
         optional_number("timeout", timeout, minimum=0)
+        flag("hand_back", hand_back)
         if self._closed:
             return
         self._feeding = False
         await self._stop_feed()
         self._fed_out = True
+        if hand_back:
+            waiting = self._take_waiting()
+            if waiting:
+                with contextlib.suppress(Exception):
+                    await self._hand_back_waiting(waiting)
         self._wake(len(self._idle))
         _, unfinished = await asyncio.wait(self._workers, timeout=timeout)
         if unfinished:
@@ -306,6 +317,16 @@ class Subscription:
         with contextlib.suppress(Exception):
             await self._abandon(abandoned)
         await self._finish()
+
+    def _take_waiting(self) -> list[Message]:
+        """Remove and return the messages received and not yet handed to a handler."""
+        waiting = list(self._buffer)
+        self._buffer.clear()
+        return waiting
+
+    async def _hand_back_waiting(self, msgs: list[Message]) -> None:
+        """Hook: ``drain(hand_back=True)`` gives these back (core: they are dropped)."""
+        self.stats.dropped += len(msgs)
 
     def _unfinished(self) -> list[Message]:
         """Every message taken from the server and not finished: in handlers, buffered."""
