@@ -17,4 +17,9 @@ EXAMPLES = [
         "a calculator service: a queue group of responders, errors as jk.RemoteError",
         "python -m jetkit.examples.requestreply",
     ),
+    (
+        "service",
+        "a jk.App service: a durable subscriber with retries and a DLQ, a responder, hooks",
+        "python -m jetkit.examples.service",
+    ),
 ]
