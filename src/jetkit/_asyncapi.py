@@ -32,6 +32,8 @@ import typing
 import urllib.parse
 from typing import Any, NamedTuple
 
+import msgspec
+
 from ._app import App, ResponderSpec, SubscriberSpec
 from ._codec import plan_handler
 from ._errors import ERROR_HEADER
@@ -100,7 +102,10 @@ def asyncapi_document(
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of ``app`` as a dict (JSON-ready): servers, a channel
     per topic, an operation per subscriber and responder, their messages and schemas."""
-    return _Builder(app).document(title, version, description)
+    document = _Builder(app).document(title, version, description)
+    # JSON values only: a schema's default may be a tuple, a datetime, an enum member
+    built: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document, enc_hook=repr))
+    return built
 
 
 class _Builder:
@@ -212,7 +217,7 @@ class _Builder:
         operation["description"] = _join(
             _doc_rest(spec.handler),
             f"A responder in queue group {spec.queue_group!r} (each request is answered by "
-            f"one member), {spec.concurrency} request(s) at once. Its return value is the "
+            f"one member), {_count(spec.concurrency, 'request')} at once. Its return value is the "
             "reply; an exception is replied as an empty payload with a Jetkit-Error header "
             "(raised as jk.RemoteError by Stream.request).",
             asked.note,
@@ -477,7 +482,7 @@ def _subscriber_text(opts: SubscribeSettings) -> str:
     )
     if opts.max_deliver is not None:
         then = f"then it goes to {opts.dlq!r}" if opts.dlq else "then it is dropped"
-        said.append(f"At most {opts.max_deliver} handler call(s) per message, {then}.")
+        said.append(f"At most {_count(opts.max_deliver, 'handler call')} per message, {then}.")
     elif opts.dlq is not None:
         said.append(f"A payload that does not decode goes to {opts.dlq!r}.")
     if opts.backoff:
@@ -489,6 +494,10 @@ def _subscriber_text(opts: SubscribeSettings) -> str:
     if opts.concurrency > 1:
         said.append(f"{opts.concurrency} handler calls at once.")
     return " ".join(said)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _given(opts: SubscribeSettings) -> Schema:
@@ -513,7 +522,7 @@ def _name(handler: Any) -> str:
     while isinstance(handler, functools.partial):
         handler = handler.func
     name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
-    return str(name).replace("<locals>.", "")
+    return str(name).rsplit("<locals>.", 1)[-1]  # a nested function: its own name
 
 
 def _identifier(handler: Any) -> str:

@@ -44,6 +44,15 @@ def load_app(ref: str) -> tuple[ModuleType, jk.App]:
             raise AppNotFound(f"module {name!r} has no attribute {attribute!r}{hint}")
         found = getattr(found, part)
     if not isinstance(found, jk.App):
-        kind = "a module" if inspect.ismodule(found) else f"a {type(found).__name__}"
-        raise AppNotFound(f"{ref} is {kind}, not a jk.App")
+        raise AppNotFound(f"{ref} is {_what(found)}, not a jk.App")
     return module, found
+
+
+def _what(thing: object) -> str:
+    if inspect.ismodule(thing):
+        return "a module"
+    if inspect.isclass(thing):
+        return f"the class {thing.__name__}"
+    if inspect.isroutine(thing):
+        return "a function"
+    return f"an instance of {type(thing).__name__}"
