@@ -216,7 +216,7 @@ async def lines(cart: Cart) -> list[Line]:
 
 # -- nothing declared; the same handler twice ---------------------------------------------
 
-empty = jk.App(servers="nats://127.0.0.1:4222", token="s3cret-token")
+empty = jk.App(servers=["nats://127.0.0.1:4222", "wss://edge.example"], token="s3cret-token")
 
 twice = jk.App(default_mode="jetstream")
 twice.subscriber("a.events")(bill)

@@ -218,8 +218,22 @@ def test_external_servers_keep_their_credentials_out() -> None:
     doc = document(ex.empty)
     assert doc["channels"] == {} and doc["operations"] == {}
     assert "s3cret" not in json.dumps(doc)
-    (server,) = doc["servers"].values()
-    assert server["security"] == [{"$ref": "#/components/securitySchemes/token"}]
+    for server in doc["servers"].values():
+        assert server["security"] == [{"$ref": "#/components/securitySchemes/token"}]
+    assert doc["components"]["securitySchemes"]["token"]["type"] == "apiKey"
+
+
+def test_server_addresses() -> None:
+    def hosts(**options: Any) -> list[tuple[str, str]]:
+        servers = document(jk.App(**options))["servers"].values()
+        return [(s["host"], s["protocol"]) for s in servers]
+
+    assert hosts(host="::1", port=4999) == [("[::1]:4999", "nats")]
+    assert hosts(servers=["h1", "nats://[fe80::1]:5222", "wss://u:p@edge.example"]) == [
+        ("h1:4222", "nats"),
+        ("[fe80::1]:5222", "nats"),
+        ("edge.example", "wss"),
+    ]
 
 
 def test_a_handler_used_twice_is_two_operations() -> None:

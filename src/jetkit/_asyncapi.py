@@ -29,12 +29,12 @@ import inspect
 import re
 import types
 import typing
-import urllib.parse
 from typing import Any, NamedTuple
 
 import msgspec
 
 from ._app import App, ResponderSpec, SubscriberSpec
+from ._asyncapi_servers import server_entries
 from ._codec import plan_handler
 from ._errors import ERROR_HEADER
 from ._jsonschema import COMPONENTS, Schema, describe
@@ -45,7 +45,6 @@ from ._topics import TopicMode
 
 ASYNCAPI = "3.0.0"
 NATS_BINDING = "0.1.0"
-DEFAULT_PORT = "4222"
 
 JSON, BYTES, TEXT, EMPTY, ANY = "json", "bytes", "text", "empty", "any"
 
@@ -141,7 +140,7 @@ class _Builder:
             channel = self.channels[self.channel_of[topic]]
             said = {"description": " ".join(dict.fromkeys(notes))}
             channel.update({**said, "messages": channel.pop("messages")})
-        servers, security = self.servers()
+        servers, security = server_entries(self.settings)
         info: Schema = {"title": title, "version": version}
         if description:
             info["description"] = description
@@ -376,51 +375,6 @@ class _Builder:
 
     # -- servers -----------------------------------------------------------------------
 
-    def servers(self) -> tuple[Schema, Schema]:
-        """The servers, and the security schemes they use."""
-        settings = self.settings
-        given = "token" if settings.token is not None else None
-        given = given or ("userPassword" if settings.user is not None else None)
-        security: Schema = {}
-
-        def secured(server: Schema, scheme: str | None) -> Schema:
-            if scheme is not None:
-                security[scheme] = _SCHEMES[scheme]
-                server["security"] = [{"$ref": f"#/components/securitySchemes/{scheme}"}]
-            return server
-
-        if settings.servers is None:
-            where = "a temporary store" if settings.store_dir is None else "its store"
-            server: Schema = {
-                "host": f"{settings.host}:{settings.port or '{port}'}",
-                "protocol": "nats",
-                "description": (
-                    f"The embedded nats-server jetkit starts on {where} (or attaches to, when "
-                    "another process of the app serves it). It admits only the credentials "
-                    "the App gives, or else those generated for the store."
-                ),
-            }
-            if settings.port is None:
-                server["variables"] = {
-                    "port": {
-                        "default": DEFAULT_PORT,
-                        "description": "A free port, picked when the server starts.",
-                    }
-                }
-            return {"embedded": secured(server, given or "userPassword")}, security
-        found: Schema = {}
-        for url in settings.servers:
-            server, carried = _external(url)
-            if settings.tls is not None and "description" not in server:
-                server["description"] = "Over TLS."
-            found[_unique(_channel_id(server["host"]), found)] = secured(server, carried or given)
-        return found, security
-
-
-_SCHEMES: dict[str, Schema] = {
-    "userPassword": {"type": "userPassword", "description": "A NATS user and password."},
-    "token": {"type": "apiKey", "in": "user", "description": "A NATS token."},
-}
 
 _DEAD_LETTER_HEADERS: Schema = {
     "type": "object",
@@ -438,26 +392,6 @@ _DEAD_LETTER_HEADERS: Schema = {
     },
     "required": [H_TOPIC, H_DELIVERIES, H_CONSUMER, ERROR_HEADER],
 }
-
-
-def _external(url: str) -> tuple[Schema, str | None]:
-    """An external server's entry (credentials left out) and the security scheme its URL
-    carries, if any."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    scheme = parts.scheme.lower()
-    server: Schema = {
-        "host": f"{host}:{parts.port or DEFAULT_PORT}",
-        "protocol": scheme if scheme in ("ws", "wss") else "nats",
-    }
-    if scheme == "tls":
-        server["description"] = "Over TLS."
-    carried = None  # nats://user:password@host, or nats://token@host
-    if parts.username:
-        carried = "userPassword" if parts.password is not None else "token"
-    return server, carried
 
 
 def _subscriber_text(opts: SubscribeSettings) -> str:
