@@ -331,6 +331,8 @@ def test_the_command_imports_from_the_current_directory(tmp_path: Path) -> None:
         "@app.subscriber('greetings')\nasync def greet(name: str) -> None: ...\n"
     )
     script = Path(sys.executable).parent / "jetkit"  # not `python -m`: no cwd on sys.path
+    if not script.exists():
+        pytest.skip(f"no jetkit script beside {sys.executable}")
     out = subprocess.run(
         [str(script), "asyncapi", "service:app"],
         capture_output=True,

@@ -373,8 +373,6 @@ class _Builder:
             n += 1
             candidate = f"{name}_{n}"
 
-    # -- servers -----------------------------------------------------------------------
-
 
 _DEAD_LETTER_HEADERS: Schema = {
     "type": "object",
@@ -415,7 +413,7 @@ def _subscriber_text(opts: SubscribeSettings) -> str:
         }[opts.ack.value]
     )
     if opts.max_deliver is not None:
-        then = f"then it goes to {opts.dlq!r}" if opts.dlq else "then it is dropped"
+        then = f"then it goes to {opts.dlq!r}" if opts.dlq else "then it is not delivered again"
         said.append(f"At most {_count(opts.max_deliver, 'handler call')} per message, {then}.")
     elif opts.dlq is not None:
         said.append(f"A payload that does not decode goes to {opts.dlq!r}.")
