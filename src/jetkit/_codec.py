@@ -123,6 +123,8 @@ class HandlerPlan:
     fn: Callable[..., Awaitable[Any]]
     decode: Callable[[bytes], Any] | None  # None: the handler takes the Message
     wants_message: bool  # the handler sees the Message and may settle it itself
+    takes: Any = Message  # the annotation decoding follows (Message: none, not decoded)
+    returns: Any = inspect.Signature.empty  # the return annotation (empty: none)
 
     def args(self, msg: Message) -> tuple[Any, ...]:
         if self.decode is None:
@@ -193,6 +195,9 @@ def plan_handler(handler: Callable[..., Any]) -> HandlerPlan:
         async def fn(*args: Any) -> Any:
             return await asyncio.to_thread(handler, *args)
 
+    returns = hints.get("return", inspect.Signature.empty)
     if first is Message:
-        return HandlerPlan(fn, decode=None, wants_message=True)
-    return HandlerPlan(fn, decode=decoder_for(first), wants_message=two)
+        return HandlerPlan(fn, decode=None, wants_message=True, returns=returns)
+    return HandlerPlan(
+        fn, decode=decoder_for(first), wants_message=two, takes=first, returns=returns
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from . import inspection, messages, output, servers
+from . import asyncapi, inspection, messages, output, servers
 from .common import ClickException, UsageError, reader_gone
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ COMMANDS: list[Callable[..., Any]] = [
     inspection.top,
     servers.ui,
     servers.examples,
+    asyncapi.asyncapi,
 ]
 for _command in COMMANDS:
     app.command(cls=output.Command)(_command)  # (flags show no value in --help)
