@@ -28,6 +28,8 @@ from jetkit._server import EmbeddedServer
 
 _counter = itertools.count(1)
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository: docs/, tools/, src/
+
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -94,7 +96,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
                 pipe.close()
 
 
-# -- the fault suite's scale and figures (tests/faults) ----------------------------------
+# -- the fault and cluster suites' scale and figures -------------------------------------
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,6 +114,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 FAULT_FIGURES: list[dict[str, object]] = []
+CLUSTER_FIGURES: list[dict[str, object]] = []  # filled by the cluster suite (test_cluster.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,8 +126,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    from test_cluster import CLUSTER_FIGURES
-
     if CLUSTER_FIGURES:
         terminalreporter.section("cluster figures (3 nodes, leader killed)")
         columns = ["scenario", "acked", "stored", "lost", "publish_errors", "failover_s", "note"]

@@ -24,12 +24,11 @@ from typing import TypeVar
 import pytest
 
 import jetkit as jk
-from conftest import wait_until, wait_until_async
+from conftest import CLUSTER_FIGURES, wait_until, wait_until_async
 from jetkit.testing import LocalCluster, local_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 
-CLUSTER_FIGURES: list[dict[str, object]] = []
 T = TypeVar("T")
 
 
