@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import jetkit as jk
+from conftest import ROOT
 from jetkit.testing import BackgroundServer, Collector, SimulatedFailure
 
 USER_TESTS = """
@@ -143,7 +144,7 @@ async def test_too_few(jetkit_stream):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_testing_guides_example_passes(tmp_path: Path) -> None:
-    guide = (Path(__file__).parents[1] / "docs" / "testing.md").read_text()
+    guide = (ROOT / "docs" / "testing.md").read_text()
     code = guide[guide.index("```python\n") + 10 :]
     code = code[: code.index("```\n")]
     out = run_user_suite(tmp_path, "[pytest]\nasyncio_mode = auto\n", code)

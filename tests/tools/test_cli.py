@@ -25,7 +25,7 @@ import pytest
 from rich.cells import cell_len
 
 import jetkit as jk
-from conftest import free_port, stop_process, wait_until_async
+from conftest import ROOT, free_port, stop_process, wait_until_async
 from jetkit import _tools
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
 from jetkit.cli.output import Column, fit
@@ -722,7 +722,7 @@ def test_help_shows_no_value_beside_flags() -> None:
     assert "<int>" in ok("sub", "--help")  # an option that takes a value still says which
 
 
-CLI_DOC = Path(__file__).parent.parent / "docs" / "cli.md"
+CLI_DOC = ROOT / "docs" / "cli.md"
 
 
 def test_the_documented_jq_example_prints_the_payload(filled: Path) -> None:

@@ -10,16 +10,14 @@ import inspect
 import subprocess
 import sys
 import typing
-from pathlib import Path
 
 import pytest
 
 import jetkit as jk
 import jetkit.sync as jsync
 import jetkit.testing as jt
+from conftest import ROOT
 from jetkit import _options, _surface
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_generated_faces_are_current() -> None:
