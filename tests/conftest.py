@@ -224,3 +224,43 @@ class ExternalServer:
             self.proc.terminate()
             await asyncio.to_thread(self.proc.wait, 10)
         self.proc = None
+
+
+# -- helpers several test modules share --------------------------------------------------
+
+
+class Recorder:
+    """A handler that records what it saw; optionally fails for chosen payloads."""
+
+    def __init__(self, fail: set[bytes] | None = None) -> None:
+        self.msgs: list[jk.Message] = []
+        self.fail = fail or set()
+
+    async def __call__(self, msg: jk.Message) -> None:
+        self.msgs.append(msg)
+        if msg.data in self.fail:
+            raise RuntimeError(f"cannot process {msg.data.decode()}")
+
+    @property
+    def data(self) -> list[bytes]:
+        return [m.data for m in self.msgs]
+
+
+async def consumer_settled(s: jk.Stream, topic: str, durable: str) -> bool:
+    """Nothing left to deliver and nothing delivered without its ack/term."""
+    info = await s.consumer_info(topic, durable)
+    return info.pending == 0 and info.ack_pending == 0
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); treat it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False

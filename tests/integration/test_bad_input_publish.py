@@ -15,7 +15,6 @@ import pytest
 
 import jetkit as jk
 from conftest import nc_of, wait_until
-from jetkit._options import subscribe_options
 
 Call = Callable[[jk.Stream, str], Awaitable[Any]]
 
@@ -137,103 +136,78 @@ async def test_bad_input_is_a_clear_error_and_the_stream_lives_on(
     assert nc_of(js).stats["reconnects"] == reconnects  # the server never dropped us
 
 
-async def test_strings_for_enums_are_read_by_value(js: jk.Stream, topic: str) -> None:
-    assert await js.declare_topic(topic, mode="core") is None  # type: ignore[arg-type]
-    assert js.mode_for(topic) is jk.TopicMode.CORE
-    with pytest.raises(jk.NotFoundError):
-        await js.topic_info(topic)  # nothing was stored
-    opts = subscribe_options(topic, ack="manual", start_at="ALL", backpressure="block")
-    assert (opts.ack, opts.start_at) == (jk.AckPolicy.MANUAL, jk.StartAt.ALL)
+@pytest.mark.parametrize("bad", ["", "a b", "a..b", "orders.*", "orders.>"])
+async def test_invalid_topics_on_publish(core: jk.Stream, bad: str) -> None:
+    with pytest.raises(jk.InvalidTopicError):
+        await core.publish(bad, b"x")
 
 
-def test_subscribe_options_are_checked_without_a_server() -> None:
-    opts = subscribe_options(
-        "t",
-        backoff=[1, dt.timedelta(seconds=5)],
-        ack=jk.AckPolicy.MANUAL,
-        start_time=0,
-        ack_wait=dt.timedelta(seconds=2),
-    )
-    assert opts.backoff == [1.0, 5.0]
-    assert opts.start_at is jk.StartAt.BY_START_TIME
-    assert opts.ack_wait == 2.0
-    assert opts.jetstream_only() == ["ack", "backoff", "start_at", "start_time"]
-    with pytest.raises(jk.ConfigError, match="ack_wait"):
-        subscribe_options("t", ack_wait=0.05)
-    with pytest.raises(jk.ConfigError, match=r"dlq 't.dead' lies inside the topic's pattern 't.>'"):
-        subscribe_options("t.>", dlq="t.dead")
-    with pytest.raises(jk.ConfigError, match=r"dlq 't.dead' must not be the topic itself"):
-        subscribe_options("t.dead", dlq="t.dead")
-
-
-async def test_jetstream_only_options_on_a_core_topic_agree_in_number(
-    core: jk.Stream, topic: str
-) -> None:
-    async def handler(msg: jk.Message) -> None:
-        pass
-
-    with pytest.raises(jk.ConfigError, match=r"^durable needs a JetStream topic, but "):
-        await core.subscribe(topic, handler, durable="one")
-    with pytest.raises(jk.ConfigError, match=r"^durable, dlq need a JetStream topic, but "):
-        await core.subscribe(topic, handler, durable="two", dlq=f"{topic}.dead")
-
-
-async def test_handler_signatures(js: jk.Stream, topic: str) -> None:
-    async def keyword_only(msg: jk.Message, *, flag: bool) -> None: ...
-
-    with pytest.raises(jk.HandlerSignatureError, match="keyword-only"):
-        await js.subscribe(topic, keyword_only)
-    got: list[tuple[Any, ...]] = []
-
-    async def star_args(*args: Any) -> None:
-        got.append(args)
-
-    sub = await js.subscribe(topic, star_args)
-    await js.publish(topic, b"hello")
-    await wait_until(lambda: len(got) == 1)
-    assert isinstance(got[0][0], jk.Message) and len(got[0]) == 1
-    await sub.stop()
-
-
-async def test_nak_delay_is_checked(js: jk.Stream, topic: str) -> None:
-    errors: list[BaseException] = []
-
-    async def bad_nak(msg: jk.Message) -> None:
-        try:
-            await msg.nak(math.inf)
-        except jk.ConfigError as exc:
-            errors.append(exc)
-            await msg.ack()
-
-    sub = await js.subscribe(topic, bad_nak, ack=jk.AckPolicy.MANUAL)
-    await js.publish(topic, b"x")
-    await wait_until(lambda: len(errors) == 1)
-    await sub.stop()
-
-
-async def test_a_dropped_connection_is_restored(js: jk.Stream, topic: str) -> None:
-    """If the server closes the connection anyway, jetkit reconnects (nats-py would not)."""
+async def test_payload_too_large(core: jk.Stream, topic: str) -> None:
     got: list[bytes] = []
-
-    async def record(data: bytes) -> None:
-        got.append(data)
-
-    sub = await js.subscribe(topic, record)
-    reconnects = nc_of(js).stats["reconnects"]
-    # bypass every check: a PUB over max_payload makes the server close the connection
-    await nc_of(js)._send_command(b"PUB x %d\r\n" % (js.max_payload + 1))
-    await nc_of(js)._flush_pending()
-    await wait_until(lambda: nc_of(js).stats["reconnects"] > reconnects, timeout=20)
-    await wait_until(lambda: nc_of(js).is_connected, timeout=20)
-    await js.healthy()
-    assert await js.publish(topic, b"after") is not None
-    await wait_until(lambda: got == [b"after"])
+    sub = await core.subscribe(topic, lambda m: got.append(m.data))
+    with pytest.raises(jk.PayloadTooLargeError, match="max_payload"):
+        await core.publish(topic, b"x" * (core.max_payload + 1))
+    await core.publish(topic, b"small")  # the connection is still fine
+    await wait_until(lambda: got == [b"small"])
     await sub.stop()
 
 
-async def test_a_payload_of_exactly_max_payload_with_empty_headers_is_stored(
-    js: jk.Stream, topic: str
+async def test_non_bytes_payload_and_unencodable_json(core: jk.Stream, topic: str) -> None:
+    with pytest.raises(jk.EncodeError, match="publish_json"):
+        await core.publish(topic, "text")  # type: ignore[arg-type]
+    with pytest.raises(jk.EncodeError):
+        await core.publish_json(topic, object())
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"deliver_at": dt.datetime(2030, 1, 1)}, "no timezone"),
+        ({"deliver_at": "2030-01-01T00:00:00Z"}, "timezone-aware datetime"),
+        ({"deliver_at": 1700000000}, "timezone-aware datetime"),
+        ({"deliver_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "in the past"),
+        ({"deliver_after": -1}, ">= 0"),
+        ({"deliver_after": math.nan}, "finite"),
+        ({"deliver_after": math.inf}, "finite"),
+        ({"deliver_after": True}, "must be a number"),
+        ({"deliver_after": "5"}, "must be a number"),
+        ({"deliver_after": 1, "deliver_at": dt.datetime.now(dt.UTC)}, "not both"),
+        ({"ttl": 0.5}, "minimum is 1 second"),
+        ({"ttl": -1}, ">= 1"),
+        ({"ttl": math.nan}, "finite"),
+        ({"ttl": False}, "must be a number"),
+        ({"ttl": "1s"}, "must be a number"),
+        ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
+        ({"ttl": 10**400}, "<= 3.1536e"),
+        ({"deliver_after": 10**400}, "<= 3.1536e"),
+        (
+            {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
+            "century",
+        ),
+        (
+            {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+            "in the past",
+        ),
+    ],
+)
+async def test_bad_times_are_refused_before_sending(
+    js: jk.Stream, topic: str, options: dict[str, object], words: str
 ) -> None:
-    reconnects = nc_of(js).stats["reconnects"]
-    ack = await js.publish(topic, b"x" * js.max_payload, headers={})
-    assert ack is not None and nc_of(js).stats["reconnects"] == reconnects
+    with pytest.raises(jk.ConfigError, match=words):
+        await js.publish(topic, b"x", **options)  # type: ignore[call-overload]
+    with pytest.raises(jk.NotFoundError):
+        await js.topic_info(topic)  # nothing was created, nothing stored
+
+
+async def test_core_topics_are_refused(core: jk.Stream, topic: str) -> None:
+    for options in ({"deliver_after": 1}, {"ttl": 5}):
+        with pytest.raises(jk.ConfigError, match=r"core topic.*declare_topic"):
+            await core.publish(topic, b"x", **options)  # type: ignore[call-overload]
+    with pytest.raises(jk.ConfigError, match="core topic"):
+        await core.publish_many(topic, [b"x"], ttl=5)
+
+
+async def test_headers_jetkit_sets_are_refused(js: jk.Stream, topic: str) -> None:
+    for name in ("Nats-Schedule", "nats-ttl", "Nats-Schedule-Target"):
+        with pytest.raises(jk.InvalidHeaderError, match="use those arguments"):
+            await js.publish(topic, b"x", headers={name: "1"}, deliver_after=1)

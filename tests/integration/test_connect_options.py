@@ -57,12 +57,6 @@ async def test_max_payload_is_the_servers_limit(tmp_path: Path, topic: str) -> N
         await wait_until(lambda: got == [b"y" * 4000])
 
 
-@pytest.mark.parametrize("bad", ["yes", True, {"cafile": "ca.pem"}, ssl.PROTOCOL_TLS_CLIENT])
-def test_tls_must_be_an_ssl_context(bad: object) -> None:
-    with pytest.raises(jk.ConfigError, match=r"tls must be an ssl\.SSLContext"):
-        jk.Stream.open(servers=["tls://127.0.0.1:4222"], tls=bad)  # type: ignore[arg-type]
-
-
 async def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate and key for 127.0.0.1: with ``cryptography`` if installed, else with
     the ``openssl`` command; skips the test when neither is there."""

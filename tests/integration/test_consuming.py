@@ -1,12 +1,14 @@
-"""Core-mode messaging: publish/subscribe, decoding by annotation, queue groups,
-concurrency, buffers and backpressure, drain/stop, and bad input."""
+"""Consuming: subscribe and its handlers (decoding by annotation, sync handlers, failing
+ones), fan-out and queue groups, concurrency, buffers and backpressure, drain/stop and the
+decorator, mostly on core topics. (JetStream consumers and their acks:
+test_jetstream_consumers.py; refused input: test_bad_input_subscribe.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import threading
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import msgspec
 import pydantic
@@ -305,73 +307,6 @@ async def test_decorator_registers_before_next_publish(core: jk.Stream, topic: s
             await sub.stop()
 
 
-async def test_decorator_option_error_raises_when_decorating(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.ConfigError, match="concurrency"):
-
-        @core.subscriber(topic, concurrency=0)
-        async def bad(data: bytes) -> None: ...
-
-    await core.publish(topic, b"x")  # nothing was left to raise from an unrelated publish
-
-
-@pytest.mark.parametrize("bad", ["", "a b", "a..b", "orders.*", "orders.>"])
-async def test_invalid_topics_on_publish(core: jk.Stream, bad: str) -> None:
-    with pytest.raises(jk.InvalidTopicError):
-        await core.publish(bad, b"x")
-
-
-async def test_invalid_subscribe_topic(core: jk.Stream) -> None:
-    with pytest.raises(jk.InvalidTopicError):
-        await core.subscribe("a..b", lambda m: None)
-
-
-async def test_payload_too_large(core: jk.Stream, topic: str) -> None:
-    got: list[bytes] = []
-    sub = await core.subscribe(topic, lambda m: got.append(m.data))
-    with pytest.raises(jk.PayloadTooLargeError, match="max_payload"):
-        await core.publish(topic, b"x" * (core.max_payload + 1))
-    await core.publish(topic, b"small")  # the connection is still fine
-    await wait_until(lambda: got == [b"small"])
-    await sub.stop()
-
-
-async def test_non_bytes_payload_and_unencodable_json(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.EncodeError, match="publish_json"):
-        await core.publish(topic, "text")  # type: ignore[arg-type]
-    with pytest.raises(jk.EncodeError):
-        await core.publish_json(topic, object())
-
-
-async def test_bad_handlers(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.HandlerSignatureError):
-        await core.subscribe(topic, lambda: None)
-    with pytest.raises(jk.HandlerSignatureError):
-        await core.subscribe(topic, lambda a, b, c: None)
-
-    def wrong_second(v: bytes, other: int) -> None: ...
-
-    with pytest.raises(jk.HandlerSignatureError):
-        await core.subscribe(topic, wrong_second)
-    with pytest.raises(jk.HandlerSignatureError):
-        await core.subscribe(topic, 42)  # type: ignore[arg-type]
-
-
-async def test_jetstream_options_on_a_core_topic(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.ConfigError, match=r"durable.*JetStream"):
-        await core.subscribe(topic, lambda m: None, durable="d")
-    with pytest.raises(jk.ConfigError, match="dlq"):
-        await core.subscribe(topic, lambda m: None, dlq="dead")
-
-
-async def test_bad_subscription_options(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.ConfigError):
-        await core.subscribe(topic, lambda m: None, concurrency=0)
-    with pytest.raises(jk.ConfigError):
-        await core.subscribe(topic, lambda m: None, buffer_size=0)
-    with pytest.raises(jk.InvalidTopicError):
-        await core.subscribe(topic, lambda m: None, queue_group="a.b")
-
-
 async def test_core_message_settlement_is_a_no_op(core: jk.Stream, topic: str) -> None:
     done = asyncio.Event()
 
@@ -385,50 +320,6 @@ async def test_core_message_settlement_is_a_no_op(core: jk.Stream, topic: str) -
     sub = await core.subscribe(topic, handler)
     await core.publish(topic, b"x")
     await asyncio.wait_for(done.wait(), 5)
-    await sub.stop()
-
-
-async def test_publish_many_on_a_core_topic(core: jk.Stream, topic: str) -> None:
-    a: list[jk.Message] = []
-    b: list[bytes] = []
-
-    async def first(msg: jk.Message) -> None:
-        a.append(msg)
-
-    async def second(data: bytes) -> None:
-        b.append(data)
-
-    sa = await core.subscribe(topic, first)
-    sb = await core.subscribe(topic, second, concurrency=1, buffer_size=512)
-    payloads = [b"m%d" % i for i in range(300)]
-    assert await core.publish_many(topic, payloads, headers={"k": "v"}) == [None] * 300
-    await wait_until(lambda: len(a) == 300 and len(b) == 300)
-    assert [m.data for m in a] == b == payloads
-    assert all(m.headers == {"k": "v"} for m in a)
-    assert sa.stats.dropped == sb.stats.dropped == 0
-    assert await core.publish_many(topic, []) == []
-    await sa.stop()
-    await sb.stop()
-
-
-async def test_core_publish_many_lets_local_subscribers_keep_up(
-    core: jk.Stream, topic: str
-) -> None:
-    got: list[bytes] = []
-
-    async def handler(data: bytes) -> None:
-        got.append(data)
-
-    sub = await core.subscribe(topic, handler)  # buffer_size 1024
-    payloads = [b"%d" % i for i in range(5000)]
-    for p in payloads:  # the same batch one publish at a time: nothing is dropped
-        await core.publish(topic, p)
-    await wait_until(lambda: len(got) + sub.stats.dropped == 5000)
-    assert sub.stats.dropped == 0
-    got.clear()
-    await core.publish_many(topic, payloads)
-    await wait_until(lambda: len(got) + sub.stats.dropped == 5000)
-    assert got == payloads and sub.stats.dropped == 0
     await sub.stop()
 
 
@@ -468,3 +359,20 @@ async def test_block_in_worker_mode_stops_taking_and_resumes(core: jk.Stream, to
     await wait_until(lambda: b"after" in done)
     await sub.stop()
     await witness.stop()
+
+
+async def test_handler_signatures(js: jk.Stream, topic: str) -> None:
+    async def keyword_only(msg: jk.Message, *, flag: bool) -> None: ...
+
+    with pytest.raises(jk.HandlerSignatureError, match="keyword-only"):
+        await js.subscribe(topic, keyword_only)
+    got: list[tuple[Any, ...]] = []
+
+    async def star_args(*args: Any) -> None:
+        got.append(args)
+
+    sub = await js.subscribe(topic, star_args)
+    await js.publish(topic, b"hello")
+    await wait_until(lambda: len(got) == 1)
+    assert isinstance(got[0][0], jk.Message) and len(got[0]) == 1
+    await sub.stop()

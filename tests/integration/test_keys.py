@@ -8,13 +8,11 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import jetkit as jk
 from conftest import ExternalServer, nc_of, wait_until, wait_until_async
-from jetkit._options import subscribe_options
 from jetkit._retry import H_DELIVERIES, H_ERROR
 
 KEY = "Order-Id"
@@ -329,25 +327,6 @@ async def test_a_redelivery_of_a_held_message_is_not_handled_twice(
     await sub.stop()
 
 
-async def test_bad_key_arguments_are_refused_before_subscribing(
-    core: jk.Stream, js: jk.Stream, topic: str
-) -> None:
-    async def handler(msg: jk.Message) -> None:
-        pass
-
-    async def async_key(msg: jk.Message) -> str:
-        return "x"
-
-    bad: list[Any] = ["", "Order Id", "Order:Id", 3, b"Order-Id", async_key, str]
-    for key in bad:
-        with pytest.raises(jk.ConfigError, match="key"):
-            await js.subscribe(topic, handler, key=key)
-    with pytest.raises(jk.ConfigError, match="key needs a JetStream topic"):
-        await core.subscribe(f"{topic}.core", handler, key=KEY)
-    # key with concurrency=1 is fine (everything is in order anyway)
-    assert subscribe_options(topic, key=KEY, concurrency=1).key == KEY
-
-
 async def test_a_refused_dead_letter_is_retried_in_place_and_holds_its_key(
     js: jk.Stream, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -416,26 +395,6 @@ async def test_stop_hands_held_messages_back_in_order_per_key(js: jk.Stream, top
     for key in ("a", "b", "c"):
         assert [x for x in resumed if x[0] == key] == [x for x in items if x[0] == key]
     await sub2.drain()
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"NATS/1.0\r\nOrder-Id: 17\r\n\r\n",
-        b"NATS/1.0\r\nA: b\r\nOrder-Id:  x y \r\nOrder-Id: last\r\n\r\n",
-        b"NATS/1.0\r\nOrder-Id:\r\n\r\n",
-        b"NATS/1.0\r\nX-Order-Id: 3\r\n\r\n",
-        b"NATS/1.0\r\n Order-Id : 5\r\n\r\n",
-        b"NATS/1.0\r\nOther: 1\r\n\r\n",
-        b"NATS/1.0\r\nOrder-Id: caf\xc3\xa9\r\n\r\n",
-    ],
-)
-def test_the_header_key_reads_what_the_parsed_headers_say(raw: bytes) -> None:
-    from jetkit._keys import _header_key
-    from jetkit._wire import parse_headers
-
-    msg = jk.Message("t", b"", None, None, None, raw)
-    assert _header_key(KEY)(msg) == (parse_headers(raw).get(KEY) or None)
 
 
 @pytest.mark.slow

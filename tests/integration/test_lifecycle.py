@@ -1,5 +1,5 @@
 """A Stream's life at its edges (issue 21): a fork, a close cut short, a decorator whose
-registration fails.
+registration fails (the decorator's refused options: test_bad_input_subscribe.py).
 
 The fork tests fork this very process: the child does its part in a thread with a bound,
 reports through a pipe and leaves with ``os._exit``; the parent waits for it with a bound
@@ -346,24 +346,6 @@ def test_ctrl_c_during_a_sync_close_stops_the_server_and_a_reopen_owns_the_store
 
 
 # -- 6. the decorator's registrations ------------------------------------------------------
-
-
-async def test_the_decorator_checks_its_options_when_it_decorates(
-    core: jk.Stream, topic: str
-) -> None:
-    async def handler(data: bytes) -> None: ...
-
-    with pytest.raises(jk.ConfigError, match="backoff"):
-        core.subscriber(topic, backoff=[-1])(handler)
-    with pytest.raises(jk.ConfigError, match="JetStream topic"):
-        core.subscriber(topic, durable="d")(handler)  # a core topic
-    with pytest.raises(jk.InvalidTopicError):
-        core.subscriber("bad topic")(handler)
-    with pytest.raises(TypeError, match="duable"):
-        core.subscriber(topic, duable="d")(handler)
-    with pytest.raises(jk.HandlerSignatureError):
-        core.subscriber(topic)(lambda *, needed: None)
-    assert not core._registrations  # nothing was started for any of them
 
 
 async def test_a_failed_registration_is_logged_and_raised_by_close_if_nobody_saw_it(

@@ -3,7 +3,6 @@ retry, poison and dead-letter lines name the consumer."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import dataclasses
 import logging
@@ -73,44 +72,6 @@ async def test_retry_poison_and_dead_letter_lines_name_the_consumer(
     assert f"{prefix}poison message on '{topic}' seq 1: " in logged
     assert f"{prefix}handler for '{topic}' seq 2 failed on attempt 1 (RuntimeError: boom)" in logged
     assert f"{prefix}handler for '{topic}' seq 2 failed on its last attempt 2" in logged
-
-
-_LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
-
-
-def _log_messages(tree: ast.AST) -> list[tuple[int, str]]:
-    """The literal start of every message passed to a logger method in ``tree``."""
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in _LOG_METHODS | {"log"}
-        ):
-            continue
-        args = node.args[1:] if node.func.attr == "log" else node.args
-        if not args:
-            continue
-        first = args[0]
-        if isinstance(first, ast.JoinedStr) and first.values:
-            first = first.values[0]
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            found.append((node.lineno, first.value))
-    return found
-
-
-def test_no_log_message_repeats_the_logger_name() -> None:
-    """The loggers are named ``jetkit`` (and ``jetkit.*``): a message that starts with
-    "jetkit:" again prints the name twice under ``%(name)s: %(message)s``."""
-    source = Path(jk.__file__).parent
-    files = sorted(source.rglob("*.py"))
-    messages = [
-        (f"{path.relative_to(source)}:{line}", text)
-        for path in files
-        for line, text in _log_messages(ast.parse(path.read_text(), str(path)))
-    ]
-    assert len(messages) > 40  # the walk found the log calls
-    assert [(where, text) for where, text in messages if text.startswith("jetkit:")] == []
 
 
 async def test_a_standard_format_names_jetkit_once(

@@ -221,3 +221,23 @@ async def test_a_dead_flusher_does_not_stall_sending(tmp_path: Path, topic: str)
             await sender.publish(topic, b"m%d" % i)
         await wait_until(lambda: got == [b"m0", b"m1", b"m2"])
         await sub.stop()
+
+
+async def test_a_dropped_connection_is_restored(js: jk.Stream, topic: str) -> None:
+    """If the server closes the connection anyway, jetkit reconnects (nats-py would not)."""
+    got: list[bytes] = []
+
+    async def record(data: bytes) -> None:
+        got.append(data)
+
+    sub = await js.subscribe(topic, record)
+    reconnects = nc_of(js).stats["reconnects"]
+    # bypass every check: a PUB over max_payload makes the server close the connection
+    await nc_of(js)._send_command(b"PUB x %d\r\n" % (js.max_payload + 1))
+    await nc_of(js)._flush_pending()
+    await wait_until(lambda: nc_of(js).stats["reconnects"] > reconnects, timeout=20)
+    await wait_until(lambda: nc_of(js).is_connected, timeout=20)
+    await js.healthy()
+    assert await js.publish(topic, b"after") is not None
+    await wait_until(lambda: got == [b"after"])
+    await sub.stop()

@@ -1,8 +1,11 @@
-"""Dead letters: listing a DLQ and re-driving it without losing anything."""
+"""Retries and dead letters: max_deliver and backoff, poison messages, a dead letter the
+DLQ refuses, listing a DLQ and re-driving it without losing anything. (How attempts are
+counted: test_attempts.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 import jetkit as jk
 import jetkit.sync as jsync
-from conftest import wait_until
+from conftest import Recorder, consumer_settled, wait_until, wait_until_async
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
 
@@ -30,6 +33,181 @@ async def stored(s: jk.Stream, topic: str) -> list[jk.Message]:
     """Every message stored on ``topic`` (read without a consumer)."""
     info = await s.topic_info(topic)  # (its stream holds at most that many)
     return [m async for m in s.read_stored(topic, limit=info.messages)] if info.messages else []
+
+
+# -- retries, backoff and dead-lettering -------------------------------------------------
+
+
+async def test_manual_ack_retries_then_dead_letters(js: jk.Stream, topic: str) -> None:
+    dlq = f"{topic}.dlq"
+    rec = Recorder(fail={b"poisoned-order"})
+    dead = Recorder()
+    dsub = await js.subscribe(dlq, dead, start_at=jk.StartAt.ALL)
+    sub = await js.subscribe(
+        topic, rec, durable="proc", ack=jk.AckPolicy.MANUAL, max_deliver=3, dlq=dlq
+    )
+    ack = await js.publish(topic, b"poisoned-order", headers={"trace": "t-1"})
+    await js.publish(topic, b"fine")
+    assert ack is not None
+    await wait_until(lambda: len(dead.msgs) == 1)
+    attempts = [m for m in rec.msgs if m.data == b"poisoned-order"]
+    assert [m.num_delivered for m in attempts] == [1, 2, 3]
+    letter = dead.msgs[0]
+    assert letter.data == b"poisoned-order"
+    assert letter.headers[H_TOPIC] == topic
+    assert letter.headers[H_SEQ] == str(ack.seq)
+    assert letter.headers[H_DELIVERIES] == "3"
+    assert letter.headers[H_CONSUMER] == "proc"
+    assert letter.headers[H_ERROR] == "RuntimeError: cannot process poisoned-order"
+    assert letter.headers["trace"] == "t-1"
+    await wait_until(lambda: sub.stats.terminated == 1)
+    stats = sub.stats
+    assert (stats.retried, stats.dead_lettered, stats.failed, stats.acked) == (2, 1, 3, 1)
+    # terminated, not nak'ed: a redelivery would come before the sentinel, and the
+    # server holds nothing unacknowledged that ack_wait could bring back
+    await js.publish(topic, b"sentinel")
+    await wait_until(lambda: b"sentinel" in rec.data)
+    await wait_until_async(lambda: consumer_settled(js, topic, "proc"))
+    assert rec.data.count(b"poisoned-order") == 3 and len(dead.msgs) == 1
+    info = await js.consumer_info(topic, "proc")
+    assert info.max_deliver == 3 and sub.stats.terminated == 1
+    await sub.stop()
+    await dsub.stop()
+
+
+async def test_backoff_delays_are_respected(js: jk.Stream, topic: str) -> None:
+    times: list[float] = []
+
+    async def flaky(data: bytes) -> None:
+        times.append(time.monotonic())
+        if len(times) < 3:
+            raise RuntimeError("not yet")
+
+    sub = await js.subscribe(
+        topic, flaky, durable="bo", ack=jk.AckPolicy.MANUAL, max_deliver=5, backoff=[0.4, 0.8]
+    )
+    await js.publish(topic, b"x")
+    await wait_until(lambda: len(times) == 3)
+    assert times[1] - times[0] >= 0.4
+    assert times[2] - times[1] >= 0.8
+    await wait_until(lambda: sub.stats.acked == 1)
+    await sub.stop()
+
+
+async def test_exponential_backoff_helper_with_subscribe(js: jk.Stream, topic: str) -> None:
+    times: list[float] = []
+
+    async def failing(data: bytes) -> None:
+        times.append(time.monotonic())
+        raise RuntimeError("always")
+
+    sub = await js.subscribe(
+        topic,
+        failing,
+        durable="exp",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=3,
+        backoff=jk.exponential_backoff(0.2, 2),
+    )
+    await js.publish(topic, b"x")
+    await wait_until(lambda: sub.stats.terminated == 1)
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.2 and times[2] - times[1] >= 0.4
+    await sub.stop()
+
+
+async def test_poison_message_goes_to_dlq_without_calling_handler(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    calls: list[dict[str, int]] = []
+    dead = Recorder()
+
+    async def handler(order: dict[str, int]) -> None:
+        calls.append(order)
+
+    dsub = await js.subscribe(dlq, dead)
+    sub = await js.subscribe(
+        topic, handler, durable="p", ack=jk.AckPolicy.MANUAL, max_deliver=5, dlq=dlq
+    )
+    await js.publish(topic, b"{broken json")
+    await js.publish_json(topic, {"id": 1})
+    await wait_until(lambda: len(dead.msgs) == 1 and len(calls) == 1)
+    assert calls == [{"id": 1}]
+    assert dead.msgs[0].headers[H_DELIVERIES] == "1"
+    assert dead.msgs[0].headers[H_ERROR].startswith("DecodeError:")
+    assert sub.stats.dead_lettered == 1 and sub.stats.retried == 0
+    await sub.stop()
+    await dsub.stop()
+
+
+async def full_dlq(s: jk.Stream, dlq: str) -> None:
+    """A DLQ topic that refuses the next message (one message max, Discard.NEW, full)."""
+    await s.declare_topic(dlq, max_msgs=1, discard=jk.Discard.NEW)
+    await s.publish(dlq, b"filler")
+
+
+async def test_a_refused_dead_letter_is_nakked_and_delivered_again(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    await full_dlq(js, dlq)
+    calls: list[dict[str, int]] = []
+
+    async def handler(order: dict[str, int]) -> None:
+        calls.append(order)
+
+    # ack_wait is long: only jetkit's nak can bring the message back within the test
+    sub = await js.subscribe(
+        topic, handler, durable="dl", ack=jk.AckPolicy.MANUAL, dlq=dlq, backoff=[0.1], ack_wait=600
+    )
+    ack = await js.publish(topic, b"{poison")  # undecodable: straight to the DLQ
+    assert ack is not None
+    # refused, nak'ed, delivered again and refused again: neither lost nor terminated
+    await wait_until(lambda: sub.stats.naked >= 2)
+    assert (sub.stats.dead_lettered, sub.stats.terminated) == (0, 0)
+    assert (await js.consumer_info(topic, "dl")).ack_floor == 0
+    assert (await js.topic_info(dlq)).messages == 1
+    await js.purge_topic(dlq)  # room for the dead letter
+    await wait_until(lambda: sub.stats.dead_lettered == 1 and sub.stats.terminated == 1)
+    [letter] = await js.dead_letters(dlq)
+    assert (letter.data, letter.original_topic, letter.original_seq) == (b"{poison", topic, 1)
+    assert letter.deliveries == sub.stats.naked + 1  # every refused attempt was nak'ed
+    assert letter.error.startswith("DecodeError:")
+    await wait_until_async(lambda: consumer_settled(js, topic, "dl"))
+    assert calls == []
+
+
+async def test_a_dead_letter_refused_twice_with_max_deliver_is_not_lost(
+    js: jk.Stream, topic: str
+) -> None:
+    dlq = f"{topic}.dlq"
+    await full_dlq(js, dlq)
+
+    async def failing(data: bytes) -> None:
+        raise RuntimeError("always")
+
+    sub = await js.subscribe(
+        topic,
+        failing,
+        durable="dl2",
+        ack=jk.AckPolicy.MANUAL,
+        max_deliver=1,
+        dlq=dlq,
+        backoff=[0.2],
+        ack_wait=600,
+    )
+    await js.publish(topic, b"order")
+    # attempt 1 fails, its dead letter is refused (nak); the spare delivery jetkit asks
+    # the server for comes back, its dead letter is refused too (nak)
+    await wait_until(lambda: sub.stats.naked == 2)
+    await js.purge_topic(dlq)  # room again: the message must reach the DLQ now
+    await wait_until(lambda: sub.stats.dead_lettered == 1, timeout=3)
+    [letter] = await js.dead_letters(dlq)
+    assert letter.data == b"order"
+
+
+# -- listing and re-driving dead letters -------------------------------------------------
 
 
 async def test_a_failing_handler_dead_letter_is_listed_and_redriven(
@@ -157,36 +335,6 @@ async def test_scan_dead_letters_reads_at_most_scan_messages_and_says_where_it_s
 
     await js.publish(dlq, b"m7", headers=letter_headers(topic, 7))
     assert (await js.scan_dead_letters(dlq, first_seq=8)) == jk.DeadLetterScan([], 0, 7)
-
-
-@pytest.mark.parametrize(
-    ("arguments", "error"),
-    [
-        ({"scan": 0}, jk.ConfigError),
-        ({"scan": 1.5}, jk.ConfigError),
-        ({"scan": True}, jk.ConfigError),
-        ({"scan": None}, jk.ConfigError),
-        ({"limit": 0}, jk.ConfigError),
-        ({"limit": "3"}, jk.ConfigError),
-        ({"first_seq": 0}, jk.ConfigError),
-        ({"first_seq": 2**63}, jk.ConfigError),
-    ],
-)
-async def test_scan_dead_letters_refuses_bad_bounds_before_asking_the_server(
-    js: jk.Stream, topic: str, arguments: dict[str, object], error: type[Exception]
-) -> None:
-    # the topic is not stored: a check that asked the server would say NotFoundError
-    with pytest.raises(error):
-        await js.scan_dead_letters(f"{topic}.dlq", **arguments)  # type: ignore[arg-type]
-
-
-async def test_scan_dead_letters_refuses_a_pattern_and_an_unstored_topic(
-    js: jk.Stream, topic: str
-) -> None:
-    with pytest.raises(jk.InvalidTopicError):
-        await js.scan_dead_letters(f"{topic}.>")
-    with pytest.raises(jk.NotFoundError):
-        await js.scan_dead_letters(f"{topic}.nothing.stored")
 
 
 async def test_two_redrives_at_once_redrive_each_letter_once(
@@ -422,14 +570,3 @@ async def test_discard_dead_letter_refuses_another_topics_message(
     with pytest.raises(jk.NotFoundError):
         await js.discard_dead_letter(f"{topic}-nothing.stored", 1)
     assert await js.discard_dead_letter(dlq, 1) is True
-
-
-def test_stored_times_are_read_to_the_nanosecond() -> None:
-    # a letter too large to copy finds its message again by the exact stored time: a
-    # float of seconds (about 16 digits) cannot hold nanoseconds since 1970
-    from jetkit._time import parse_time_ns
-
-    assert parse_time_ns("2026-12-07T03:27:30.358076231Z") == 1_796_614_050_358_076_231
-    assert parse_time_ns("2026-12-07T03:27:30Z") == 1_796_614_050_000_000_000
-    assert parse_time_ns("2026-12-07T04:27:30.5+01:00") == 1_796_614_050_500_000_000
-    assert parse_time_ns("0001-01-01T00:00:00Z") is None

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import math
 from pathlib import Path
 
 import pytest
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
-from jetkit import _damage, _held, _schedule
-from jetkit._schedule import due_time, require, ttl_value, version_of
+from jetkit import _schedule
 
 
 def utc_now() -> dt.datetime:
@@ -33,21 +31,6 @@ async def stream_subjects(s: jk.Stream, topic: str) -> list[str]:
     name = (await s.topic_info(topic)).name
     info = await s._rt.api.call(f"STREAM.INFO.{name}")
     return list(info["config"]["subjects"])
-
-
-def test_one_hook_tells_a_streams_own_subjects_from_the_held_ones() -> None:
-    held = _held.held_subjects("orders_events")
-    assert _held.own_subjects(["orders.events", held]) == ["orders.events"]
-    assert _held.own_subjects(["orders.>", "orders.eu.x"]) == ["orders.>", "orders.eu.x"]
-    assert _held.schedule_subject("orders_events", "id1").startswith(held.rstrip(">"))
-    # the held subjects are spelled in _held only: every other module asks its hook
-    src = Path(jk.__file__).parent
-    spelled = sorted(
-        str(p.relative_to(src))
-        for p in src.rglob("*.py")
-        if any(q + "$JK.SCHED" in p.read_text() for q in "\"'")
-    )
-    assert spelled == ["_held.py"]
 
 
 # -- scheduled delivery --------------------------------------------------------------------
@@ -204,61 +187,7 @@ async def test_ttl_of_a_scheduled_message_counts_from_its_delivery(
     assert got[0].headers.get("Nats-TTL") == "60s"
 
 
-# -- bad input -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("options", "words"),
-    [
-        ({"deliver_at": dt.datetime(2030, 1, 1)}, "no timezone"),
-        ({"deliver_at": "2030-01-01T00:00:00Z"}, "timezone-aware datetime"),
-        ({"deliver_at": 1700000000}, "timezone-aware datetime"),
-        ({"deliver_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "in the past"),
-        ({"deliver_after": -1}, ">= 0"),
-        ({"deliver_after": math.nan}, "finite"),
-        ({"deliver_after": math.inf}, "finite"),
-        ({"deliver_after": True}, "must be a number"),
-        ({"deliver_after": "5"}, "must be a number"),
-        ({"deliver_after": 1, "deliver_at": dt.datetime.now(dt.UTC)}, "not both"),
-        ({"ttl": 0.5}, "minimum is 1 second"),
-        ({"ttl": -1}, ">= 1"),
-        ({"ttl": math.nan}, "finite"),
-        ({"ttl": False}, "must be a number"),
-        ({"ttl": "1s"}, "must be a number"),
-        ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
-        ({"ttl": 10**400}, "<= 3.1536e"),
-        ({"deliver_after": 10**400}, "<= 3.1536e"),
-        (
-            {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
-            "century",
-        ),
-        (
-            {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
-            "in the past",
-        ),
-    ],
-)
-async def test_bad_times_are_refused_before_sending(
-    js: jk.Stream, topic: str, options: dict[str, object], words: str
-) -> None:
-    with pytest.raises(jk.ConfigError, match=words):
-        await js.publish(topic, b"x", **options)  # type: ignore[call-overload]
-    with pytest.raises(jk.NotFoundError):
-        await js.topic_info(topic)  # nothing was created, nothing stored
-
-
-async def test_core_topics_are_refused(core: jk.Stream, topic: str) -> None:
-    for options in ({"deliver_after": 1}, {"ttl": 5}):
-        with pytest.raises(jk.ConfigError, match=r"core topic.*declare_topic"):
-            await core.publish(topic, b"x", **options)  # type: ignore[call-overload]
-    with pytest.raises(jk.ConfigError, match="core topic"):
-        await core.publish_many(topic, [b"x"], ttl=5)
-
-
-async def test_headers_jetkit_sets_are_refused(js: jk.Stream, topic: str) -> None:
-    for name in ("Nats-Schedule", "nats-ttl", "Nats-Schedule-Target"):
-        with pytest.raises(jk.InvalidHeaderError, match="use those arguments"):
-            await js.publish(topic, b"x", headers={name: "1"}, deliver_after=1)
+# -- refused because of the topic's configuration or state -------------------------------
 
 
 async def test_an_interest_topic_refuses_schedules(js: jk.Stream, topic: str) -> None:
@@ -308,30 +237,7 @@ async def test_cancel_scheduled_bad_arguments(js: jk.Stream, topic: str) -> None
     assert await js.cancel_scheduled(topic + ".none", msg_id="x") is False
 
 
-# -- pure parts ----------------------------------------------------------------------------
-
-
-def test_ttl_values_the_server_reads() -> None:
-    assert ttl_value(1) == "1s"
-    assert ttl_value(90) == "90s"
-    assert ttl_value(1.5) == "1500ms"
-    assert ttl_value(dt.timedelta(minutes=2)) == "120s"
-
-
-def test_due_time() -> None:
-    now = utc_now()
-    assert due_time(None, 5, now) == now + dt.timedelta(seconds=5)
-    assert due_time(None, dt.timedelta(seconds=5), now) == now + dt.timedelta(seconds=5)
-    assert due_time(now - dt.timedelta(seconds=0.5), None, now) == now
-
-
-def test_an_old_server_is_named() -> None:
-    assert version_of("2.11.4") == (2, 11, 4)
-    assert version_of("2.12.0-RC.2") == (2, 12, 0)
-    assert version_of("") == (0, 0, 0)
-    with pytest.raises(jk.ConfigError, match=r"needs nats-server 2\.12\.0 or newer.*2\.11\.4"):
-        require((2, 11, 4), (2, 12, 0), "scheduled delivery")
-    require((2, 15, 1), (2, 12, 0), "scheduled delivery")
+# -- other Streams, interrupted switches, forged or copied values ------------------------
 
 
 async def test_a_topic_deleted_behind_our_back_is_made_again_with_the_features(
@@ -400,21 +306,6 @@ async def test_purge_topic_keeps_held_messages(js: jk.Stream, core: jk.Stream, t
     await js.publish(topic, b"second")
     assert await core.purge_topic(topic, up_to_seq=10**6) == 1
     assert await core.cancel_scheduled(held) is True
-
-
-def test_a_rebuilt_schedule_or_ttl_index_is_not_damage(tmp_path: Path) -> None:
-    """After a crash nats-server rebuilds the index of a stream's schedules and TTLs from
-    its messages (it says so in a warning); nothing is lost, so jetkit reports nothing."""
-    lines = [
-        f"[1] 2026/11/29 05:16:00.000000 [WRN] Filestore [k_a] {what} state is outdated; "
-        "attempting to recover using linear scan (seq 1 to 300)"
-        for what in ("Message scheduling", "TTL", "Sourcing")
-    ]
-    damage = _damage.Damage()
-    _damage.read_log(lines, tmp_path, damage)
-    assert not damage
-    _damage.read_log(["[1] [WRN] Filestore [k_a] lost 3 messages"], tmp_path, damage)
-    assert damage.repaired == {"k_a": ["lost 3 messages"]}
 
 
 async def test_a_refused_first_schedule_does_not_fail_one_that_fits(

@@ -1,36 +1,22 @@
-"""The embedded server: lifecycle, store ownership, attach, bad input, supervision."""
+"""The embedded server: lifecycle, store ownership, attach, supervision. (Opening refused
+before any server runs: tests/unit/test_server_start.py and test_bad_input_open.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import jetkit as jk
-from conftest import free_port, kill_server, nc_of, server_of, wait_until
-from jetkit import _files, _server
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); treat it as dead
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
+from conftest import alive, kill_server, nc_of, server_of, wait_until
+from jetkit import _files
 
 
 async def test_temp_store_is_removed_and_server_stopped_on_close() -> None:
@@ -98,73 +84,6 @@ async def test_port_in_use(tmp_path: Path) -> None:
     # the failed attempt released the store: it opens now
     async with jk.Stream.open(store_dir=tmp_path) as s:
         await s.healthy()
-
-
-async def test_unwritable_store(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    with pytest.raises(jk.StoreNotWritableError, match="not writable"):
-        await jk.Stream.open(store_dir=blocker / "store")
-
-
-async def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(jk.ServerBinaryError, match="does not exist"):
-        await jk.Stream.open(store_dir=tmp_path, server_binary=tmp_path / "nope")
-    monkeypatch.setenv(_server.BINARY_ENV, str(tmp_path / "nope"))
-    with pytest.raises(jk.ServerBinaryError, match=_server.BINARY_ENV):
-        await jk.Stream.open(store_dir=tmp_path)
-
-
-def fake_server(tmp_path: Path, version: str, body: str) -> Path:
-    script = tmp_path / f"fake-nats-{version}"
-    script.write_text(
-        textwrap.dedent(
-            f"""\
-            #!/bin/sh
-            if [ "$1" = "--version" ]; then echo "nats-server: v{version}"; exit 0; fi
-            {body}
-            """
-        )
-    )
-    script.chmod(0o755)
-    return script
-
-
-async def test_binary_too_old(tmp_path: Path) -> None:
-    old = fake_server(tmp_path, "2.2.0", "exit 0")
-    with pytest.raises(jk.ServerBinaryError, match=r"2\.2\.0.*>= 2\.10"):
-        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=old)
-
-
-async def test_server_that_exits_early(tmp_path: Path) -> None:
-    bad = fake_server(tmp_path, "2.12.0", 'echo "[FTL] something broke" >&2; exit 3')
-    with pytest.raises(jk.ServerStartError, match="something broke"):
-        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=bad)
-
-
-async def test_server_that_never_gets_ready(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    slow = fake_server(tmp_path, "2.12.0", f"echo $$ > {pidfile}; exec sleep 30")
-    with pytest.raises(jk.ServerTimeoutError, match="server_ready_timeout"):
-        await jk.Stream.open(store_dir=tmp_path / "s", server_binary=slow, server_ready_timeout=0.5)
-    assert not alive(int(pidfile.read_text()))
-
-
-async def test_bad_options() -> None:
-    with pytest.raises(jk.ConfigError):
-        jk.Stream.open(store_dir="x", servers=["nats://127.0.0.1:1"])
-    with pytest.raises(jk.ConfigError):
-        jk.Stream.open(user="u")
-    with pytest.raises(jk.ConfigError):
-        jk.Stream.open(port=70000)
-    with pytest.raises(jk.ConfigError, match="default_mode must be one of"):
-        jk.Stream.open(default_mode="stored")  # type: ignore[arg-type]
-
-
-async def test_unreachable_external_server() -> None:
-    port = free_port()
-    with pytest.raises(jk.ConnectionError, match="cannot connect"):
-        await jk.Stream.open(servers=[f"nats://127.0.0.1:{port}"], connect_timeout=1)
 
 
 @pytest.mark.slow

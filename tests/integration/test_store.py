@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import stat
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,16 +45,6 @@ async def test_store_is_created_0700_and_every_file_is_0600(
         assert not [p for p in store.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("bits", [0o020, 0o002])
-async def test_store_writable_by_others_is_refused(tmp_path: Path, bits: int) -> None:
-    store = tmp_path / "shared"
-    store.mkdir()
-    store.chmod(0o700 | bits)
-    with pytest.raises(jk.InsecureStoreError, match="chmod go-w"):
-        await jk.Stream.open(store_dir=store)
-    assert list(store.iterdir()) == []  # nothing was written, nothing started
-
-
 async def test_planted_links_do_not_redirect_what_jetkit_writes(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir(mode=0o700)
@@ -69,15 +61,6 @@ async def test_planted_links_do_not_redirect_what_jetkit_writes(tmp_path: Path) 
         assert not log.is_symlink() and "Server is ready" in log.read_text()
         password = json.loads((store / _files.CREDS_FILE).read_text())["password"]
     assert password not in victim.read_text()
-
-
-@pytest.mark.parametrize(
-    "creds",
-    [{"user": "", "password": "p"}, {"user": "u", "password": ""}, {"token": ""}],
-)
-def test_empty_credentials_are_refused(creds: dict[str, str]) -> None:
-    with pytest.raises(jk.ConfigError, match="non-empty"):
-        jk.Stream.open(**creds)  # type: ignore[arg-type]
 
 
 async def test_credentials_file_with_empty_strings_gets_new_ones(tmp_path: Path) -> None:
@@ -115,3 +98,23 @@ async def test_explicit_user_and_password_start_the_server_with_them(tmp_path: P
         other = await jk.Stream.open(store_dir=tmp_path / "s", user="alice", password="pw-1")
         assert not other.embedded  # attached with the same credentials
         await other.close()
+
+
+async def test_a_store_dir_inside_a_store_or_empty_or_a_file_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        await s.publish("inside.t", b"kept")
+    data = store / "jetstream"
+    assert (data / "$G").is_dir()
+    for wrong in (data, data / "$G" / "streams", store / "sub"):
+        with pytest.raises(jk.ConfigError, match=r"inside the jetkit store|data itself"):
+            await jk.Stream.open(store_dir=wrong)
+    assert not (data / "jetstream").exists()  # nothing was moved
+    with pytest.raises(jk.ConfigError, match="store_dir is empty"):
+        await jk.Stream.open(store_dir="")
+    a_file = tmp_path / "file.json"
+    a_file.write_text("{}")
+    with pytest.raises(jk.StoreNotWritableError, match="is a file, not a directory"):
+        await jk.Stream.open(store_dir=a_file)
+    async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
+        assert (await s.topic_info("inside.t")).messages == 1  # the real store is intact

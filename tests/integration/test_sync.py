@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import inspect
 import queue
 import subprocess
 import sys
@@ -60,21 +59,6 @@ def alive(pid: int) -> bool:
 
 
 # -- opening -----------------------------------------------------------------------------
-
-
-def test_open_takes_exactly_the_async_options() -> None:
-    sync_params = inspect.signature(jsync.Stream.open).parameters
-    async_params = inspect.signature(jk.Stream.open).parameters
-    assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [
-        (p.name, p.kind, p.default) for p in async_params.values()
-    ]
-
-
-def test_a_bad_option_raises_before_any_thread_starts() -> None:
-    before = threading.active_count()
-    with pytest.raises(jk.ConfigError):
-        jsync.Stream.open(drain_timeout=-1)
-    assert threading.active_count() == before
 
 
 def test_a_failed_open_raises_its_error_and_leaves_no_thread(s: jsync.Stream) -> None:
@@ -165,23 +149,6 @@ def test_publish_stored(s: jsync.Stream, topic: str) -> None:
     assert s.publish_json_stored(topic, {"n": 1}, msg_id="j-1").seq == 2
     with pytest.raises(jk.ConfigError, match="is a core topic"):
         s.publish_stored(f"{topic}.core", b"x")
-
-
-def test_publishing_methods_take_the_async_parameters() -> None:
-    for name in (
-        "publish",
-        "publish_json",
-        "publish_stored",
-        "publish_json_stored",
-        "publish_many",
-        "cancel_scheduled",
-        "discard_dead_letter",
-    ):
-        sync_params = inspect.signature(getattr(jsync.Stream, name)).parameters
-        async_params = inspect.signature(getattr(jk.Stream, name)).parameters
-        assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [
-            (p.name, p.kind, p.default) for p in async_params.values()
-        ], name
 
 
 def test_queue_group_delivers_each_message_once(s: jsync.Stream, topic: str) -> None:

@@ -12,9 +12,9 @@
    item against the exact bytes each command must produce, and only places what the
    server sends on its own clock (its PINGs) and the ``+OK``s (which the parser skips).
    The parser must report exactly that sequence however the recording is cut into reads.
-2. Malformed input raises nats.errors.ProtocolError; ``reset()`` drops a partial line or
-   message.
-3. End to end through jetkit: messages near max_payload and headers on core and JetStream
+   (Malformed input and ``reset()``, which need no server, are in
+   tests/unit/test_wire_parser.py.)
+2. End to end through jetkit: messages near max_payload and headers on core and JetStream
    topics, server PINGs on a live Stream, and the lame-duck warning.
 """
 
@@ -28,73 +28,18 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from nats.errors import ProtocolError
 
 import jetkit as jk
 from conftest import ExternalServer, nc_of, wait_until
-from jetkit._wire import MAX_CONTROL_LINE, WireParser, parse_headers
-
-Event = tuple[Any, ...]
-
-ROUTED = 1  # the sid the parser routes to a sink (subscription "r.>")
-UNROUTED = 2  # the sid left to nats-py's _process_msg (subscription "u.>")
-READ_CHUNK = 32 * 1024  # what nats-py's read loop reads at a time
-
-
-class Recorder:
-    """The ``nc`` a WireParser talks to: records every call the parser makes on it.
-
-    ``stats`` is the part of nats-py's client the parser updates itself (for routed
-    messages; nats-py's own _process_msg counts the others).
-    """
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.stats: dict[str, int] = {"in_msgs": 0, "in_bytes": 0}
-
-    def sink(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
-        self.events.append(("routed", subject, reply, hdr, payload))
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, payload: bytes, hdr: bytes | None
-    ) -> None:
-        self.events.append(("msg", sid, subject, reply, hdr, payload))
-
-    async def _process_ping(self) -> None:
-        self.events.append(("ping",))
-
-    async def _process_pong(self) -> None:
-        self.events.append(("pong",))
-
-    async def _process_err(self, text: str) -> None:
-        self.events.append(("err", text))
-
-    async def _process_info(self, info: dict[str, Any]) -> None:
-        self.events.append(("info", info))
-
-
-def new_parser() -> tuple[WireParser, Recorder]:
-    nc = Recorder()
-    parser = WireParser(nc)
-    parser.routes[b"%d" % ROUTED] = nc.sink
-    return parser, nc
-
-
-async def feed(chunks: Iterable[bytes]) -> Recorder:
-    """Parse ``chunks`` as successive reads; check nothing is left half-parsed after."""
-    parser, nc = new_parser()
-    for chunk in chunks:
-        await parser.parse(chunk)
-    await parser.parse(b"PONG\r\n")  # a fresh line parses as one: no leftover state
-    assert nc.events.pop() == ("pong",)
-    return nc
+from jetkit._wire import parse_headers
+from wire_harness import READ_CHUNK, ROUTED, UNROUTED, Event, Recorder, feed
 
 
 def short(value: object) -> str:
@@ -447,122 +392,7 @@ async def test_parse_headers_gives_what_was_sent(recording: Recording) -> None:
         assert await reference._process_headers(block) == want, block
 
 
-# -- 2. malformed input and reset() ---------------------------------------------------------
-
-MALFORMED = [
-    pytest.param(b"MSG a 1\r\n", id="MSG-without-size"),
-    pytest.param(b"MSG a\r\n", id="MSG-without-sid"),
-    pytest.param(b"MSG a 1 r 2 3\r\n", id="MSG-too-many-fields"),
-    pytest.param(b"MSG a 1 x\r\nabc\r\n", id="MSG-size-not-a-number"),
-    pytest.param(b"MSG a 1 3z\r\nabc\r\n", id="MSG-size-with-a-letter"),
-    pytest.param(b"MSG a x 1\r\nz\r\n", id="MSG-sid-not-a-number"),
-    pytest.param(b"HMSG a 1 12\r\n", id="HMSG-without-total"),
-    pytest.param(b"HMSG a 1 r 12 14 16\r\n", id="HMSG-too-many-fields"),
-    pytest.param(b"HMSG a 1 20 14\r\n", id="HMSG-header-size-over-total"),
-    pytest.param(b"HMSG a 1 0 4\r\nabcd\r\n", id="HMSG-header-size-zero"),
-    pytest.param(b"HMSG a 1 x 14\r\n", id="HMSG-header-size-not-a-number"),
-    pytest.param(b"HMSG a 1 12 x\r\n", id="HMSG-total-not-a-number"),
-    pytest.param(b"FOO\r\n", id="unknown-op"),
-    pytest.param(b"PING\r\nFOO bar\r\n", id="unknown-op-after-a-good-one"),
-    pytest.param(b"\r\n", id="empty-line"),
-    pytest.param(b"INFO {not json}\r\n", id="INFO-not-json"),
-    pytest.param(b"MSG a 1 3\r\nabcXYPING\r\n", id="MSG-body-without-line-end"),
-    pytest.param(
-        b"HMSG a 1 12 14\r\nNATS/1.0\r\n\r\nabXYPING\r\n", id="HMSG-body-without-line-end"
-    ),
-]
-
-
-@pytest.mark.parametrize("data", MALFORMED)
-async def test_malformed_input_is_a_protocol_error(data: bytes) -> None:
-    parser, _ = new_parser()
-    with pytest.raises(ProtocolError):
-        await parser.parse(data)
-    parser, _ = new_parser()
-    with pytest.raises(ProtocolError):  # the same when it arrives a byte at a time
-        for i in range(len(data)):
-            await parser.parse(data[i : i + 1])
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        pytest.param(b"MSG a 1 -2\r\nPING\r\n", id="minus-2"),
-        pytest.param(b"MSG a 1 -1000\r\nPING\r\n", id="minus-1000"),
-        pytest.param(b"MSG r.x 1 -1\r\nxy\r\n", id="minus-1"),
-    ],
-)
-async def test_a_negative_size_is_a_protocol_error(data: bytes) -> None:
-    """A size is never negative (nats-py's parser matches ``\\d+``): found by this test,
-    when -2 delivered an empty message and parsed on, -1000 raised IndexError and -1
-    delivered an empty message before raising."""
-    parser, nc = new_parser()
-    with pytest.raises(ProtocolError):
-        await parser.parse(data)
-    assert nc.events == []  # nothing delivered from a malformed stream
-
-
-async def test_a_control_line_over_a_mebibyte_is_a_protocol_error() -> None:
-    line = b"INFO " + b"x" * MAX_CONTROL_LINE  # no LF
-    parser, _ = new_parser()
-    with pytest.raises(ProtocolError):
-        await parser.parse(line)
-    parser, _ = new_parser()
-    with pytest.raises(ProtocolError):  # also when it accumulates over reads
-        for i in range(0, len(line), READ_CHUNK):
-            await parser.parse(line[i : i + READ_CHUNK])
-    # a long line that does end in time is fine
-    value = "y" * (MAX_CONTROL_LINE - 100)
-    info = b'INFO {"v":"%s"}\r\n' % value.encode()
-    nc = await feed(info[i : i + READ_CHUNK] for i in range(0, len(info), READ_CHUNK))
-    assert nc.events == [("info", {"v": value})]
-
-
-@pytest.mark.parametrize(
-    "partial",
-    [
-        pytest.param(b"MSG r.x 1 10\r\nabc", id="MSG-body"),
-        pytest.param(b"MSG r.x 1 10\r\n", id="MSG-before-body"),
-        pytest.param(b"MSG r.x 1 3\r\nabc\r", id="MSG-before-LF"),
-        pytest.param(b"HMSG u.x 2 12 14\r\nNATS/1.0\r\n", id="HMSG-headers"),
-        pytest.param(b"MSG r.x 1 1", id="MSG-line"),
-        pytest.param(b'INFO {"a":', id="INFO-line"),
-        pytest.param(b"PIN", id="PING-line"),
-        pytest.param(b"PONG\r", id="before-LF"),
-    ],
-)
-async def test_reset_drops_a_partial_line_or_message(partial: bytes) -> None:
-    parser, nc = new_parser()
-    await parser.parse(b"PING\r\n" + partial)
-    parser.reset()  # nats-py reconnected: the next bytes are a new connection's
-    fresh = b"PONG\r\nMSG r.y 1 2\r\nhi\r\nHMSG u.y 2 12 13\r\nNATS/1.0\r\n\r\n!\r\n"
-    await parser.parse(fresh[:9])
-    await parser.parse(fresh[9:])
-    assert nc.events == [
-        ("ping",),
-        ("pong",),
-        ("routed", b"r.y", b"", None, b"hi"),
-        ("msg", 2, b"u.y", b"", b"NATS/1.0\r\n\r\n", b"!"),
-    ]
-
-
-async def test_reset_during_a_call_drops_the_rest_of_that_read() -> None:
-    """nats-py resets the parser when it reconnects, possibly while the parser awaits
-    one of its calls: what was read from the old connection must go with it."""
-    parser, nc = new_parser()
-
-    async def reconnect_on_err(text: str) -> None:
-        nc.events.append(("err", text))
-        parser.reset()
-
-    nc._process_err = reconnect_on_err  # type: ignore[method-assign]
-    await parser.parse(b"PING\r\n-ERR 'Stale Connection'\r\nMSG r.x 1 2\r\nhi\r\nPING\r\nMSG r")
-    await parser.parse(b"PONG\r\n")
-    assert nc.events == [("ping",), ("err", "'stale connection'"), ("pong",)]
-    assert nc.stats == {"in_msgs": 0, "in_bytes": 0}
-
-
-# -- 3. end to end through jetkit -----------------------------------------------------------
+# -- 2. end to end through jetkit -----------------------------------------------------------
 
 
 def digest(data: bytes) -> tuple[int, str]:

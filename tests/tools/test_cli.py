@@ -1,5 +1,6 @@
 """The command line as people and scripts run it: ``python -m jetkit ...`` as a child
-process, its stdout a pipe (or a pseudo-terminal), against a real store."""
+process, its stdout a pipe (or a pseudo-terminal), against a real store. (Refused
+arguments: test_bad_input_cli.py; helpers and stores: conftest.py.)"""
 
 from __future__ import annotations
 
@@ -25,42 +26,13 @@ import pytest
 from rich.cells import cell_len
 
 import jetkit as jk
-from conftest import ROOT, free_port, stop_process, wait_until_async
-from jetkit import _tools
-from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_SEQ, H_TOPIC
-from jetkit.cli.output import Column, fit
+from conftest import ROOT, free_port, stop_process
+
+from .conftest import HOSTILE, LETTERS, LONG_ERROR, fill, fill_letters, jetkit, ok, tsv
 
 pytestmark = pytest.mark.slow
 
-HOSTILE = [
-    b"[/red]",
-    b"[link=http://x]click[/link]",
-    b"\x1b[31mred\x1b[0m",
-    b"x" * 5000,
-    b"\xff\xfe not utf-8",
-    b"two\r\nlines\tand a tab",
-]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def jetkit(
-    *args: str | Path, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m jetkit ARGS`` to the end, stdout and stderr pipes (killed on timeout)."""
-    return subprocess.run(
-        [sys.executable, "-m", "jetkit", *map(str, args)],
-        input=stdin if stdin is not None else b"",
-        capture_output=True,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ok(*args: str | Path, stdin: bytes | None = None) -> str:
-    result = jetkit(*args, stdin=stdin)
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
 
 
 def on_terminal(*args: str | Path, columns: int = 80, timeout: float = 60) -> str:
@@ -99,80 +71,10 @@ def on_terminal(*args: str | Path, columns: int = 80, timeout: float = 60) -> st
     return ANSI.sub("", b"".join(chunks).decode().replace("\r\n", "\n"))
 
 
-def fill(store: Path) -> None:
-    """A stored topic with two messages, a durable with lag, and dead letters: one that
-    failed, and one for each hostile payload."""
-
-    async def work() -> None:
-        async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
-            await s.publish("orders.events", b'{"order_id": "order-1"}', headers={"t": "1"})
-            await s.publish("orders.events", b'{"order_id": "order-2"}')
-            for data in HOSTILE:
-                await s.publish("hostile.events", data, headers={"h": "[/red]"})
-            done = asyncio.Event()
-
-            async def fail(msg: jk.Message) -> None:
-                done.set()
-                if b"order-1" in msg.data:
-                    raise RuntimeError("boom [/red]")
-
-            await s.subscribe(
-                "orders.events",
-                fail,
-                durable="proc",
-                ack=jk.AckPolicy.MANUAL,
-                max_deliver=1,
-                dlq="failed.orders",
-                start_at=jk.StartAt.ALL,
-                buffer_size=1,
-            )
-
-            async def reject(msg: jk.Message) -> None:
-                raise RuntimeError("no")
-
-            await s.subscribe(
-                "hostile.events",
-                reject,
-                durable="hostile-processor-with-a-long-name",
-                ack=jk.AckPolicy.MANUAL,
-                max_deliver=1,
-                dlq="failed.hostile.events",
-                start_at=jk.StartAt.ALL,
-            )
-            await asyncio.wait_for(done.wait(), 10)
-
-            async def dead_lettered() -> bool:
-                try:
-                    return (await s.topic_info("failed.orders")).messages == 1 and (
-                        await s.topic_info("failed.hostile.events")
-                    ).messages == len(HOSTILE)
-                except jk.NotFoundError:  # the DLQ topic is created with its first letter
-                    return False
-
-            # fails the fixture (not silently on) if the dead letters never arrive
-            await wait_until_async(dead_lettered, timeout=10, interval=0.02)
-
-    asyncio.run(work())
-
-
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A filled store the read-only tests share (each command starts its server)."""
-    store = tmp_path_factory.mktemp("cli-store")
-    fill(store)
-    return store
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     fill(tmp_path)
     return tmp_path
-
-
-def tsv(text: str) -> list[dict[str, str]]:
-    header, *rows = text.splitlines()
-    keys = header.split("\t")
-    return [dict(zip(keys, row.split("\t"), strict=True)) for row in rows]
 
 
 # -- pipes --------------------------------------------------------------------------------
@@ -357,17 +259,6 @@ def test_hostile_payloads_on_a_terminal_are_text(filled: Path) -> None:
     assert "x" * 5000 in out.replace("\n", "")
 
 
-def test_fit_shrinks_text_before_numbers_and_names() -> None:
-    columns = [Column("topic"), Column("messages", "number"), Column("data", "clip")]
-    cells = [["a.long.topic.name", "12", "y" * 100]]
-    widths, excess = fit(columns, cells, 60, names=False)
-    assert widths[:2] == [17, 8] and excess == 0 and sum(widths) + 4 == 60
-    widths, excess = fit(columns, cells, 30, names=False)
-    assert widths[:2] == [17, 8] and excess > 0  # the data column cannot give more
-    widths, _ = fit(columns, cells, 30, names=True)
-    assert sum(widths) + 4 <= 30
-
-
 # -- errors -------------------------------------------------------------------------------
 
 
@@ -391,49 +282,6 @@ def test_inspection_never_creates_a_store(tmp_path: Path) -> None:
     result = jetkit("topics", "--store-dir", empty)
     assert result.returncode == 2 and b"no jetkit store at " + bytes(empty) in result.stderr
     assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
-
-
-def test_errors_are_one_line_on_stderr_and_exit_2(tmp_path: Path, filled: Path) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("x")
-    long_dir = tmp_path / ("d" * 120)
-    cases = [
-        (["server", "--port", "-1", "--store-dir", tmp_path / "a"], "invalid value for '--port'"),
-        (["server", "--port", "99999", "--store-dir", tmp_path / "a"], "or equal to 65535"),
-        (["demo", "--metrics-port", "99999", "--store-dir", tmp_path / "a"], "--metrics-port"),
-        (["sub", "a b", "--store-dir", tmp_path / "a"], "whitespace"),
-        (["pub", "a.b", "x", "--header", "bad", "--store-dir", tmp_path / "a"], "KEY=VALUE"),
-        (["pub", "a.b", "x", "--store-dir", not_a_dir / "s"], "not writable"),
-        (["topics", "--server", "nats://127.0.0.1:1"], "connection refused"),
-        (["topics", "--store-dir", long_dir], "no jetkit store"),
-        (["topic", "no.such.topic", "--store-dir", filled], "no.such.topic"),
-        (["dlq", "orders.events", "--redrive", "--store-dir", filled], "no dead letter"),
-        (["sub", "x", "--count", "0"], "--count: 0 is not 1 or more"),
-        (["sub", "x", "--count", "-3"], "--count: -3 is not 1 or more"),
-        (["demo", "--duration", "-1", "--store-dir", tmp_path / "d"], "--duration: -1"),
-        (["demo", "--duration", "0", "--store-dir", tmp_path / "d"], "--duration: 0"),
-        (["demo", "--order-interval", "nan", "--store-dir", tmp_path / "d"], "--order-interval"),
-        (["demo", "--fail-rate", "2", "--store-dir", tmp_path / "d"], "--fail-rate"),
-        (["pub", "a.b"], "give the payload"),
-        (["pub", "a.b", "x", "--file", not_a_dir], "DATA or --file, not both"),
-        (["pub", "a.b", "--file", tmp_path / "missing"], "cannot read"),
-        (["server", "--port", "many"], "--port"),
-        (["nosuch"], "no such command 'nosuch'"),
-        (["pub"], "missing argument 'TOPIC'"),
-    ]
-    work = tmp_path / "cwd"
-    work.mkdir()
-    for args, expected in cases:
-        result = jetkit(*args, cwd=work)
-        err = result.stderr.decode()
-        assert result.returncode == 2, (args, err)
-        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
-        assert expected in err, (args, err)
-        for python in ("port=None", "ParseResult", "Traceback", "╭", "Errno", "=None"):
-            assert python not in err, (args, err)
-        assert result.stdout == b"", (args, result.stdout)
-    # refused before anything was created
-    assert not (tmp_path / "d").exists() and list(work.iterdir()) == []
 
 
 def test_port_in_use_speaks_of_the_port_option(tmp_path: Path) -> None:
@@ -562,50 +410,7 @@ def test_top_once_on_a_terminal_fits_80_columns(filled: Path) -> None:
     assert "hostile-processor-with-a-long-name" in cells
 
 
-def test_top_bad_interval(filled: Path) -> None:
-    for value in ("0", "-1", "nan", "5000"):
-        result = jetkit("top", "--interval", value, "--store-dir", filled)
-        assert result.returncode == 2
-        assert result.stderr.decode().startswith("error: invalid value for --interval")
-
-
 # -- jetkit dlq: reading, selecting, re-driving and discarding letters --------------------
-
-LONG_ERROR = (
-    "TimeoutError: the payment gateway did not answer within 30 seconds while charging "
-    "the card of customer-17 for order-9 [/red]"
-)
-LETTERS = [  # original topic, original seq, consumer, error, payload
-    ("orders.events", 1, "proc", "RuntimeError: boom", b'{"order_id": "order-1"}'),
-    ("payments.events", 4, "payments-processor-with-a-long-name", LONG_ERROR, b"\xff\xfe bin"),
-    ("payments.events", 7, "payments-processor-with-a-long-name", "ValueError: declined", b"c"),
-]
-
-
-def fill_letters(store: Path) -> None:
-    """A DLQ topic ``failed.mixed`` holding the three dead letters of ``LETTERS``."""
-
-    async def work() -> None:
-        async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as s:
-            for topic, seq, consumer, error, data in LETTERS:
-                headers = {
-                    H_TOPIC: topic,
-                    H_SEQ: str(seq),
-                    H_DELIVERIES: "3",
-                    H_CONSUMER: consumer,
-                    H_ERROR: error,
-                    "trace": f"t{seq}",
-                }
-                await s.publish("failed.mixed", data, headers=headers)
-
-    asyncio.run(work())
-
-
-@pytest.fixture(scope="module")
-def letters(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("letters-store")
-    fill_letters(store)
-    return store
 
 
 def dlq_seqs(store: Path, *args: str) -> list[int]:
@@ -743,22 +548,3 @@ def test_the_cli_reference_is_generated_from_the_commands() -> None:
     assert CLI_DOC.read_text() == cli_reference.generate(CLI_DOC.read_text()), (
         "docs/cli.md is out of date: run `python tests/cli_reference.py`"
     )
-
-
-def test_what_the_cli_shares_with_the_console_needs_neither() -> None:
-    # jetkit._tools: headers as typed, the publish sentence, where to connect
-    assert _tools.parse_headers(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
-    for bad in ("no-equals-sign", "=value"):
-        with pytest.raises(_tools.BadInput, match="is not KEY=VALUE"):
-            _tools.parse_headers([bad])
-    stored = jk.PubAck("orders_events", 3, duplicate=True)
-    assert _tools.published("orders.events", stored) == (
-        "stored in orders_events at seq 3 (duplicate: not stored again)"
-    )
-    assert _tools.published("orders.events", None, core_hint="; --stored stores it") == (
-        "published to orders.events (core topic: not stored, only live subscribers get it; "
-        "--stored stores it)"
-    )
-    assert _tools.escape("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
-    with pytest.raises(jk.ConfigError, match=r"no jetkit store at \./nowhere"):
-        _tools.Target(store_dir=Path("nowhere")).open()

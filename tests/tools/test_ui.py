@@ -27,7 +27,7 @@ from conftest import stop_process, wait_until, wait_until_async
 from jetkit._files import INFO_FILE
 from jetkit._retry import H_CONSUMER, H_DELIVERIES, H_ERROR, H_REDRIVES, H_SEQ, H_TOPIC
 from jetkit.testing import Collector
-from jetkit.ui import _app, _view
+from jetkit.ui import _app
 from jetkit.ui._app import create_app
 from jetkit.ui._guard import cookie_name, csrf_token
 from jetkit.ui._state import Sampler
@@ -457,31 +457,6 @@ async def test_the_console_keeps_working_when_the_server_goes(tmp_path: Path) ->
     finally:
         await s.close()
         await owner.close()
-
-
-# -- what is shown (pure) ------------------------------------------------------------------
-
-
-def test_payloads_are_made_readable() -> None:
-    assert _view.payload(b"") == _view.Payload("", "empty", 0, False)
-    assert _view.payload(b'{"a":1}') == _view.Payload('{\n  "a": 1\n}', "json", 7, False)
-    assert _view.payload("héllo".encode()) == _view.Payload("héllo", "text", 6, False)
-    assert _view.payload(b"\xff<") == _view.Payload("\\xff<", "binary", 2, False)
-    assert _view.payload(b"abcdef", limit=4) == _view.Payload("abcd", "text", 6, True)
-    # control bytes are UTF-8, but a page shows NUL as nothing: written as escapes
-    assert _view.payload(b"a\x00\x1b[31m\tb\r\n") == _view.Payload(
-        "a\\x00\\x1b[31m\tb\r\n", "binary", 11, False
-    )
-    assert _view.payload(b"\xff\x00") == _view.Payload("\\xff\\x00", "binary", 2, False)
-    assert _view.payload(b'"\\u0000"').kind == "json"  # JSON shows its escapes itself
-
-
-def test_the_lag_chart_spans_the_window() -> None:
-    chart = _view.chart([("a", [(0.0, 5), (50.0, 10), (100.0, 0)]), ("gone", [])], 100.0, 100.0)
-    assert chart.top == 10
-    [line] = chart.lines
-    assert (line.name, line.last, line.points) == ("a", 0, "0.0,90.0 320.0,0.0 640.0,180.0")
-    assert _view.chart([("a", [(0.0, 3)])], 1000.0, 100.0).lines == []  # all too old
 
 
 # -- the command ---------------------------------------------------------------------------

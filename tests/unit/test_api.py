@@ -12,7 +12,12 @@ import pytest
 
 import jetkit as jk
 from jetkit._options import resolve_start, to_datetime
-from jetkit._retry import Decision, dead_letter_headers, decide, normalize_backoff
+from jetkit._retry import (
+    Decision,
+    dead_letter_headers,
+    decide,
+    normalize_backoff,
+)
 from jetkit._topics import stream_name, subject_matches, validate_topic
 
 EXPECTED_ALL = {
@@ -274,3 +279,14 @@ def test_publish_stored_is_typed_pub_ack_for_mypy_strict(tmp_path: Path) -> None
         f'uses_ack.py:{line + 1}: error: Item "None" of "PubAck | None" has no attribute '
         '"seq"  [union-attr]'
     ], result.stdout + result.stderr
+
+
+def test_stored_times_are_read_to_the_nanosecond() -> None:
+    # a letter too large to copy finds its message again by the exact stored time: a
+    # float of seconds (about 16 digits) cannot hold nanoseconds since 1970
+    from jetkit._time import parse_time_ns
+
+    assert parse_time_ns("2026-12-07T03:27:30.358076231Z") == 1_796_614_050_358_076_231
+    assert parse_time_ns("2026-12-07T03:27:30Z") == 1_796_614_050_000_000_000
+    assert parse_time_ns("2026-12-07T04:27:30.5+01:00") == 1_796_614_050_500_000_000
+    assert parse_time_ns("0001-01-01T00:00:00Z") is None

@@ -124,3 +124,28 @@ def test_no_public_call_takes_untyped_options() -> None:
             for p in inspect.signature(member).parameters.values():
                 if p.kind is inspect.Parameter.VAR_KEYWORD:
                     assert str(p.annotation).startswith("Unpack["), (owner, name)
+
+
+def test_open_takes_exactly_the_async_options() -> None:
+    sync_params = inspect.signature(jsync.Stream.open).parameters
+    async_params = inspect.signature(jk.Stream.open).parameters
+    assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [
+        (p.name, p.kind, p.default) for p in async_params.values()
+    ]
+
+
+def test_publishing_methods_take_the_async_parameters() -> None:
+    for name in (
+        "publish",
+        "publish_json",
+        "publish_stored",
+        "publish_json_stored",
+        "publish_many",
+        "cancel_scheduled",
+        "discard_dead_letter",
+    ):
+        sync_params = inspect.signature(getattr(jsync.Stream, name)).parameters
+        async_params = inspect.signature(getattr(jk.Stream, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in sync_params.values()] == [
+            (p.name, p.kind, p.default) for p in async_params.values()
+        ], name
