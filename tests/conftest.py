@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import os
@@ -79,6 +80,14 @@ async def wait_until_async(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def outcome(result: object) -> object:
+    """``result``, awaited if it is awaitable: a call of the bad-input tables may be
+    refused at the call (a check before anything starts) or when awaited."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 async def wait_for(awaitable: Awaitable[object], timeout: float = 10.0) -> object:

@@ -1,26 +1,31 @@
-"""No call can break a Stream: bad input is a clear JetkitError, checked before sending.
+"""Bad input to publishing: ``publish``, ``publish_json``, ``publish_many`` and
+``cancel_scheduled`` refuse it with a clear JetkitError, checked before sending, and the
+Stream lives on.
 
-Each case ran into a non-jetkit error, a silent misbehaviour or a dropped connection
-before these checks existed. After every case the same connection still works.
+Many rows ran into a non-jetkit error, a silent misbehaviour or a dropped connection
+before these checks existed. One table: each row is the Stream it runs on (``js``:
+JetStream topics by default; ``core``: core topics), the call with the bad value, the
+error and a fragment of its message (a regular expression, as ``pytest.raises(match=)``
+reads it). After every row the same connection
+still works and nothing was sent: on ``js`` the topic was not even made, on ``core`` a
+subscriber of the topic gets only the sentinel published after the refusal.
+(Refusals that depend on a topic's configuration or state: test_publishing.py and
+test_schedules.py.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import jetkit as jk
-from conftest import nc_of, wait_until
+from conftest import Recorder, nc_of, outcome, wait_until
 
-Call = Callable[[jk.Stream, str], Awaitable[Any]]
-
-
-def handler(msg: jk.Message) -> None:
-    return None
+Call = Callable[[jk.Stream, str], object]
 
 
 def recursive() -> dict[str, Any]:
@@ -29,185 +34,276 @@ def recursive() -> dict[str, Any]:
     return value
 
 
-BAD_CALLS: list[tuple[str, Call, type[jk.JetkitError]]] = [
+def bad_time(options: dict[str, Any], words: str, name: str) -> Any:
+    """A row: publish with a bad deliver_at/deliver_after/ttl, refused naming ``words``."""
+    return pytest.param(
+        "js", lambda s, t: s.publish(t, b"x", **options), jk.ConfigError, words, id=name
+    )
+
+
+# (stream, call, error, message fragment); the id names the bad value
+BAD_PUBLISHES = [
     # headers and msg_id
-    ("header value int", lambda s, t: s.publish(t, b"x", headers={"a": 1}), jk.InvalidHeaderError),  # type: ignore[dict-item]
-    (
-        "headers as list",
+    pytest.param(
+        "js",
+        lambda s, t: s.publish(t, b"x", headers={"a": 1}),
+        jk.InvalidHeaderError,
+        "header 'a' must be a str, got int",
+        id="header-value-int",
+    ),
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x", headers=[("a", "b")]),
         jk.InvalidHeaderError,
-    ),  # type: ignore[arg-type]
-    (
-        "header name space",
+        "headers must be a dict of str to str, got list",
+        id="headers-as-list",
+    ),
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x", headers={"a b": "c"}),
         jk.InvalidHeaderError,
+        "header name 'a b' is not allowed",
+        id="header-name-space",
     ),
-    (
-        "header name colon",
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x", headers={"a:": "c"}),
         jk.InvalidHeaderError,
+        "header name 'a:' is not allowed",
+        id="header-name-colon",
     ),
-    (
-        "header value CRLF",
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x", headers={"a": "b\r\nX: y"}),
         jk.InvalidHeaderError,
+        "header 'a' contains a line break or NUL",
+        id="header-value-CRLF",
     ),
-    (
-        "header value LF",
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x", headers={"a": "b\nc"}),
         jk.InvalidHeaderError,
+        "header 'a' contains a line break or NUL",
+        id="header-value-LF",
     ),
-    ("msg_id int", lambda s, t: s.publish(t, b"x", msg_id=5), jk.InvalidHeaderError),  # type: ignore[arg-type]
-    ("msg_id CR", lambda s, t: s.publish(t, b"x", msg_id="a\rb"), jk.InvalidHeaderError),
-    ("msg_id blank", lambda s, t: s.publish(t, b"x", msg_id=" "), jk.InvalidHeaderError),
-    ("request header", lambda s, t: s.request(t, b"x", headers={"k": None}), jk.InvalidHeaderError),  # type: ignore[dict-item]
-    # message size: payload under max_payload, but not with its headers
-    (
-        "payload plus headers",
+    pytest.param(
+        "js",
+        lambda s, t: s.publish(t, b"x", msg_id=5),
+        jk.InvalidHeaderError,
+        "msg_id must be a str, got int",
+        id="msg_id-int",
+    ),
+    pytest.param(
+        "js",
+        lambda s, t: s.publish(t, b"x", msg_id="a\rb"),
+        jk.InvalidHeaderError,
+        "msg_id contains a line break or NUL",
+        id="msg_id-CR",
+    ),
+    pytest.param(
+        "js",
+        lambda s, t: s.publish(t, b"x", msg_id=" "),
+        jk.InvalidHeaderError,
+        "msg_id must not be empty or blank",
+        id="msg_id-blank",
+    ),
+    *(
+        pytest.param(
+            "js",
+            lambda s, t, name=name: s.publish(t, b"x", headers={name: "1"}, deliver_after=1),
+            jk.InvalidHeaderError,
+            "use those arguments",
+            id=f"header-jetkit-sets-{name}",
+        )
+        for name in ("Nats-Schedule", "nats-ttl", "Nats-Schedule-Target")
+    ),
+    # message size: payload under max_payload, but not with its headers; over it
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x" * s.max_payload, msg_id="id-1"),
         jk.PayloadTooLargeError,
+        r"bytes plus \d+ bytes of headers, over the server's max_payload",
+        id="payload-plus-headers",
     ),
-    (
-        "payload plus big header",
+    pytest.param(
+        "js",
         lambda s, t: s.publish(t, b"x" * (s.max_payload - 100), headers={"h": "v" * 200}),
         jk.PayloadTooLargeError,
+        r"bytes plus \d+ bytes of headers, over the server's max_payload",
+        id="payload-plus-big-header",
+    ),
+    pytest.param(
+        "core",
+        lambda s, t: s.publish(t, b"x" * (s.max_payload + 1)),
+        jk.PayloadTooLargeError,
+        "max_payload",
+        id="payload-over-max_payload",
     ),
     # topics
-    ("4 KB topic", lambda s, t: s.publish("a." * 2048 + "b", b"x"), jk.InvalidTopicError),
-    ("$ publish", lambda s, t: s.publish("$JS.API.STREAM.DELETE.x", b""), jk.InvalidTopicError),
-    ("$ subscribe", lambda s, t: s.subscribe("$SYS.>", handler), jk.InvalidTopicError),
-    ("$ respond", lambda s, t: s.respond("$JS.API.>", handler), jk.InvalidTopicError),
-    ("$ request", lambda s, t: s.request("$JS.API.INFO", b""), jk.InvalidTopicError),
-    ("control char", lambda s, t: s.publish("a.\x01", b""), jk.InvalidTopicError),
-    # JSON
-    ("recursive json", lambda s, t: s.publish_json(t, recursive()), jk.EncodeError),
-    # subscribe options
-    ("ack_wait nan", lambda s, t: s.subscribe(t, handler, ack_wait=math.nan), jk.ConfigError),
-    ("ack_wait inf", lambda s, t: s.subscribe(t, handler, ack_wait=math.inf), jk.ConfigError),
-    ("ack_wait str", lambda s, t: s.subscribe(t, handler, ack_wait="30"), jk.ConfigError),  # type: ignore[arg-type]
-    ("ack_wait tiny", lambda s, t: s.subscribe(t, handler, ack_wait=1e-9), jk.ConfigError),
-    ("start_time nan", lambda s, t: s.subscribe(t, handler, start_time=math.nan), jk.ConfigError),
-    ("start_time 1e20", lambda s, t: s.subscribe(t, handler, start_time=1e20), jk.ConfigError),
-    ("start_at str", lambda s, t: s.subscribe(t, handler, start_at="yesterday"), jk.ConfigError),  # type: ignore[arg-type]
-    ("durable int", lambda s, t: s.subscribe(t, handler, durable=5), jk.InvalidTopicError),  # type: ignore[arg-type]
-    (
-        "backoff inf",
-        lambda s, t: s.subscribe(t, handler, ack=jk.AckPolicy.MANUAL, backoff=[math.inf]),
-        jk.ConfigError,
+    pytest.param(
+        "js",
+        lambda s, t: s.publish("a." * 2048 + "b", b"x"),
+        jk.InvalidTopicError,
+        "is 4097 bytes long; the limit is 1024 bytes",
+        id="topic-4-KB",
     ),
-    (
-        "backoff nan",
-        lambda s, t: s.subscribe(t, handler, ack=jk.AckPolicy.MANUAL, backoff=[math.nan]),
-        jk.ConfigError,
+    pytest.param(
+        "js",
+        lambda s, t: s.publish("$JS.API.STREAM.DELETE.x", b""),
+        jk.InvalidTopicError,
+        r"starts with '\$'",
+        id="topic-$JS",
     ),
-    (
-        "backoff str",
-        lambda s, t: s.subscribe(t, handler, ack=jk.AckPolicy.MANUAL, backoff="1,5"),
+    pytest.param(
+        "js",
+        lambda s, t: s.publish("a.\x01", b""),
+        jk.InvalidTopicError,
+        "contains whitespace or a control character",
+        id="topic-control-char",
+    ),
+    *(
+        pytest.param(
+            "core",
+            lambda s, t, bad=bad: s.publish(bad, b"x"),
+            jk.InvalidTopicError,
+            words,
+            id=f"topic-{bad or 'empty'}",
+        )
+        for bad, words in [
+            ("", "topic is empty"),
+            ("a b", "contains whitespace or a control character"),
+            ("a..b", "has an empty token"),
+            ("orders.*", r"contains the wildcard '\*'; publish to a concrete topic"),
+            ("orders.>", "contains the wildcard '>'; publish to a concrete topic"),
+        ]
+    ),
+    # payloads and JSON
+    pytest.param(
+        "core",
+        lambda s, t: s.publish(t, "text"),
+        jk.EncodeError,
+        "publish_json",
+        id="payload-str",
+    ),
+    pytest.param(
+        "core",
+        lambda s, t: s.publish_json(t, object()),
+        jk.EncodeError,
+        "cannot encode object as JSON",
+        id="json-unencodable",
+    ),
+    pytest.param(
+        "js",
+        lambda s, t: s.publish_json(t, recursive()),
+        jk.EncodeError,
+        "cannot encode dict as JSON",
+        id="json-recursive",
+    ),
+    # publish_many
+    pytest.param(
+        "js",
+        lambda s, t: s.publish_many(t, [b"x"], window=0),
         jk.ConfigError,
-    ),  # type: ignore[arg-type]
-    ("concurrency bool", lambda s, t: s.subscribe(t, handler, concurrency=True), jk.ConfigError),
-    ("buffer_size float", lambda s, t: s.subscribe(t, handler, buffer_size=2.5), jk.ConfigError),  # type: ignore[arg-type]
-    ("max_deliver 0", lambda s, t: s.subscribe(t, handler, max_deliver=0), jk.ConfigError),
-    ("start_seq -1", lambda s, t: s.subscribe(t, handler, start_seq=-1), jk.ConfigError),
-    # declare_topic
-    ("retention str", lambda s, t: s.declare_topic(t, retention="forever"), jk.ConfigError),  # type: ignore[arg-type]
-    ("discard str", lambda s, t: s.declare_topic(t, discard="oldest"), jk.ConfigError),  # type: ignore[arg-type]
-    ("max_age nan", lambda s, t: s.declare_topic(t, max_age=math.nan), jk.ConfigError),
-    ("max_msgs -5", lambda s, t: s.declare_topic(t, max_msgs=-5), jk.ConfigError),
-    ("replicas 0", lambda s, t: s.declare_topic(t, replicas=0), jk.ConfigError),
-    # other calls
-    ("request timeout nan", lambda s, t: s.request(t, b"", timeout=math.nan), jk.ConfigError),
-    ("window 0", lambda s, t: s.publish_many(t, [b"x"], window=0), jk.ConfigError),
-    ("delete_consumer int", lambda s, t: s.delete_consumer(t, 5), jk.InvalidTopicError),  # type: ignore[arg-type]
+        "window must be >= 1, got 0",
+        id="publish_many-window-0",
+    ),
+    # scheduled delivery and TTL
+    bad_time({"deliver_at": dt.datetime(2030, 1, 1)}, "no timezone", "deliver_at-naive"),
+    bad_time({"deliver_at": "2030-01-01T00:00:00Z"}, "timezone-aware datetime", "deliver_at-str"),
+    bad_time({"deliver_at": 1700000000}, "timezone-aware datetime", "deliver_at-int"),
+    bad_time(
+        {"deliver_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "in the past", "deliver_at-2020"
+    ),
+    bad_time({"deliver_after": -1}, ">= 0", "deliver_after--1"),
+    bad_time({"deliver_after": math.nan}, "finite", "deliver_after-nan"),
+    bad_time({"deliver_after": math.inf}, "finite", "deliver_after-inf"),
+    bad_time({"deliver_after": True}, "must be a number", "deliver_after-True"),
+    bad_time({"deliver_after": "5"}, "must be a number", "deliver_after-str"),
+    bad_time(
+        {"deliver_after": 1, "deliver_at": dt.datetime.now(dt.UTC)},
+        "not both",
+        "deliver_after-and-deliver_at",
+    ),
+    bad_time({"ttl": 0.5}, "minimum is 1 second", "ttl-0.5"),
+    bad_time({"ttl": -1}, ">= 1", "ttl--1"),
+    bad_time({"ttl": math.nan}, "finite", "ttl-nan"),
+    bad_time({"ttl": False}, "must be a number", "ttl-False"),
+    bad_time({"ttl": "1s"}, "must be a number", "ttl-str"),
+    bad_time({"ttl": dt.timedelta(milliseconds=10)}, ">= 1", "ttl-10ms"),
+    bad_time({"ttl": 10**400}, "<= 3.1536e", "ttl-10**400"),
+    bad_time({"deliver_after": 10**400}, "<= 3.1536e", "deliver_after-10**400"),
+    bad_time(
+        {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
+        "century",
+        "deliver_at-max",
+    ),
+    bad_time(
+        {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+        "in the past",
+        "deliver_at-min",
+    ),
+    pytest.param(
+        "core",
+        lambda s, t: s.publish(t, b"x", deliver_after=1),
+        jk.ConfigError,
+        r"core topic.*declare_topic",
+        id="core-topic-deliver_after",
+    ),
+    pytest.param(
+        "core",
+        lambda s, t: s.publish(t, b"x", ttl=5),
+        jk.ConfigError,
+        r"core topic.*declare_topic",
+        id="core-topic-ttl",
+    ),
+    pytest.param(
+        "core",
+        lambda s, t: s.publish_many(t, [b"x"], ttl=5),
+        jk.ConfigError,
+        "core topic",
+        id="core-topic-publish_many-ttl",
+    ),
+    pytest.param(
+        "js",
+        lambda s, t: s.cancel_scheduled(t),
+        jk.ConfigError,
+        "msg_id",
+        id="cancel_scheduled-topic-without-msg_id",
+    ),
+    pytest.param(
+        "js",
+        lambda s, t: s.cancel_scheduled(42),
+        jk.ConfigError,
+        "ScheduledMessage",
+        id="cancel_scheduled-int",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("call", "error"), [(c, e) for _, c, e in BAD_CALLS], ids=[n for n, _, _ in BAD_CALLS]
-)
-async def test_bad_input_is_a_clear_error_and_the_stream_lives_on(
-    js: jk.Stream, topic: str, call: Call, error: type[jk.JetkitError]
+@pytest.mark.parametrize(("on", "call", "error", "match"), BAD_PUBLISHES)
+async def test_a_bad_publish_is_refused_before_sending_and_the_stream_lives_on(
+    on: str,
+    call: Call,
+    error: type[jk.JetkitError],
+    match: str,
+    topic: str,
+    core: jk.Stream,
+    js: jk.Stream,
 ) -> None:
-    reconnects = nc_of(js).stats["reconnects"]
-    with pytest.raises(error):
-        await call(js, topic)
-    assert await js.publish(topic, b"still fine") is not None
-    await js.healthy()
-    assert nc_of(js).stats["reconnects"] == reconnects  # the server never dropped us
-
-
-@pytest.mark.parametrize("bad", ["", "a b", "a..b", "orders.*", "orders.>"])
-async def test_invalid_topics_on_publish(core: jk.Stream, bad: str) -> None:
-    with pytest.raises(jk.InvalidTopicError):
-        await core.publish(bad, b"x")
-
-
-async def test_payload_too_large(core: jk.Stream, topic: str) -> None:
-    got: list[bytes] = []
-    sub = await core.subscribe(topic, lambda m: got.append(m.data))
-    with pytest.raises(jk.PayloadTooLargeError, match="max_payload"):
-        await core.publish(topic, b"x" * (core.max_payload + 1))
-    await core.publish(topic, b"small")  # the connection is still fine
-    await wait_until(lambda: got == [b"small"])
-    await sub.stop()
-
-
-async def test_non_bytes_payload_and_unencodable_json(core: jk.Stream, topic: str) -> None:
-    with pytest.raises(jk.EncodeError, match="publish_json"):
-        await core.publish(topic, "text")  # type: ignore[arg-type]
-    with pytest.raises(jk.EncodeError):
-        await core.publish_json(topic, object())
-
-
-@pytest.mark.parametrize(
-    ("options", "words"),
-    [
-        ({"deliver_at": dt.datetime(2030, 1, 1)}, "no timezone"),
-        ({"deliver_at": "2030-01-01T00:00:00Z"}, "timezone-aware datetime"),
-        ({"deliver_at": 1700000000}, "timezone-aware datetime"),
-        ({"deliver_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "in the past"),
-        ({"deliver_after": -1}, ">= 0"),
-        ({"deliver_after": math.nan}, "finite"),
-        ({"deliver_after": math.inf}, "finite"),
-        ({"deliver_after": True}, "must be a number"),
-        ({"deliver_after": "5"}, "must be a number"),
-        ({"deliver_after": 1, "deliver_at": dt.datetime.now(dt.UTC)}, "not both"),
-        ({"ttl": 0.5}, "minimum is 1 second"),
-        ({"ttl": -1}, ">= 1"),
-        ({"ttl": math.nan}, "finite"),
-        ({"ttl": False}, "must be a number"),
-        ({"ttl": "1s"}, "must be a number"),
-        ({"ttl": dt.timedelta(milliseconds=10)}, ">= 1"),
-        ({"ttl": 10**400}, "<= 3.1536e"),
-        ({"deliver_after": 10**400}, "<= 3.1536e"),
-        (
-            {"deliver_at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
-            "century",
-        ),
-        (
-            {"deliver_at": dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))},
-            "in the past",
-        ),
-    ],
-)
-async def test_bad_times_are_refused_before_sending(
-    js: jk.Stream, topic: str, options: dict[str, object], words: str
-) -> None:
-    with pytest.raises(jk.ConfigError, match=words):
-        await js.publish(topic, b"x", **options)  # type: ignore[call-overload]
-    with pytest.raises(jk.NotFoundError):
-        await js.topic_info(topic)  # nothing was created, nothing stored
-
-
-async def test_core_topics_are_refused(core: jk.Stream, topic: str) -> None:
-    for options in ({"deliver_after": 1}, {"ttl": 5}):
-        with pytest.raises(jk.ConfigError, match=r"core topic.*declare_topic"):
-            await core.publish(topic, b"x", **options)  # type: ignore[call-overload]
-    with pytest.raises(jk.ConfigError, match="core topic"):
-        await core.publish_many(topic, [b"x"], ttl=5)
-
-
-async def test_headers_jetkit_sets_are_refused(js: jk.Stream, topic: str) -> None:
-    for name in ("Nats-Schedule", "nats-ttl", "Nats-Schedule-Target"):
-        with pytest.raises(jk.InvalidHeaderError, match="use those arguments"):
-            await js.publish(topic, b"x", headers={name: "1"}, deliver_after=1)
+    s = {"core": core, "js": js}[on]
+    witness = Recorder()
+    sub = await s.subscribe(topic, witness) if on == "core" else None
+    reconnects = nc_of(s).stats["reconnects"]
+    with pytest.raises(error, match=match):
+        await outcome(call(s, topic))
+    assert nc_of(s).stats["reconnects"] == reconnects  # the server never dropped us
+    if sub is None:
+        with pytest.raises(jk.NotFoundError):
+            await s.topic_info(topic)  # nothing was stored: the topic was not even made
+        assert await s.publish(topic, b"still fine") is not None
+    else:
+        await s.publish(topic, b"sentinel")
+        await wait_until(lambda: witness.data != [])
+        assert witness.data == [b"sentinel"]  # the refused message was never sent
+        await sub.stop()
+    await s.healthy()

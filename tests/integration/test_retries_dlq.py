@@ -301,12 +301,6 @@ async def test_limit_and_bad_arguments(js: jk.Stream, topic: str) -> None:
     assert len(await js.dead_letters(dlq, limit=2)) == 2
     result = await js.redrive(dlq, limit=2)
     assert (result.redriven, result.kept) == (2, 1)
-    with pytest.raises(jk.ConfigError):
-        await js.redrive(dlq, limit=0)
-    with pytest.raises(jk.ConfigError):
-        await js.redrive(dlq, where="d1")  # type: ignore[arg-type]
-    with pytest.raises(jk.NotFoundError):
-        await js.dead_letters(f"{topic}.nothing.stored")
 
 
 async def test_scan_dead_letters_reads_at_most_scan_messages_and_says_where_it_stopped(
@@ -562,11 +556,4 @@ async def test_discard_dead_letter_refuses_another_topics_message(
     with pytest.raises(jk.NotADeadLetterTopicError, match=rf"stored on '{other}', not on"):
         await js.discard_dead_letter(dlq, 2)
     assert (await js.topic_info(f"{topic}.>")).messages == 2
-    for seq in (0, -1, "1", True, 1.5, None):
-        with pytest.raises(jk.ConfigError, match="seq"):
-            await js.discard_dead_letter(dlq, seq)  # type: ignore[arg-type]
-    with pytest.raises(jk.InvalidTopicError):
-        await js.discard_dead_letter(f"{topic}.*", 1)
-    with pytest.raises(jk.NotFoundError):
-        await js.discard_dead_letter(f"{topic}-nothing.stored", 1)
     assert await js.discard_dead_letter(dlq, 1) is True

@@ -1,93 +1,144 @@
-"""Bad input to the cli surface, gathered here (made table-driven in the next commit)."""
+"""Bad input to the command line: every command refuses a bad argument, option or
+target with one line on stderr and exit status 2, and creates nothing.
+
+One table: each row is the arguments of ``python -m jetkit`` and what stderr must say (a
+fragment; one that starts with ``error: `` must start the line). In the arguments,
+``{tmp}`` is the test's own directory (holding ``file``, a file, and ``cwd``, the empty
+directory the command runs in), ``{filled}`` and ``{letters}`` the stores of
+tests/tools/conftest.py. After every row stdout is empty, stderr is one line that starts
+with ``error: `` and shows no Python internals, and ``{tmp}`` holds nothing new: no store
+was created, no server started there (one row says what its command leaves today). (A
+port that is taken, a store that is missing: test_cli.py.)
+"""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import jetkit
 
+pytestmark = pytest.mark.slow
 
-def test_errors_are_one_line_on_stderr_and_exit_2(tmp_path: Path, filled: Path) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("x")
-    long_dir = tmp_path / ("d" * 120)
-    cases = [
-        (["server", "--port", "-1", "--store-dir", tmp_path / "a"], "invalid value for '--port'"),
-        (["server", "--port", "99999", "--store-dir", tmp_path / "a"], "or equal to 65535"),
-        (["demo", "--metrics-port", "99999", "--store-dir", tmp_path / "a"], "--metrics-port"),
-        (["sub", "a b", "--store-dir", tmp_path / "a"], "whitespace"),
-        (["pub", "a.b", "x", "--header", "bad", "--store-dir", tmp_path / "a"], "KEY=VALUE"),
-        (["pub", "a.b", "x", "--store-dir", not_a_dir / "s"], "not writable"),
-        (["topics", "--server", "nats://127.0.0.1:1"], "connection refused"),
-        (["topics", "--store-dir", long_dir], "no jetkit store"),
-        (["topic", "no.such.topic", "--store-dir", filled], "no.such.topic"),
-        (["dlq", "orders.events", "--redrive", "--store-dir", filled], "no dead letter"),
-        (["sub", "x", "--count", "0"], "--count: 0 is not 1 or more"),
-        (["sub", "x", "--count", "-3"], "--count: -3 is not 1 or more"),
-        (["demo", "--duration", "-1", "--store-dir", tmp_path / "d"], "--duration: -1"),
-        (["demo", "--duration", "0", "--store-dir", tmp_path / "d"], "--duration: 0"),
-        (["demo", "--order-interval", "nan", "--store-dir", tmp_path / "d"], "--order-interval"),
-        (["demo", "--fail-rate", "2", "--store-dir", tmp_path / "d"], "--fail-rate"),
-        (["pub", "a.b"], "give the payload"),
-        (["pub", "a.b", "x", "--file", not_a_dir], "DATA or --file, not both"),
-        (["pub", "a.b", "--file", tmp_path / "missing"], "cannot read"),
-        (["server", "--port", "many"], "--port"),
-        (["nosuch"], "no such command 'nosuch'"),
-        (["pub"], "missing argument 'TOPIC'"),
-    ]
+# what a Python error would leave in a message meant for people
+PYTHON = ("port=None", "ParseResult", "Traceback", "╭", "Errno", "=None")
+
+
+def row(*args: str, says: str, may_leave: tuple[str, ...] = ()) -> object:
+    return pytest.param(args, says, may_leave, id=" ".join(args).replace("{tmp}/", "")[:60])
+
+
+# (arguments, what stderr says, what the command may leave in {tmp} today)
+BAD_COMMANDS = [
+    # servers, the demo and the examples' options
+    row("server", "--port", "-1", "--store-dir", "{tmp}/a", says="invalid value for '--port'"),
+    row("server", "--port", "99999", "--store-dir", "{tmp}/a", says="or equal to 65535"),
+    row("server", "--port", "many", says="--port"),
+    row("demo", "--metrics-port", "99999", "--store-dir", "{tmp}/a", says="--metrics-port"),
+    *(
+        row(
+            "demo",
+            "--store-dir",
+            "{tmp}/store",
+            option,
+            value,
+            says=f"error: invalid value for {option}: {value} ",
+        )
+        for option, value in [
+            ("--fail-rate", "2"),
+            ("--duration", "-1"),
+            ("--duration", "0"),
+            ("--order-interval", "0"),
+            ("--analytics-delay", "-1"),
+        ]
+    ),
+    row("demo", "--order-interval", "nan", "--store-dir", "{tmp}/d", says="--order-interval"),
+    # publishing and subscribing
+    # (sub opens the store, starting its server, before it checks the topic: the store
+    # is left behind; not asserted, so that checking first does not fail this row)
+    row("sub", "a b", "--store-dir", "{tmp}/a", says="whitespace", may_leave=("a",)),
+    row("sub", "x", "--count", "0", says="--count: 0 is not 1 or more"),
+    row("sub", "x", "--count", "-3", says="--count: -3 is not 1 or more"),
+    row("pub", says="missing argument 'TOPIC'"),
+    row("pub", "a.b", says="give the payload"),
+    row("pub", "a.b", "x", "--header", "bad", "--store-dir", "{tmp}/a", says="KEY=VALUE"),
+    row("pub", "a.b", "x", "--store-dir", "{tmp}/file/s", says="not writable"),
+    row("pub", "a.b", "x", "--file", "{tmp}/file", says="DATA or --file, not both"),
+    row("pub", "a.b", "--file", "{tmp}/missing", says="cannot read"),
+    row("pub", "new.bad", "x", "--ttl", "0.5", "--store-dir", "{tmp}/s", says="1 second"),
+    row("pub", "new.bad", "x", "--ttl", "inf", "--store-dir", "{tmp}/s", says="--ttl"),
+    row(
+        "pub",
+        "new.bad",
+        "x",
+        "--deliver-after",
+        "-1",
+        "--store-dir",
+        "{tmp}/s",
+        says="--deliver-after",
+    ),
+    row(
+        "pub",
+        "new.bad",
+        "x",
+        "--deliver-after",
+        "x",
+        "--store-dir",
+        "{tmp}/s",
+        says="--deliver-after",
+    ),
+    # inspecting
+    row("topics", "--server", "nats://127.0.0.1:1", says="connection refused"),
+    row("topics", "--store-dir", "{tmp}/" + "d" * 120, says="no jetkit store"),
+    row("topic", "no.such.topic", "--store-dir", "{filled}", says="no.such.topic"),
+    *(
+        row(
+            "top",
+            "--interval",
+            value,
+            "--store-dir",
+            "{filled}",
+            says="error: invalid value for --interval",
+        )
+        for value in ("0", "-1", "nan", "5000")
+    ),
+    # dead letters
+    row("dlq", "orders.events", "--redrive", "--store-dir", "{filled}", says="no dead letter"),
+    *(
+        row("dlq", "failed.mixed", *args, "--store-dir", "{letters}", says=says)
+        for args, says in [
+            (["--limit", "0"], "--limit"),
+            (["--original-topic", "a b"], "--original-topic"),
+            (["--discard", "0"], "--discard"),
+            (["--discard", "1", "--redrive"], "--discard"),
+            (["--discard", "1", "--consumer", "proc"], "--discard"),
+        ]
+    ),
+    row("nosuch", says="no such command 'nosuch'"),
+]
+
+
+@pytest.mark.parametrize(("args", "says", "may_leave"), BAD_COMMANDS)
+def test_a_bad_command_line_is_one_line_on_stderr_exit_2_and_creates_nothing(
+    args: tuple[str, ...],
+    says: str,
+    may_leave: tuple[str, ...],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    (tmp_path / "file").write_text("x")
     work = tmp_path / "cwd"
     work.mkdir()
-    for args, expected in cases:
-        result = jetkit(*args, cwd=work)
-        err = result.stderr.decode()
-        assert result.returncode == 2, (args, err)
-        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
-        assert expected in err, (args, err)
-        for python in ("port=None", "ParseResult", "Traceback", "╭", "Errno", "=None"):
-            assert python not in err, (args, err)
-        assert result.stdout == b"", (args, result.stdout)
+    stores = {name: str(request.getfixturevalue(name)) for name in ("filled", "letters")}
+    given = [a.replace("{tmp}", str(tmp_path)).format(**stores) if "{" in a else a for a in args]
+    result = jetkit(*given, cwd=work)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert result.stdout == b""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert err.startswith(says) if says.startswith("error: ") else says in err, err
+    assert not [python for python in PYTHON if python in err], err
     # refused before anything was created
-    assert not (tmp_path / "d").exists() and list(work.iterdir()) == []
-
-
-def test_top_bad_interval(filled: Path) -> None:
-    for value in ("0", "-1", "nan", "5000"):
-        result = jetkit("top", "--interval", value, "--store-dir", filled)
-        assert result.returncode == 2
-        assert result.stderr.decode().startswith("error: invalid value for --interval")
-
-
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [
-        ("--fail-rate", "2"),
-        ("--duration", "-1"),
-        ("--duration", "0"),
-        ("--order-interval", "0"),
-        ("--analytics-delay", "-1"),
-    ],
-)
-async def test_bad_demo_options(tmp_path: Path, option: str, value: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jetkit",
-        "demo",
-        "--store-dir",
-        str(tmp_path / "store"),
-        option,
-        value,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert out == b""
-    assert err.decode().startswith(f"error: invalid value for {option}: {value} ")
-    assert err.count(b"\n") == 1
-    assert not (tmp_path / "store").exists()
+    assert {p.name for p in tmp_path.iterdir()} - set(may_leave) == {"cwd", "file"}
+    assert list(work.iterdir()) == []

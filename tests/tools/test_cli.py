@@ -368,15 +368,6 @@ def test_pub_stored_ttl_deliver_after_and_cancel(store: Path) -> None:
     assert ok("sub", "new.later", "--from-start", "--count", "1", "--store-dir", store) == (
         "#2 new.later sentinel\n"
     )
-    for args, words in [
-        (["--ttl", "0.5"], b"1 second"),
-        (["--ttl", "inf"], b"--ttl"),
-        (["--deliver-after", "-1"], b"--deliver-after"),
-        (["--deliver-after", "x"], b"--deliver-after"),
-    ]:
-        bad = jetkit("pub", "new.bad", "x", *args, "--store-dir", store)
-        assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
-    assert "new.bad" not in {row["topic"] for row in tsv(ok("topics", "--store-dir", store))}
 
 
 # -- jetkit top ---------------------------------------------------------------------------
@@ -468,16 +459,6 @@ def test_dlq_selects_with_limit_and_filters(letters: Path) -> None:
     result = jetkit("dlq", "failed.mixed", "--consumer", "proc", "--store-dir", letters)
     assert [row["seq"] for row in tsv(result.stdout.decode())] == ["1"]
     assert result.stderr.decode() == "1 of 3 dead letter(s) in failed.mixed selected\n"
-    for args, words in [
-        (["--limit", "0"], "--limit"),
-        (["--original-topic", "a b"], "--original-topic"),
-        (["--discard", "0"], "--discard"),
-        (["--discard", "1", "--redrive"], "--discard"),
-        (["--discard", "1", "--consumer", "proc"], "--discard"),
-    ]:
-        bad = jetkit("dlq", "failed.mixed", *args, "--store-dir", letters)
-        err = bad.stderr.decode()
-        assert bad.returncode == 2 and err.count("\n") == 1 and words in err, (args, err)
 
 
 def test_dlq_redrive_honours_the_selection_and_discard_deletes_one(tmp_path: Path) -> None:

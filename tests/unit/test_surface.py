@@ -106,15 +106,6 @@ def test_a_declared_default_is_what_a_call_without_the_option_gets() -> None:
         assert getattr(checked, name) == value, name
 
 
-def test_an_option_a_call_does_not_have_is_refused_naming_the_nearest() -> None:
-    with pytest.raises(jk.UnknownOptionError, match=r"'durabel'.*did you mean 'durable'"):
-        _options.subscribe_options("t", durabel="x")
-    with pytest.raises(TypeError, match=r"Stream\.open\(\) has no option 'stor_dir'"):
-        jk.Stream.open(stor_dir="./x")  # type: ignore[call-arg]
-    with pytest.raises(jk.UnknownOptionError, match="LocalCluster"):
-        jt.LocalCluster(3, sync=True)  # type: ignore[call-arg]
-
-
 def test_no_public_call_takes_untyped_options() -> None:
     # (the rule: no ``**options: Any`` on a public call)
     for owner in (jk.Stream, jsync.Stream, jt.BackgroundServer, jt.LocalCluster):
