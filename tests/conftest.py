@@ -24,6 +24,7 @@ from hypothesis import settings
 from nats.aio.client import Client
 
 import jetkit as jk
+import waiting
 from jetkit import _server
 from jetkit._server import EmbeddedServer
 
@@ -59,26 +60,41 @@ def topic(request: pytest.FixtureRequest) -> str:
 
 
 async def wait_until(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds,
+    saying what it waited on: the predicate's source, the values it compares and the
+    variables it reads (tests/waiting.py), and ``state()`` if given."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            shown = None if state is None else waiting.short(state())
+            raise AssertionError(waiting.not_met(predicate, timeout, shown, evaluate=True))
         await asyncio.sleep(interval)
 
 
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> None:
-    """Like ``wait_until`` for a predicate that must ask the server (re-read every poll)."""
+    """Like ``wait_until`` for a predicate that must ask the server (re-read every poll).
+    On failure it shows the predicate's source and the variables it reads (its parts
+    are not evaluated again: they would be coroutines), and ``state()`` (awaited if it
+    returns an awaitable) if given."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            shown = None if state is None else waiting.short(await outcome(state()))
+            raise AssertionError(waiting.not_met(predicate, timeout, shown, evaluate=False))
         await asyncio.sleep(interval)
 
 
