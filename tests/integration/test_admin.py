@@ -26,7 +26,9 @@ async def test_declare_topic_sets_and_updates_limits(js: jk.Stream, topic: str) 
     assert (await js.topic_info(topic)).messages == 3
 
 
-async def test_work_queue_retention(js: jk.Stream, topic: str) -> None:
+async def test_a_work_queue_topic_deletes_each_message_once_it_is_acked(
+    js: jk.Stream, topic: str
+) -> None:
     await js.declare_topic(topic, retention=jk.Retention.WORK_QUEUE)
     rec = Recorder()
     sub = await js.subscribe(topic, rec, durable="wq", ack=jk.AckPolicy.MANUAL)
@@ -40,7 +42,9 @@ async def messages_are(s: jk.Stream, topic: str, count: int) -> bool:
     return (await s.topic_info(topic)).messages == count
 
 
-async def test_wildcard_topic_with_narrow_subscribers(js: jk.Stream, topic: str) -> None:
+async def test_a_pattern_topic_stores_its_subjects_in_one_stream_and_serves_narrower_subscribers(
+    js: jk.Stream, topic: str
+) -> None:
     pattern = f"{topic}.>"
     await js.declare_topic(pattern)
     eu = Recorder()
@@ -61,7 +65,9 @@ async def test_wildcard_topic_with_narrow_subscribers(js: jk.Stream, topic: str)
     await s2.stop()
 
 
-async def test_admin_listing_and_deletion(js: jk.Stream, topic: str) -> None:
+async def test_deleted_consumers_and_topics_are_gone_and_publishing_makes_the_topic_afresh(
+    js: jk.Stream, topic: str
+) -> None:
     await js.publish(topic, b"x")
     sub = await js.subscribe(topic, Recorder(), durable="adm")
     names = {t.name for t in await js.topics()}
@@ -78,7 +84,7 @@ async def test_admin_listing_and_deletion(js: jk.Stream, topic: str) -> None:
     assert ack is not None and ack.seq == 1
 
 
-async def test_consumer_lag_is_reported(js: jk.Stream, topic: str) -> None:
+async def test_a_stopped_durables_lag_is_its_pending_count(js: jk.Stream, topic: str) -> None:
     sub = await js.subscribe(topic, Recorder(), durable="lag")
     await sub.stop()
     for i in range(7):
@@ -87,7 +93,9 @@ async def test_consumer_lag_is_reported(js: jk.Stream, topic: str) -> None:
     assert info.pending == 7 and info.durable
 
 
-async def test_last_message(js: jk.Stream, topic: str) -> None:
+async def test_last_message_is_the_newest_on_its_subject_with_its_headers(
+    js: jk.Stream, topic: str
+) -> None:
     await js.declare_topic(f"{topic}.>")
     assert await js.last_message(f"{topic}.a") is None
     await js.publish(f"{topic}.a", b"a1", headers={"k": "v1"})
@@ -296,7 +304,7 @@ async def test_reset_consumer_refuses_another_topics_or_an_ephemeral_consumer(
     await sub.stop()
 
 
-async def test_ack_floor_in_deliveries_for_a_consumer_of_part_of_a_stream(
+async def test_a_consumer_of_part_of_a_stream_reports_its_ack_floor_in_stream_and_in_deliveries(
     js: jk.Stream, topic: str
 ) -> None:
     await js.declare_topic(f"{topic}.>")

@@ -17,7 +17,9 @@ from conftest import ExternalServer, wait_until
 
 
 @pytest.mark.slow
-async def test_token_auth_on_an_embedded_store(tmp_path: Path, topic: str) -> None:
+async def test_a_store_opened_with_a_token_admits_only_clients_that_give_it(
+    tmp_path: Path, topic: str
+) -> None:
     store = tmp_path / "store"
     async with jk.Stream.open(store_dir=store, token="secret") as s:
         assert s.embedded and s.connect_info()["token"] == "secret"
@@ -125,7 +127,7 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[ExternalServer, Path
 
 
 @pytest.mark.slow
-async def test_tls_to_an_external_server(
+async def test_a_stream_over_tls_publishes_and_consumes_with_a_trusted_certificate(
     tls_server: tuple[ExternalServer, Path], topic: str
 ) -> None:
     server, cert = tls_server

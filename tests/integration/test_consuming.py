@@ -39,7 +39,9 @@ class OrderModel(pydantic.BaseModel):
     amount: float
 
 
-async def test_publish_subscribe_fans_out(core: jk.Stream, topic: str) -> None:
+async def test_every_core_subscriber_gets_every_message_and_publish_returns_none(
+    core: jk.Stream, topic: str
+) -> None:
     a: list[bytes] = []
     b: list[bytes] = []
     sa = await core.subscribe(topic, lambda m: a.append(m.data))
@@ -70,7 +72,9 @@ async def test_handler_annotation_decides_decoding(core: jk.Stream, topic: str, 
     await sub.stop()
 
 
-async def test_typeddict_dict_bytes_str_and_message(core: jk.Stream, topic: str) -> None:
+async def test_each_annotation_gets_its_type_and_an_unannotated_handler_the_message(
+    core: jk.Stream, topic: str
+) -> None:
     seen: dict[str, object] = {}
 
     def as_typed(v: OrderDict) -> None:
@@ -149,7 +153,9 @@ async def test_failing_handler_is_counted_not_fatal(core: jk.Stream, topic: str)
     await sub.stop()
 
 
-async def test_queue_group_load_balances(core: jk.Stream, topic: str) -> None:
+async def test_a_core_queue_group_gives_each_message_to_one_member_and_work_to_both(
+    core: jk.Stream, topic: str
+) -> None:
     a: list[bytes] = []
     b: list[bytes] = []
     sa = await core.subscribe(topic, lambda m: a.append(m.data), queue_group="workers")
@@ -279,7 +285,9 @@ async def test_drain_finishes_buffered_messages(core: jk.Stream, topic: str) -> 
     await other.stop()
 
 
-async def test_drain_timeout_raises(core: jk.Stream, topic: str) -> None:
+async def test_a_drain_that_times_out_raises_and_still_closes_the_subscription(
+    core: jk.Stream, topic: str
+) -> None:
     async def stuck(data: bytes) -> None:
         await asyncio.sleep(30)
 
@@ -361,7 +369,7 @@ async def test_block_in_worker_mode_stops_taking_and_resumes(core: jk.Stream, to
     await witness.stop()
 
 
-async def test_handler_signatures(js: jk.Stream, topic: str) -> None:
+async def test_a_star_args_handler_gets_only_the_message(js: jk.Stream, topic: str) -> None:
     got: list[tuple[Any, ...]] = []
 
     async def star_args(*args: Any) -> None:

@@ -102,7 +102,7 @@ async def test_handler_settles_itself_and_never_twice(js: jk.Stream, topic: str)
     await sub.stop()
 
 
-async def test_ack_none_policy(js: jk.Stream, topic: str) -> None:
+async def test_ack_none_never_acks_and_replays_everything(js: jk.Stream, topic: str) -> None:
     rec = Recorder()
     for i in range(10):
         await js.publish(topic, str(i).encode())
@@ -117,7 +117,7 @@ async def test_ack_none_policy(js: jk.Stream, topic: str) -> None:
     await sub.stop()
 
 
-async def test_start_positions(js: jk.Stream, topic: str) -> None:
+async def test_each_start_position_delivers_from_its_own_place(js: jk.Stream, topic: str) -> None:
     await js.declare_topic(f"{topic}.*")
     for i in range(3):
         await js.publish(f"{topic}.a", f"a{i}".encode())
@@ -208,7 +208,9 @@ async def test_a_new_durable_at_new_says_what_it_will_not_see(
     assert "the 4 messages already stored on " in line
 
 
-async def test_buffer_bounds_pulled_messages(js: jk.Stream, topic: str) -> None:
+async def test_a_full_buffer_stops_pulling_and_the_rest_waits_on_the_server(
+    js: jk.Stream, topic: str
+) -> None:
     await js.publish_many(topic, [str(i).encode() for i in range(60)])
     release = asyncio.Event()
     held: list[int] = []  # at each take: what the buffer held just before it
@@ -277,7 +279,9 @@ async def test_buffered_and_slow_messages_are_not_redelivered(
     await sub.stop()
 
 
-async def test_incompatible_durable_and_recreate(js: jk.Stream, topic: str) -> None:
+async def test_an_incompatible_durable_is_refused_and_recreate_replaces_it(
+    js: jk.Stream, topic: str
+) -> None:
     sub = await js.subscribe(topic, Recorder(), durable="fixed", ack=jk.AckPolicy.MANUAL)
     await sub.stop()
     with pytest.raises(jk.IncompatibleConsumerError, match="ack") as info:
@@ -293,7 +297,7 @@ async def test_incompatible_durable_and_recreate(js: jk.Stream, topic: str) -> N
     await sub.stop()
 
 
-async def test_in_place_updates_and_start_not_reapplied(
+async def test_a_durable_takes_new_limits_in_place_but_keeps_its_start(
     js: jk.Stream, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     sub = await js.subscribe(
@@ -408,7 +412,9 @@ async def test_pulls_are_topped_up_when_a_worker_takes_a_message(js: jk.Stream, 
     await sub.stop()
 
 
-async def test_nak_delay_is_checked(js: jk.Stream, topic: str) -> None:
+async def test_a_nak_with_an_infinite_delay_is_refused_with_config_error(
+    js: jk.Stream, topic: str
+) -> None:
     errors: list[BaseException] = []
 
     async def bad_nak(msg: jk.Message) -> None:

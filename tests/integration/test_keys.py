@@ -183,7 +183,9 @@ async def test_a_failing_key_holds_back_only_its_own_later_messages_then_drain_a
     await sub2.drain()
 
 
-async def test_callable_key_none_key_and_a_raising_key_function(js: jk.Stream, topic: str) -> None:
+async def test_a_key_function_orders_its_keys_leaves_none_unordered_and_dead_letters_when_it_raises(
+    js: jk.Stream, topic: str
+) -> None:
     dlq = f"{topic}.dlq"
     a_inside = asyncio.Event()
     release = asyncio.Event()

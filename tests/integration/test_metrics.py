@@ -273,7 +273,9 @@ async def test_publish_errors_are_counted(ms: jk.Stream, topic: str) -> None:
     assert value(samples, "jetkit_publish_errors_total", topic=topic) == 1
 
 
-async def test_collector_in_a_users_own_registry(store: Path, topic: str) -> None:
+async def test_the_collector_works_in_a_users_own_registry_once_per_stream(
+    store: Path, topic: str
+) -> None:
     async with jk.Stream.open(store_dir=store, default_mode=jk.TopicMode.JETSTREAM) as js:
         await _collect_in_own_registry(js, topic)
 

@@ -53,7 +53,9 @@ async def test_publish_stored_refuses_a_core_topic_before_sending(
     await sub.stop()
 
 
-async def test_publish_returns_pub_ack(js: jk.Stream, topic: str) -> None:
+async def test_a_jetstream_publish_returns_a_pub_ack_with_the_next_sequence(
+    js: jk.Stream, topic: str
+) -> None:
     first = await js.publish(topic, b"a")
     second = await js.publish(topic, b"b")
     assert isinstance(first, jk.PubAck) and isinstance(second, jk.PubAck)
@@ -64,7 +66,7 @@ async def test_publish_returns_pub_ack(js: jk.Stream, topic: str) -> None:
     assert info.messages == 2 and info.first_seq == first.seq and info.last_seq == second.seq
 
 
-async def test_msg_id_dedupes(js: jk.Stream, topic: str) -> None:
+async def test_a_repeated_msg_id_is_stored_and_delivered_once(js: jk.Stream, topic: str) -> None:
     rec = Recorder()
     sub = await js.subscribe(topic, rec, start_at=jk.StartAt.ALL)
     a = await js.publish(topic, b"order-1", msg_id="order-1")
@@ -86,7 +88,9 @@ async def test_publish_many_reports_every_ack(js: jk.Stream, topic: str) -> None
     assert (await js.topic_info(topic)).messages == 500
 
 
-async def test_publish_many_reports_failures(js: jk.Stream, topic: str) -> None:
+async def test_publish_many_to_a_full_topic_raises_with_each_messages_ack_or_error(
+    js: jk.Stream, topic: str
+) -> None:
     await js.declare_topic(topic, max_msgs=3, discard=jk.Discard.NEW)
     with pytest.raises(jk.PublishBatchError) as info:
         await js.publish_many(topic, [b"1", b"2", b"3", b"4", b"5"])
@@ -108,7 +112,9 @@ async def test_similar_topics_get_distinct_streams(js: jk.Stream, topic: str) ->
     assert a is not None and b is not None and a.stream != b.stream
 
 
-async def test_core_topic_declared_on_a_jetstream_stream(js: jk.Stream, topic: str) -> None:
+async def test_a_topic_declared_core_on_a_jetstream_stream_publishes_without_an_ack(
+    js: jk.Stream, topic: str
+) -> None:
     await js.declare_topic(topic, mode=jk.TopicMode.CORE)
     assert await js.publish(topic, b"x") is None
     assert js.mode_for(topic) is jk.TopicMode.CORE
@@ -167,7 +173,9 @@ async def test_a_payload_of_exactly_max_payload_with_empty_headers_is_stored(
     assert ack is not None and nc_of(js).stats["reconnects"] == reconnects
 
 
-async def test_publish_many_on_a_core_topic(core: jk.Stream, topic: str) -> None:
+async def test_publish_many_on_a_core_topic_returns_nones_and_delivers_in_order_with_headers(
+    core: jk.Stream, topic: str
+) -> None:
     a: list[jk.Message] = []
     b: list[bytes] = []
 

@@ -23,7 +23,7 @@ class Price:
     total: float
 
 
-async def test_request_reply_bytes(core: jk.Stream, topic: str) -> None:
+async def test_a_responder_returning_bytes_answers_the_request(core: jk.Stream, topic: str) -> None:
     async def upper(data: bytes) -> bytes:
         return data.upper()
 
@@ -34,7 +34,9 @@ async def test_request_reply_bytes(core: jk.Stream, topic: str) -> None:
     await sub.stop()
 
 
-async def test_request_json_typed(core: jk.Stream, topic: str) -> None:
+async def test_request_json_decodes_the_reply_into_the_type_asked_for(
+    core: jk.Stream, topic: str
+) -> None:
     def price(q: Quote) -> Price:  # a sync responder
         return Price(q.symbol, q.qty * 2.5)
 
@@ -87,12 +89,16 @@ async def test_a_reply_over_max_payload_is_a_remote_error(core: jk.Stream, topic
     await sub.stop()
 
 
-async def test_no_responders(core: jk.Stream, topic: str) -> None:
+async def test_a_request_nobody_answers_raises_no_responders_error(
+    core: jk.Stream, topic: str
+) -> None:
     with pytest.raises(jk.NoRespondersError, match="respond"):
         await core.request(topic, b"x", timeout=2)
 
 
-async def test_request_timeout(core: jk.Stream, topic: str) -> None:
+async def test_a_request_to_a_slow_responder_times_out_with_an_error_of_both_kinds(
+    core: jk.Stream, topic: str
+) -> None:
     async def slow(data: bytes) -> bytes:
         await asyncio.sleep(5)
         return data

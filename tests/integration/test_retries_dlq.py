@@ -75,7 +75,7 @@ async def test_manual_ack_retries_then_dead_letters(js: jk.Stream, topic: str) -
     await dsub.stop()
 
 
-async def test_backoff_delays_are_respected(js: jk.Stream, topic: str) -> None:
+async def test_each_retry_waits_at_least_its_backoff_delay(js: jk.Stream, topic: str) -> None:
     times: list[float] = []
 
     async def flaky(data: bytes) -> None:
@@ -94,7 +94,7 @@ async def test_backoff_delays_are_respected(js: jk.Stream, topic: str) -> None:
     await sub.stop()
 
 
-async def test_exponential_backoff_helper_with_subscribe(js: jk.Stream, topic: str) -> None:
+async def test_retries_wait_the_delays_exponential_backoff_gives(js: jk.Stream, topic: str) -> None:
     times: list[float] = []
 
     async def failing(data: bytes) -> None:
@@ -294,7 +294,9 @@ async def test_letters_that_cannot_be_redriven_stay(js: jk.Stream, topic: str) -
     assert [m.data for m in await stored(js, dlq)] == [b"hostile", b"loop"]
 
 
-async def test_limit_and_bad_arguments(js: jk.Stream, topic: str) -> None:
+async def test_dead_letters_and_redrive_take_at_most_limit_letters(
+    js: jk.Stream, topic: str
+) -> None:
     dlq = f"{topic}.dlq"
     for i in range(3):
         await js.publish(dlq, f"d{i}".encode(), headers=letter_headers(topic, i + 1))

@@ -74,7 +74,7 @@ async def test_sync_always_is_written_to_the_config(tmp_path: Path) -> None:
         assert "sync_interval: always" in (tmp_path / _files.CONF_FILE).read_text()
 
 
-async def test_port_in_use(tmp_path: Path) -> None:
+async def test_a_port_in_use_is_refused_and_the_store_opens_after(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()

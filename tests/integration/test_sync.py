@@ -114,7 +114,9 @@ def test_publish_json_reaches_a_dataclass_handler(s: jsync.Stream, topic: str) -
     assert got.get(timeout=5) == Order(7, "tea")
 
 
-def test_publish_many(s: jsync.Stream, topic: str) -> None:
+def test_publish_many_returns_acks_on_jetstream_and_nones_on_core(
+    s: jsync.Stream, topic: str
+) -> None:
     s.declare_topic(topic, jk.TopicMode.JETSTREAM)
     acks = s.publish_many(topic, [b"%d" % i for i in range(50)], window=8)
     assert [a.seq for a in acks if a is not None] == list(range(1, 51))
@@ -123,7 +125,9 @@ def test_publish_many(s: jsync.Stream, topic: str) -> None:
     assert s.publish_many(core, [b"a", b"b"]) == [None, None]
 
 
-def test_scheduled_delivery_cancel_and_ttl(s: jsync.Stream, topic: str) -> None:
+def test_scheduled_delivery_cancel_and_ttl_work_from_plain_functions(
+    s: jsync.Stream, topic: str
+) -> None:
     s.declare_topic(topic, jk.TopicMode.JETSTREAM)
     got: queue.Queue[bytes] = queue.Queue()
     s.subscribe(topic, lambda m: got.put(m.data))
@@ -143,7 +147,9 @@ def test_scheduled_delivery_cancel_and_ttl(s: jsync.Stream, topic: str) -> None:
         s.publish(topic, b"x", deliver_after=1, deliver_at=held.deliver_at)  # type: ignore[call-overload]
 
 
-def test_publish_stored(s: jsync.Stream, topic: str) -> None:
+def test_publish_stored_returns_the_ack_and_refuses_a_core_topic(
+    s: jsync.Stream, topic: str
+) -> None:
     s.declare_topic(topic, jk.TopicMode.JETSTREAM)
     assert s.publish_stored(topic, b"a").seq == 1
     assert s.publish_json_stored(topic, {"n": 1}, msg_id="j-1").seq == 2
@@ -229,7 +235,9 @@ def test_manual_handler_settles_through_the_stream(s: jsync.Stream, topic: str) 
 # -- request / reply ---------------------------------------------------------------------
 
 
-def test_request_respond_and_remote_errors(s: jsync.Stream, topic: str) -> None:
+def test_requests_are_answered_and_a_responders_error_is_a_remote_error(
+    s: jsync.Stream, topic: str
+) -> None:
     def double(order: Order) -> Order:
         if order.id < 0:
             raise ValueError("negative id")
@@ -251,7 +259,9 @@ def test_request_respond_and_remote_errors(s: jsync.Stream, topic: str) -> None:
 # -- administration ----------------------------------------------------------------------
 
 
-def test_admin_calls_and_properties(s: jsync.Stream, topic: str) -> None:
+def test_every_admin_call_and_property_works_from_plain_functions(
+    s: jsync.Stream, topic: str
+) -> None:
     info = s.declare_topic(topic, max_msgs=100)
     assert info is not None and info.max_msgs == 100
     assert s.mode_for(topic) is jk.TopicMode.JETSTREAM

@@ -346,31 +346,35 @@ async def test_the_recording_holds_the_whole_conversation(recording: Recording) 
     assert recording.large_at > 1000 and len(recording.wire) > 370_000
 
 
-async def test_the_whole_recording_in_one_read(recording: Recording) -> None:
+async def test_the_recording_parses_in_one_read(recording: Recording) -> None:
     check(await feed([recording.wire]), recording, "one read")
 
 
-async def test_in_nats_py_read_chunks(recording: Recording) -> None:
+async def test_the_recording_parses_in_nats_pys_32_kib_reads(recording: Recording) -> None:
     wire = recording.wire
     chunks = [wire[i : i + READ_CHUNK] for i in range(0, len(wire), READ_CHUNK)]
     check(await feed(chunks), recording, "32 KiB reads")
 
 
-async def test_split_at_every_byte_before_the_large_message(recording: Recording) -> None:
+async def test_the_recording_parses_split_at_any_byte_before_the_large_message(
+    recording: Recording,
+) -> None:
     wire = recording.wire
     # every position up to the large message, its MSG line and the start of its body
     for at in range(1, recording.large_at + 64):
         check(await feed([wire[:at], wire[at:]]), recording, f"split at byte {at}")
 
 
-async def test_byte_by_byte_through_the_first_kilobytes(recording: Recording) -> None:
+async def test_the_recording_parses_byte_by_byte_through_its_first_kilobytes(
+    recording: Recording,
+) -> None:
     wire = recording.wire
     head = recording.large_at + 4096  # into the large message's body
     chunks = [wire[i : i + 1] for i in range(head)]
     check(await feed([*chunks, wire[head:]]), recording, "byte by byte")
 
 
-async def test_random_multi_way_splits(recording: Recording) -> None:
+async def test_the_recording_parses_cut_at_random_places(recording: Recording) -> None:
     wire = recording.wire
     rng = random.Random(1234)
     for n in range(200):
@@ -417,12 +421,16 @@ async def near_max_payload_in_order(s: jk.Stream, topic: str) -> None:
     await sub.stop()
 
 
-async def test_near_max_payload_messages_on_a_core_topic(core: jk.Stream, topic: str) -> None:
+async def test_messages_near_max_payload_arrive_whole_and_in_order_on_a_core_topic(
+    core: jk.Stream, topic: str
+) -> None:
     assert core.max_payload >= 512 * 1024  # large against nats-py's 32 KiB read chunk
     await near_max_payload_in_order(core, topic)
 
 
-async def test_near_max_payload_messages_on_a_jetstream_topic(js: jk.Stream, topic: str) -> None:
+async def test_messages_near_max_payload_arrive_whole_and_in_order_on_a_jetstream_topic(
+    js: jk.Stream, topic: str
+) -> None:
     assert js.mode_for(topic) is jk.TopicMode.JETSTREAM
     await near_max_payload_in_order(js, topic)
 

@@ -295,7 +295,7 @@ def test_port_in_use_speaks_of_the_port_option(tmp_path: Path) -> None:
     assert f"port {port}" in err and "no --port" in err and "port=None" not in err
 
 
-def test_help_and_ctrl_c(tmp_path: Path) -> None:
+def test_help_prints_usage_and_ctrl_c_stops_the_server_quietly(tmp_path: Path) -> None:
     result = jetkit("--help")
     assert result.returncode == 0 and b"Usage" in result.stdout
     result = jetkit("sub", "--help")
@@ -318,7 +318,7 @@ def test_help_and_ctrl_c(tmp_path: Path) -> None:
 # -- writing ------------------------------------------------------------------------------
 
 
-def test_pub_sub_and_dlq_redrive(store: Path) -> None:
+def test_pub_stores_and_dedupes_sub_reads_back_and_dlq_redrive_empties_the_dlq(store: Path) -> None:
     out = ok(
         "pub",
         "orders.events",
@@ -350,7 +350,9 @@ def test_pub_sub_and_dlq_redrive(store: Path) -> None:
     assert fields["messages"] == "4"  # two, the third, and the re-driven one
 
 
-def test_pub_stored_ttl_deliver_after_and_cancel(store: Path) -> None:
+def test_pub_stores_with_ttl_schedules_with_deliver_after_and_cancel_stops_delivery(
+    store: Path,
+) -> None:
     out = ok("pub", "new.stored", "kept", "--stored", "--store-dir", store)
     assert out == "stored in new_stored at seq 1\n"
     out = ok("pub", "new.expiring", "gone soon", "--ttl", "60", "--store-dir", store)

@@ -397,7 +397,7 @@ async def test_redrive_all_redrives_what_was_confirmed(
     assert r.status_code == 400 and "upto is not a number" in r.text
 
 
-async def test_publish_form(
+async def test_the_publish_form_publishes_with_headers_and_shows_errors_on_the_page(
     core: jk.Stream, js: jk.Stream, ui: httpx.AsyncClient, topic: str
 ) -> None:
     form = await ui.get("/publish", params={"topic": topic})

@@ -78,7 +78,7 @@ EXPECTED_ALL = {
 }
 
 
-def test_all_is_pinned() -> None:
+def test_jk_all_lists_exactly_the_public_names_and_each_exists() -> None:
     assert set(jk.__all__) == EXPECTED_ALL
     for name in jk.__all__:
         assert hasattr(jk, name), name
@@ -100,18 +100,18 @@ def test_every_error_derives_from_the_root() -> None:
     "bad",
     ["", " ", "a b", "a..b", ".a", "a.", "a.*", "a.>", "a*", "a.b>", "tab\there", 5],
 )
-def test_invalid_publish_topics(bad: object) -> None:
+def test_validate_topic_refuses_each_malformed_publish_topic(bad: object) -> None:
     with pytest.raises(jk.InvalidTopicError):
         validate_topic(bad, wildcards=False)
 
 
 @pytest.mark.parametrize("bad", ["a.>.b", "a.b*", "a..*", ">x"])
-def test_invalid_wildcard_topics(bad: str) -> None:
+def test_validate_topic_refuses_a_misplaced_wildcard_in_a_pattern(bad: str) -> None:
     with pytest.raises(jk.InvalidTopicError):
         validate_topic(bad, wildcards=True)
 
 
-def test_valid_topics() -> None:
+def test_validate_topic_returns_valid_topics_and_patterns_unchanged() -> None:
     for ok in ["a", "orders.events", "orders.*", "orders.>", "*", ">", "a-b_c.d"]:
         assert validate_topic(ok, wildcards=True) == ok
 
@@ -139,7 +139,7 @@ def test_stream_names_are_valid_and_collision_free() -> None:
     assert stream_name("orders.events") == "orders_events"
 
 
-def test_subject_matching() -> None:
+def test_subject_matches_reads_star_as_one_token_and_gt_as_the_rest() -> None:
     assert subject_matches("orders.>", "orders.eu.created")
     assert subject_matches("orders.*", "orders.eu")
     assert not subject_matches("orders.*", "orders.eu.created")
@@ -150,7 +150,7 @@ def test_subject_matching() -> None:
     assert not subject_matches("a.b", "a.c")
 
 
-def test_exponential_backoff() -> None:
+def test_exponential_backoff_grows_by_its_factor_up_to_max_and_needs_a_count_and_growth() -> None:
     assert jk.exponential_backoff(1, 4) == [1, 2, 4, 8]
     assert jk.exponential_backoff(0.5, 4, factor=3, max=3) == [0.5, 1.5, 3, 3]
     assert jk.exponential_backoff(dt.timedelta(seconds=2), 2) == [2, 4]
@@ -182,7 +182,7 @@ def test_backoff_jitter_shortens_each_delay_by_at_most_its_fraction() -> None:
         jk.exponential_backoff(1, 3, jitter=2)
 
 
-def test_dead_letter_headers() -> None:
+def test_dead_letter_headers_keep_the_users_drop_the_msg_id_and_flatten_the_error() -> None:
     h = dead_letter_headers(
         {"Nats-Msg-Id": "x", "trace": "t1"},
         topic="orders",
@@ -222,7 +222,7 @@ def test_message_reads_both_ack_subject_forms() -> None:
     assert (plain.stream, plain.seq, plain.num_delivered) == (None, None, 1)
 
 
-def test_start_options() -> None:
+def test_a_start_time_or_start_seq_decides_the_start_position_and_must_match_start_at() -> None:
     aware = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert resolve_start(jk.StartAt.NEW, aware, None) == (jk.StartAt.BY_START_TIME, aware, None)
     assert resolve_start(jk.StartAt.NEW, None, 5) == (jk.StartAt.BY_SEQUENCE, None, 5)

@@ -40,7 +40,7 @@ def test_ttl_values_the_server_reads() -> None:
     assert ttl_value(dt.timedelta(minutes=2)) == "120s"
 
 
-def test_due_time() -> None:
+def test_the_due_time_is_now_plus_the_delay_or_now_for_a_time_just_past() -> None:
     now = utc_now()
     assert due_time(None, 5, now) == now + dt.timedelta(seconds=5)
     assert due_time(None, dt.timedelta(seconds=5), now) == now + dt.timedelta(seconds=5)

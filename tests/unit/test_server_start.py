@@ -14,14 +14,16 @@ from conftest import alive, free_port
 from jetkit import _server
 
 
-async def test_unwritable_store(tmp_path: Path) -> None:
+async def test_a_store_under_a_file_is_refused_as_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(jk.StoreNotWritableError, match="not writable"):
         await jk.Stream.open(store_dir=blocker / "store")
 
 
-async def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_missing_binary_is_refused_naming_where_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(jk.ServerBinaryError, match="does not exist"):
         await jk.Stream.open(store_dir=tmp_path, server_binary=tmp_path / "nope")
     monkeypatch.setenv(_server.BINARY_ENV, str(tmp_path / "nope"))
@@ -44,19 +46,21 @@ def fake_server(tmp_path: Path, version: str, body: str) -> Path:
     return script
 
 
-async def test_binary_too_old(tmp_path: Path) -> None:
+async def test_a_binary_older_than_2_10_is_refused_naming_both_versions(tmp_path: Path) -> None:
     old = fake_server(tmp_path, "2.2.0", "exit 0")
     with pytest.raises(jk.ServerBinaryError, match=r"2\.2\.0.*>= 2\.10"):
         await jk.Stream.open(store_dir=tmp_path / "s", server_binary=old)
 
 
-async def test_server_that_exits_early(tmp_path: Path) -> None:
+async def test_a_server_that_exits_at_start_fails_the_open_with_its_last_words(
+    tmp_path: Path,
+) -> None:
     bad = fake_server(tmp_path, "2.12.0", 'echo "[FTL] something broke" >&2; exit 3')
     with pytest.raises(jk.ServerStartError, match="something broke"):
         await jk.Stream.open(store_dir=tmp_path / "s", server_binary=bad)
 
 
-async def test_server_that_never_gets_ready(tmp_path: Path) -> None:
+async def test_a_server_that_never_gets_ready_times_out_and_is_killed(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     slow = fake_server(tmp_path, "2.12.0", f"echo $$ > {pidfile}; exec sleep 30")
     with pytest.raises(jk.ServerTimeoutError, match="server_ready_timeout"):
@@ -64,7 +68,7 @@ async def test_server_that_never_gets_ready(tmp_path: Path) -> None:
     assert not alive(int(pidfile.read_text()))
 
 
-async def test_unreachable_external_server() -> None:
+async def test_an_unreachable_external_server_is_a_connection_error() -> None:
     port = free_port()
     with pytest.raises(jk.ConnectionError, match="cannot connect"):
         await jk.Stream.open(servers=[f"nats://127.0.0.1:{port}"], connect_timeout=1)

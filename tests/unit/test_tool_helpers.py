@@ -14,7 +14,7 @@ from jetkit.cli.output import Column, fit
 from jetkit.ui import _view
 
 
-def test_top_helpers() -> None:
+def test_top_draws_sparklines_wraps_names_at_separators_and_shortens_figures() -> None:
     assert _top.sparkline([]) == ""
     assert _top.sparkline([0, 0]) == "▁▁"
     assert _top.sparkline([1, 2, 4, 8]) == "▂▃▅█"
