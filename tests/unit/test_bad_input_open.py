@@ -40,6 +40,9 @@ BAD_OPTIONS = [
         id="store_dir-and-servers",
     ),
     pytest.param(
+        {"store_dir": ""}, jk.ConfigError, "store_dir is empty", AT_CALL, id="store_dir-empty"
+    ),
+    pytest.param(
         {"user": "u"}, jk.ConfigError, "user and password", AT_CALL, id="user-without-password"
     ),
     pytest.param({"port": 70000}, jk.ConfigError, "port", AT_CALL, id="port-70000"),
