@@ -286,3 +286,4 @@ async def test_a_bad_admin_call_is_refused_and_changes_nothing(
     assert unchanged(await js.topic_info(topic)) == unchanged(before)
     assert await js.consumers(topic) == []
     await js.healthy()
+    await js.delete_topic(topic)  # (the session's server serves many tests)

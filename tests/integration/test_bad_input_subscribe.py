@@ -407,3 +407,5 @@ async def test_a_bad_subscription_is_refused_before_subscribing_and_the_stream_l
             await s.topic_info(topic)  # no stream (and so no consumer) was made
     await s.publish(topic, b"still fine")
     await s.healthy()
+    if on == "js":
+        await s.delete_topic(topic)  # (the session's server serves many tests)
