@@ -3,7 +3,7 @@
 It is typer's own reference (``typer jetkit.cli utils docs --name jetkit``) with its
 headings one level down and ``'`` written as itself; what comes before the part (the
 overview, exit codes, examples) is written by hand. ``python tests/cli_reference.py``
-rewrites docs/cli.md; ``tests/test_cli.py`` fails while it is out of date.
+rewrites docs/cli.md; ``tests/tools/test_cli.py`` fails while it is out of date.
 """
 
 from __future__ import annotations

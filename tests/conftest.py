@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import os
@@ -23,10 +24,13 @@ from hypothesis import settings
 from nats.aio.client import Client
 
 import jetkit as jk
+import waiting
 from jetkit import _server
 from jetkit._server import EmbeddedServer
 
 _counter = itertools.count(1)
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: docs/, tools/, src/
 
 
 @pytest.fixture(scope="session")
@@ -56,27 +60,50 @@ def topic(request: pytest.FixtureRequest) -> str:
 
 
 async def wait_until(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds,
+    saying what it waited on: the predicate's source, the values it compares and the
+    variables it reads (tests/waiting.py), and ``state()`` if given."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            shown = None if state is None else waiting.short(state())
+            raise AssertionError(waiting.not_met(predicate, timeout, shown, evaluate=True))
         await asyncio.sleep(interval)
 
 
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> None:
-    """Like ``wait_until`` for a predicate that must ask the server (re-read every poll)."""
+    """Like ``wait_until`` for a predicate that must ask the server (re-read every poll).
+    On failure it shows the predicate's source and the variables it reads (its parts
+    are not evaluated again: they would be coroutines), and ``state()`` (awaited if it
+    returns an awaitable) if given."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            shown = None if state is None else waiting.short(await outcome(state()))
+            raise AssertionError(waiting.not_met(predicate, timeout, shown, evaluate=False))
         await asyncio.sleep(interval)
+
+
+async def outcome(result: object) -> object:
+    """``result``, awaited if it is awaitable: a call of the bad-input tables may be
+    refused at the call (a check before anything starts) or when awaited."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 async def wait_for(awaitable: Awaitable[object], timeout: float = 10.0) -> object:
@@ -94,7 +121,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
                 pipe.close()
 
 
-# -- the fault suite's scale and figures (tests/faults) ----------------------------------
+# -- the fault and cluster suites' scale and figures -------------------------------------
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,6 +139,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 FAULT_FIGURES: list[dict[str, object]] = []
+CLUSTER_FIGURES: list[dict[str, object]] = []  # filled by the cluster suite (test_cluster.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,8 +151,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    from test_cluster import CLUSTER_FIGURES
-
     if CLUSTER_FIGURES:
         terminalreporter.section("cluster figures (3 nodes, leader killed)")
         columns = ["scenario", "acked", "stored", "lost", "publish_errors", "failover_s", "note"]
@@ -223,3 +249,43 @@ class ExternalServer:
             self.proc.terminate()
             await asyncio.to_thread(self.proc.wait, 10)
         self.proc = None
+
+
+# -- helpers several test modules share --------------------------------------------------
+
+
+class Recorder:
+    """A handler that records what it saw; optionally fails for chosen payloads."""
+
+    def __init__(self, fail: set[bytes] | None = None) -> None:
+        self.msgs: list[jk.Message] = []
+        self.fail = fail or set()
+
+    async def __call__(self, msg: jk.Message) -> None:
+        self.msgs.append(msg)
+        if msg.data in self.fail:
+            raise RuntimeError(f"cannot process {msg.data.decode()}")
+
+    @property
+    def data(self) -> list[bytes]:
+        return [m.data for m in self.msgs]
+
+
+async def consumer_settled(s: jk.Stream, topic: str, durable: str) -> bool:
+    """Nothing left to deliver and nothing delivered without its ack/term."""
+    info = await s.consumer_info(topic, durable)
+    return info.pending == 0 and info.ack_pending == 0
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); treat it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False

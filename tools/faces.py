@@ -15,7 +15,7 @@ implements it: the admin calls in ``_admin.Admin``, the messaging calls in
   an ``async def`` one and returns a ``jetkit.sync.Subscription``; a call returning an
   async iterator (``read_stored``) returns its items as a list.
 
-``tests/test_generated.py`` runs ``--check``: a face that drifts from its source fails.
+``tests/unit/test_surface.py`` runs ``--check``: a face that drifts from its source fails.
 """
 
 from __future__ import annotations

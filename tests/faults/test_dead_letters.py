@@ -143,4 +143,4 @@ async def test_dead_letters_on_recreated_topics(
     assert fig.duplicated == 0
     # (no check of redrive_counted here: a re-drive cut off by a kill raises, and what it
     # did before is not counted; a delete a kill undid is re-driven and counted again.
-    # test_deadletters checks the count where nothing is killed)
+    # tests/integration/test_retries_dlq.py checks the count where nothing is killed)
