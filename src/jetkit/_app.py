@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import re
@@ -76,7 +77,12 @@ def group_name(handler: Callable[..., Any]) -> str:
     consumer name can hold them (``orders.service.bill`` -> ``orders_service_bill``);
     a long one keeps its end (the handler's name) behind a hash of the whole, so two
     never share a group."""
-    where = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
+    target: Any = handler
+    while isinstance(target, functools.partial):  # what a partial calls
+        target = target.func
+    if not hasattr(target, "__qualname__"):  # a callable object: its class
+        target = type(target)
+    where = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", where).strip("_") or "handler"
     if len(name) > MAX_GROUP:
         digest = hashlib.blake2b(where.encode(), digest_size=4).hexdigest()

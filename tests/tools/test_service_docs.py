@@ -34,7 +34,7 @@ import jetkit.examples.service as service
 import jetkit.sync
 from conftest import wait_until_async
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 WEB = ROOT / "examples" / "web"
 DEPLOY = ROOT / "examples" / "deploy"
 DRAIN_TIMEOUT = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -20,53 +19,11 @@ from starlette.testclient import TestClient
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
-from jetkit._app import group_name
 
 
 @dataclasses.dataclass
 class Order:
     order_id: str
-
-
-def test_declaring_checks_topic_options_handler_and_hooks_at_once() -> None:
-    app = jk.App()
-    with pytest.raises(jk.ConfigError, match="backoff"):
-        app.subscriber("orders", backoff=[-1])
-    with pytest.raises(jk.UnknownOptionError, match="did you mean 'durable'"):
-        app.subscriber("orders", durabel="x")  # type: ignore[call-arg]
-    with pytest.raises(jk.InvalidTopicError):
-        app.subscriber("$JS.API.x")
-    with pytest.raises(jk.HandlerSignatureError):
-        app.subscriber("orders")(42)  # type: ignore[arg-type]
-    with pytest.raises(jk.ConfigError, match="one argument, the Stream"):
-        app.on_startup(lambda: None)
-    with pytest.raises(jk.ConfigError):
-        jk.App(drain_timeout=-1)
-    with pytest.raises(jk.StreamClosedError, match="not running"):
-        app.stream  # noqa: B018
-    assert app.subscribers == () and app.responders == ()
-
-
-def test_a_handler_without_a_group_gets_one_named_after_it() -> None:
-    app = jk.App()
-
-    @app.subscriber("a")
-    def bill(data: bytes) -> None: ...
-
-    @app.subscriber("b", durable="own")
-    def ship(data: bytes) -> None: ...
-
-    @app.responder("c")
-    def answer(data: bytes) -> bytes:
-        return data
-
-    first, second = app.subscribers
-    assert first.options["queue_group"] == group_name(bill)
-    assert group_name(bill).endswith("bill") and "." not in group_name(bill)
-    assert "queue_group" not in second.options  # durables share their durable
-    assert app.responders[0].queue_group == group_name(answer)
-    long = type("X" * 200, (), {"f": staticmethod(lambda data: None)}).f
-    assert len(group_name(long)) <= 64
 
 
 def make_app(store: Path, topic: str, seen: list[tuple[str, bytes]], answered: list[str]) -> jk.App:
@@ -267,8 +224,3 @@ async def test_sigterm_lets_the_running_handler_finish_and_exits_0(tmp_path: Pat
             return (await s.consumer_info("svc.orders", "svc")).ack_floor == 1
 
         await wait_until_async(acked)  # it finished and acked: not handled again
-
-
-def test_group_names_are_valid_consumer_names() -> None:
-    assert group_name(test_group_names_are_valid_consumer_names).replace("_", "").isalnum()
-    assert os.sep not in group_name(test_group_names_are_valid_consumer_names)

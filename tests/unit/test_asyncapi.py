@@ -19,7 +19,7 @@ import jetkit as jk
 from jetkit._asyncapi import asyncapi_document
 from jetkit._jsonschema import describe, draft7
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parent.parent  # tests/
 
 
 def document(app: jk.App) -> dict[str, Any]:

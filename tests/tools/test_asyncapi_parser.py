@@ -25,7 +25,7 @@ import asyncapi_examples as ex
 import jetkit as jk
 from jetkit._asyncapi import asyncapi_document
 
-PARSER = Path(__file__).parent / "asyncapi"
+PARSER = Path(__file__).resolve().parent.parent / "asyncapi"
 INSTALLED = PARSER / "node_modules" / "@asyncapi" / "parser" / "package.json"
 SERVICE = "jetkit.examples.service"  # the example service, once it exists
 
