@@ -10,10 +10,12 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +36,10 @@ EVENTS = {events!r}
 GATE = {gate!r}
 DELAY = {delay!r}
 
-app = jk.App(store_dir={store!r}, default_mode=jk.TopicMode.JETSTREAM, drain_timeout=30)
+app = jk.App(
+    store_dir={store!r}, default_mode=jk.TopicMode.JETSTREAM, drain_timeout=30,
+    metrics_port={metrics_port!r},
+)
 
 
 def note(*words):
@@ -60,8 +65,8 @@ async def declare(s):
 )
 async def handle(msg: jk.Message) -> None:
     data = msg.data.decode()
-    note("start", data, os.getpid())
-    await asyncio.sleep(DELAY)
+    note("start", data, os.getpid(), msg.num_delivered)
+    await asyncio.sleep(DELAY if msg.num_delivered == 1 else 0)  # slow the first time
     await msg.ack()
     note("done", data, os.getpid())
 """
@@ -150,7 +155,13 @@ class Service:
         self.store = tmp / "store"
         self.events = tmp / "events.log"
         self.gate = str(tmp / "gate") if params.pop("gate", False) else ""
-        self.params = {"delay": 0.005, "concurrency": 1, "ack_wait": 30.0, **params}
+        self.params = {
+            "delay": 0.005,
+            "concurrency": 1,
+            "ack_wait": 30.0,
+            "metrics_port": None,
+            **params,
+        }
         self.write()
         self.runs: list[Run] = []
         self.pids: set[int] = set()  # every process to be gone at the end
@@ -237,7 +248,7 @@ def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 async def test_two_workers_share_a_durable_each_message_once(
     services: Services,
 ) -> None:
-    service = services()
+    service = services(metrics_port=0)  # N workers, one metrics port: the supervisor's
     run = service.run("--workers", "2")
     await run.ready()
     async with service.client() as s:
@@ -249,6 +260,11 @@ async def test_two_workers_share_a_durable_each_message_once(
     assert set(done.values()) == {1}, [m for m, n in done.items() if n > 1]  # none twice
     handlers = {words[2] for words in service.lines() if words[0] == "done"}
     assert len(handlers) == 2  # both workers handled messages
+    [url] = re.findall(r"metrics of every worker at (\S+)", run.text())
+    text = (await asyncio.to_thread(urllib.request.urlopen, url, timeout=30)).read().decode()
+    for worker in ("0", "1"):  # each worker's own counters, labelled, in one scrape
+        assert re.search(rf'jetkit_acked_total{{[^}}]*worker="{worker}"[^}}]*}} [1-9]', text)
+        assert f'jetkit_run_worker_ready{{worker="{worker}"}} 1.0' in text
     assert await run.stop() == 0
     await service.gone()
 
@@ -272,6 +288,10 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(
         await wait_until(lambda: len(service.count("done")) == 100, 60)  # none lost
         await run.ready()
     assert "was killed by SIGKILL; starting it again" in run.text()
+    # handled twice: at most the message in the killed worker's handler (concurrency 1)
+    # and one whose ack it had not sent yet; what it had buffered came back after ack_wait
+    twice = [m for m, n in service.count("start").items() if n > 1]
+    assert len(twice) <= 2, twice
     assert await run.stop() == 0
     await service.gone()
 
@@ -303,6 +323,30 @@ async def test_sigterm_lets_running_handlers_finish_and_nothing_finished_runs_ag
     later = service.lines()[len(first) :]
     assert not {words[1] for words in later if words[0] == "start"} & finished
     assert set(service.count("done").values()) == {1}
+    assert await again.stop() == 0
+    await service.gone()
+
+
+@pytest.mark.slow
+async def test_a_second_signal_stops_at_once_and_the_message_comes_back(
+    services: Services,
+) -> None:
+    service = services(delay=600.0, ack_wait=5.0)  # a handler that would never finish
+    run = service.run()
+    await run.ready()
+    service.server()
+    async with service.client() as s:
+        await s.publish("jobs", b"m0")
+        await wait_until(lambda: service.count("start")["m0"] == 1, 30)
+    run.proc.send_signal(signal.SIGTERM)
+    await wait_until(lambda: "stopping the workers gracefully" in run.text(), 30)
+    assert await run.stop(signal.SIGINT) == 0  # at once: not after drain_timeout (30 s)
+    await service.gone()
+    assert service.count("done")["m0"] == 0
+
+    again = service.run()
+    await again.ready()
+    await wait_until(lambda: service.count("done")["m0"] == 1, 30)  # never lost
     assert await again.stop() == 0
     await service.gone()
 
