@@ -300,7 +300,10 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(
 async def test_sigterm_lets_running_handlers_finish_and_nothing_finished_runs_again(
     services: Services,
 ) -> None:
-    service = services(delay=1.5, concurrency=2)
+    # ack_wait 5 s: what the workers had pulled and not started when the whole app
+    # stopped comes back that long after its delivery (the server, stopped with the app,
+    # forgets the hand-back)
+    service = services(delay=1.5, concurrency=2, ack_wait=5.0)
     run = service.run("--workers", "2")
     await run.ready()
     service.server()  # its nats-server too must be gone at the end

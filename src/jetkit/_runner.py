@@ -168,6 +168,8 @@ class Supervisor:
         self._signals = 0
         self._stop = asyncio.Event()
         self._forced = False
+        self._reloaded = asyncio.Event()  # clear while a reload stops the workers
+        self._reloaded.set()
 
     @property
     def stopping(self) -> bool:
@@ -243,6 +245,7 @@ class Supervisor:
                 sig.name,
             )
             self._stop.set()
+            self._reloaded.set()
             for slot in self.slots:
                 slot.wake.set()
         elif self._signals == 2:
@@ -308,9 +311,10 @@ class Supervisor:
             code = await self._run_once(slot)
             if self.stopping:
                 return
-            if slot.reloading:
+            if slot.reloading:  # start again at once, once every worker stopped
                 slot.reloading = False
                 exits = 0
+                await self._reloaded.wait()
                 continue
             steady = slot.ready_since is not None and loop.time() - slot.ready_since >= STEADY
             exits = 1 if steady else exits + 1
@@ -397,10 +401,15 @@ class Supervisor:
         ):
             names = sorted({os.path.relpath(path, self.plan.cwd) for _, path in changes})
             self.log.info("%s changed: restarting the workers", ", ".join(names))
-            for slot in self.slots:
+            self._reloaded.clear()  # none starts before all stopped: the new code
+            for slot in self.slots:  # must not attach to an old worker's server
                 slot.reloading = slot.alive
-                slot.wake.set()  # one waiting out a backoff starts at once
-            await self._stop_workers()
+            try:
+                await self._stop_workers()
+            finally:
+                self._reloaded.set()
+                for slot in self.slots:
+                    slot.wake.set()  # one waiting out a backoff starts at once
 
     # -- HTTP ----------------------------------------------------------------------------
 
