@@ -308,7 +308,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         exits = 0
         while not self.stopping:
-            code = await self._run_once(slot)
+            try:
+                exit_code: int | None = await self._run_once(slot)
+            except OSError as exc:  # could not start one (no memory, no fds): try again
+                self.log.error("worker %d could not be started: %s", slot.index, exc)
+                exit_code = None
             if self.stopping:
                 return
             if slot.reloading:  # start again at once, once every worker stopped
@@ -321,10 +325,10 @@ class Supervisor:
             delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (exits - 1))
             slot.restarts += 1
             self.log.warning(
-                "worker %d (pid %d) %s; starting it again in %.1fs",
+                "worker %d (pid %s) %s; starting it again in %.1fs",
                 slot.index,
                 slot.pid,
-                describe_exit(code),
+                describe_exit(exit_code),
                 delay,
             )
             slot.wake.clear()
@@ -342,6 +346,7 @@ class Supervisor:
             "report_fd": write_fd,
             "overrides": self.plan.overrides,
         }
+        slot.proc = None
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -434,7 +439,9 @@ class Supervisor:
         return 200, METRICS_TYPE, exposition(got, ready, restarts)
 
 
-def describe_exit(code: int) -> str:
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not start"
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
