@@ -43,6 +43,7 @@ class Sizes:
     memory_reps: int
     startup_reps: int  # 8: opens per store
     startup_messages: int  # 8: messages in the non-empty store
+    workers: int = 6_000  # 10: messages per run of jetkit run (a CPU-bound handler, 1 ms each)
 
 
 FULL = Sizes(
@@ -75,6 +76,7 @@ QUICK = Sizes(
     memory_reps=1,
     startup_reps=5,
     startup_messages=100_000,
+    workers=3_000,
 )
 
 REQUESTERS = 32

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import consume, keys, latency, memory, publish, pubsub, replay, reqrep, startup
+from . import (
+    consume,
+    keys,
+    latency,
+    memory,
+    publish,
+    pubsub,
+    replay,
+    reqrep,
+    startup,
+    workers,
+)
 
 ALL: list[ModuleType] = [
     pubsub,
@@ -16,4 +27,5 @@ ALL: list[ModuleType] = [
     memory,
     startup,
     keys,
+    workers,
 ]

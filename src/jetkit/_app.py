@@ -33,9 +33,11 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib
 import inspect
 import re
 import signal
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, Unpack
 
@@ -273,3 +275,47 @@ async def _call(hook: Hook, stream: Stream) -> None:
     result = hook(stream)
     if inspect.isawaitable(result):
         await result
+
+
+def load_app(ref: str) -> App:
+    """The ``jk.App`` named ``MODULE:APP`` (``jetkit run``'s argument), imported from
+    ``sys.path``; a jk.ConfigError naming what is wrong and how to fix it otherwise."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(
+            f"{ref!r} is not MODULE:APP; name the module and the App in it, e.g. "
+            "'service:app' for `app = jk.App(...)` in service.py"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise _import_failed(module_name, exc) from exc
+        raise ConfigError(
+            f"no module {module_name!r} (in {ref!r}); run from the directory that holds "
+            f"{module_name.replace('.', '/')}.py, or install its package"
+        ) from None
+    except Exception as exc:  # the module itself raised as it was imported
+        raise _import_failed(module_name, exc) from exc
+    app: object = module
+    for part in attr.split("."):
+        if not hasattr(app, part):
+            raise ConfigError(
+                f"module {module_name!r} has no {attr!r} (in {ref!r}); name the variable "
+                "that holds the App, e.g. `app = jk.App(...)`"
+            )
+        app = getattr(app, part)
+    if not isinstance(app, App):
+        raise ConfigError(
+            f"{ref!r} is a {type(app).__name__}, not a jk.App; name the `jk.App(...)` "
+            "whose handlers should run"
+        )
+    return app
+
+
+def _import_failed(module_name: str, exc: BaseException) -> ConfigError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return ConfigError(
+        f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}; fix the module"
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from . import asyncapi, inspection, messages, output, servers
+from . import asyncapi, inspection, messages, output, servers, services
 from .common import ClickException, UsageError, reader_gone
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
 COMMANDS: list[Callable[..., Any]] = [
     servers.demo,
     servers.server,
+    services.run,
     inspection.topics,
     inspection.topic,
     inspection.consumers,
