@@ -35,10 +35,11 @@ import functools
 import hashlib
 import importlib
 import inspect
+import os
 import re
 import signal
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
 from typing import Any, TypeVar, Unpack
 
 from ._codec import plan_handler
@@ -228,18 +229,32 @@ class App:
         self, *, ready: Callable[[], None] | None = None, **overrides: Unpack[OpenOptions]
     ) -> None:
         """``run()`` inside a running event loop; ``ready()`` is called once every
-        subscriber and responder is registered (``jetkit run`` reports readiness so)."""
+        subscriber and responder is registered (``jetkit run`` reports readiness so). A
+        signal while the app is still starting (a startup hook may wait) stops the start."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        running: list[Stream] = []  # the app's Stream, also while it closes
+        running: list[Stream] = []  # the app's Stream once started, also while it closes
         signals = 0
+        interrupted = False
+
+        async def body() -> None:
+            async with self.serve(**overrides) as stream:
+                running.append(stream)
+                if ready is not None:
+                    ready()
+                await stop.wait()
+
+        task = asyncio.ensure_future(body())
 
         def on_signal() -> None:
-            nonlocal signals
+            nonlocal signals, interrupted
             signals += 1
-            if signals == 1:
+            if not running:  # still starting: stop that (serve closes what it opened)
+                interrupted = True
+                task.cancel()
+            elif signals == 1:
                 stop.set()
-            elif running:
+            else:
                 running[0]._hurry_close()  # the close under way stops at once
 
         handled = []
@@ -248,11 +263,14 @@ class App:
                 loop.add_signal_handler(sig, on_signal)
                 handled.append(sig)
         try:
-            async with self.serve(**overrides) as stream:
-                running.append(stream)
-                if ready is not None:
-                    ready()
-                await stop.wait()
+            await task
+        except asyncio.CancelledError:
+            if (
+                not interrupted
+                or (current := asyncio.current_task()) is None
+                or (current.cancelling())
+            ):
+                raise
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
@@ -277,45 +295,46 @@ async def _call(hook: Hook, stream: Stream) -> None:
         await result
 
 
-def load_app(ref: str) -> App:
-    """The ``jk.App`` named ``MODULE:APP`` (``jetkit run``'s argument), imported from
-    ``sys.path``; a jk.ConfigError naming what is wrong and how to fix it otherwise."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(
-            f"{ref!r} is not MODULE:APP; name the module and the App in it, e.g. "
-            "'service:app' for `app = jk.App(...)` in service.py"
-        )
+def find_app(ref: str) -> tuple[ModuleType, App]:
+    """The module and the ``jk.App`` named ``MODULE:APP`` (``jetkit run``'s and ``jetkit
+    asyncapi``'s argument; ``APP`` may be dotted), imported from ``sys.path`` (the callers
+    put the current directory first); a one-sentence jk.ConfigError otherwise."""
+    name, colon, attribute = ref.partition(":")
+    if not colon or not name or not attribute:
+        raise ConfigError(f"expected MODULE:APP (e.g. service:app), got {ref!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
-            raise _import_failed(module_name, exc) from exc
-        raise ConfigError(
-            f"no module {module_name!r} (in {ref!r}); run from the directory that holds "
-            f"{module_name.replace('.', '/')}.py, or install its package"
-        ) from None
-    except Exception as exc:  # the module itself raised as it was imported
-        raise _import_failed(module_name, exc) from exc
-    app: object = module
-    for part in attr.split("."):
-        if not hasattr(app, part):
+        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
             raise ConfigError(
-                f"module {module_name!r} has no {attr!r} (in {ref!r}); name the variable "
-                "that holds the App, e.g. `app = jk.App(...)`"
-            )
-        app = getattr(app, part)
-    if not isinstance(app, App):
-        raise ConfigError(
-            f"{ref!r} is a {type(app).__name__}, not a jk.App; name the `jk.App(...)` "
-            "whose handlers should run"
-        )
-    return app
+                f"no module named {name!r} (looked in the current directory, {os.getcwd()}, "
+                "and in the installed packages)"
+            ) from None
+        raise ConfigError(f"importing {name!r} failed: {exc}") from None
+    except Exception as exc:  # the module itself raised as it was imported
+        raise ConfigError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+    found: object = module
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            apps = [k for k, v in vars(module).items() if isinstance(v, App)]
+            hint = f" (its jk.App: {', '.join(map(repr, apps))})" if apps else ""
+            raise ConfigError(f"module {name!r} has no attribute {attribute!r}{hint}")
+        found = getattr(found, part)
+    if not isinstance(found, App):
+        raise ConfigError(f"{ref} is {_kind(found)}, not a jk.App")
+    return module, found
 
 
-def _import_failed(module_name: str, exc: BaseException) -> ConfigError:
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    return ConfigError(
-        f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}; fix the module"
-    )
+def load_app(ref: str) -> App:
+    """The ``jk.App`` named ``MODULE:APP`` (see ``find_app``)."""
+    return find_app(ref)[1]
+
+
+def _kind(thing: object) -> str:
+    if inspect.ismodule(thing):
+        return "a module"
+    if inspect.isclass(thing):
+        return f"the class {thing.__name__}"
+    if inspect.isroutine(thing):
+        return "a function"
+    return f"an instance of {type(thing).__name__}"

@@ -224,3 +224,40 @@ async def test_sigterm_lets_the_running_handler_finish_and_exits_0(tmp_path: Pat
             return (await s.consumer_info("svc.orders", "svc")).ack_floor == 1
 
         await wait_until_async(acked)  # it finished and acked: not handled again
+
+
+STUCK = """
+import asyncio, sys
+import jetkit as jk
+
+app = jk.App(store_dir=sys.argv[1])
+
+@app.on_startup
+async def wait_for_ever(s):
+    print("starting", flush=True)
+    await asyncio.Event().wait()  # a startup that never ends (a dependency down)
+
+if __name__ == "__main__":
+    app.run()
+    print("exited cleanly", flush=True)
+"""
+
+
+@pytest.mark.slow
+async def test_a_signal_while_the_app_starts_stops_the_start(tmp_path: Path) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(tmp_path / "store"), stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"starting"
+        proc.send_signal(signal.SIGTERM)
+        rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert rest == "exited cleanly\n"

@@ -443,11 +443,11 @@ def jetkit_run(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("ref", "says"),
     [
-        ("nosuchmodule:app", "no module 'nosuchmodule'"),
-        ("service:missing", "module 'service' has no 'missing'"),
+        ("nosuchmodule:app", "no module named 'nosuchmodule'"),
+        ("service:missing", "module 'service' has no attribute 'missing' (its jk.App: 'app')"),
         ("service:note", "is a function, not a jk.App"),
-        ("service", "is not MODULE:APP"),
-        ("broken:app", "importing 'broken' raised ZeroDivisionError"),
+        ("service", "expected MODULE:APP (e.g. service:app), got 'service'"),
+        ("broken:app", "importing 'broken' failed: ZeroDivisionError: division by zero"),
     ],
 )
 def test_a_wrong_module_app_is_one_line_and_exit_2(tmp_path: Path, ref: str, says: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from types import ModuleType
 from typing import Annotated
@@ -12,10 +13,11 @@ import typer
 
 import jetkit as jk
 
+from .._app import find_app
 from .._asyncapi import asyncapi_document
+from .._errors import ConfigError
 from . import output
 from .common import quiet_when_the_reader_goes
-from .loading import AppNotFound, load_app
 
 
 def asyncapi(
@@ -31,9 +33,12 @@ def asyncapi(
 ) -> None:
     """Print the AsyncAPI 3.0 document of a jk.App: its server, a channel per topic, an
     operation per subscriber and responder, payloads as JSON Schema."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)  # MODULE is imported from here
     try:
-        module, found = load_app(app)
-    except AppNotFound as exc:
+        module, found = find_app(app)
+    except ConfigError as exc:
         output.error(str(exc))
         raise typer.Exit(2) from None
     document = asyncapi_document(
