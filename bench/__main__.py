@@ -23,6 +23,8 @@ from . import report
 from .config import FULL, QUICK
 from .env import BenchEnv, leftover_servers, stop_leftovers
 from .measure import Results
+from .natsgo import GoPeer
+from .natsgo import setup as setup_go
 from .peers import Peers
 from .peers import setup as setup_peers
 from .runner import Context
@@ -64,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-peers", action="store_true", help="skip the natsio / nats-core peer rows"
     )
+    parser.add_argument(
+        "--no-go", action="store_true", help="skip the nats.go rows (built when go is found)"
+    )
     parser.add_argument("--no-chart", action="store_true", help="do not write the PNG chart")
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="where latest.json and latest.png go"
@@ -100,7 +105,11 @@ def versions() -> dict[str, str]:
 
 
 async def run_all(
-    args: argparse.Namespace, console: Console, peers: Peers | None, peers_note: str
+    args: argparse.Namespace,
+    console: Console,
+    peers: Peers | None,
+    peers_note: str,
+    go: tuple[GoPeer | None, str] = (None, "nats.go not set up"),
 ) -> tuple[Results, dict[str, Any]]:
     sizes = QUICK if args.quick else FULL
     if args.reps:
@@ -118,6 +127,12 @@ async def run_all(
         console.print(f"peers: {shown} (venv {peers.venv})")
     else:
         console.print(f"[yellow]{escape(peers_note)}[/yellow]")
+    gopeer, go_note = go
+    if gopeer is not None:
+        shown = f"nats.go {gopeer.versions.get('nats.go')} ({gopeer.versions.get('go')})"
+        console.print(f"reference client: {shown}")
+    else:
+        console.print(f"[yellow]{escape(go_note)}[/yellow]")
     ctx = Context(
         env=env,
         sizes=sizes,
@@ -127,6 +142,8 @@ async def run_all(
         quick=args.quick,
         peers=peers,
         peers_note=peers_note,
+        go=gopeer,
+        go_note=go_note,
     )
     failed: dict[str, str] = {}
     health: dict[str, Any] = {}
@@ -167,6 +184,11 @@ async def run_all(
             if peers is not None
             else {"skipped": peers_note}
         ),
+        "nats.go": (
+            {"binary": str(gopeer.binary), "versions": gopeer.versions}
+            if gopeer is not None
+            else {"skipped": go_note}
+        ),
         "failed_scenarios": failed,
         "server_health": health,
     }
@@ -183,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             args.no_peers,
             lambda text: console.print(f"[dim]{escape(text)}[/dim]"),
         )
-        results, meta = asyncio.run(run_all(args, console, peers, peers_note))
+        go = setup_go(args.no_go, lambda text: console.print(f"[dim]{escape(text)}[/dim]"))
+        results, meta = asyncio.run(run_all(args, console, peers, peers_note, go))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: nothing written[/yellow]")
         return 130

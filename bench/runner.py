@@ -15,6 +15,7 @@ from rich.markup import escape
 from .config import PAYLOAD, PUBLISH_WINDOW, Sizes
 from .env import BenchEnv
 from .measure import Metric, Results, Run
+from .natsgo import NATS_GO, GoPeer
 from .peers import Peers
 
 RunFn = Callable[[int], Awaitable[Run]]
@@ -36,18 +37,22 @@ class Context:
     quick: bool
     peers: Peers | None = None
     peers_note: str = ""
+    go: GoPeer | None = None
+    go_note: str = ""
 
     def peer(
         self, client: str, spec: Callable[[int], dict[str, Any]], keys: dict[str, str]
     ) -> RunFn | str:
-        """A run of ``client`` ("natsio" / "nats-core") in the peer venv (or why there is none).
+        """A run of ``client`` ("natsio" / "nats-core" in the peer venv, or "nats.go", the
+        built Go runner), or why there is none.
 
         ``spec(rep)`` gives the scenario and its parameters (see ``bench/peer_runner.py``);
         ``keys`` maps the runner's values (``throughput``, ``p50``, ...) to metric keys.
         """
-        peers = self.peers
+        peers: Peers | GoPeer | None = self.go if client == NATS_GO else self.peers
         if peers is None:
-            return self.peers_note or "no peer venv"
+            note = self.go_note if client == NATS_GO else self.peers_note
+            return note or "no runner"
 
         async def one(rep: int) -> Run:
             full = {

@@ -34,19 +34,21 @@ import jetkit as jk
 
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
+from ..natsgo import NATS_GO
 from ..peers import METRICS_ON, NATS_JETSTREAM, NATSIO
 from ..runner import Context, RunFn
 from ._common import prefilled
 
 NAME = "consume"
 TITLE = "3 durable consume+ack"
-BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, "faststream", "redis", METRICS_ON)
+BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, NATS_GO, "faststream", "redis", METRICS_ON)
 CONCURRENCY = (1, 8)
 TARGETS = {
     1: (
         Target("nats-py", min_ratio=6.0),
         Target(NATSIO, min_ratio=1.5),
         Target("faststream", min_ratio=3.0),
+        Target(NATS_GO, min_ratio=1.0),  # the reference client (issue 27)
     ),
     8: (Target("nats-py", min_ratio=5.0), Target("faststream", min_ratio=3.0)),
 }
@@ -270,10 +272,11 @@ async def run(ctx: Context) -> None:
                         "scenario": "consume",
                         "subject": topic,
                         "stream": stream,
-                        "durable": f"bench-{client}-c{conc}-{rep}",
+                        "durable": f"bench-{client.replace('.', '-')}-c{conc}-{rep}",
                         "n": n,
                         "concurrency": conc,
                         "max_ack_pending": max_ack_pending(conc),
+                        "fetch": FETCH_BATCH,
                     }
 
                 return ctx.peer(client, spec, {"throughput": key})
@@ -286,6 +289,7 @@ async def run(ctx: Context) -> None:
                     "nats-py": runner("nats-py"),
                     NATSIO: peer("natsio"),
                     NATS_JETSTREAM: peer("nats-core"),
+                    NATS_GO: peer(NATS_GO),
                     "faststream": runner("faststream"),
                     "redis": runner("redis") if redis else ctx.env.redis_note,
                 },

@@ -22,13 +22,14 @@ from typing import Any
 
 from ..config import PAYLOAD, PUBLISH_WINDOW
 from ..measure import Metric, Run, Target
+from ..natsgo import NATS_GO
 from ..peers import NATS_JETSTREAM, NATSIO
 from ..runner import Context, RunFn
 from ._common import REDIS_FIELD, latency_run, stored_topic, task_window
 
 NAME = "publish"
 TITLE = "2 JetStream acked publish"
-NATS = ("nats-py", NATSIO, NATS_JETSTREAM)
+NATS = ("nats-py", NATSIO, NATS_JETSTREAM, NATS_GO)
 BASELINES = (*NATS, "redis")
 
 THROUGHPUT = Metric(
@@ -37,7 +38,11 @@ THROUGHPUT = Metric(
     f"pipelined (publish_many), window {PUBLISH_WINDOW}, every ack checked",
     "msg/s",
     baselines=BASELINES,
-    targets=(Target("nats-py", min_ratio=3.0), Target(NATSIO, min_ratio=1.5)),
+    targets=(
+        Target("nats-py", min_ratio=3.0),
+        Target(NATSIO, min_ratio=1.5),
+        Target(NATS_GO, min_ratio=1.0),  # the reference client (issue 27)
+    ),
 )
 TASKS = Metric(
     "js_publish_tasks",
@@ -157,6 +162,7 @@ async def run(ctx: Context) -> None:
             "nats-py": nats_run,
             NATSIO: peer("natsio"),
             NATS_JETSTREAM: peer("nats-core"),
+            NATS_GO: peer(NATS_GO),
             "redis": redis_run if redis else ctx.env.redis_note,
         },
     )

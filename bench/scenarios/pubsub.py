@@ -20,6 +20,7 @@ import jetkit as jk
 
 from ..config import PAYLOAD
 from ..measure import Counter, Metric, Run, Target
+from ..natsgo import NATS_GO
 from ..peers import METRICS_ON, NATS_CORE, NATSIO
 from ..runner import Context, RunFn
 
@@ -31,8 +32,11 @@ THROUGHPUT = Metric(
     TITLE,
     "1 pub -> 1 sub, trivial handler",
     "msg/s",
-    baselines=("nats-py", NATSIO, NATS_CORE, METRICS_ON),
-    targets=tuple(Target(b, min_ratio=1.0) for b in ("nats-py", NATSIO, NATS_CORE)),
+    baselines=("nats-py", NATSIO, NATS_CORE, NATS_GO, METRICS_ON),
+    targets=(
+        *(Target(b, min_ratio=1.0) for b in ("nats-py", NATSIO, NATS_CORE)),
+        Target(NATS_GO, min_ratio=0.5),  # the reference client (issue 27)
+    ),
 )
 
 
@@ -99,5 +103,6 @@ async def run(ctx: Context) -> None:
             "nats-py": nats_run,
             NATSIO: peer(NATSIO),
             NATS_CORE: peer(NATS_CORE),
+            NATS_GO: peer(NATS_GO),
         },
     )
