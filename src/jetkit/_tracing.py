@@ -51,6 +51,7 @@ TEMPLATE = "messaging.destination.template"
 OPERATION = "messaging.operation.name"
 OPERATION_TYPE = "messaging.operation.type"
 MESSAGE_ID = "messaging.message.id"
+CONVERSATION = "messaging.message.conversation_id"
 GROUP = "messaging.consumer.group.name"
 BATCH_COUNT = "messaging.batch.message_count"
 DELIVERY_COUNT = "messaging.nats.message.delivery_count"
@@ -180,6 +181,9 @@ class Tracing:
             msg_id = headers.get(MSG_ID_HEADER)
             if msg_id is not None:
                 attributes[MESSAGE_ID] = msg_id
+            conversation = headers.get("correlation_id")  # (FastStream sets it)
+            if conversation is not None:
+                attributes[CONVERSATION] = conversation
             if jetstream:
                 attributes[SEQUENCE] = msg.seq or 0
             links = None
