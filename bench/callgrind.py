@@ -31,28 +31,12 @@ MESSAGES = 20_000
 SCENARIOS = ("pubsub", "publish_many", "consume")
 
 
-def _provider() -> Any:
-    """A TracerProvider that builds and batches every span, then drops it."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-
-    class Drop(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    return provider
-
-
 async def _child(kind: str, n: int, tracing: bool) -> None:
     import jetkit as jk
 
-    extra: dict[str, Any] = {"tracing": _provider()} if tracing else {}
+    from .tracing import dropping_provider
+
+    extra: dict[str, Any] = {"tracing": dropping_provider()} if tracing else {}
     mode = jk.TopicMode.CORE if kind == "pubsub" else jk.TopicMode.JETSTREAM
     async with jk.Stream.open(default_mode=mode, **extra) as s:
         done = asyncio.Event()
