@@ -10,6 +10,7 @@ the trace id of a span it started itself.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import jetkit as jk
+import jetkit.sync as jsync
 from conftest import Recorder, wait_until
 
 EXPORTER = InMemorySpanExporter()
@@ -301,6 +303,26 @@ async def test_an_app_with_tracing_true_traces_through_the_global_provider(
     (handled,) = named(tid, f"process {topic}")
     assert parent_of(handled) == publish.context.span_id
     assert seen == [b"hello"]
+
+
+def test_jetkit_sync_traces_with_the_calling_threads_span_as_parent(tmp_path: Path) -> None:
+    got: list[jk.Message] = []
+    with jsync.Stream.open(
+        store_dir=tmp_path / "store", default_mode=jk.TopicMode.JETSTREAM, tracing=PROVIDER
+    ) as s:
+        s.subscribe("sync.orders", got.append, durable="sync")
+        with TRACER.start_as_current_span("caller") as caller:
+            s.publish("sync.orders", b"1")
+        tid = caller.get_span_context().trace_id
+        deadline = time.monotonic() + 10
+        while not named(tid, "process sync.orders"):
+            assert time.monotonic() < deadline, "no process span within 10 s"
+            time.sleep(0.01)
+    (publish,) = named(tid, "publish sync.orders")
+    (handled,) = named(tid, "process sync.orders")
+    assert parent_of(publish) == caller.get_span_context().span_id
+    assert parent_of(handled) == publish.context.span_id
+    assert len(got) == 1
 
 
 def broker(s: jk.Stream, **options: Any) -> Any:
