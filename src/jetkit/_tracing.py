@@ -133,21 +133,33 @@ class Tracing:
             attributes[MESSAGE_ID] = msg_id
         if extra:
             attributes.update(extra)
-        links: list[Link] = []
-        own = isinstance(headers, Mapping) and _GETTER.get(headers, "traceparent") is not None
+        links = None
+        own = headers is not None and (
+            isinstance(headers, Mapping) and _GETTER.get(headers, "traceparent") is not None
+        )
         if own:
             assert isinstance(headers, Mapping)
             given = trace.get_current_span(self.parent(headers)).get_span_context()
             if given.is_valid:
-                links.append(Link(given))
-        with self.tracer.start_as_current_span(
+                links = [Link(given)]
+        # not made the current span: nothing runs under it, and its context is injected
+        # explicitly (attaching it would cost a context switch in and out per publish)
+        span = self.tracer.start_span(
             f"{operation} {name}", context=parent, kind=kind, attributes=attributes, links=links
-        ) as span:
+        )
+        try:
             sent: Any = headers
             if headers is None or (isinstance(headers, Mapping) and not own):
                 sent = dict(headers) if headers is not None else {}
-                propagate.inject(sent)
+                propagate.inject(sent, context=trace.set_span_in_context(span))
             yield span, sent
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.set_attribute(ERROR_TYPE, _error(exc))
+            raise
+        finally:
+            span.end()
 
     # -- consuming -------------------------------------------------------------------------
 
