@@ -206,14 +206,12 @@ class Tracing:
             # the message's creation context is the parent (one trace from publisher to
             # handler), whatever context the worker task was started in; a message
             # without one starts a trace of its own
+            base = origin if origin is not None else context.Context()
             span = tracer.start_span(
-                name,
-                context=origin if origin is not None else context.Context(),
-                kind=kind,
-                attributes=attributes,
-                links=links,
+                name, context=base, kind=kind, attributes=attributes, links=links
             )
-            token = context.attach(trace.set_span_in_context(span))
+            # the handler runs in the message's context (its baggage too) under this span
+            token = context.attach(trace.set_span_in_context(span, base))
             try:
                 await process(msg)
             except Exception as exc:  # jetkit's own failure (the handler's are caught)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -238,6 +238,28 @@ async def test_core_messages_and_queue_groups_are_traced_too(traced: jk.Stream, 
     assert {parent_of(s) for s in handled} == publishes
     assert {attrs(s)["messaging.consumer.group.name"] for s in handled} == {"workers"}
     assert sorted(s.status.status_code.name for s in handled) == ["ERROR", "UNSET"]
+
+
+async def test_a_handler_runs_in_the_messages_context_with_its_baggage(
+    traced: jk.Stream, topic: str
+) -> None:
+    seen: list[tuple[object, int]] = []
+
+    async def handle(data: bytes) -> None:
+        current = trace.get_current_span().get_span_context().span_id
+        seen.append((baggage.get_baggage("tenant"), current))
+
+    await traced.subscribe(topic, handle, durable="baggage")
+    with TRACER.start_as_current_span("caller") as caller:
+        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            await traced.publish(topic, b"x")
+        finally:
+            context.detach(token)
+    tid = caller.get_span_context().trace_id
+    await wait_until(lambda: len(named(tid, f"process {topic}")) == 1)
+    (handled,) = named(tid, f"process {topic}")
+    assert seen == [("acme", handled.context.span_id)]
 
 
 async def test_log_records_about_a_message_carry_its_fields_and_the_trace_ids(
