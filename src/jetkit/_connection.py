@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from ._errors import (
     ConnectionError,
+    DependencyError,
     JetkitError,
     NoRespondersError,
     PayloadTooLargeError,
@@ -41,6 +43,7 @@ from ._errors import (
     TimeoutError,
 )
 from ._message import Message
+from ._natspy import SUPPORTED, check_client, check_connected, installed_version
 from ._wire import Sink, WireParser, parse_headers, pub
 
 Callback = Callable[[], Awaitable[None]]
@@ -104,11 +107,12 @@ class Connection:
         """Connect (bounded); then reconnect forever. ConnectionError names the cause."""
 
         self.nc = Client()  # a fresh client: one that failed to connect is not reused
+        check_client(self.nc, Client)  # nats-py's insides jetkit uses are there (_natspy)
         self.parser = WireParser(self.nc)
         self.nc._ps = self.parser  # type: ignore[assignment]
 
         async def reconnected() -> None:
-            self.max_payload = int(self.nc._max_payload)  # maybe another server's
+            self.max_payload = int(self.nc.max_payload)  # maybe another server's
             await on_reconnect()
 
         async def error_cb(exc: Exception) -> None:
@@ -159,11 +163,17 @@ class Connection:
                 else "is the server running and reachable?"
             )
             raise ConnectionError(f"cannot connect to {', '.join(urls)}: {text}; {hint}") from exc
+        try:
+            check_connected(self.nc)
+        except DependencyError:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            raise
         self.nc.options["max_reconnect_attempts"] = -1
         self._reply_prefix = self.nc.new_inbox() + "."
         self._reply_prefix_b = self._reply_prefix.encode()
         await self.subscribe(self._reply_prefix + "*", self._on_reply)
-        self.max_payload = int(self.nc._max_payload)
+        self.max_payload = int(self.nc.max_payload)
         self.options = {
             k: opts[k] for k in ("servers", "user", "password", "token", "tls") if k in opts
         }
@@ -229,7 +239,7 @@ class Connection:
 
     def unique_name(self) -> str:
         """A short unique token (for ephemeral consumer names)."""
-        return self.nc._nuid.next().decode()
+        return secrets.token_hex(11)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -387,9 +397,16 @@ class Connection:
         except BaseException:
             routes.pop(b"%d" % sid, None)
             raise
-        if sub._id != sid:  # nats-py numbered differently: route the real id
+        real = getattr(sub, "_id", None)
+        if not isinstance(real, int):
             routes.pop(b"%d" % sid, None)
-            routes[b"%d" % sub._id] = sink
+            raise DependencyError(
+                f"nats-py {installed_version()}'s Subscription has no _id as jetkit expects; "
+                f"install a supported version: pip install 'nats-py{SUPPORTED}'"
+            )
+        if real != sid:  # nats-py numbered differently: route the real id
+            routes.pop(b"%d" % sid, None)
+            routes[b"%d" % real] = sink
         return sub
 
     async def unsubscribe(self, sub: NatsSubscription) -> None:

@@ -27,6 +27,7 @@ JetkitError
  ├── RemoteError                       a responder raised; carries its type and message
  ├── AlreadySettledError               ack/nak/term on a message already settled
  ├── PublishBatchError                 some publishes of publish_many() failed
+ ├── DependencyError                   an installed nats-py is not one jetkit works with
  └── JetStreamError                    the JetStream API refused a call
       ├── NotFoundError                topic (stream) or consumer does not exist
       ├── StorageFullError             the store's disk (or JetStream's share) is full
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectionLostError",
     "DamagedConsumerError",
     "DecodeError",
+    "DependencyError",
     "EncodeError",
     "ForkedStreamError",
     "HandlerSignatureError",
@@ -141,6 +143,11 @@ class PayloadTooLargeError(JetkitError, ValueError):
 class NotADeadLetterTopicError(JetkitError, ValueError):
     """No dead letter where one is needed: ``redrive()`` on a topic whose messages carry
     no dead-letter headers, or ``discard_dead_letter()`` on a message that is not one."""
+
+
+class DependencyError(JetkitError):
+    """An installed dependency (nats-py) is not a version jetkit works with; the message
+    names the version found, the versions supported, and how to install one."""
 
 
 class ConfigError(JetkitError, ValueError):

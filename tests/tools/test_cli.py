@@ -531,3 +531,11 @@ def test_the_cli_reference_is_generated_from_the_commands() -> None:
     assert CLI_DOC.read_text() == cli_reference.generate(CLI_DOC.read_text()), (
         "docs/cli.md is out of date: run `python tests/cli_reference.py`"
     )
+
+
+def test_version_prints_the_one_version_the_package_has() -> None:
+    import importlib.metadata
+
+    out = ok("--version")
+    assert out == f"jetkit {jk.__version__}\n"
+    assert importlib.metadata.version("jetkit") == jk.__version__  # pyproject reads it

@@ -33,6 +33,7 @@ EXPECTED_ALL = {
     "DeadLetter",
     "DeadLetterScan",
     "DecodeError",
+    "DependencyError",
     "Discard",
     "EncodeError",
     "ForkedStreamError",

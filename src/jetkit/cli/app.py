@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+import jetkit
 
 from . import asyncapi, inspection, messages, output, servers, services
 from .common import ClickException, UsageError, reader_gone
@@ -19,6 +21,28 @@ app = typer.Typer(
     add_completion=False,
     cls=output.Group,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        sys.stdout.write(f"jetkit {jetkit.__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print jetkit's version and exit.",
+            callback=_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Durable messaging with zero infrastructure: NATS JetStream, embedded."""
+
 
 # a new command: a function in the module of its kind, added here where --help shows it
 COMMANDS: list[Callable[..., Any]] = [
