@@ -117,7 +117,11 @@ class Responder(CoreSubscription):
 
     async def _process(self, msg: Message) -> None:
         if not msg.reply:
-            self._log.debug("message without reply subject on responder %r", msg.topic)
+            self._log.debug(
+                "message without reply subject on responder %r",
+                msg.topic,
+                extra=self._fields(msg),
+            )
         try:
             args = self._plan.args(msg)
             result = await self._plan.fn(*args)
