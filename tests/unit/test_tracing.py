@@ -27,6 +27,23 @@ def test_jetkit_never_loads_opentelemetry_while_tracing_is_off() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_tracing_without_opentelemetry_installed_says_which_extra_to_install() -> None:
+    # opentelemetry made unimportable in a child: what a user without jetkit[otel] has
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "import jetkit as jk; from jetkit import _options\n"
+        "assert _options.open_options().tracing is False\n"
+        "try:\n"
+        "    _options.open_options(tracing=True)\n"
+        "except jk.ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'jetkit[otel]'" in done.stdout
+
+
 def test_tracing_takes_true_false_or_a_tracer_provider() -> None:
     provider = TracerProvider()
     assert _options.open_options().tracing is False
