@@ -25,6 +25,8 @@ import psutil
 
 import jetkit as jk
 
+from .tracing import dropping_provider
+
 log = logging.getLogger("bench")
 
 
@@ -153,19 +155,27 @@ class BenchEnv:
 
     @contextlib.asynccontextmanager
     async def jetkit(
-        self, mode: jk.TopicMode = jk.TopicMode.JETSTREAM, metrics: bool = False
+        self,
+        mode: jk.TopicMode = jk.TopicMode.JETSTREAM,
+        metrics: bool = False,
+        tracing: bool = False,
     ) -> AsyncIterator[jk.Stream]:
-        """A new jetkit client Stream on the bench server (``metrics``: serving them)."""
+        """A new jetkit client Stream on the bench server (``metrics``: serving them;
+        ``tracing``: every span made, batched and dropped)."""
+        provider = dropping_provider() if tracing else None
         stream = await jk.Stream.open(
             **self.connect,
             default_mode=mode,
             drain_timeout=10.0,
             metrics_port=0 if metrics else None,
+            tracing=provider if provider is not None else False,
         )
         try:
             yield stream
         finally:
             await stream.close()
+            if provider is not None:
+                provider.shutdown()
 
     @contextlib.asynccontextmanager
     async def nats(self, **options: Any) -> AsyncIterator[Any]:

@@ -29,6 +29,9 @@ MIN_VERSION = (3, 13)
 NATSIO, NATS_CORE, NATS_JETSTREAM = "natsio", "nats-core", "nats-jetstream"
 # jetkit itself with Stream.open(metrics_port=0): its ratio is the cost of metrics
 METRICS_ON = "jetkit+metrics"
+# jetkit with Stream.open(tracing=...): every span built and batched by the SDK, then
+# dropped (bench.env.dropping_provider): its ratio is the cost of tracing
+TRACING_ON = "jetkit+tracing"
 
 
 def cache_dir() -> Path:

@@ -35,13 +35,22 @@ import jetkit as jk
 from ..config import FETCH_BATCH
 from ..measure import Counter, Metric, Run, Target
 from ..natsgo import NATS_GO
-from ..peers import METRICS_ON, NATS_JETSTREAM, NATSIO
+from ..peers import METRICS_ON, NATS_JETSTREAM, NATSIO, TRACING_ON
 from ..runner import Context, RunFn
 from ._common import prefilled
 
 NAME = "consume"
 TITLE = "3 durable consume+ack"
-BASELINES = ("nats-py", NATSIO, NATS_JETSTREAM, NATS_GO, "faststream", "redis", METRICS_ON)
+BASELINES = (
+    "nats-py",
+    NATSIO,
+    NATS_JETSTREAM,
+    NATS_GO,
+    "faststream",
+    "redis",
+    METRICS_ON,
+    TRACING_ON,
+)
 CONCURRENCY = (1, 8)
 TARGETS = {
     1: (
@@ -84,9 +93,15 @@ def _result(key: str, counter: Counter, n: int, started: float) -> Run:
 
 
 async def jetkit_consume(
-    ctx: Context, topic: str, durable: str, n: int, conc: int, metrics: bool = False
+    ctx: Context,
+    topic: str,
+    durable: str,
+    n: int,
+    conc: int,
+    metrics: bool = False,
+    tracing: bool = False,
 ) -> Counter:
-    async with ctx.env.jetkit(metrics=metrics) as s:
+    async with ctx.env.jetkit(metrics=metrics, tracing=tracing) as s:
         counter = Counter(n)
 
         async def handler(data: bytes) -> None:
@@ -253,9 +268,10 @@ async def run(ctx: Context) -> None:
                 async def one(rep: int) -> Run:
                     durable = f"bench-{kind.replace('+', '-')}-c{conc}-{rep}"
                     started = time.perf_counter()
-                    if kind in ("jetkit", METRICS_ON):
-                        on = kind == METRICS_ON
-                        counter = await jetkit_consume(ctx, topic, durable, n, conc, on)
+                    if kind in ("jetkit", METRICS_ON, TRACING_ON):
+                        counter = await jetkit_consume(
+                            ctx, topic, durable, n, conc, kind == METRICS_ON, kind == TRACING_ON
+                        )
                     elif kind == "nats-py":
                         counter = await nats_consume(ctx, topic, stream, durable, n, conc)
                     elif kind == "faststream":
@@ -286,6 +302,7 @@ async def run(ctx: Context) -> None:
                 {
                     "jetkit": runner("jetkit"),
                     METRICS_ON: runner(METRICS_ON),
+                    TRACING_ON: runner(TRACING_ON),
                     "nats-py": runner("nats-py"),
                     NATSIO: peer("natsio"),
                     NATS_JETSTREAM: peer("nats-core"),

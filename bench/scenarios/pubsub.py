@@ -21,7 +21,7 @@ import jetkit as jk
 from ..config import PAYLOAD
 from ..measure import Counter, Metric, Run, Target
 from ..natsgo import NATS_GO
-from ..peers import METRICS_ON, NATS_CORE, NATSIO
+from ..peers import METRICS_ON, NATS_CORE, NATSIO, TRACING_ON
 from ..runner import Context, RunFn
 
 NAME = "pubsub"
@@ -32,7 +32,7 @@ THROUGHPUT = Metric(
     TITLE,
     "1 pub -> 1 sub, trivial handler",
     "msg/s",
-    baselines=("nats-py", NATSIO, NATS_CORE, NATS_GO, METRICS_ON),
+    baselines=("nats-py", NATSIO, NATS_CORE, NATS_GO, METRICS_ON, TRACING_ON),
     targets=(
         *(Target(b, min_ratio=1.0) for b in ("nats-py", NATSIO, NATS_CORE)),
         Target(NATS_GO, min_ratio=0.5),  # the reference client (issue 27)
@@ -54,9 +54,10 @@ def _result(counter: Counter, n: int, started: float) -> Run:
 async def run(ctx: Context) -> None:
     n = ctx.sizes.pubsub
 
-    async def jetkit_run(rep: int, metrics: bool = False) -> Run:
-        topic = f"bench.core.jetkit{'-metrics' if metrics else ''}.{rep}"
-        async with ctx.env.jetkit(jk.TopicMode.CORE, metrics=metrics) as s:
+    async def jetkit_run(rep: int, metrics: bool = False, tracing: bool = False) -> Run:
+        kind = "-metrics" if metrics else "-tracing" if tracing else ""
+        topic = f"bench.core.jetkit{kind}.{rep}"
+        async with ctx.env.jetkit(jk.TopicMode.CORE, metrics=metrics, tracing=tracing) as s:
             counter = Counter(n)
 
             async def handler(data: bytes) -> None:
@@ -100,6 +101,7 @@ async def run(ctx: Context) -> None:
         {
             "jetkit": jetkit_run,
             METRICS_ON: lambda rep: jetkit_run(rep, metrics=True),
+            TRACING_ON: lambda rep: jetkit_run(rep, tracing=True),
             "nats-py": nats_run,
             NATSIO: peer(NATSIO),
             NATS_CORE: peer(NATS_CORE),

@@ -101,12 +101,15 @@ class JetStreamSubscription(PullSubscription):
             args = plan.args(msg)
         except DecodeError as exc:
             self.stats.failed += 1
+            if self._tracer is not None:
+                self._tracer.failed(exc)
             self._log.error(
                 "consumer %r: poison message on %r seq %s: %s",
                 self.consumer,
                 msg.topic,
                 msg.seq,
                 exc,
+                extra=self._fields(msg),
             )
             await self._dead_letter(msg, describe_error(exc))
             return
@@ -129,6 +132,8 @@ class JetStreamSubscription(PullSubscription):
                         await self._conn.flush(timeout=1)
                 raise
             self.stats.failed += 1
+            if self._tracer is not None:
+                self._tracer.failed(exc)
             if ack is AckPolicy.MANUAL and not msg.settled:
                 await self._retry_or_dead_letter(msg, exc)
             else:
@@ -138,6 +143,7 @@ class JetStreamSubscription(PullSubscription):
                     msg.topic,
                     msg.seq,
                     exc_info=exc,
+                    extra=self._fields(msg),
                 )
             return
         if ack is AckPolicy.MANUAL and not msg.settled:
@@ -236,6 +242,7 @@ class JetStreamSubscription(PullSubscription):
                 attempt,
                 describe_error(exc),
                 f" in {delay:g}s" if delay else "",
+                extra=self._fields(msg),
             )
             self.stats.retried += 1
             await msg.nak(delay)
@@ -247,6 +254,7 @@ class JetStreamSubscription(PullSubscription):
             msg.seq,
             attempt,
             describe_error(exc),
+            extra=self._fields(msg),
         )
         await self._dead_letter(msg, describe_error(exc))
 
@@ -313,6 +321,7 @@ class JetStreamSubscription(PullSubscription):
                     msg.seq,
                     self._dlq,
                     exc,
+                    extra=self._fields(msg),
                 )
                 return False
             break

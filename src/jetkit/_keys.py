@@ -295,7 +295,9 @@ class KeyedSubscription(JetStreamSubscription):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self._log.exception("internal error handling a message on %r", self.topic)
+                self._log.exception(
+                    "internal error handling a message on %r", self.topic, extra=self._fields(msg)
+                )
             finally:
                 self._inflight.discard(msg)
                 self._done(msg)
@@ -311,6 +313,7 @@ class KeyedSubscription(JetStreamSubscription):
                 msg.topic,
                 msg.seq,
                 msg._poison,
+                extra=self._fields(msg),
             )
             await self._dead_letter(msg, msg._poison)
             return
@@ -355,7 +358,10 @@ class KeyedSubscription(JetStreamSubscription):
             describe_error(exc),
             f" in {delay:g}s" if delay else "",
             msg._key,
+            extra=self._fields(msg),
         )
+        if self._tracer is not None:
+            self._tracer.event("retry in place", {"jetkit.retry.delay": delay or 0.0})
         self.stats.retried += 1
         await self._count_call(msg)
         msg._retry_after = delay or 0.0

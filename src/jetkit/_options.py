@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import inspect
 import logging
 import os
@@ -248,6 +249,7 @@ class OpenSettings:
     name: str | None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    tracing: object = False  # False, True or a TracerProvider (see _surface)
 
 
 def open_options(**options: object) -> OpenSettings:
@@ -336,7 +338,28 @@ def open_options(**options: object) -> OpenSettings:
             hint=" (0: a free port)",
         ),
         metrics_host=_metrics_host(o["metrics_host"]),
+        tracing=_tracing(o["tracing"]),
     )
+
+
+def _tracing(value: object) -> object:
+    """``tracing``: False, True, or a TracerProvider; not off needs opentelemetry-api."""
+    if value is False:
+        return value
+    if value is not True and not callable(getattr(value, "get_tracer", None)):
+        raise ConfigError(
+            f"tracing must be True, False or an OpenTelemetry TracerProvider, got {value!r}"
+        )
+    try:
+        found = importlib.util.find_spec("opentelemetry.trace") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ConfigError(
+            "tracing needs the OpenTelemetry API: pip install 'jetkit[otel]' (and an SDK, "
+            "e.g. opentelemetry-sdk, to export the spans)"
+        )
+    return value
 
 
 def _metrics_host(value: object) -> str:

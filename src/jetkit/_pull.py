@@ -327,11 +327,15 @@ class PullSubscription(Subscription):
             self._finished(msg, acked=True)
         elif token.startswith(NAK):
             self.stats.naked += 1
+            if self._tracer is not None:
+                self._tracer.settled(token)
             if self._late:
                 self._late.pop(msg.seq or 0, None)
             await self._handing_back(msg)
         elif token.startswith(TERM):
             self.stats.terminated += 1
+            if self._tracer is not None:
+                self._tracer.settled(token)
             self._finished(msg)
         if wait:
             await self._confirmed(msg, token)
@@ -347,6 +351,7 @@ class PullSubscription(Subscription):
                 msg.topic,
                 msg.seq,
                 exc,
+                extra=self._fields(msg),
             )
 
     async def _confirmed(self, msg: Message, token: bytes) -> None:
@@ -400,6 +405,7 @@ class PullSubscription(Subscription):
                 msg.topic,
                 msg.seq,
                 exc,
+                extra=self._fields(msg),
             )
 
     # -- stopping --------------------------------------------------------------------------
@@ -470,7 +476,13 @@ class PullSubscription(Subscription):
         return True
 
     def _ack_copy(self, msg: Message) -> None:
-        self._log.debug("consumer %r: acked a copy of %r seq %s", self.consumer, msg.topic, msg.seq)
+        self._log.debug(
+            "consumer %r: acked a copy of %r seq %s",
+            self.consumer,
+            msg.topic,
+            msg.seq,
+            extra=self._fields(msg),
+        )
         with contextlib.suppress(JetkitError):
             self._conn.send(_ack_command(msg.reply or "", ACK), False)
 

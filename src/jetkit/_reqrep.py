@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._codec import HandlerPlan, decoder_for, encode_reply, plan_handler
 from ._connection import Connection
@@ -28,6 +28,9 @@ from ._validate import headers as check_headers
 from ._validate import number
 from ._wire import pub
 
+if TYPE_CHECKING:
+    from ._tracing import Tracing
+
 MAX_TIMEOUT = 86_400.0
 
 
@@ -39,8 +42,16 @@ async def request(
     data: bytes,
     timeout: float,
     headers: dict[str, str] | None,
+    tracing: Tracing | None = None,
 ) -> Message:
-    """``Stream.request``: send ``data`` to ``topic`` and return the reply."""
+    """``Stream.request``: send ``data`` to ``topic`` and return the reply (tracing on: in
+    a CLIENT span whose context the request carries)."""
+    if tracing is not None:
+        return await tracing.request(
+            topic,
+            headers,
+            lambda sent: request(conn, publisher, topics, topic, data, timeout, sent),
+        )
     topics.check(topic)
     number("timeout", timeout, above=0, maximum=MAX_TIMEOUT)
     headers = check_headers(headers)
@@ -76,6 +87,7 @@ async def respond(
     queue_group: str | None,
     concurrency: int,
     log: logging.Logger,
+    tracing: Tracing | None = None,
 ) -> Responder:
     """``Stream.respond``: a running responder on ``topic``."""
     topics.check(topic, wildcards=True)
@@ -92,6 +104,8 @@ async def respond(
         backpressure=Backpressure.BLOCK,
         logger=log,
     )
+    if tracing is not None:
+        tracing.watch(responder, server=True)
     await responder._start()
     return responder
 
@@ -103,19 +117,32 @@ class Responder(CoreSubscription):
 
     async def _process(self, msg: Message) -> None:
         if not msg.reply:
-            self._log.debug("message without reply subject on responder %r", msg.topic)
+            self._log.debug(
+                "message without reply subject on responder %r",
+                msg.topic,
+                extra=self._fields(msg),
+            )
         try:
             args = self._plan.args(msg)
             result = await self._plan.fn(*args)
             payload, headers = encode_reply(result), None
         except DecodeError as exc:
             self.stats.failed += 1
+            if self._tracer is not None:
+                self._tracer.failed(exc)
             payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
         except BaseException as exc:
             if not is_handler_failure(exc):
                 raise
             self.stats.failed += 1
-            self._log.warning("responder for %r raised %s", msg.topic, describe_error(exc))
+            if self._tracer is not None:
+                self._tracer.failed(exc)
+            self._log.warning(
+                "responder for %r raised %s",
+                msg.topic,
+                describe_error(exc),
+                extra=self._fields(msg),
+            )
             payload, headers = b"", {ERROR_HEADER: describe_error(exc)}
         if not msg.reply:
             return
@@ -127,6 +154,7 @@ class Responder(CoreSubscription):
                 msg.topic,
                 len(payload),
                 conn.max_payload,
+                extra=self._fields(msg),
             )
             payload, headers = (
                 b"",
@@ -141,4 +169,6 @@ class Responder(CoreSubscription):
             elif conn.send(pub(msg.reply.encode(), payload)):
                 await conn.relieve()
         except Exception as exc:
-            self._log.warning("could not send reply on %r: %s", msg.topic, exc)
+            self._log.warning(
+                "could not send reply on %r: %s", msg.topic, exc, extra=self._fields(msg)
+            )

@@ -34,6 +34,7 @@ from ._subscription import Subscription
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:
+    from ._tracing import Tracing
     from .metrics import Collector, MeteredStream, MetricsServer
 
 
@@ -62,13 +63,30 @@ class Runtime:
         self.store_dir = store_dir
         self.api = JsApi(self.conn, timeout=max(opts.connect_timeout, 5.0), store_dir=store_dir)
         self.topics = TopicRegistry(self.api, opts.default_mode, self.log)
-        self.publisher = Publisher(
-            self.conn, self.topics, opts.publish_timeout, store_dir, self._disk_error
-        )
+        # tracing on: OpenTelemetry is loaded, and the publisher is one that traces (off,
+        # nothing of it runs: the hot paths are the same code as without it)
+        self.tracing: Tracing | None = None
+        if opts.tracing is False:
+            self.publisher = Publisher(
+                self.conn, self.topics, opts.publish_timeout, store_dir, self._disk_error
+            )
+        else:
+            from ._tracing import TracedPublisher, Tracing
+
+            self.tracing = Tracing(opts.tracing)
+            self.publisher = TracedPublisher(
+                self.conn,
+                self.topics,
+                opts.publish_timeout,
+                store_dir,
+                self._disk_error,
+                self.tracing,
+            )
         self.subscriber = Subscriber(
-            self.conn, self.api, self.topics, self.publisher, store_dir, self.log
+            self.conn, self.api, self.topics, self.publisher, store_dir, self.log, self.tracing
         )
         self.scheduler = Scheduler(self.conn, self.api, self.topics, self.publisher)
+        self.scheduler.tracing = self.tracing
         self.subs: set[Subscription] = set()
         self.regs = Registrations(self.log)
         self.tasks: set[asyncio.Future[Any]] = set()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._jsapi import JsApi
     from ._publish import Publisher
     from ._topics import TopicRegistry
+    from ._tracing import Tracing
 
 SCHEDULES_SINCE = (2, 12, 0)
 TTL_SINCE = (2, 11, 0)
@@ -169,6 +170,7 @@ class Scheduler:
         self._topics = topics
         self._publisher = publisher
         self._enabling: dict[str, asyncio.Future[Features]] = {}
+        self.tracing: Tracing | None = None  # set while tracing is on
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -185,9 +187,19 @@ class Scheduler:
         """Checks everything, then the held (scheduled) or the expiring publish."""
         counts = self._publisher.counts
         try:
-            result = await self._publish(
-                topic, data, headers, msg_id, deliver_at, deliver_after, ttl
-            )
+            if self.tracing is None:
+                result = await self._publish(
+                    topic, data, headers, msg_id, deliver_at, deliver_after, ttl
+                )
+            else:
+                # the context goes into the held message's headers, which the server
+                # keeps when it delivers it: the consumer continues the publisher's trace
+                with self.tracing.sending(topic, headers, msg_id) as (span, sent):
+                    result = await self._publish(
+                        topic, data, sent, msg_id, deliver_at, deliver_after, ttl
+                    )
+                    if isinstance(result, ScheduledMessage):
+                        span.set_attribute("jetkit.deliver_at", result.deliver_at.isoformat())
         except JetkitError:
             if counts is not None:
                 counts.error(self._publisher.label(topic))

@@ -500,7 +500,7 @@ class Stream(AdminFace):
         await self._rt.ready()
         rt = self._rt
         return await _reqrep.request(
-            rt.conn, rt.publisher, rt.topics, topic, data, timeout, headers
+            rt.conn, rt.publisher, rt.topics, topic, data, timeout, headers, rt.tracing
         )
 
     async def request_json(
@@ -532,7 +532,7 @@ class Stream(AdminFace):
         rt.check_open()
         return rt.track(
             await _reqrep.respond(
-                rt.conn, rt.topics, topic, handler, queue_group, concurrency, rt.log
+                rt.conn, rt.topics, topic, handler, queue_group, concurrency, rt.log, rt.tracing
             )
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._attempts import AttemptLog
 from ._codec import HandlerPlan, plan_handler
@@ -20,6 +20,9 @@ from ._publish import Publisher
 from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
 
+if TYPE_CHECKING:
+    from ._tracing import Tracing
+
 
 class Subscriber:
     """Builds subscriptions for one Stream (its connection, topics and publisher)."""
@@ -32,8 +35,10 @@ class Subscriber:
         publisher: Publisher,
         store_dir: Path | None,
         log: logging.Logger,
+        tracing: Tracing | None = None,
     ) -> None:
         self._conn = conn
+        self._tracing = tracing
         self._attempts = AttemptLog(api, publisher.acked.publish, conn.send, log)
         self._api = api
         self._topics = topics
@@ -82,6 +87,8 @@ class Subscriber:
                 backpressure=opts.backpressure,
                 logger=self._log,
             )
+            if self._tracing is not None:
+                self._tracing.watch(core)
             await core._start()
             return core
         stream, config = await self._server_side(topic, opts)
@@ -100,6 +107,8 @@ class Subscriber:
             store=self._store_dir,
             logger=self._log,
         )
+        if self._tracing is not None:
+            self._tracing.watch(sub)
         await sub._start()
         return sub
 

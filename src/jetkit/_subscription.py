@@ -35,6 +35,7 @@ from ._validate import flag, optional_number
 
 if TYPE_CHECKING:
     from ._counting import Histogram
+    from ._tracing import Tracing
 
 
 def is_handler_failure(exc: BaseException) -> bool:
@@ -105,6 +106,10 @@ class SubscriptionStats:
 class Subscription:
     """A running subscription. Created by ``Stream.subscribe``; not built directly."""
 
+    # tracing on: what the failure paths tell about the current attempt (the attempts'
+    # spans wrap ``_process`` on the instance: the paths of a message never test this)
+    _tracer: Tracing | None = None
+
     def __init__(
         self,
         topic: str,
@@ -152,6 +157,18 @@ class Subscription:
     def metric_consumer(self) -> str:
         """The ``consumer`` label of this subscription's metrics ("": none)."""
         return ""
+
+    def _fields(self, msg: Message) -> dict[str, object]:
+        """The ``extra`` fields of a log record about ``msg``: its topic, seq and consumer,
+        and with tracing on the ids of the current trace and span."""
+        fields: dict[str, object] = {
+            "topic": msg.topic,
+            "seq": msg.seq,
+            "consumer": self.metric_consumer or None,
+        }
+        if self._tracer is not None:
+            fields.update(self._tracer.log_ids())
+        return fields
 
     def time_handler(self, histogram: Histogram) -> None:
         """Observe each message's handling time in ``histogram`` from now on (metrics
@@ -237,7 +254,9 @@ class Subscription:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self._log.exception("internal error handling a message on %r", self.topic)
+                self._log.exception(
+                    "internal error handling a message on %r", self.topic, extra=self._fields(msg)
+                )
             finally:
                 self._inflight.discard(msg)
 
@@ -250,7 +269,11 @@ class Subscription:
             args = self._plan.args(msg)
         except DecodeError as exc:
             self.stats.failed += 1
-            self._log.error("dropping undecodable message on %r: %s", msg.topic, exc)
+            if self._tracer is not None:
+                self._tracer.failed(exc)
+            self._log.error(
+                "dropping undecodable message on %r: %s", msg.topic, exc, extra=self._fields(msg)
+            )
             return
         try:
             await self._plan.fn(*args)
@@ -258,7 +281,11 @@ class Subscription:
             if not is_handler_failure(exc):
                 raise
             self.stats.failed += 1
-            self._log.error("handler for %r failed", msg.topic, exc_info=exc)
+            if self._tracer is not None:
+                self._tracer.failed(exc)
+            self._log.error(
+                "handler for %r failed", msg.topic, exc_info=exc, extra=self._fields(msg)
+            )
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, TypedDict, get_type_hints
+from typing import Annotated, Any, Protocol, TypedDict, get_type_hints
 
 from ._errors import UnknownOptionError
 from ._message import Message
@@ -42,6 +42,18 @@ class Default:
 
     def __repr__(self) -> str:
         return f"default {self.value!r}"
+
+
+class TracerProvider(Protocol):
+    """An OpenTelemetry ``TracerProvider`` (``opentelemetry.sdk.trace.TracerProvider``, or
+    any object with its ``get_tracer``), for ``tracing=``."""
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+    ) -> Any: ...
 
 
 class OpenOptions(TypedDict, total=False):
@@ -95,6 +107,10 @@ class OpenOptions(TypedDict, total=False):
     free port; see ``Stream.metrics_url`` and ``jetkit.metrics``). None: no server."""
     metrics_host: Annotated[str, Default("127.0.0.1")]
     """Where the metrics are served."""
+    tracing: Annotated[bool | TracerProvider, Default(False)]
+    """OpenTelemetry spans for publishes, deliveries, dead letters and request/reply, the
+    trace context carried in ``traceparent`` headers (needs ``pip install 'jetkit[otel]'``).
+    True: the global TracerProvider; or a TracerProvider of your own. See docs/tracing.md."""
 
 
 class SubscribeOptions(TypedDict, total=False):

@@ -115,6 +115,16 @@ BAD_OPTIONS = [
             ("protocol", ssl.PROTOCOL_TLS_CLIENT),
         ]
     ),
+    *(
+        pytest.param(
+            {"tracing": bad},
+            jk.ConfigError,
+            "tracing must be True, False or an OpenTelemetry TracerProvider",
+            AT_CALL,
+            id=f"tracing-{name}",
+        )
+        for name, bad in [("str", "yes"), ("1", 1), ("None", None), ("tracer", object())]
+    ),
     pytest.param(
         {"stor_dir": "./x"},
         jk.UnknownOptionError,  # a TypeError too, as Python's own would be
