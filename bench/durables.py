@@ -1,0 +1,110 @@
+"""Scale: subscribe and close() with many durable subscriptions (issue 29).
+
+    python -m bench.durables                 # 10, 100, 1000, 2000 durables
+    python -m bench.durables 10 400 --msgs 2
+
+For each count N, in a fresh temporary store: N JetStream topics with one durable
+MANUAL-ack subscription each, ``--msgs`` messages published to each topic and handled
+(acked) before the close; then ``close()``. Printed per N: the mean ``subscribe`` time,
+the client's and the server's resident memory once all are subscribed, ``close()``'s
+duration, and whether the embedded server had to be killed (jetkit's warning
+"... killing it" was logged). Linux only (memory is read from /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jetkit as jk
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _Kills(logging.Handler):
+    """Counts jetkit's warnings that the server was killed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "killing it" in text:
+            self.lines.append(text)
+
+
+async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
+    kills = _Kills()
+    logging.getLogger("jetkit").addHandler(kills)
+    with tempfile.TemporaryDirectory(prefix="jk-durables-") as tmp:
+        rss_before = _rss_mb(os.getpid())
+        s = await jk.Stream.open(store_dir=Path(tmp) / "store", default_mode=jk.TopicMode.JETSTREAM)
+        store = s._rt.store
+        server = store.server if store is not None else None
+        handled = 0
+        done = asyncio.Event()
+
+        async def handler(data: bytes) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == count * msgs:
+                done.set()
+
+        started = time.perf_counter()
+        for i in range(count):
+            await s.subscribe(f"scale.t{i}", handler, durable=f"d{i}", ack=jk.AckPolicy.MANUAL)
+        subscribe_each = (time.perf_counter() - started) / count
+        for _ in range(msgs):
+            for i in range(count):
+                await s.publish(f"scale.t{i}", b"x")
+        if msgs:
+            await asyncio.wait_for(done.wait(), 120)
+        client_rss = _rss_mb(os.getpid()) - rss_before
+        server_rss = _rss_mb(server.pid) if server and server.pid else 0.0
+        started = time.perf_counter()
+        await s.close()
+        closing = time.perf_counter() - started
+    logging.getLogger("jetkit").removeHandler(kills)
+    return {
+        "durables": count,
+        "subscribe_ms": subscribe_each * 1000,
+        "client_mb": client_rss,
+        "server_mb": server_rss,
+        "close_s": closing,
+        "killed": "yes" if kills.lines else "no",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.durables", description=__doc__)
+    parser.add_argument("counts", nargs="*", type=int, default=[10, 100, 1000, 2000])
+    parser.add_argument("--msgs", type=int, default=1, help="messages acked per topic")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print("| durables | subscribe, each | client RSS | server RSS | close() | server killed |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for count in args.counts:
+        row = asyncio.run(_one(count, args.msgs))
+        print(
+            f"| {row['durables']:,} | {row['subscribe_ms']:.1f} ms | +{row['client_mb']:.0f} MB "
+            f"| {row['server_mb']:.0f} MB | {row['close_s']:.2f} s | {row['killed']} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
