@@ -7,22 +7,27 @@ For each count N, in a fresh temporary store: N JetStream topics with one durabl
 MANUAL-ack subscription each, ``--msgs`` messages published to each topic and handled
 (acked) before the close; then ``close()``. Printed per N: the mean ``subscribe`` time,
 the client's and the server's resident memory once all are subscribed, ``close()``'s
-duration, and whether the embedded server had to be killed (jetkit's warning
-"... killing it" was logged). Linux only (memory is read from /proc).
+duration, of which the server's own stop (from its log: SIGTERM trapped to its last
+line), and whether the embedded server had to be killed (jetkit's warning
+"... killing it" was logged). Linux only (memory is read from /proc). The server is
+the bundled one, or ``$JETKIT_NATS_SERVER``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jetkit as jk
+from jetkit._server import binary_version, find_binary
 
 
 def _rss_mb(pid: int) -> float:
@@ -31,6 +36,25 @@ def _rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+_STAMP = re.compile(r"^\[\d+\] (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+) ")
+
+
+def _server_stop_s(log: Path) -> float:
+    """Seconds from the server trapping SIGTERM to its last log line (nan: not found)."""
+    trapped = last = None
+    for line in log.read_text(errors="replace").splitlines():
+        stamp = _STAMP.match(line)
+        if stamp is None:
+            continue
+        at = dt.datetime.strptime(stamp.group(1), "%Y/%m/%d %H:%M:%S.%f")
+        if "Trapped" in line and trapped is None:
+            trapped = at
+        last = at
+    if trapped is None or last is None:
+        return float("nan")
+    return (last - trapped).total_seconds()
 
 
 class _Kills(logging.Handler):
@@ -77,6 +101,7 @@ async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
         started = time.perf_counter()
         await s.close()
         closing = time.perf_counter() - started
+        server_stop = _server_stop_s(Path(tmp) / "store" / "nats-server.log")
     logging.getLogger("jetkit").removeHandler(kills)
     return {
         "durables": count,
@@ -84,6 +109,7 @@ async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
         "client_mb": client_rss,
         "server_mb": server_rss,
         "close_s": closing,
+        "server_stop_s": server_stop,
         "killed": "yes" if kills.lines else "no",
     }
 
@@ -94,13 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--msgs", type=int, default=1, help="messages acked per topic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    print("| durables | subscribe, each | client RSS | server RSS | close() | server killed |")
-    print("|---:|---:|---:|---:|---:|---|")
+    binary = find_binary()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    version = ".".join(map(str, binary_version(binary)))
+    print(f"nats-server {version} ({binary}); load average {load}; {args.msgs} msgs/topic")
+    print(
+        "| durables | subscribe, each | client RSS | server RSS | close() "
+        "| of which the server's stop | server killed |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---|")
     for count in args.counts:
         row = asyncio.run(_one(count, args.msgs))
+        stop = "(killed)" if row["killed"] == "yes" else f"{row['server_stop_s']:.2f} s"
         print(
             f"| {row['durables']:,} | {row['subscribe_ms']:.1f} ms | +{row['client_mb']:.0f} MB "
-            f"| {row['server_mb']:.0f} MB | {row['close_s']:.2f} s | {row['killed']} |",
+            f"| {row['server_mb']:.0f} MB | {row['close_s']:.2f} s "
+            f"| {stop} | {row['killed']} |",
             flush=True,
         )
     return 0
