@@ -2,6 +2,7 @@
 
     python -m bench.durables                 # 10, 100, 1000, 2000 durables
     python -m bench.durables 10 400 --msgs 2
+    python -m bench.durables 2000 --at-once --ephemeral
 
 For each count N, in a fresh temporary store: N JetStream topics with one durable
 MANUAL-ack subscription each, ``--msgs`` messages published to each topic and handled
@@ -9,7 +10,9 @@ MANUAL-ack subscription each, ``--msgs`` messages published to each topic and ha
 the client's and the server's resident memory once all are subscribed, ``close()``'s
 duration, of which the server's own stop (from its log: SIGTERM trapped to its last
 line), and whether the embedded server had to be killed (jetkit's warning
-"... killing it" was logged). Linux only (memory is read from /proc). The server is
+"... killing it" was logged). ``--at-once`` subscribes all N concurrently (one gather;
+"subscribe, each" is then the whole divided by N), ``--ephemeral`` without durable
+names (each consumer is deleted by the close). Linux only (memory is read from /proc). The server is
 the bundled one, or ``$JETKIT_NATS_SERVER``.
 """
 
@@ -24,6 +27,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import jetkit as jk
@@ -70,7 +74,9 @@ class _Kills(logging.Handler):
             self.lines.append(text)
 
 
-async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
+async def _one(
+    count: int, msgs: int, at_once: bool, ephemeral: bool
+) -> dict[str, float | int | str]:
     kills = _Kills()
     logging.getLogger("jetkit").addHandler(kills)
     with tempfile.TemporaryDirectory(prefix="jk-durables-") as tmp:
@@ -87,15 +93,27 @@ async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
             if handled == count * msgs:
                 done.set()
 
+        def subscribe(i: int) -> Awaitable[jk.Subscription]:
+            durable = None if ephemeral else f"d{i}"
+            return s.subscribe(f"scale.t{i}", handler, durable=durable, ack=jk.AckPolicy.MANUAL)
+
+        failed = ""
         started = time.perf_counter()
-        for i in range(count):
-            await s.subscribe(f"scale.t{i}", handler, durable=f"d{i}", ack=jk.AckPolicy.MANUAL)
+        try:
+            if at_once:
+                await asyncio.gather(*(subscribe(i) for i in range(count)))
+            else:
+                for i in range(count):
+                    await subscribe(i)
+        except jk.JetkitError as exc:
+            failed = f"{type(exc).__name__}: {exc}"
         subscribe_each = (time.perf_counter() - started) / count
-        for _ in range(msgs):
-            for i in range(count):
-                await s.publish(f"scale.t{i}", b"x")
-        if msgs:
-            await asyncio.wait_for(done.wait(), 120)
+        if not failed:
+            for _ in range(msgs):
+                for i in range(count):
+                    await s.publish(f"scale.t{i}", b"x")
+            if msgs:
+                await asyncio.wait_for(done.wait(), 120)
         client_rss = _rss_mb(os.getpid()) - rss_before
         server_rss = _rss_mb(server.pid) if server and server.pid else 0.0
         started = time.perf_counter()
@@ -111,6 +129,7 @@ async def _one(count: int, msgs: int) -> dict[str, float | int | str]:
         "close_s": closing,
         "server_stop_s": server_stop,
         "killed": "yes" if kills.lines else "no",
+        "failed": failed,
     }
 
 
@@ -118,19 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.durables", description=__doc__)
     parser.add_argument("counts", nargs="*", type=int, default=[10, 100, 1000, 2000])
     parser.add_argument("--msgs", type=int, default=1, help="messages acked per topic")
+    parser.add_argument("--at-once", action="store_true", help="subscribe all concurrently")
+    parser.add_argument("--ephemeral", action="store_true", help="no durable names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     binary = find_binary()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     version = ".".join(map(str, binary_version(binary)))
-    print(f"nats-server {version} ({binary}); load average {load}; {args.msgs} msgs/topic")
+    how = f"{args.msgs} msgs/topic" + " at once" * args.at_once + " ephemeral" * args.ephemeral
+    print(f"nats-server {version} ({binary}); load average {load}; {how}")
+    what = "subscriptions" if args.ephemeral else "durables"
     print(
-        "| durables | subscribe, each | client RSS | server RSS | close() "
+        f"| {what} | subscribe, each | client RSS | server RSS | close() "
         "| of which the server's stop | server killed |"
     )
     print("|---:|---:|---:|---:|---:|---:|---|")
     for count in args.counts:
-        row = asyncio.run(_one(count, args.msgs))
+        row = asyncio.run(_one(count, args.msgs, args.at_once, args.ephemeral))
+        if row["failed"]:
+            print(f"| {count:,} | subscribe failed: {row['failed']} |", flush=True)
         stop = "(killed)" if row["killed"] == "yes" else f"{row['server_stop_s']:.2f} s"
         print(
             f"| {row['durables']:,} | {row['subscribe_ms']:.1f} ms | +{row['client_mb']:.0f} MB "

@@ -1,6 +1,6 @@
 """A Stream's life at its edges (issue 21): a fork, a close cut short, a decorator whose
-registration fails (the decorator's refused options: test_bad_input_subscribe.py); a close
-with many durables (issue 29).
+registration fails (the decorator's refused options: test_bad_input_subscribe.py); many
+subscriptions at once, a close with many durables (issue 29).
 
 The fork tests fork this very process: the child does its part in a thread with a bound,
 reports through a pipe and leaves with ``os._exit``; the parent waits for it with a bound
@@ -421,7 +421,28 @@ def test_the_sync_decorator_raises_when_it_decorates(tmp_path: Path, topic: str)
         assert s.publish(topic, b"x") is not None
 
 
-# -- 7. a close with many durables ---------------------------------------------------------
+# -- 7. many subscriptions: subscribed at once, closed with their acks ---------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_thousand_subscribes_at_once_all_succeed(tmp_path: Path, topic: str) -> None:
+    """Each makes JetStream API calls; sent all at once, the last ones waited in the
+    server's queue past their timeout (a jk.TimeoutError in every run here). A Stream
+    keeps 64 in flight: each is answered within its timeout."""
+    count = 1_000
+    handled: set[str] = set()
+
+    async def note(msg: jk.Message) -> None:
+        handled.add(msg.topic)
+
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        names = [f"{topic}.{i}" for i in range(count)]
+        subs = await asyncio.gather(*(s.subscribe(name, note) for name in names))
+        assert len(subs) == count
+        for name in names:
+            await s.publish(name, b"one")
+        await wait_until(lambda: len(handled) == count, timeout=120)
 
 
 @pytest.mark.parametrize(
