@@ -52,9 +52,10 @@ class JsApi:
         self._gate: asyncio.Semaphore | None = None  # made on first use, in the loop
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One API call; at most ``IN_FLIGHT`` at a time (a close or a burst of subscribes
-        with thousands of subscriptions queues here, not in the server's API queue, which
-        drops what overflows it; the timeout runs from when a call is sent)."""
+        """One API call; at most ``IN_FLIGHT`` at a time. A burst (a thousand subscribes
+        at once, a close deleting a thousand ephemeral consumers) waits here, not in the
+        server's API queue, which answers one call after another: there the last ones
+        timed out. The timeout runs from when a call is sent."""
         body = _encode(payload) if payload is not None else b""
         if self._gate is None:
             self._gate = asyncio.Semaphore(IN_FLIGHT)
