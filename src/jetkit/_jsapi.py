@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from ._errors import JetStreamError, NoRespondersError, NotFoundError, StorageFu
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
+IN_FLIGHT = 64  # API calls of one Stream waiting for their answer at the same time
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
@@ -47,13 +49,21 @@ class JsApi:
         self._conn = conn
         self.timeout = timeout
         self._store_dir = store_dir
+        self._gate: asyncio.Semaphore | None = None  # made on first use, in the loop
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call; at most ``IN_FLIGHT`` at a time. A burst (a thousand subscribes
+        at once, a close deleting a thousand ephemeral consumers) waits here, not in the
+        server's API queue, which answers one call after another: there the last ones
+        timed out. The timeout runs from when a call is sent."""
         body = _encode(payload) if payload is not None else b""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(IN_FLIGHT)
         try:
-            msg = await self._conn.request(
-                "$JS.API." + suffix, body, self.timeout, what=f"JetStream API call {suffix}"
-            )
+            async with self._gate:
+                msg = await self._conn.request(
+                    "$JS.API." + suffix, body, self.timeout, what=f"JetStream API call {suffix}"
+                )
         except NoRespondersError:
             raise JetStreamError(
                 "JetStream is not enabled on this NATS server; start nats-server with -js "

@@ -58,6 +58,7 @@ from ._files import (
     open_log,
     write_private,
 )
+from ._termination import terminate
 
 MIN_VERSION = (2, 10, 0)
 BINARY_ENV = "JETKIT_NATS_SERVER"
@@ -73,6 +74,7 @@ _QUICK_RESTARTS = 5  # crashes in a row restarted at once; then the delay grows
 _MAX_RESTART_DELAY = 30.0
 _RESTART_WINDOW = 60.0  # a server that ran this long resets the crash count
 _PR_SET_PDEATHSIG = 1
+STOP_GRACE = 10.0  # seconds a stopping server is waited for before it may count as stuck
 
 _version_cache: dict[str, tuple[int, int, int]] = {}
 
@@ -470,12 +472,7 @@ class EmbeddedServer:
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self._replacing = proc
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, 10)
-            except subprocess.TimeoutExpired:
-                self._kill_now(proc)
+            await terminate(proc, STOP_GRACE, self.store_dir, self._log)
         self.storage_error = None
         if self._stopping:
             return
@@ -556,8 +553,9 @@ class EmbeddedServer:
         """The server is about to be killed on purpose: do not restart it."""
         self._stopping = True
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGTERM), forced after ``timeout``; then release the store.
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Graceful stop (SIGTERM), forced once the server is stuck: after ``grace``
+        seconds, as soon as it stops progressing (``_termination``); then release the store.
 
         A restart in progress is cancelled first (its half-started server is killed),
         so nothing is started once stopping began. Releasing the store (the info file,
@@ -576,13 +574,7 @@ class EmbeddedServer:
                         await task
             proc = self._proc
             if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.to_thread(proc.wait, timeout)
-                except subprocess.TimeoutExpired:
-                    self._log.warning("nats-server ignored SIGTERM for %.0fs; killing it", timeout)
-                    self._kill_now(proc)
+                await terminate(proc, grace, self.store_dir, self._log)
         finally:
             with contextlib.suppress(OSError):
                 (self.store_dir / INFO_FILE).unlink()

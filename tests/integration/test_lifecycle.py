@@ -1,5 +1,6 @@
 """A Stream's life at its edges (issue 21): a fork, a close cut short, a decorator whose
-registration fails (the decorator's refused options: test_bad_input_subscribe.py).
+registration fails (the decorator's refused options: test_bad_input_subscribe.py); many
+subscriptions at once, a close with many durables (issue 29).
 
 The fork tests fork this very process: the child does its part in a thread with a bound,
 reports through a pipe and leaves with ``os._exit``; the parent waits for it with a bound
@@ -28,7 +29,7 @@ import jetkit as jk
 import jetkit._sync_runtime
 import jetkit.sync as jsync
 from conftest import server_of, stop_process, wait_until
-from jetkit._files import INFO_FILE
+from jetkit._files import INFO_FILE, LOG_FILE
 from jetkit._store import process_alive
 
 CHILD_BOUND = 20.0  # seconds a forked child may take before it counts as hung
@@ -418,3 +419,86 @@ def test_the_sync_decorator_raises_when_it_decorates(tmp_path: Path, topic: str)
         with pytest.raises(jk.IncompatibleConsumerError):
             s.subscriber(topic, durable="d")(lambda data: None)
         assert s.publish(topic, b"x") is not None
+
+
+# -- 7. many subscriptions: subscribed at once, closed with their acks ---------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_thousand_subscribes_at_once_all_succeed(tmp_path: Path, topic: str) -> None:
+    """Each makes JetStream API calls; sent all at once, the last ones waited in the
+    server's queue past their timeout (a jk.TimeoutError in every run here). A Stream
+    keeps 64 in flight: each is answered within its timeout."""
+    count = 1_000
+    handled: set[str] = set()
+
+    async def note(msg: jk.Message) -> None:
+        handled.add(msg.topic)
+
+    async with jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM) as s:
+        names = [f"{topic}.{i}" for i in range(count)]
+        subs = await asyncio.gather(*(s.subscribe(name, note) for name in names))
+        assert len(subs) == count
+        for name in names:
+            await s.publish(name, b"one")
+        await wait_until(lambda: len(handled) == count, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "count",
+    [
+        pytest.param(60, id="60"),
+        # nats-server 2.15 takes over 10 s to stop this many (about 10 ms per consumer):
+        # the stop before killed it after 10 s
+        pytest.param(1_500, id="1500", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+    ],
+)
+async def test_a_close_with_many_durables_keeps_every_ack_and_never_kills_the_server(
+    tmp_path: Path, topic: str, caplog: pytest.LogCaptureFixture, count: int
+) -> None:
+    """Each durable acks its messages, the Stream closes, and opens again: every ack
+    is there (nothing pending, nothing awaiting an ack), and a sentinel published now is
+    the first and only message each durable gets. The server stopped by itself both
+    times: jetkit never had to kill it."""
+    caplog.set_level(logging.WARNING, logger="jetkit")
+    topics = [f"{topic}.{i}" for i in range(count)]
+    per_topic = 2
+    handled: list[str] = []
+    got: dict[str, list[bytes]] = {t: [] for t in topics}
+
+    async def ack(msg: jk.Message) -> None:
+        handled.append(msg.topic)
+
+    async def collect(msg: jk.Message) -> None:
+        got[msg.topic].append(msg.data)
+
+    options = {"ack": jk.AckPolicy.MANUAL}
+    bound = 30 + count / 20  # seconds to wait for the messages (not timed: a bound)
+    s = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    try:
+        for i, name in enumerate(topics):
+            await s.subscribe(name, ack, durable=f"d{i}", **options)
+        for k in range(per_topic):
+            for name in topics:
+                await s.publish(name, b"before %d" % k)
+        await wait_until(lambda: len(handled) == count * per_topic, timeout=bound)
+    finally:
+        await s.close()
+    assert (tmp_path / LOG_FILE).read_text().rstrip().endswith("Server Exiting..")
+
+    s = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    try:
+        for i, name in enumerate(topics):
+            info = await s.consumer_info(name, f"d{i}")
+            left = (info.ack_floor_consumer_seq, info.pending, info.ack_pending)
+            assert left == (per_topic, 0, 0), name
+            await s.subscribe(name, collect, durable=f"d{i}", **options)
+        for name in topics:
+            await s.publish(name, b"sentinel")
+        await wait_until(lambda: all(got.values()), timeout=bound)
+    finally:
+        await s.close()
+    assert (tmp_path / LOG_FILE).read_text().rstrip().endswith("Server Exiting..")
+    assert {name: seen for name, seen in got.items() if seen != [b"sentinel"]} == {}
+    assert [r.getMessage() for r in caplog.records if "killing it" in r.getMessage()] == []

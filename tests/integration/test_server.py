@@ -4,7 +4,10 @@ before any server runs: tests/unit/test_server_start.py and test_bad_input_open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import signal
 import socket
 import stat
@@ -187,3 +190,55 @@ async def test_connect_info_lets_another_client_in(core: jk.Stream, topic: str) 
     finally:
         await nc.close()
         await sub.stop()
+
+
+# -- stopping the server (issue 29) --------------------------------------------------------
+
+
+def _kills(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "killing it" in r.getMessage()]
+
+
+async def test_a_server_writing_its_state_is_waited_for_not_killed(
+    tmp_path: Path, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No grace at all: the stop before killed the server at once; one that progresses
+    (60 durables' state to write, its CPU time moving) is waited for until it exits."""
+    caplog.set_level(logging.INFO, logger="jetkit")
+    s = await jk.Stream.open(store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM)
+    try:
+        for i in range(60):
+            sub = await s.subscribe(f"{topic}.{i}", lambda m: None, durable=f"d{i}")
+            await sub.drain()
+        server = server_of(s)
+        pid = server.pid
+        assert pid is not None
+        await server.stop(grace=0)
+    finally:
+        await s.close()
+    assert not alive(pid)
+    assert _kills(caplog) == []
+    assert (tmp_path / _files.LOG_FILE).read_text().rstrip().endswith("Server Exiting..")
+
+
+@pytest.mark.slow
+async def test_a_hung_server_is_still_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that makes no progress (SIGSTOPped: SIGTERM stays pending, its CPU time
+    stands still) is killed once the grace is over (none here)."""
+    caplog.set_level(logging.WARNING, logger="jetkit")
+    s = await jk.Stream.open(store_dir=tmp_path)
+    server = server_of(s)
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await server.stop(grace=0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        await s.close()
+    assert not alive(pid)
+    assert len(_kills(caplog)) == 1
+    assert "Server Exiting" not in (tmp_path / _files.LOG_FILE).read_text()
