@@ -54,6 +54,7 @@ class SubscribeSettings:
     ack_wait: float = 30.0
     recreate: bool = False
     key: str | Callable[[Any], Any] | None = None
+    emit: str | None = None
 
     def jetstream_only(self) -> list[str]:
         """The options given that only a JetStream topic can honour."""
@@ -68,6 +69,7 @@ class SubscribeSettings:
             "dlq": self.dlq is not None,
             "recreate": self.recreate,
             "key": self.key is not None,
+            "emit": self.emit is not None,
         }
         return [name for name, used in given.items() if used]
 
@@ -78,7 +80,10 @@ def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
     durable, queue_group, ack, dlq = o["durable"], o["queue_group"], o["ack"], o["dlq"]
     ack_policy = _validate.option(AckPolicy, ack, "ack")
     delays = normalize_backoff(o["backoff"])  # type: ignore[arg-type]
-    if delays and ack_policy is not AckPolicy.MANUAL:
+    emit = o["emit"]
+    if emit is not None:
+        emit = emit_topic(topic, emit, ack_policy)
+    elif delays and ack_policy is not AckPolicy.MANUAL:
         raise ConfigError("backoff applies to retries, which need ack=jk.AckPolicy.MANUAL")
     if dlq is not None:
         validate_topic(dlq, wildcards=False)
@@ -126,7 +131,26 @@ def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
         ),
         recreate=_validate.flag("recreate", o["recreate"]),
         key=order_key(o["key"]),
+        emit=emit,
     )
+
+
+def emit_topic(topic: str, emit: object, ack: AckPolicy) -> str:
+    """``subscribe``'s ``emit``: a concrete topic outside ``topic``, with ``ack=AUTO``."""
+    validate_topic(emit, wildcards=False)
+    assert isinstance(emit, str)
+    if emit == topic or subject_matches(topic, emit):
+        raise ConfigError(
+            f"emit {emit!r} lies inside the subscribed topic {topic!r}: every output would "
+            "come back to this subscription as an input; emit to another topic"
+        )
+    if ack is not AckPolicy.AUTO:
+        raise ConfigError(
+            f"emit= settles the input itself (acked once its outputs are stored, nak'ed and "
+            f"retried when the handler raises), so ack={ack} does not apply; leave ack at its "
+            "default (AckPolicy.AUTO). max_deliver, backoff and dlq apply as with MANUAL"
+        )
+    return emit
 
 
 def order_key(key: object) -> str | Callable[[Any], Any] | None:

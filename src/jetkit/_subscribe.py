@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,12 +13,13 @@ from ._codec import HandlerPlan, plan_handler
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
 from ._consumer_config import consumer_config
+from ._emit import Emitter, check_stored
 from ._errors import ConfigError
 from ._jsapi import JsApi
 from ._keys import KeyedSubscription
 from ._options import SubscribeSettings, subscribe_options
 from ._publish import Publisher
-from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
+from ._subscription import AckPolicy, Backpressure, CoreSubscription, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
 
 
@@ -65,6 +67,8 @@ class Subscriber:
                 "stored messages are never dropped; buffer_size bounds how many are pulled. "
                 "Use Backpressure.BLOCK (the default)"
             )
+        elif opts.emit is not None:
+            check_stored(opts.emit, self._topics)
         return plan, opts
 
     async def subscribe(
@@ -86,6 +90,11 @@ class Subscriber:
             return core
         stream, config = await self._server_side(topic, opts)
         kind = JetStreamSubscription if opts.key is None else KeyedSubscription
+        emitter = None
+        if opts.emit is not None:
+            emitter = Emitter(self._publisher, self._topics, opts.emit)
+            # the input is settled by jetkit after its outputs (see _emit)
+            opts = dataclasses.replace(opts, ack=AckPolicy.MANUAL)
         sub = kind(
             self._conn,
             self._api,
@@ -97,6 +106,7 @@ class Subscriber:
             shared=opts.durable is None and opts.queue_group is not None,
             dead_letter=self._publisher.dead_letter,
             attempts=self._attempts,
+            emitter=emitter,
             store=self._store_dir,
             logger=self._log,
         )
@@ -110,6 +120,8 @@ class Subscriber:
         name, subjects = await self._topics.ensure_stream(topic)
         if opts.dlq is not None:
             await self._topics.ensure_stream(opts.dlq)
+        if opts.emit is not None:
+            await self._topics.ensure_stream(opts.emit)
         durable, group = opts.durable, opts.queue_group
         consumer = durable or group or f"jk_{self._conn.unique_name()}"
         # the server needs a filter for last-per-subject, even on the whole stream

@@ -139,6 +139,13 @@ class SubscribeOptions(TypedDict, total=False):
     key: Annotated[str | Callable[[Message], str | None] | None, Default(None)]
     """Ordered per key, parallel across keys (JetStream): a header's name, or a function
     of the message returning its key (None: no order)."""
+    emit: Annotated[str | None, Default(None)]
+    """An exactly-once pipeline (JetStream): the handler's return value (unless None) is
+    published to this topic, or it returns ``jk.Emit``s (a list for several outputs).
+    Each output's msg id comes from the input; all are stored before the input is acked
+    (a confirmed ack), so an input run again stores no output twice (within the output
+    topic's duplicate window). A raise retries the input (``max_deliver``, ``backoff``,
+    ``dlq``); ``ack`` stays ``AUTO``."""
 
 
 class ClusterOptions(TypedDict, total=False):

@@ -382,6 +382,59 @@ BAD_SUBSCRIPTIONS = [
         "has required keyword-only parameters",
         "decorator-handler-keyword-only",
     ),
+    # exactly-once pipelines (emit=)
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="a b"),
+        jk.InvalidTopicError,
+        "contains whitespace",
+        "emit-whitespace",
+    ),
+    row(
+        "js", lambda s, t: s.subscribe(t, handler, emit=5), jk.InvalidTopicError, "str", "emit-int"
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out.*"),
+        jk.InvalidTopicError,
+        "wildcard",
+        "emit-wildcard",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit=t),
+        jk.ConfigError,
+        "lies inside the subscribed topic",
+        "emit-itself",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(f"{t}.>", handler, emit=f"{t}.out"),
+        jk.ConfigError,
+        "lies inside the subscribed topic",
+        "emit-inside-pattern",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out", ack=jk.AckPolicy.MANUAL),
+        jk.ConfigError,
+        "emit= settles the input itself",
+        "emit-ack-manual",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out", ack=jk.AckPolicy.NONE),
+        jk.ConfigError,
+        "emit= settles the input itself",
+        "emit-ack-none",
+    ),
+    row(
+        "core",
+        lambda s, t: s.subscribe(t, handler, emit="out"),
+        jk.ConfigError,
+        "emit needs a JetStream topic",
+        "emit-core-subscription",
+    ),
 ]
 
 
