@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ._attempts import AttemptLog
-from ._codec import HandlerPlan, plan_handler
+from ._batch import BatchSubscription
+from ._codec import HandlerPlan, plan_batch_handler, plan_handler
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
 from ._consumer_config import consumer_config
@@ -50,7 +51,8 @@ class Subscriber:
         options, and what the topic's mode allows. ``subscribe`` starts with it; the
         decorator (``Stream.subscriber``) calls it when it decorates."""
         self._topics.check(topic, wildcards=True)
-        plan = plan_handler(handler)
+        batched = options.get("batch") is not None
+        plan = plan_batch_handler(handler) if batched else plan_handler(handler)
         opts = subscribe_options(topic, **options)
         if self._topics.mode_for(topic) is TopicMode.CORE:
             used = opts.jetstream_only()
@@ -89,7 +91,11 @@ class Subscriber:
             await core._start()
             return core
         stream, config = await self._server_side(topic, opts)
-        kind = JetStreamSubscription if opts.key is None else KeyedSubscription
+        kind: type[JetStreamSubscription] = JetStreamSubscription
+        if opts.key is not None:
+            kind = KeyedSubscription
+        elif opts.batch is not None:
+            kind = BatchSubscription
         emitter = None
         if opts.emit is not None:
             emitter = Emitter(self._publisher, self._topics, opts.emit)

@@ -146,6 +146,14 @@ class SubscribeOptions(TypedDict, total=False):
     (a confirmed ack), so an input run again stores no output twice (within the output
     topic's duplicate window). A raise retries the input (``max_deliver``, ``backoff``,
     ``dlq``); ``ack`` stays ``AUTO``."""
+    batch: Annotated[int | None, Default(None)]
+    """Hand the handler a list of up to this many messages at once (JetStream): it takes
+    ``list[T]`` (decoded values) or ``list[jk.Message]``. A return acks them all, a raise
+    naks them all (retries and the DLQ apply per message); with ``ack=MANUAL`` the
+    handler may settle each one itself. With ``emit=`` it returns one entry per message."""
+    batch_timeout: Annotated[float | None, Default(None)]
+    """Seconds a batch waits to fill once its first message is there (None: 1.0); then
+    it is handed over as it is."""
 
 
 class ClusterOptions(TypedDict, total=False):
