@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
+from pathlib import Path
 
 import jetkit as jk
 from conftest import wait_until, wait_until_async
+from jetkit._asyncapi import asyncapi_document
 
 
 @dataclasses.dataclass
@@ -189,3 +192,21 @@ async def test_a_batch_pipeline_must_return_one_entry_per_message(
     assert "one entry per message" in letters[0].headers["Jetkit-Error"]
     assert (await js.topic_info(out)).messages == 0
     await sub.stop()
+
+
+async def test_an_app_batch_subscriber_and_its_asyncapi(store: Path, topic: str) -> None:
+    app = jk.App(store_dir=store, default_mode=jk.TopicMode.JETSTREAM)
+    got: list[list[int]] = []
+
+    @app.subscriber(topic, durable="app-batch", batch=3, batch_timeout=0.1)
+    async def bulk(items: list[Item]) -> None:
+        got.append([i.n for i in items])
+
+    text = json.dumps(asyncapi_document(app))
+    assert "Item" in text  # the channel's payload: one element of the list
+    assert "Handled in batches of up to 3 messages" in text
+    async with app.serve() as s:
+        for n in range(3):
+            await s.publish_json(topic, {"n": n})
+        await wait_until_async(lambda: settled(s, topic, "app-batch", 3))
+    assert [n for b in got for n in b] == [0, 1, 2]
