@@ -277,3 +277,20 @@ async def test_outputs_once_across_server_kills(tmp_path: Path, topic: str) -> N
         data = [m.data for m in await stored(s, out)]
         assert len(data) == count and set(data) == {str(n).encode() for n in range(count)}
         await sub.stop()
+
+
+async def test_an_output_that_cannot_be_encoded_fails_the_attempt(
+    js: jk.Stream, topic: str
+) -> None:
+    out, dlq = f"{topic}.out", f"{topic}.dlq"
+
+    async def odd(data: bytes) -> object:
+        return object()  # not JSON
+
+    sub = await js.subscribe(topic, odd, durable="odd", emit=out, max_deliver=1, dlq=dlq)
+    await js.publish(topic, b"x")
+    await wait_until_async(lambda: settled(js, topic, "odd", 1))
+    [letter] = [m async for m in js.read_stored(dlq, limit=1)]
+    assert "cannot encode object as JSON" in letter.headers["Jetkit-Error"]
+    assert (await js.topic_info(out)).messages == 0
+    await sub.stop()
