@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import (
+    batches,
     consume,
     keys,
     latency,
@@ -28,4 +29,5 @@ ALL: list[ModuleType] = [
     startup,
     keys,
     workers,
+    batches,
 ]

@@ -7,6 +7,7 @@ request/reply and durable JetStream consumers.
 
 from ._app import App
 from ._deadletters import DeadLetter, DeadLetterScan, RedriveResult
+from ._emit import Emit
 from ._errors import (
     AlreadySettledError,
     ConfigError,
@@ -68,6 +69,7 @@ __all__ = [
     "DecodeError",
     "DependencyError",
     "Discard",
+    "Emit",
     "EncodeError",
     "ForkedStreamError",
     "HandlerSignatureError",

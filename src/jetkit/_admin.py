@@ -58,6 +58,7 @@ class Admin:
         discard: Discard = Discard.OLD,
         replicas: int = 1,
         retention: Retention = Retention.LIMITS,
+        duplicate_window: float | dt.timedelta | None = None,
     ) -> TopicInfo | None:
         """Set a topic's mode and, for JetStream, create or update its stream and limits.
 
@@ -67,6 +68,11 @@ class Admin:
         updates them (every limit not given is then unlimited); declaring without any
         limit leaves an existing stream as it is, including one that stores the topic
         under a wider pattern. Returns the stream's TopicInfo (None for a core topic).
+
+        ``duplicate_window``: how long (seconds or timedelta) the stream remembers msg ids
+        to refuse a message published again with one (None: 2 minutes, or ``max_age`` if
+        shorter). An ``emit=`` pipeline's outputs are stored once while their input comes
+        again within this window.
         """
         self._rt.check_open()
         resp = await self._rt.topics.declare(
@@ -78,6 +84,7 @@ class Admin:
             discard=discard,
             replicas=replicas,
             retention=retention,
+            duplicate_window=duplicate_window,
         )
         return topic_info(resp) if resp is not None else None
 

@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar, Unpack
 
-from ._codec import plan_handler
+from ._codec import plan_batch_handler, plan_handler
 from ._errors import ConfigError, StreamClosedError
 from ._options import open_options, subscribe_options
 from ._stream import Stream
@@ -116,7 +116,9 @@ class App:
         subscribe_options(topic, **options)  # the options' own checks, now
 
         def decorate(handler: F) -> F:
-            plan_handler(handler)  # a handler jetkit cannot call fails here
+            # a handler jetkit cannot call fails here
+            batched = options.get("batch") is not None
+            plan_batch_handler(handler) if batched else plan_handler(handler)
             given: SubscribeOptions = {**options}
             if given.get("durable") is None and given.get("queue_group") is None:
                 given["queue_group"] = group_name(handler)

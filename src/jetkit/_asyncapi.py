@@ -35,7 +35,7 @@ import msgspec
 
 from ._app import App, ResponderSpec, SubscriberSpec
 from ._asyncapi_servers import server_entries
-from ._codec import plan_handler
+from ._codec import plan_batch_handler, plan_handler
 from ._errors import ERROR_HEADER
 from ._jsonschema import COMPONENTS, Schema, describe
 from ._message import Message
@@ -59,9 +59,10 @@ class Payload(NamedTuple):
     note: str = ""
 
 
-def takes(handler: Any) -> Payload:
-    """The payload a handler is given, as its first parameter's annotation decides."""
-    tp = plan_handler(handler).takes
+def takes(handler: Any, batch: bool = False) -> Payload:
+    """The payload a handler is given, as its first parameter's annotation decides (a
+    batch handler's: one element of its list)."""
+    tp = (plan_batch_handler(handler) if batch else plan_handler(handler)).takes
     if tp is bytes:
         return Payload(BYTES, note="The handler gets the payload as it is, not decoded.")
     if tp is str:
@@ -124,7 +125,7 @@ class _Builder:
         self.described = list(zip(wanted, found, strict=True))
 
     def _payloads(self) -> list[Payload]:
-        found = [takes(s.handler) for s in self.app.subscribers]
+        found = [takes(s.handler, s.options.get("batch") is not None) for s in self.app.subscribers]
         for r in self.app.responders:
             found += [takes(r.handler), returns(r.handler)]
         return found
@@ -159,7 +160,7 @@ class _Builder:
 
     def subscriber(self, spec: SubscriberSpec) -> None:
         opts = subscribe_options(spec.topic, **spec.options)
-        payload = takes(spec.handler)
+        payload = takes(spec.handler, opts.batch is not None)
         message = self.message(payload)
         channel = self.channel(spec.topic, self.mode_note(spec.topic, opts), message)
         op_id = _unique(_identifier(spec.handler), self.operations)
@@ -405,13 +406,21 @@ def _subscriber_text(opts: SubscribeSettings) -> str:
             f"In queue group {opts.queue_group!r}: each message goes to one member (once per "
             "app, however many processes run it)."
         )
-    said.append(
-        {
-            "auto": "Acked when handed to the handler (a failure is logged, not retried).",
-            "manual": "Acked when the handler returns; an exception retries the message.",
-            "none": "Never acked.",
-        }[opts.ack.value]
-    )
+    if opts.emit is not None:
+        said.append(
+            f"An exactly-once pipeline stage: its outputs go to {opts.emit!r} (or the topics "
+            "it names), each stored once, before the message is acked; an exception retries "
+            "the message."
+        )
+    elif opts.batch is not None and opts.ack.value == "auto":
+        said.append("Acked when the handler returns; an exception retries the message.")
+    if opts.batch is not None:
+        said.append(
+            f"Handled in batches of up to {opts.batch} messages (waiting at most "
+            f"{opts.batch_timeout:g} s to fill one)."
+        )
+    if opts.emit is None and not (opts.batch is not None and opts.ack.value == "auto"):
+        said.append(ack_sentence(opts))
     if opts.max_deliver is not None:
         then = f"then it goes to {opts.dlq!r}" if opts.dlq else "then it is not delivered again"
         said.append(f"At most {_count(opts.max_deliver, 'handler call')} per message, {then}.")
@@ -426,6 +435,14 @@ def _subscriber_text(opts: SubscribeSettings) -> str:
     if opts.concurrency > 1:
         said.append(f"{opts.concurrency} handler calls at once.")
     return " ".join(said)
+
+
+def ack_sentence(opts: SubscribeSettings) -> str:
+    return {
+        "auto": "Acked when handed to the handler (a failure is logged, not retried).",
+        "manual": "Acked when the handler returns; an exception retries the message.",
+        "none": "Never acked.",
+    }[opts.ack.value]
 
 
 def _count(n: int, thing: str) -> str:

@@ -201,3 +201,78 @@ def plan_handler(handler: Callable[..., Any]) -> HandlerPlan:
     return HandlerPlan(
         fn, decode=decoder_for(first), wants_message=two, takes=first, returns=returns
     )
+
+
+def plan_batch_handler(handler: Callable[..., Any]) -> HandlerPlan:
+    """Plan a batch handler (``subscribe(..., batch=N)``): it takes one list, of decoded
+    values (``list[T]``: each payload decoded as a handler annotated ``T`` would get it)
+    or of messages (``list[jk.Message]``, or no annotation). ``decode`` decodes one
+    element (None: the elements are the messages)."""
+    if not callable(handler):
+        raise HandlerSignatureError(f"handler must be callable, got {handler!r}")
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError) as exc:
+        raise HandlerSignatureError(f"cannot inspect handler {handler!r}: {exc}") from exc
+    name = getattr(handler, "__qualname__", repr(handler))
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    required = [p for p in positional if p.default is p.empty and p.kind is not p.VAR_POSITIONAL]
+    keyword_only = [
+        p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if keyword_only or len(required) > 1 or not positional:
+        raise HandlerSignatureError(
+            f"the batch handler {name} must take one parameter, the batch: a list[T] of "
+            "decoded values or a list[jk.Message]; it takes "
+            f"({', '.join(str(p) for p in sig.parameters.values())})"
+        )
+    target = handler if inspect.isroutine(handler) else type(handler).__call__
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception as exc:
+        raise HandlerSignatureError(f"cannot resolve annotations of {name}: {exc}") from exc
+    annotation = hints.get((required or positional)[0].name, typing.Any)
+    element: Any
+    if annotation is typing.Any:
+        element = Message
+    elif typing.get_origin(annotation) is list and len(typing.get_args(annotation)) == 1:
+        element = typing.get_args(annotation)[0]
+        if element is typing.Any:
+            element = Message
+    else:
+        raise HandlerSignatureError(
+            f"the batch handler {name} takes a list (batch=N hands it up to N messages at "
+            f"once); annotate its parameter list[T] or list[jk.Message], not {annotation!r}"
+        )
+    decode = None if element is Message else plan_handler(_typed(element)).decode
+    is_async = inspect.iscoroutinefunction(handler) or (
+        not inspect.isroutine(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+    )
+    call: Callable[..., Awaitable[Any]]
+    if is_async:
+        call = handler
+    else:
+
+        async def call(*args: Any) -> Any:
+            return await asyncio.to_thread(handler, *args)
+
+    return HandlerPlan(
+        call,
+        decode=decode,
+        wants_message=element is Message,
+        takes=element,
+        returns=hints.get("return", inspect.Signature.empty),
+    )
+
+
+def _typed(element: Any) -> Callable[..., None]:
+    """A stand-in handler taking one ``element``: its plan holds that element's decoder."""
+
+    def one(value: Any) -> None: ...
+
+    one.__annotations__ = {"value": element}
+    return one

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from ._attempts import AttemptLog
 from ._codec import HandlerPlan
 from ._connection import Connection
+from ._emit import Emitter, is_emit
 from ._errors import DecodeError, JetkitError, JetStreamError, describe_error
 from ._jsapi import JsApi
 from ._message import Message
@@ -61,6 +62,7 @@ class JetStreamSubscription(PullSubscription):
         shared: bool,
         dead_letter: DeadLetterSink,
         attempts: AttemptLog | None,
+        emitter: Emitter | None = None,
         store: Path | None,
         logger: logging.Logger,
     ) -> None:
@@ -87,6 +89,8 @@ class JetStreamSubscription(PullSubscription):
         # a copy of a message that succeeded must not use up max_deliver (see _pull)
         self._copies = self._max_deliver is not None
         self._unreadable: dict[int, int] = {}  # seq -> tries to read its count that failed
+        self._emitter = emitter  # emit=: outputs before the input's ack (see _emit)
+        self._warned_emit = False
 
     # -- handling --------------------------------------------------------------------------
 
@@ -116,8 +120,21 @@ class JetStreamSubscription(PullSubscription):
         ack = self._ack
         if ack is AckPolicy.AUTO:
             self._ack_now(msg)
+        emitter = self._emitter
         try:
-            await plan.fn(*args)
+            if emitter is None:
+                result = await plan.fn(*args)
+                if result is not None and is_emit(result):
+                    self._emits_ignored()
+            else:
+                msg._pipeline = True  # the handler may not settle it: jetkit does, after
+                try:
+                    result = await plan.fn(*args)
+                finally:
+                    msg._pipeline = False
+                self.stats.emitted += await emitter.emit(
+                    msg, result, self._incarnation, self.consumer
+                )
         except BaseException as exc:
             if not is_handler_failure(exc):
                 if isinstance(exc, KeyboardInterrupt | SystemExit) and not msg.settled:
@@ -146,8 +163,37 @@ class JetStreamSubscription(PullSubscription):
                     extra=self._fields(msg),
                 )
             return
-        if ack is AckPolicy.MANUAL and not msg.settled:
+        if emitter is not None:
+            await self._ack_confirmed(msg)
+        elif ack is AckPolicy.MANUAL and not msg.settled:
             self._ack_now(msg)
+
+    async def _ack_confirmed(self, msg: Message) -> None:
+        """A pipeline's input, its outputs stored: acked, and the ack confirmed (one that
+        is not, or is undone by a server kill, brings the input back; its outputs are
+        then refused as duplicates)."""
+        try:
+            await msg.ack(wait=True)
+        except JetkitError as exc:
+            self._log.warning(
+                "consumer %r: the ack of %r seq %s was not confirmed (%s); it may come "
+                "again (its outputs are stored once)",
+                self.consumer,
+                msg.topic,
+                msg.seq,
+                exc,
+            )
+
+    def _emits_ignored(self) -> None:
+        if not self._warned_emit:
+            self._warned_emit = True
+            self._log.error(
+                "consumer %r: the handler for %r returned jk.Emit, but the subscription has "
+                "no emit=: nothing was published. Subscribe with emit=<topic> (the default "
+                "output topic) for its outputs to be published",
+                self.consumer,
+                self.topic,
+            )
 
     async def _begin(self, msg: Message) -> bool:
         """Count the handler call ``msg`` is about to get (max_deliver set): False if it

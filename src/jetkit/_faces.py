@@ -37,6 +37,7 @@ class AdminFace:
         discard: Discard = Discard.OLD,
         replicas: int = 1,
         retention: Retention = Retention.LIMITS,
+        duplicate_window: float | dt.timedelta | None = None,
     ) -> TopicInfo | None:
         """Set a topic's mode and, for JetStream, create or update its stream and limits.
 
@@ -46,9 +47,22 @@ class AdminFace:
         updates them (every limit not given is then unlimited); declaring without any
         limit leaves an existing stream as it is, including one that stores the topic
         under a wider pattern. Returns the stream's TopicInfo (None for a core topic).
+
+        ``duplicate_window``: how long (seconds or timedelta) the stream remembers msg ids
+        to refuse a message published again with one (None: 2 minutes, or ``max_age`` if
+        shorter). An ``emit=`` pipeline's outputs are stored once while their input comes
+        again within this window.
         """
         return await self._admin.declare_topic(
-            topic, mode, max_msgs, max_bytes, max_age, discard, replicas, retention
+            topic,
+            mode,
+            max_msgs,
+            max_bytes,
+            max_age,
+            discard,
+            replicas,
+            retention,
+            duplicate_window,
         )
 
     async def topics(self) -> list[TopicInfo]:

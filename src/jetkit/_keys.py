@@ -50,6 +50,7 @@ from ._codec import HandlerPlan
 from ._connection import Connection
 from ._consumer import UNREADABLE_DELAY, UNREADABLE_TRIES, DeadLetterSink, JetStreamSubscription
 from ._counting import BUCKETS
+from ._emit import Emitter
 from ._errors import describe_error
 from ._jsapi import JsApi
 from ._message import NAK, Message
@@ -140,6 +141,7 @@ class KeyedSubscription(JetStreamSubscription):
         shared: bool,
         dead_letter: DeadLetterSink,
         attempts: AttemptLog | None,
+        emitter: Emitter | None,
         store: Path | None,
         logger: logging.Logger,
     ) -> None:
@@ -154,6 +156,7 @@ class KeyedSubscription(JetStreamSubscription):
             shared=shared,
             dead_letter=dead_letter,
             attempts=attempts,
+            emitter=emitter,
             store=store,
             logger=logger,
         )

@@ -43,6 +43,7 @@ class Message:
         "_base",
         "_headers",
         "_held_since",
+        "_pipeline",
         "_raw_headers",
         "_seq",
         "_settled",
@@ -72,6 +73,7 @@ class Message:
         self.reply = reply
         self._settler = settler
         self._settled = False
+        self._pipeline = False  # in an emit= handler: jetkit settles it after its outputs
         self._held_since = 0.0  # the delivering consumer's: when it last kept it alive
         self._tokens: list[str] | None = None
         self._base = 0
@@ -189,6 +191,12 @@ class Message:
     async def _settle(self, token: bytes, wait: bool = False) -> None:
         if self._settler is None:
             return
+        if self._pipeline:
+            raise ConfigError(
+                f"the input {self.topic!r} seq {self.seq} of an emit= subscription is settled "
+                "by jetkit, once its outputs are stored (a raise retries it); return the "
+                "outputs instead of settling it in the handler"
+            )
         self._claim()
         await self._settler.send_ack(self, token, wait)
 

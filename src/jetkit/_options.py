@@ -32,6 +32,9 @@ MAX_ACK_WAIT = 7 * 86_400.0  # jetkit keeps slow handlers alive; a week is plent
 MAX_CONCURRENCY = 10_000
 MAX_BUFFER = 1_000_000
 MAX_DELIVER = 2**31 - 1
+MAX_BATCH = 100_000
+BATCH_TIMEOUT = 1.0  # seconds a batch waits to fill, when batch_timeout is not given
+MAX_BATCH_TIMEOUT = 3_600.0
 # Unix timestamps jetkit accepts as start_time: year 1970 to 9999
 _MAX_TIMESTAMP = 253_402_300_799.0
 
@@ -55,6 +58,9 @@ class SubscribeSettings:
     ack_wait: float = 30.0
     recreate: bool = False
     key: str | Callable[[Any], Any] | None = None
+    emit: str | None = None
+    batch: int | None = None
+    batch_timeout: float | None = None  # (BATCH_TIMEOUT when batch is given without it)
 
     def jetstream_only(self) -> list[str]:
         """The options given that only a JetStream topic can honour."""
@@ -69,6 +75,8 @@ class SubscribeSettings:
             "dlq": self.dlq is not None,
             "recreate": self.recreate,
             "key": self.key is not None,
+            "emit": self.emit is not None,
+            "batch": self.batch is not None,
         }
         return [name for name, used in given.items() if used]
 
@@ -79,7 +87,16 @@ def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
     durable, queue_group, ack, dlq = o["durable"], o["queue_group"], o["ack"], o["dlq"]
     ack_policy = _validate.option(AckPolicy, ack, "ack")
     delays = normalize_backoff(o["backoff"])  # type: ignore[arg-type]
-    if delays and ack_policy is not AckPolicy.MANUAL:
+    emit = o["emit"]
+    if emit is not None:
+        emit = emit_topic(topic, emit, ack_policy)
+    batch, batch_timeout = batch_options(o["batch"], o["batch_timeout"])
+    if batch is not None and o["key"] is not None:
+        raise ConfigError(
+            "batch= and key= do not go together: a batch mixes keys, so their order could "
+            "not be kept; use one or the other"
+        )
+    if emit is None and batch is None and delays and ack_policy is not AckPolicy.MANUAL:
         raise ConfigError("backoff applies to retries, which need ack=jk.AckPolicy.MANUAL")
     if dlq is not None:
         validate_topic(dlq, wildcards=False)
@@ -97,7 +114,7 @@ def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
     position, when, seq = resolve_start(
         _validate.option(StartAt, o["start_at"], "start_at"), o["start_time"], o["start_seq"]
     )
-    return SubscribeSettings(
+    settings = SubscribeSettings(
         durable=None if durable is None else consumer_name_ok(durable, "durable"),
         queue_group=(None if queue_group is None else consumer_name_ok(queue_group, "queue_group")),
         ack=ack_policy,
@@ -127,7 +144,61 @@ def subscribe_options(topic: str, **options: object) -> SubscribeSettings:
         ),
         recreate=_validate.flag("recreate", o["recreate"]),
         key=order_key(o["key"]),
+        emit=emit,
+        batch=batch,
+        batch_timeout=batch_timeout,
     )
+    if batch is not None and batch > settings.buffer_size:
+        raise ConfigError(
+            f"batch={batch} is larger than buffer_size={settings.buffer_size}: at most "
+            f"buffer_size messages are held, so the batch could never fill; give "
+            f"buffer_size={batch} or more"
+        )
+    return settings
+
+
+def batch_options(batch: object, timeout: object) -> tuple[int | None, float | None]:
+    """``subscribe``'s ``batch`` and ``batch_timeout`` (seconds; its default if None)."""
+    if batch is None:
+        if timeout is not None:
+            raise ConfigError("batch_timeout applies to batches: give batch=N as well")
+        return None, None
+    size = _validate.number(
+        "batch",
+        batch,
+        minimum=1,
+        maximum=MAX_BATCH,
+        integer=True,
+        hint=" (the most messages handed to the handler at once)",
+    )
+    if timeout is None:
+        return size, BATCH_TIMEOUT
+    seconds = _validate.number(
+        "batch_timeout",
+        timeout,
+        above=0,
+        maximum=MAX_BATCH_TIMEOUT,
+        hint=" (seconds a batch waits to fill)",
+    )
+    return size, float(seconds)
+
+
+def emit_topic(topic: str, emit: object, ack: AckPolicy) -> str:
+    """``subscribe``'s ``emit``: a concrete topic outside ``topic``, with ``ack=AUTO``."""
+    validate_topic(emit, wildcards=False)
+    assert isinstance(emit, str)
+    if emit == topic or subject_matches(topic, emit):
+        raise ConfigError(
+            f"emit {emit!r} lies inside the subscribed topic {topic!r}: every output would "
+            "come back to this subscription as an input; emit to another topic"
+        )
+    if ack is not AckPolicy.AUTO:
+        raise ConfigError(
+            f"emit= settles the input itself (acked once its outputs are stored, nak'ed and "
+            f"retried when the handler raises), so ack={ack} does not apply; leave ack at its "
+            "default (AckPolicy.AUTO). max_deliver, backoff and dlq apply as with MANUAL"
+        )
+    return emit
 
 
 def order_key(key: object) -> str | Callable[[Any], Any] | None:

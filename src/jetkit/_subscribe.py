@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._attempts import AttemptLog
-from ._codec import HandlerPlan, plan_handler
+from ._batch import BatchSubscription
+from ._codec import HandlerPlan, plan_batch_handler, plan_handler
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
 from ._consumer_config import consumer_config
+from ._emit import Emitter, check_stored
 from ._errors import ConfigError
 from ._jsapi import JsApi
 from ._keys import KeyedSubscription
 from ._options import SubscribeSettings, subscribe_options
 from ._publish import Publisher
-from ._subscription import Backpressure, CoreSubscription, StartAt, Subscription
+from ._subscription import AckPolicy, Backpressure, CoreSubscription, StartAt, Subscription
 from ._topics import TopicMode, TopicRegistry
 
 if TYPE_CHECKING:
@@ -53,7 +56,8 @@ class Subscriber:
         options, and what the topic's mode allows. ``subscribe`` starts with it; the
         decorator (``Stream.subscriber``) calls it when it decorates."""
         self._topics.check(topic, wildcards=True)
-        plan = plan_handler(handler)
+        batched = options.get("batch") is not None
+        plan = plan_batch_handler(handler) if batched else plan_handler(handler)
         opts = subscribe_options(topic, **options)
         if self._topics.mode_for(topic) is TopicMode.CORE:
             used = opts.jetstream_only()
@@ -70,6 +74,8 @@ class Subscriber:
                 "stored messages are never dropped; buffer_size bounds how many are pulled. "
                 "Use Backpressure.BLOCK (the default)"
             )
+        elif opts.emit is not None:
+            check_stored(opts.emit, self._topics)
         return plan, opts
 
     async def subscribe(
@@ -92,7 +98,16 @@ class Subscriber:
             await core._start()
             return core
         stream, config = await self._server_side(topic, opts)
-        kind = JetStreamSubscription if opts.key is None else KeyedSubscription
+        kind: type[JetStreamSubscription] = JetStreamSubscription
+        if opts.key is not None:
+            kind = KeyedSubscription
+        elif opts.batch is not None:
+            kind = BatchSubscription
+        emitter = None
+        if opts.emit is not None:
+            emitter = Emitter(self._publisher, self._topics, opts.emit)
+            # the input is settled by jetkit after its outputs (see _emit)
+            opts = dataclasses.replace(opts, ack=AckPolicy.MANUAL)
         sub = kind(
             self._conn,
             self._api,
@@ -104,6 +119,7 @@ class Subscriber:
             shared=opts.durable is None and opts.queue_group is not None,
             dead_letter=self._publisher.dead_letter,
             attempts=self._attempts,
+            emitter=emitter,
             store=self._store_dir,
             logger=self._log,
         )
@@ -119,6 +135,8 @@ class Subscriber:
         name, subjects = await self._topics.ensure_stream(topic)
         if opts.dlq is not None:
             await self._topics.ensure_stream(opts.dlq)
+        if opts.emit is not None:
+            await self._topics.ensure_stream(opts.emit)
         durable, group = opts.durable, opts.queue_group
         consumer = durable or group or f"jk_{self._conn.unique_name()}"
         # the server needs a filter for last-per-subject, even on the whole stream

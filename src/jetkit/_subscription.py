@@ -87,7 +87,8 @@ class SubscriptionStats:
     ``received`` counts the messages jetkit took from the connection (handled, waiting
     for a handler, or dropped); ``failed`` counts handler exceptions and
     undecodable payloads; ``retried`` the naks jetkit sent to retry a failure;
-    ``terminated`` the messages ended with term (dead-lettered ones included).
+    ``terminated`` the messages ended with term (dead-lettered ones included);
+    ``emitted`` the outputs an ``emit=`` subscription stored (duplicates not counted).
     """
 
     received: int = 0
@@ -98,6 +99,7 @@ class SubscriptionStats:
     dropped: int = 0
     failed: int = 0
     terminated: int = 0
+    emitted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

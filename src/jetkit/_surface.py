@@ -155,6 +155,21 @@ class SubscribeOptions(TypedDict, total=False):
     key: Annotated[str | Callable[[Message], str | None] | None, Default(None)]
     """Ordered per key, parallel across keys (JetStream): a header's name, or a function
     of the message returning its key (None: no order)."""
+    emit: Annotated[str | None, Default(None)]
+    """An exactly-once pipeline (JetStream): the handler's return value (unless None) is
+    published to this topic, or it returns ``jk.Emit``s (a list for several outputs).
+    Each output's msg id comes from the input; all are stored before the input is acked
+    (a confirmed ack), so an input run again stores no output twice (within the output
+    topic's duplicate window). A raise retries the input (``max_deliver``, ``backoff``,
+    ``dlq``); ``ack`` stays ``AUTO``."""
+    batch: Annotated[int | None, Default(None)]
+    """Hand the handler a list of up to this many messages at once (JetStream): it takes
+    ``list[T]`` (decoded values) or ``list[jk.Message]``. A return acks them all, a raise
+    naks them all (retries and the DLQ apply per message); with ``ack=MANUAL`` the
+    handler may settle each one itself. With ``emit=`` it returns one entry per message."""
+    batch_timeout: Annotated[float | None, Default(None)]
+    """Seconds a batch waits to fill once its first message is there (None: 1.0); then
+    it is handed over as it is."""
 
 
 class ClusterOptions(TypedDict, total=False):

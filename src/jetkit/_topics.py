@@ -166,7 +166,13 @@ _SUBJECTS_OVERLAP = 10065
 Stored = tuple[str, list[str]]  # a stream's name and subjects
 
 
-def check_limits(max_msgs: object, max_bytes: object, max_age: object, replicas: object) -> None:
+def check_limits(
+    max_msgs: object,
+    max_bytes: object,
+    max_age: object,
+    replicas: object,
+    duplicate_window: object = None,
+) -> None:
     """ConfigError unless the stream limits are whole/finite numbers in range."""
     number("replicas", replicas, minimum=1, maximum=5, integer=True)
     for label, value in (("max_msgs", max_msgs), ("max_bytes", max_bytes)):
@@ -176,6 +182,21 @@ def check_limits(max_msgs: object, max_bytes: object, max_age: object, replicas:
     optional_number(
         "max_age", max_age, above=0, maximum=_MAX_AGE, hint=" (seconds or timedelta, or None)"
     )
+    if duplicate_window is None:
+        return
+    window = optional_number(
+        "duplicate_window",
+        duplicate_window,
+        above=0,
+        maximum=_MAX_AGE,
+        hint=" (seconds or timedelta the stream remembers msg ids, or None: 2 minutes)",
+    )
+    age = optional_number("max_age", max_age, above=0, maximum=_MAX_AGE)
+    if age is not None and window is not None and window > age:
+        raise ConfigError(
+            f"duplicate_window ({window:g}s) is longer than max_age ({age:g}s): the server "
+            "cannot remember msg ids of messages it no longer keeps; make it at most max_age"
+        )
 
 
 def stream_config(
@@ -188,8 +209,13 @@ def stream_config(
     discard: Discard = Discard.OLD,
     replicas: int = 1,
     retention: Retention = Retention.LIMITS,
+    duplicate_window: float | dt.timedelta | None = None,
 ) -> dict[str, Any]:
-    check_limits(max_msgs, max_bytes, max_age, replicas)
+    check_limits(max_msgs, max_bytes, max_age, replicas, duplicate_window)
+    if duplicate_window is not None:
+        window = nanos(duplicate_window)
+    else:
+        window = min(nanos(120), nanos(max_age)) if max_age else nanos(120)
     return {
         "name": name,
         "subjects": subjects,
@@ -200,7 +226,7 @@ def stream_config(
         "max_age": nanos(max_age) if max_age is not None else 0,
         "discard": discard.value,
         "num_replicas": replicas,
-        "duplicate_window": min(nanos(120), nanos(max_age)) if max_age else nanos(120),
+        "duplicate_window": window,
         "allow_direct": True,
     }
 
@@ -375,15 +401,17 @@ class TopicRegistry:
         discard: object,
         replicas: object,
         retention: object,
+        duplicate_window: object = None,
     ) -> dict[str, Any] | None:
         """``Stream.declare_topic``: the stream's info, or None for a core topic."""
         self.check(topic, wildcards=True)
         chosen = None if mode is None else option(TopicMode, mode, "mode")
         discard_ = option(Discard, discard, "discard")
         retention_ = option(Retention, retention, "retention")
-        check_limits(max_msgs, max_bytes, max_age, replicas)
+        check_limits(max_msgs, max_bytes, max_age, replicas, duplicate_window)
         limits = (
-            max_msgs is not None
+            duplicate_window is not None
+            or max_msgs is not None
             or max_bytes is not None
             or max_age is not None
             or discard_ is not Discard.OLD
@@ -415,6 +443,7 @@ class TopicRegistry:
             discard=discard_,
             replicas=replicas,  # type: ignore[arg-type]
             retention=retention_,
+            duplicate_window=duplicate_window,  # type: ignore[arg-type]
         )
         try:
             current = await self._api.call(f"STREAM.INFO.{name}")

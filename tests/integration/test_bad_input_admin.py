@@ -66,6 +66,24 @@ BAD_ADMIN_CALLS = [
         "declare-max_age-nan",
     ),
     row(
+        lambda s, t: s.declare_topic(t, duplicate_window=0),
+        jk.ConfigError,
+        "duplicate_window must be > 0",
+        "declare-duplicate_window-0",
+    ),
+    row(
+        lambda s, t: s.declare_topic(t, duplicate_window="1m"),
+        jk.ConfigError,
+        "duplicate_window must be",
+        "declare-duplicate_window-str",
+    ),
+    row(
+        lambda s, t: s.declare_topic(t, max_age=10, duplicate_window=60),
+        jk.ConfigError,
+        r"duplicate_window \(60s\) is longer than max_age \(10s\)",
+        "declare-duplicate_window-over-max_age",
+    ),
+    row(
         lambda s, t: s.declare_topic(t, retention="forever"),
         jk.ConfigError,
         "retention must be one of .*; got 'forever'",

@@ -31,6 +31,12 @@ def handler(msg: jk.Message) -> None:
 def wrong_second(v: bytes, other: int) -> None: ...
 
 
+def batch_handler(msgs: list[jk.Message]) -> None: ...
+
+
+def int_handler(n: int) -> None: ...
+
+
 async def keyword_only(msg: jk.Message, *, flag: bool) -> None: ...
 
 
@@ -381,6 +387,134 @@ BAD_SUBSCRIPTIONS = [
         jk.HandlerSignatureError,
         "has required keyword-only parameters",
         "decorator-handler-keyword-only",
+    ),
+    # exactly-once pipelines (emit=)
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="a b"),
+        jk.InvalidTopicError,
+        "contains whitespace",
+        "emit-whitespace",
+    ),
+    row(
+        "js", lambda s, t: s.subscribe(t, handler, emit=5), jk.InvalidTopicError, "str", "emit-int"
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out.*"),
+        jk.InvalidTopicError,
+        "wildcard",
+        "emit-wildcard",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit=t),
+        jk.ConfigError,
+        "lies inside the subscribed topic",
+        "emit-itself",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(f"{t}.>", handler, emit=f"{t}.out"),
+        jk.ConfigError,
+        "lies inside the subscribed topic",
+        "emit-inside-pattern",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out", ack=jk.AckPolicy.MANUAL),
+        jk.ConfigError,
+        "emit= settles the input itself",
+        "emit-ack-manual",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, emit="out", ack=jk.AckPolicy.NONE),
+        jk.ConfigError,
+        "emit= settles the input itself",
+        "emit-ack-none",
+    ),
+    row(
+        "core",
+        lambda s, t: s.subscribe(t, handler, emit="out"),
+        jk.ConfigError,
+        "emit needs a JetStream topic",
+        "emit-core-subscription",
+    ),
+    # batches (batch=, batch_timeout=)
+    *[
+        row(
+            "js",
+            lambda s, t, v=value: s.subscribe(t, batch_handler, batch=v),
+            jk.ConfigError,
+            match,
+            f"batch-{name}",
+        )
+        for value, match, name in [
+            (0, "batch must be >= 1, got 0", "0"),
+            (-5, "batch must be >= 1, got -5", "negative"),
+            (100_001, "batch must be <= 100000", "huge"),
+            ("10", "batch must be a whole number", "str"),
+            (2.5, "batch must be a whole number", "float"),
+            (True, "batch must be a whole number", "bool"),
+        ]
+    ],
+    *[
+        row(
+            "js",
+            lambda s, t, v=value: s.subscribe(t, batch_handler, batch=10, batch_timeout=v),
+            jk.ConfigError,
+            match,
+            f"batch_timeout-{name}",
+        )
+        for value, match, name in [
+            (0, "batch_timeout must be > 0", "0"),
+            (-1, "batch_timeout must be > 0", "negative"),
+            (float("nan"), "batch_timeout must be a finite number", "nan"),
+            (10_000, "batch_timeout must be <= 3600", "huge"),
+        ]
+    ],
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, handler, batch_timeout=1),
+        jk.ConfigError,
+        "batch_timeout applies to batches: give batch=N",
+        "batch_timeout-without-batch",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, batch_handler, batch=2000),
+        jk.ConfigError,
+        "batch=2000 is larger than buffer_size=1024",
+        "batch-over-buffer_size",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, batch_handler, batch=10, key=KEY),
+        jk.ConfigError,
+        "batch= and key= do not go together",
+        "batch-with-key",
+    ),
+    row(
+        "core",
+        lambda s, t: s.subscribe(t, batch_handler, batch=10),
+        jk.ConfigError,
+        "batch needs a JetStream topic",
+        "batch-core-subscription",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, int_handler, batch=10),
+        jk.HandlerSignatureError,
+        r"annotate its parameter list\[T\] or list\[jk.Message\]",
+        "batch-handler-not-a-list",
+    ),
+    row(
+        "js",
+        lambda s, t: s.subscribe(t, wrong_second, batch=10),
+        jk.HandlerSignatureError,
+        "must take one parameter, the batch",
+        "batch-handler-two-parameters",
     ),
 ]
 

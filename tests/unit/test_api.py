@@ -35,6 +35,7 @@ EXPECTED_ALL = {
     "DecodeError",
     "DependencyError",
     "Discard",
+    "Emit",
     "EncodeError",
     "ForkedStreamError",
     "HandlerSignatureError",
