@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,6 +135,9 @@ async def test_replicated_topic_reports_its_leader_and_replicas(cluster: LocalCl
         await s.subscribe("cl.info", ignore, durable="d", start_at=jk.StartAt.ALL)
         consumer = await s.consumer_info("cl.info", "d")
         assert consumer.durable and consumer.stream == info.name
+        # more replicas than nodes: refused at once, saying how many nodes there are
+        with pytest.raises(jk.ConfigError, match=r"replicas=5 .* 3 JetStream node.*replicas=3"):
+            await s.declare_topic("cl.too.many", replicas=5)
     finally:
         await s.close()
 
@@ -471,3 +475,50 @@ async def stored_ids_raw(s: jk.Stream, topic: str) -> list[bytes]:
     await wait_until(lambda: b"end" in seen, timeout=60)
     await sub.stop()
     return [data for data in seen if data not in (b"poison", b"later", b"end")]
+
+
+async def test_the_cli_finds_the_cluster_by_its_directory(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """--cluster DIR, the cluster's directory as --store-dir, $JETKIT_CLUSTER and several
+    --server URLs all reach the cluster; none starts a server in its directory."""
+    assert cluster.store_dir is not None
+    await all_up(cluster)
+    s = await connect(cluster)
+    try:
+        await s.declare_topic("cl.cli", replicas=3)
+    finally:
+        await s.close()
+    home = cluster.store_dir
+    before = sorted(p.name for p in home.iterdir())
+
+    async def topics(*args: str | Path, **env: str) -> set[str]:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "jetkit", "topics", *map(str, args)],
+            capture_output=True,
+            cwd=tmp_path,  # another directory: no ./jetstream-store here
+            env={k: v for k, v in os.environ.items() if not k.startswith("JETKIT_")} | env,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        return {line.split("\t")[0] for line in result.stdout.decode().splitlines()}
+
+    listed = await topics("--cluster", home)
+    assert "cl.cli" in listed
+    assert await topics("--cluster", home / "jetkit-cluster.json") == listed
+    assert await topics("--store-dir", home) == listed
+    assert await topics(JETKIT_CLUSTER=str(home)) == listed
+    urls = [a for url in cluster.urls for a in ("--server", url)]
+    assert await topics(*urls, "--user", cluster.user, "--password", cluster.password) == listed
+    assert sorted(p.name for p in home.iterdir()) == before  # no store made there
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "jetkit", "server", "--store-dir", str(home)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2 and b"directory of a local cluster" in refused.stderr
+    assert sorted(p.name for p in home.iterdir()) == before
