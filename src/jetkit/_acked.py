@@ -151,6 +151,7 @@ class AckedPublisher:
         self.resend = False  # connected to a cluster: msg ids and re-sends
         self._id_prefix = ""
         self._id_seq = itertools.count(1)
+        self._id_prefix_b = b""
 
     async def start(self) -> None:
         self._prefix = self._conn.new_inbox() + "."
@@ -159,6 +160,7 @@ class AckedPublisher:
         self._sub = await self._conn.subscribe(self._prefix + "*", self._on_ack)
         self.resend = self._conn.clustered
         self._id_prefix = f"jk-{secrets.token_hex(8)}-"  # 64 random bits per Stream
+        self._id_prefix_b = self._id_prefix.encode()
 
     def new_id(self) -> str:
         """A msg id no other publish of any Stream has (for re-sends)."""
@@ -325,14 +327,22 @@ class AckedPublisher:
     ) -> bool:
         """Send a publish with a msg id (jetkit's if it has none), kept to be sent again
         (``_send_again``); True when the outgoing buffer is full."""
-        if headers is None or MSG_ID not in headers:
-            headers = {**headers, MSG_ID: self.new_id()} if headers else {MSG_ID: self.new_id()}
+        if headers is None:  # the common case, in one format
+            block = b"NATS/1.0\r\nNats-Msg-Id: %b%d\r\n\r\n" % (
+                self._id_prefix_b,
+                next(self._id_seq),
+            )
+            entry.own_id = True
+        elif MSG_ID in headers:
+            block = header_block(headers)
+        else:
+            block = header_block({**headers, MSG_ID: self.new_id()})
             entry.own_id = True
         token = self._register(entry)
-        entry.frame = hpub(subject.encode(), header_block(headers), data, self._prefix_b + token)
+        entry.frame = frame = hpub(subject.encode(), block, data, self._prefix_b + token)
         entry.resend_at = entry.deadline - self.timeout + resend_delay()
         try:
-            return self._conn.send(entry.frame)
+            return self._conn.send(frame)
         except JetkitError:
             self._pending.pop(token, None)
             raise
@@ -349,10 +359,26 @@ class AckedPublisher:
             self._pending.pop(token, None)
             raise
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
+    def with_id(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """``headers`` with a msg id of jetkit's if they have none and this is a cluster
+        (``resend``); as they are otherwise. For a caller that may publish the same
+        message again itself: every send must carry the same id."""
+        if not self.resend or (headers is not None and MSG_ID in headers):
+            return headers
+        return {**headers, MSG_ID: self.new_id()} if headers else {MSG_ID: self.new_id()}
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        own_id: bool = False,
+    ) -> PubAck:
+        """``own_id``: the msg id in ``headers`` is jetkit's (``with_id``)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PubAck] = loop.create_future()
         entry = _Entry(loop.time() + self.timeout, subject, fut)
+        entry.own_id = own_id
         if self.resend:
             if self._send_resendable(subject, data, headers, entry):
                 await self._conn.relieve()
