@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 TTL_DISABLED = 10166  # "per-message TTL is disabled" (the stream does not allow Nats-TTL)
 MSG_ID = "Nats-Msg-Id"
+# "duplicate message id is in process": a send of ours with that id is being replicated
+# (a cluster without quorum right now); its outcome is not known yet
+IN_PROCESS = 10158
 RESEND = 1.0  # seconds (jittered) between sends of a publish no ack answered (cluster)
 
 
@@ -131,7 +134,9 @@ class AckedPublisher:
     per message, when the caller gave none) and the sweeper sends a publish that got no
     ack again about every second: a leader that died with it unanswered is replaced
     within seconds, and the duplicate window stores it once. A dropped connection does
-    not fail them either: they are sent again through the next one. On a single server
+    not fail them either: they are sent again through the next one, and a publish of a
+    batch that no stream leader takes right now (status 503, an election) is held and
+    sent again like them. On a single server
     nothing of this runs (a publish there is answered or its server is gone).
     """
 
@@ -241,8 +246,11 @@ class AckedPublisher:
                 for entry in pending.values():
                     entry.deadline += stalled
             expired = []
+            resend = self.resend  # entries held back are not in deadline order: see all
             for token, entry in pending.items():
                 if entry.deadline > now:
+                    if resend:
+                        continue
                     break
                 expired.append(token)
             for token in expired:
@@ -254,13 +262,8 @@ class AckedPublisher:
 
     def _send_again(self, now: float) -> None:
         """Send again what waited about a second for its ack (same msg id)."""
-        first_due = now - RESEND * 0.8  # sent after this: not due (the order is send order)
         for entry in self._pending.values():
-            if entry.frame is None:
-                continue
-            if entry.deadline - self.timeout > first_due:
-                break
-            if entry.resend_at <= now:
+            if entry.frame is not None and entry.resend_at <= now:
                 entry.resend_at = now + resend_delay()
                 with contextlib.suppress(JetkitError):  # down: the next tick tries again
                     self._conn.send(entry.frame)
@@ -272,6 +275,15 @@ class AckedPublisher:
             result = self._parse(payload, hdr, entry.subject)
             if entry.own_id and isinstance(result, PubAck) and result.duplicate:
                 result = PubAck(result.stream, result.seq)  # stored by our earlier send
+            elif entry.frame is not None and (
+                (entry.batch is not None and isinstance(result, NotFoundError))
+                or (isinstance(result, JetStreamError) and result.err_code == IN_PROCESS)
+            ):
+                # no stream leader right now (an election; a batch's stream was verified
+                # when it began), or an earlier send is still being replicated: held,
+                # and sent again with the rest until an answer says what became of it
+                self._pending[subject[self._skip :]] = entry
+                return
             entry.resolve(result)
 
     def _parse(self, data: bytes, hdr: bytes | None, subject: str) -> PubAck | BaseException:
