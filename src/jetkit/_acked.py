@@ -270,20 +270,23 @@ class AckedPublisher:
 
     def _on_ack(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
         """The parser's hand-over: a PubAck (or a status) for the token in ``subject``."""
-        entry = self._pending.pop(subject[self._skip :], None)
+        token = subject[self._skip :]
+        entry = self._pending.pop(token, None)
         if entry is not None:
             result = self._parse(payload, hdr, entry.subject)
-            if entry.own_id and isinstance(result, PubAck) and result.duplicate:
-                result = PubAck(result.stream, result.seq)  # stored by our earlier send
-            elif entry.frame is not None and (
-                (entry.batch is not None and isinstance(result, NotFoundError))
-                or (isinstance(result, JetStreamError) and result.err_code == IN_PROCESS)
-            ):
-                # no stream leader right now (an election; a batch's stream was verified
-                # when it began), or an earlier send is still being replicated: held,
-                # and sent again with the rest until an answer says what became of it
-                self._pending[subject[self._skip :]] = entry
-                return
+            if entry.frame is not None:  # a cluster's publish, sent again while unanswered
+                if isinstance(result, PubAck):
+                    if entry.own_id and result.duplicate:
+                        result = PubAck(result.stream, result.seq)  # our earlier send's
+                elif (entry.batch is not None and isinstance(result, NotFoundError)) or (
+                    isinstance(result, JetStreamError) and result.err_code == IN_PROCESS
+                ):
+                    # no stream leader right now (an election; a batch's stream was
+                    # verified when it began), or an earlier send is still being
+                    # replicated: held, and sent again until an answer says what became
+                    # of it
+                    self._pending[token] = entry
+                    return
             entry.resolve(result)
 
     def _parse(self, data: bytes, hdr: bytes | None, subject: str) -> PubAck | BaseException:
