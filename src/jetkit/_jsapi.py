@@ -50,6 +50,8 @@ class JsApi:
         self.timeout = timeout
         self._store_dir = store_dir
         self._gate: asyncio.Semaphore | None = None  # made on first use, in the loop
+        self.in_flight = 0  # calls sent, not answered yet
+        self.answered = 0  # calls answered without an error (the failover watch reads both)
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """One API call; at most ``IN_FLIGHT`` at a time. A burst (a thousand subscribes
@@ -61,9 +63,16 @@ class JsApi:
             self._gate = asyncio.Semaphore(IN_FLIGHT)
         try:
             async with self._gate:
-                msg = await self._conn.request(
-                    "$JS.API." + suffix, body, self.timeout, what=f"JetStream API call {suffix}"
-                )
+                self.in_flight += 1
+                try:
+                    msg = await self._conn.request(
+                        "$JS.API." + suffix,
+                        body,
+                        self.timeout,
+                        what=f"JetStream API call {suffix}",
+                    )
+                finally:
+                    self.in_flight -= 1
         except NoRespondersError:
             raise JetStreamError(
                 "JetStream is not enabled on this NATS server; start nats-server with -js "
@@ -80,6 +89,7 @@ class JsApi:
             if err_code in STORAGE_FULL_CODES:
                 raise storage_full(text, self._store_dir, code, err_code)
             raise JetStreamError(text, code, err_code)
+        self.answered += 1
         return resp
 
     async def every(self, suffix: str, key: str) -> list[dict[str, Any]]:

@@ -134,6 +134,7 @@ class AckedPublisher:
         self._ids = itertools.count(1)
         self._sub: NatsSubscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.acks = 0  # PubAcks that said "stored" (the failover watch reads it)
 
     async def start(self) -> None:
         self._prefix = self._conn.new_inbox() + "."
@@ -165,6 +166,15 @@ class AckedPublisher:
                 "same msg_id to be safe"
             )
         )
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a publish waits for its ack."""
+        return bool(self._pending)
+
+    def waiting_subjects(self) -> set[str]:
+        """The subjects of the publishes waiting for their ack."""
+        return {entry.subject for entry in self._pending.values()}
 
     def fail_waiting(self, error: Callable[[str], JetkitError]) -> None:
         """Resolve every publish waiting for its ack with ``error(subject)``."""
@@ -243,6 +253,7 @@ class AckedPublisher:
             return JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
         if self.full is not None:
             self.full = None
+        self.acks += 1
         return PubAck(resp.stream, resp.seq, resp.duplicate)
 
     def _register(self, entry: _Entry) -> bytes:
