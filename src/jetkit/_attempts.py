@@ -117,7 +117,8 @@ class AttemptLog:
             "max_age": nanos(MAX_AGE),
             "max_bytes": MAX_BYTES,
             "discard": "old",
-            "num_replicas": 1,
+            # shared by every topic: on a cluster as replicated as a topic may be
+            "num_replicas": self._api.nodes(3),
             "allow_direct": True,
         }
         try:

@@ -3,7 +3,9 @@
 Layout of the cluster's directory (each node's directory is a store like
 ``Stream.open(store_dir=...)``'s, with its own lock, config and log)::
 
-    jetkit-cluster.json       urls, user, password, nodes (name, url, pid)   (0600)
+    jetkit-cluster.json       urls, user, password, nodes (name, url, pid)   (0600):
+                              there only while the cluster runs and answers
+    jetkit-cluster-ports.json the nodes' ports, kept for the next start
     jetkit-credentials.json   the generated user and password                 (0600)
     n1/ n2/ n3/ ...           one store per node
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Unpack
 
 from ._errors import ConfigError, JetkitError, ServerStartError, ServerTimeoutError
-from ._files import write_private
+from ._files import CLUSTER_FILE, PORTS_FILE, is_cluster_dir, write_private
 from ._server import EmbeddedServer, Routes, find_binary
 from ._store import load_or_create_credentials, prepare, process_alive, try_lock
 from ._stream import Stream
@@ -38,7 +40,6 @@ from ._surface import ClusterOptions, given
 from ._topics import TopicMode
 from ._validate import flag, number
 
-CLUSTER_FILE = "jetkit-cluster.json"
 CLUSTER_NAME = "jetkit"
 MAX_NODES = 9
 
@@ -101,6 +102,7 @@ class LocalCluster:
         self.nodes: list[Node] = []
         self.user = ""
         self.password = ""
+        self._ready = False  # the cluster answered once since start()
 
     # -- what clients need -----------------------------------------------------------------
 
@@ -127,8 +129,17 @@ class LocalCluster:
         }
 
     def write_info(self) -> None:
+        """``jetkit-cluster.json`` (while running) and the ports for the next start."""
         assert self.store_dir is not None
-        write_private(self.store_dir / CLUSTER_FILE, json.dumps(self.describe(), indent=2))
+        info = self.describe()
+        write_private(self.store_dir / PORTS_FILE, json.dumps(info["nodes"], indent=2))
+        if self.running:
+            write_private(self.store_dir / CLUSTER_FILE, json.dumps(info, indent=2))
+
+    @property
+    def running(self) -> bool:
+        """Started, answered, and not stopped."""
+        return self._ready and any(n.running for n in self.nodes)
 
     # -- starting and stopping -------------------------------------------------------------
 
@@ -146,10 +157,14 @@ class LocalCluster:
         prepare(self.store_dir)
         self.user, self.password = load_or_create_credentials(self.store_dir, self._log)
         self.nodes = self._plan()
+        # the file says "a usable cluster is here": none until the cluster answers
+        with contextlib.suppress(FileNotFoundError):
+            (self.store_dir / CLUSTER_FILE).unlink()
         try:
             await asyncio.gather(*(self._start_node(node, binary) for node in self.nodes))
-            self.write_info()
             await self.wait_ready()
+            self._ready = True
+            self.write_info()
         except BaseException:
             await self.stop()
             raise
@@ -159,8 +174,12 @@ class LocalCluster:
         assert self.store_dir is not None
         known: dict[str, tuple[int, int]] = {}
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads((self.store_dir / CLUSTER_FILE).read_text())
-            for entry in data["nodes"]:
+            ports = self.store_dir / PORTS_FILE
+            if ports.exists():
+                data = json.loads(ports.read_text())
+            else:  # a directory of an earlier jetkit: the ports were in the cluster file
+                data = json.loads((self.store_dir / CLUSTER_FILE).read_text())["nodes"]
+            for entry in data:
                 port = int(str(entry["url"]).rsplit(":", 1)[1])
                 known[str(entry["name"])] = (port, int(entry["route_port"]))
         nodes = []
@@ -250,13 +269,15 @@ class LocalCluster:
         )
         for node in self.nodes:
             node.server = None
+        self._ready = False
         if self.store_dir is not None:
             if self._temporary:
                 import shutil
 
                 shutil.rmtree(self.store_dir, ignore_errors=True)
-            else:  # kept, pids null: the next start reuses its ports
+            else:  # no cluster here any more; its ports are kept for the next start
                 with contextlib.suppress(OSError):
+                    (self.store_dir / CLUSTER_FILE).unlink(missing_ok=True)
                     self.write_info()
 
     async def __aenter__(self) -> LocalCluster:
@@ -333,10 +354,15 @@ class LocalCluster:
                 self.write_info()
 
 
+__all__ = ["CLUSTER_FILE", "MAX_NODES", "LocalCluster", "is_cluster_dir", "local_cluster"]
+
+
 def read_cluster_file(store_dir: Path) -> dict[str, Any] | None:
-    """A running cluster's ``jetkit-cluster.json`` (None when absent or stale)."""
+    """A running cluster's ``jetkit-cluster.json`` (None when absent or stale);
+    ``store_dir`` is its directory or the file itself."""
+    path = store_dir if store_dir.name.endswith(".json") else store_dir / CLUSTER_FILE
     try:
-        data = json.loads((store_dir / CLUSTER_FILE).read_text())
+        data = json.loads(path.expanduser().read_text())
     except (OSError, ValueError):
         return None
     nodes = data.get("nodes") if isinstance(data, dict) else None

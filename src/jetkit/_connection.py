@@ -233,6 +233,21 @@ class Connection:
         """The version the connected server announced ("2.15.1"), "" if unknown."""
         return str((self.nc._server_info or {}).get("version", ""))
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the connected server is a node of a cluster (its INFO names the
+        cluster): calls then ride through leader elections."""
+        info = self.nc._server_info or {}
+        return bool(info.get("cluster"))
+
+    @property
+    def cluster_size(self) -> int:
+        """How many servers the cluster told the client about (itself included), at
+        least 1: a lower bound of its nodes."""
+        info = self.nc._server_info or {}
+        urls = {str(u) for u in info.get("connect_urls") or ()}
+        return max(1, len(urls))
+
     def identity(self) -> tuple[str, str]:
         """(server name, server id): a restarted server keeps its name, gets a new id."""
         info = self.nc._server_info or {}

@@ -17,6 +17,18 @@ INFO_FILE = "jetkit-server.json"
 CREDS_FILE = "jetkit-credentials.json"
 CONF_FILE = "nats-server.conf"
 LOG_FILE = "nats-server.log"
+CLUSTER_FILE = "jetkit-cluster.json"  # a local cluster's (_cluster), while it runs
+PORTS_FILE = "jetkit-cluster-ports.json"  # a local cluster's ports, kept for its next start
+
+
+def is_cluster_dir(path: Path) -> bool:
+    """Whether ``path`` is a local cluster's directory (``jetkit cluster``), running or
+    not: never a store to serve."""
+    path = path.expanduser()
+    return any(
+        p.exists() for p in (path / CLUSTER_FILE, path / PORTS_FILE, path / "n1" / CONF_FILE)
+    )
+
 
 PRIVATE = 0o600
 _ROOM = 16 * 1024 * 1024  # free space that counts as room to store again

@@ -324,6 +324,7 @@ class OpenSettings:
     logger: logging.Logger
     server_binary: str | os.PathLike[str] | None
     publish_timeout: float
+    api_timeout: float
     name: str | None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -370,6 +371,7 @@ def open_options(**options: object) -> OpenSettings:
         ("connect_timeout", connect_timeout),
         ("server_ready_timeout", server_ready_timeout),
         ("publish_timeout", publish_timeout),
+        ("api_timeout", o["api_timeout"]),
     ):
         _validate.number(label, seconds, above=0, maximum=MAX_TIMEOUT)
     if tls is not None and not isinstance(tls, ssl.SSLContext):
@@ -409,6 +411,7 @@ def open_options(**options: object) -> OpenSettings:
         logger=logger or logging.getLogger("jetkit"),
         server_binary=o["server_binary"],  # type: ignore[arg-type]
         publish_timeout=float(publish_timeout),  # type: ignore[arg-type]
+        api_timeout=float(o["api_timeout"]),  # type: ignore[arg-type]
         name=_validate.text("name", o["name"]),
         metrics_port=_validate.optional_number(
             "metrics_port",

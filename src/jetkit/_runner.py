@@ -97,12 +97,14 @@ def plan(
     *,
     store_dir: str | os.PathLike[str] | None = None,
     servers: Sequence[str] = (),
+    credentials: tuple[str | None, str | None] | None = None,
     health: tuple[str, int] | None = None,
     reload: bool = False,
     cwd: Path | None = None,
 ) -> Plan:
-    """The run of ``app`` (named ``ref``): the store or servers its workers share, what
-    replaces the App's own options, where the probes and the metrics are served."""
+    """The run of ``app`` (named ``ref``): the store or servers its workers share (with
+    ``credentials``, a local cluster's user and password), what replaces the App's own
+    options, where the probes and the metrics are served."""
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if store_dir is not None and servers:
@@ -111,6 +113,8 @@ def plan(
     overrides: dict[str, Any] = {}
     if servers:
         overrides.update(servers=list(servers), store_dir=None)
+        if credentials is not None:
+            overrides.update(user=credentials[0], password=credentials[1], token=None)
     elif store_dir is not None:
         overrides.update(store_dir=os.fspath(store_dir), servers=None)
     elif options.get("servers") is None and options.get("store_dir") is not None:

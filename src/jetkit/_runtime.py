@@ -62,7 +62,7 @@ class Runtime:
             self.store.on_storage_error = self._on_storage_error
             store_dir = self.store.path
         self.store_dir = store_dir
-        self.api = JsApi(self.conn, timeout=max(opts.connect_timeout, 5.0), store_dir=store_dir)
+        self.api = JsApi(self.conn, timeout=opts.api_timeout, store_dir=store_dir)
         self.topics = TopicRegistry(self.api, opts.default_mode, self.log)
         # tracing on: OpenTelemetry is loaded, and the publisher is one that traces (off,
         # nothing of it runs: the hot paths are the same code as without it)

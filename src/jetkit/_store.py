@@ -35,11 +35,13 @@ from ._errors import (
     StoreNotWritableError,
 )
 from ._files import (
+    CLUSTER_FILE,
     CREDS_FILE,
     INFO_FILE,
     LOCK_FILE,
     PRIVATE,
     create_private,
+    is_cluster_dir,
     write_private,
 )
 from ._server import EmbeddedServer, find_binary
@@ -233,6 +235,12 @@ class EmbeddedStore:
         connect: Callable[[str, str | None, str | None], Awaitable[None]],
     ) -> None:
         """Serve or attach; ``connect(url, user, password)`` connects the Stream."""
+        if is_cluster_dir(self.path):
+            raise ConfigError(
+                f"{self.path} is the directory of a local cluster (jetkit cluster), not a "
+                f"store: connect to the cluster with the servers, user and password in its "
+                f"{CLUSTER_FILE} (on the command line: --cluster {self.path})"
+            )
         prepare(self.path)
         if user is None and token is None:
             user, password = load_or_create_credentials(self.path, self._log)

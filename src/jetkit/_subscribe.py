@@ -133,10 +133,12 @@ class Subscriber:
         # subjects may be stale (another process switched schedules on): a consumer of the
         # whole stream is filtered with fresh ones in ensure_consumer (_held.own_filter)
         name, subjects = await self._topics.ensure_stream(topic)
+        # what jetkit creates for a topic is replicated like it (on a cluster)
+        replicas = await self._topics.replicas_of(name) if self._conn.clustered else 1
         if opts.dlq is not None:
-            await self._topics.ensure_stream(opts.dlq)
+            await self._topics.ensure_stream(opts.dlq, replicas=replicas)
         if opts.emit is not None:
-            await self._topics.ensure_stream(opts.emit)
+            await self._topics.ensure_stream(opts.emit, replicas=replicas)
         durable, group = opts.durable, opts.queue_group
         consumer = durable or group or f"jk_{self._conn.unique_name()}"
         # the server needs a filter for last-per-subject, even on the whole stream

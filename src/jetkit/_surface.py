@@ -99,7 +99,14 @@ class OpenOptions(TypedDict, total=False):
     server_binary: Annotated[str | os.PathLike[str] | None, Default(None)]
     """A nats-server to run instead of the bundled one (or ``$JETKIT_NATS_SERVER``)."""
     publish_timeout: Annotated[float, Default(5.0)]
-    """Seconds a JetStream publish waits for its ack before jk.TimeoutError."""
+    """Seconds a JetStream publish waits for its ack before jk.TimeoutError. On a cluster
+    a publish nobody answers is sent again (the same msg id) about every second until
+    then: set it above the cluster's election time (20 s rides through one)."""
+    api_timeout: Annotated[float, Default(5.0)]
+    """Seconds an admin call (``declare_topic``, ``topic_info``, ...), the server side of
+    ``subscribe``, ``cancel_scheduled``, ``dead_letters`` and ``redrive`` may take before
+    jk.TimeoutError. Transient answers of a cluster (no leader yet, a node still loading)
+    are retried with backoff until then: on a cluster 20 s rides through an election."""
     name: Annotated[str | None, Default(None)]
     """The connection's name, as the server shows it."""
     metrics_port: Annotated[int | None, Default(None)]

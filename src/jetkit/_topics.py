@@ -252,6 +252,7 @@ class TopicRegistry:
         # read directly by the publish hot path: topic -> mode, topics known valid
         self.modes: dict[str, TopicMode] = {}
         self.streams: dict[str, Stored] = {}  # topic -> its stream (cache)
+        self.replicas: dict[str, int] = {}  # stream -> its num_replicas (cache)
         self._ensuring: dict[str, asyncio.Future[Stored]] = {}
         self.valid: set[str] = set()
         self.damaged: set[str] = set()
@@ -297,8 +298,9 @@ class TopicRegistry:
             if name == stream:
                 self.streams[topic] = name, subjects
 
-    async def ensure_stream(self, topic: str, *, verify: bool = False) -> Stored:
-        """The stream storing ``topic``; an existing one that covers it, else a new one.
+    async def ensure_stream(self, topic: str, *, verify: bool = False, replicas: int = 1) -> Stored:
+        """The stream storing ``topic``; an existing one that covers it, else a new one
+        (with ``replicas``: a DLQ gets its topic's).
 
         ``verify``: ask the server whether a stream remembered here still exists.
         """
@@ -320,7 +322,7 @@ class TopicRegistry:
         fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._ensuring[topic] = fut
         try:
-            result = await self._find_or_create(topic)
+            result = await self._find_or_create(topic, replicas)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()
@@ -345,22 +347,42 @@ class TopicRegistry:
             if mode is TopicMode.JETSTREAM and covers:
                 with contextlib.suppress(NotFoundError):
                     info = await self._api.call(f"STREAM.INFO.{stream_name(pattern)}")
+                    self._remember(info)
                     return info["config"]["name"], list(info["config"]["subjects"])
         resp = await self._api.call("STREAM.NAMES", {"subject": topic})
         for name in resp.get("streams") or []:
             info = await self._api.call(f"STREAM.INFO.{name}")
+            self._remember(info)
             subjects = list(info["config"].get("subjects") or [])
             if any(s == topic or subject_matches(s, topic) for s in subjects):
                 return name, subjects
         return None
 
-    async def _find_or_create(self, topic: str) -> Stored:
+    async def replicas_of(self, stream: str) -> int:
+        """How many replicas ``stream`` has (1 if it cannot be told)."""
+        known = self.replicas.get(stream)
+        if known is None:
+            try:
+                info = await self._api.call(f"STREAM.INFO.{stream}")
+            except NotFoundError:
+                return 1
+            known = self._remember(info)
+        return known
+
+    def _remember(self, info: dict[str, Any]) -> int:
+        cfg = info.get("config") or {}
+        count = int(cfg.get("num_replicas") or 1)
+        if cfg.get("name"):
+            self.replicas[str(cfg["name"])] = count
+        return count
+
+    async def _find_or_create(self, topic: str, replicas: int = 1) -> Stored:
         found = await self.find(topic)
         if found is not None:
             return found
         name = stream_name(topic)
         try:
-            await self.create(name, stream_config(name, [topic]))
+            await self.create(name, stream_config(name, [topic], replicas=replicas))
         except JetStreamError as exc:
             if exc.err_code not in (_STREAM_NAME_IN_USE, _SUBJECTS_OVERLAP):
                 raise
@@ -378,6 +400,7 @@ class TopicRegistry:
 
     async def create(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         resp = await self._api.call(f"STREAM.CREATE.{name}", cfg)
+        self._remember(resp)
         if name in self.damaged:
             # nats-server served the old messages again but kept the damaged metadata
             # file; an update rewrites it, so the stream survives the next restart
@@ -468,4 +491,5 @@ class TopicRegistry:
                 ) from exc
             raise
         self.set_mode(topic, chosen)
+        self._remember(resp)
         return resp

@@ -82,6 +82,27 @@ def pub(subject: bytes, payload: bytes, reply: bytes = b"") -> bytes:
     return b"PUB %b %d\r\n%b\r\n" % (subject, len(payload), payload)
 
 
+def header_block(headers: dict[str, str]) -> bytes:
+    """``headers`` as a NATS header block (checked by the caller)."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return b"NATS/1.0\r\n%b\r\n" % lines.encode()
+
+
+def hpub(subject: bytes, block: bytes, payload: bytes, reply: bytes = b"") -> bytes:
+    """The ``HPUB`` command: ``payload`` with the header ``block`` (``header_block``)."""
+    size = len(block)
+    if reply:
+        return b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
+            subject,
+            reply,
+            size,
+            size + len(payload),
+            block,
+            payload,
+        )
+    return b"HPUB %b %d %d\r\n%b%b\r\n" % (subject, size, size + len(payload), block, payload)
+
+
 class WireParser:
     """Parses what the server sends; routed messages go to their sinks.
 

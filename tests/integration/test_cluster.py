@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,6 +135,9 @@ async def test_replicated_topic_reports_its_leader_and_replicas(cluster: LocalCl
         await s.subscribe("cl.info", ignore, durable="d", start_at=jk.StartAt.ALL)
         consumer = await s.consumer_info("cl.info", "d")
         assert consumer.durable and consumer.stream == info.name
+        # more replicas than nodes: refused at once, saying how many nodes there are
+        with pytest.raises(jk.ConfigError, match=r"replicas=5 .* 3 JetStream node.*replicas=3"):
+            await s.declare_topic("cl.too.many", replicas=5)
     finally:
         await s.close()
 
@@ -297,7 +301,9 @@ async def test_two_of_three_down_publishes_fail_clearly_then_work_again(
 
 
 async def test_jetkit_cluster_command(tmp_path: Path) -> None:
-    """`jetkit cluster` as a user runs it: a foreground process, stopped with Ctrl+C."""
+    """`jetkit cluster` as a user runs it: a foreground process, stopped with Ctrl+C. A
+    script that waits for its file and declares a replicated topic at once works: the
+    file is written only once the cluster answers."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -310,18 +316,10 @@ async def test_jetkit_cluster_command(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    cluster_file = tmp_path / "jetkit-cluster.json"
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        async with asyncio.timeout(60):
-            while not any("Ctrl+C stops the cluster" in line for line in lines):
-                raw = await proc.stdout.readline()
-                assert raw, "jetkit cluster exited early:\n" + "".join(lines)
-                lines.append(raw.decode())
-        info = json.loads((tmp_path / "jetkit-cluster.json").read_text())
-        assert oct((tmp_path / "jetkit-cluster.json").stat().st_mode & 0o777) == "0o600"
-        assert [n["name"] for n in info["nodes"]] == ["n1", "n2", "n3"]
-        assert all(isinstance(n["pid"], int) for n in info["nodes"])
+        await wait_until(lambda: cluster_file.exists() or proc.returncode is not None, 60)
+        info = json.loads(cluster_file.read_text())
         async with jk.Stream.open(
             servers=info["urls"], user=info["user"], password=info["password"]
         ) as s:
@@ -329,14 +327,25 @@ async def test_jetkit_cluster_command(tmp_path: Path) -> None:
             assert declared is not None and sorted(declared.replica_nodes) == ["n1", "n2", "n3"]
             ack = await s.publish("cli.cluster", b"stored three times")
             assert ack is not None and ack.seq == 1
+        assert oct(cluster_file.stat().st_mode & 0o777) == "0o600"
+        assert [n["name"] for n in info["nodes"]] == ["n1", "n2", "n3"]
+        assert all(isinstance(n["pid"], int) for n in info["nodes"])
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not any("Ctrl+C stops the cluster" in line for line in lines):
+                raw = await proc.stdout.readline()
+                assert raw, "jetkit cluster exited early:\n" + "".join(lines)
+                lines.append(raw.decode())
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    after = json.loads((tmp_path / "jetkit-cluster.json").read_text())
-    assert all(n["pid"] is None for n in after["nodes"])  # ports kept for the next start
+    assert not cluster_file.exists()  # no cluster here now
+    ports = json.loads((tmp_path / "jetkit-cluster-ports.json").read_text())
+    assert [n["url"] for n in ports] == info["urls"]  # kept for the next start
     for node in info["nodes"]:
         with pytest.raises(ProcessLookupError):
             os.kill(node["pid"], 0)
@@ -366,3 +375,150 @@ async def test_the_client_moves_to_another_node_when_its_node_dies(
     finally:
         await s.close()
         await all_up(cluster)
+
+
+async def test_calls_made_as_the_stream_leader_dies_succeed_in_three_elections(
+    cluster: LocalCluster,
+) -> None:
+    """With api_timeout and publish_timeout at 20 s, every kind of call made at the
+    instant the stream's leader is killed (-9) waits for the election and succeeds,
+    three elections in a row; no caller retries."""
+    await all_up(cluster)
+    topic, dlq = "cl.elect", "cl.elect.dlq"
+    s = await connect(cluster, api_timeout=20, publish_timeout=20)
+    try:
+        await s.declare_topic(topic, replicas=3)
+
+        async def poison(data: bytes) -> None:
+            if data == b"poison":
+                raise ValueError("poison")
+
+        await s.subscribe(
+            topic, poison, durable="el", ack=jk.AckPolicy.MANUAL, max_deliver=1, dlq=dlq
+        )
+        assert (await s.topic_info(dlq)).replicas == 3  # the DLQ is replicated like its topic
+        got: list[bytes] = []
+
+        async def collect(data: bytes) -> None:
+            got.append(data)
+
+        async def calls(round_: int) -> list[object]:
+            return await asyncio.gather(
+                s.topic_info(topic),
+                s.consumer_info(topic, "el"),
+                s.subscribe(topic, collect, durable=f"el-{round_}", start_at=jk.StartAt.ALL),
+                s.publish(topic, f"plain {round_}".encode()),
+                s.publish(topic, f"keyed {round_}".encode(), msg_id=f"k-{round_}"),
+                s.publish_many(topic, [f"many {round_}".encode()]),
+                s.dead_letters(dlq),
+                s.redrive(dlq),
+                s.cancel_scheduled(topic, msg_id=f"held-{round_}"),
+                s.declare_topic(f"cl.elect.new{round_}", replicas=3),
+            )
+
+        for round_ in range(3):
+            await wait_until_async(lambda: all_current(s, topic), timeout=60)
+            await s.publish(topic, b"poison")  # a dead letter for dead_letters and redrive
+            await wait_until_async(lambda: _has_letters(s, dlq), timeout=60)
+            await s.publish(topic, b"later", deliver_after=3600, msg_id=f"held-{round_}")
+            leader = (await s.topic_info(topic)).leader
+            assert leader is not None
+            started = time.monotonic()
+            await cluster.kill(leader, restart=False)
+            results = await calls(round_)
+            took = time.monotonic() - started
+            info, consumer, _, plain, keyed, many, letters, redriven, cancelled, new = results
+            assert isinstance(info, jk.TopicInfo) and isinstance(consumer, jk.ConsumerInfo)
+            assert isinstance(plain, jk.PubAck) and not plain.duplicate
+            assert isinstance(keyed, jk.PubAck) and isinstance(many, list)
+            assert isinstance(letters, list) and isinstance(redriven, jk.RedriveResult)
+            assert cancelled is True and new is not None
+            # the new subscription is live: this round's messages reach it
+            mine = {f"plain {round_}".encode(), f"keyed {round_}".encode()}
+            await wait_until(lambda mine=mine: mine <= set(got), timeout=60)
+            new_leader = (await s.topic_info(topic)).leader
+            assert new_leader not in (None, leader)
+            CLUSTER_FIGURES.append(
+                {
+                    "scenario": f"election {round_ + 1}: 10 calls made as the leader died",
+                    "publish_errors": 0,
+                    "failover_s": round(took, 2),
+                    "note": f"{leader} -> {new_leader}; every call succeeded",
+                }
+            )
+            await cluster.start_node(leader)
+        # each message once, though publishes were sent again through the elections
+        stored = await stored_ids_raw(s, topic)
+        assert len(stored) == len(set(stored))
+    finally:
+        await s.close()
+        await all_up(cluster)
+
+
+async def _has_letters(s: jk.Stream, dlq: str) -> bool:
+    try:
+        return bool(await s.dead_letters(dlq))
+    except jk.JetkitError:
+        return False
+
+
+async def stored_ids_raw(s: jk.Stream, topic: str) -> list[bytes]:
+    """Every payload stored on ``topic`` but the poison and held ones, read up to a
+    sentinel published now."""
+    await s.publish(topic, b"end")
+    seen: list[bytes] = []
+
+    async def handler(data: bytes) -> None:
+        seen.append(data)
+
+    sub = await s.subscribe(topic, handler, start_at=jk.StartAt.ALL)
+    await wait_until(lambda: b"end" in seen, timeout=60)
+    await sub.stop()
+    return [data for data in seen if data not in (b"poison", b"later", b"end")]
+
+
+async def test_the_cli_finds_the_cluster_by_its_directory(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """--cluster DIR, the cluster's directory as --store-dir, $JETKIT_CLUSTER and several
+    --server URLs all reach the cluster; none starts a server in its directory."""
+    assert cluster.store_dir is not None
+    await all_up(cluster)
+    s = await connect(cluster)
+    try:
+        await s.declare_topic("cl.cli", replicas=3)
+    finally:
+        await s.close()
+    home = cluster.store_dir
+    before = sorted(p.name for p in home.iterdir())
+
+    async def topics(*args: str | Path, **env: str) -> set[str]:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "jetkit", "topics", *map(str, args)],
+            capture_output=True,
+            cwd=tmp_path,  # another directory: no ./jetstream-store here
+            env={k: v for k, v in os.environ.items() if not k.startswith("JETKIT_")} | env,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        return {line.split("\t")[0] for line in result.stdout.decode().splitlines()}
+
+    listed = await topics("--cluster", home)
+    assert "cl.cli" in listed
+    assert await topics("--cluster", home / "jetkit-cluster.json") == listed
+    assert await topics("--store-dir", home) == listed
+    assert await topics(JETKIT_CLUSTER=str(home)) == listed
+    urls = [a for url in cluster.urls for a in ("--server", url)]
+    assert await topics(*urls, "--user", cluster.user, "--password", cluster.password) == listed
+    assert sorted(p.name for p in home.iterdir()) == before  # no store made there
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "jetkit", "server", "--store-dir", str(home)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2 and b"directory of a local cluster" in refused.stderr
+    assert sorted(p.name for p in home.iterdir()) == before

@@ -274,7 +274,7 @@ def test_inspection_never_creates_a_store(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert result.stderr.decode() == (
             "error: no jetkit store at ./jetstream-store: run `jetkit demo` or `jetkit server` "
-            "there first, or pass --store-dir DIR or --server URL\n"
+            "there first, or pass --store-dir DIR, --cluster DIR or --server URL\n"
         )
         assert result.stdout == b""
     empty = tmp_path / "empty"
@@ -282,6 +282,15 @@ def test_inspection_never_creates_a_store(tmp_path: Path) -> None:
     result = jetkit("topics", "--store-dir", empty)
     assert result.returncode == 2 and b"no jetkit store at " + bytes(empty) in result.stderr
     assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
+    # a stopped cluster's directory (its ports kept): said so, nothing started there
+    stopped = tmp_path / "cluster"
+    stopped.mkdir()
+    (stopped / "jetkit-cluster-ports.json").write_text("[]")
+    result = jetkit("topics", "--store-dir", stopped)
+    assert result.returncode == 2, result.stderr
+    assert b"no running cluster at " + bytes(stopped) in result.stderr
+    assert b"jetkit cluster --store-dir" in result.stderr
+    assert [p.name for p in stopped.iterdir()] == ["jetkit-cluster-ports.json"]
 
 
 def test_port_in_use_speaks_of_the_port_option(tmp_path: Path) -> None:

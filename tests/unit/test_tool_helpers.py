@@ -4,6 +4,8 @@ and lag chart. (The tools themselves: tests/tools/.)"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,33 @@ def test_what_the_cli_shares_with_the_console_needs_neither() -> None:
     assert _tools.escape("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
     with pytest.raises(jk.ConfigError, match=r"no jetkit store at \./nowhere"):
         _tools.Target(store_dir=Path("nowhere")).open()
+
+
+def test_where_a_tool_connects_comes_from_its_options_then_the_environment(
+    tmp_path: Path,
+) -> None:
+    resolve = _tools.resolve
+    assert resolve(env={}) == _tools.Where(store_dir=Path("jetstream-store"))
+    assert resolve(env={"JETKIT_STORE": "/s"}) == _tools.Where(store_dir=Path("/s"))
+    assert resolve(Path("here"), env={"JETKIT_STORE": "/s"}).store_dir == Path("here")
+    assert resolve(servers=["nats://a:1", "nats://b:2"]).servers == ("nats://a:1", "nats://b:2")
+    with pytest.raises(jk.ConfigError, match=r"--server or --store-dir, not both"):
+        resolve(Path("s"), ["nats://a:1"])
+    with pytest.raises(jk.ConfigError, match=r"both \$JETKIT_CLUSTER and \$JETKIT_STORE"):
+        resolve(env={"JETKIT_STORE": "/s", "JETKIT_CLUSTER": "/c"})
+    # a cluster's directory, as --cluster, as the store or from the environment
+    (tmp_path / "jetkit-cluster.json").write_text(
+        '{"urls": ["nats://127.0.0.1:1"], "user": "u", "password": "p", '
+        f'"nodes": [{{"name": "n1", "pid": {os.getpid()}}}]}}'
+    )
+    found = _tools.Where(servers=("nats://127.0.0.1:1",), user="u", password="p", cluster=tmp_path)
+    assert resolve(cluster=tmp_path) == found
+    assert resolve(tmp_path) == found
+    assert resolve(env={"JETKIT_CLUSTER": str(tmp_path)}) == found
+    file = tmp_path / "jetkit-cluster.json"
+    assert resolve(cluster=file) == dataclasses.replace(found, cluster=file)
+    with pytest.raises(jk.ConfigError, match=r"no running cluster at .*jetkit cluster --store-dir"):
+        resolve(cluster=tmp_path / "elsewhere")
 
 
 def test_payloads_are_made_readable() -> None:

@@ -56,14 +56,31 @@ DEFAULT_TARGET = Target()
 # the connection options every connecting command takes, defined once
 TARGET_OPTIONS: dict[str, Any] = {
     "store_dir": Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--store-dir",
-            help="Store of the embedded server: attach to its server, or start one on it.",
+            help="Store of the embedded server: attach to its server, or start one on it "
+            "(default: $JETKIT_STORE, else ./jetstream-store). A cluster's directory is "
+            "used as --cluster.",
+            show_default=False,
+        ),
+    ],
+    "cluster": Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            help="A local cluster (jetkit cluster): its directory or its jetkit-cluster.json "
+            "(default: $JETKIT_CLUSTER).",
+            show_default=False,
         ),
     ],
     "server": Annotated[
-        str | None, typer.Option("--server", help="URL of an external NATS instead of a store.")
+        list[str] | None,
+        typer.Option(
+            "--server",
+            help="URL of an external NATS instead of a store (repeat for a cluster's nodes).",
+            show_default=False,
+        ),
     ],
     "user": Annotated[str | None, typer.Option(help="User for --server.")],
     "password": Annotated[str | None, typer.Option(help="Password for --server.")],

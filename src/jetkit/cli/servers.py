@@ -113,7 +113,11 @@ def cluster(
     nodes: Annotated[int, typer.Option(help="How many nats-servers (1 to 9).")] = 3,
     store_dir: Annotated[
         Path,
-        typer.Option("--store-dir", help="The cluster's directory: one store per node."),
+        typer.Option(
+            "--store-dir",
+            help="The cluster's directory: one store per node; jetkit-cluster.json is "
+            "written there once the cluster answers.",
+        ),
     ] = Path("./jetstream-cluster"),
 ) -> None:
     """Run a local NATS cluster in the foreground until Ctrl+C (loopback, routes,
@@ -134,8 +138,10 @@ def cluster(
                 output.write(f"  {node.name}  {node.url}  (store {output.escape(str(node.store))})")
             output.write(f"urls, user and password: {output.escape(str(info))}")
             output.write(
-                "connect: jk.Stream.open(servers=[...], user=..., password=...) with "
-                "the values in that file. Ctrl+C stops the cluster."
+                "connect: jk.Stream.open(servers=[...], user=..., password=...) with the "
+                "values in that file (api_timeout=20 and publish_timeout=20 ride through "
+                "elections); jetkit commands: --cluster DIR or JETKIT_CLUSTER=DIR. Ctrl+C "
+                "stops the cluster."
             )
             await local.run_until(stop)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ import jetkit as jk
 
 from .. import _runner
 from .._app import load_app
+from .._tools import CLUSTER_ENV, STORE_ENV, resolve
 from . import output
 from .common import run as run_work
 
@@ -40,6 +42,16 @@ def run(
             "--server", help="URL of an external NATS instead of a store (repeat for a cluster)."
         ),
     ] = None,
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            help="A local cluster (jetkit cluster): its directory or its jetkit-cluster.json. "
+            "Without --store-dir, --server or --cluster: $JETKIT_CLUSTER or $JETKIT_STORE, "
+            "else the App's own options.",
+            show_default=False,
+        ),
+    ] = None,
     health_port: Annotated[
         int | None,
         typer.Option(
@@ -52,11 +64,6 @@ def run(
     ] = False,
 ) -> None:
     """Run a jk.App in worker processes, restarted if they die; SIGTERM stops them gracefully."""
-    if store_dir is not None and server:
-        raise typer.BadParameter(
-            "pass --store-dir (embedded server) or --server (external NATS), not both",
-            param_hint="--server",
-        )
     if reload and importlib.util.find_spec("watchfiles") is None:
         output.error("--reload needs watchfiles: pip install 'jetkit[reload]'")
         raise typer.Exit(2)
@@ -68,13 +75,17 @@ def run(
         format="%(asctime)s jetkit run [%(process)d] %(levelname)s: %(message)s",
     )
     try:
+        where = None
+        if store_dir or server or cluster or os.environ.get(CLUSTER_ENV, os.environ.get(STORE_ENV)):
+            where = resolve(store_dir, server or (), cluster)
         the_app = load_app(app)
         plan = _runner.plan(
             the_app,
             app,
             workers,
-            store_dir=store_dir,
-            servers=server or (),
+            store_dir=where.store_dir if where else None,
+            servers=where.servers if where else (),
+            credentials=(where.user, where.password) if where and where.user else None,
             health=(health_host, health_port) if health_port is not None else None,
             reload=reload,
             cwd=cwd,
