@@ -119,6 +119,21 @@ class _Entry:
                 self.future.set_result(result)
 
 
+def stored(entry: _Entry) -> bool | None:
+    """Whether ``entry``'s publish was stored: True, False (it failed) or None (not
+    answered yet). Read from its Future or batch slot, so the hot path counts nothing."""
+    if entry.batch is not None:
+        result = entry.batch.results[entry.index]
+    elif entry.future is not None and entry.future.done():
+        future = entry.future
+        result = None if future.cancelled() else (future.exception() or future.result())
+    else:
+        return None
+    if result is None:
+        return None
+    return not isinstance(result, BaseException)
+
+
 class AckedPublisher:
     """Publishes to JetStream subjects and resolves each PubAck.
 
@@ -151,7 +166,6 @@ class AckedPublisher:
         self.resend = False  # connected to a cluster: msg ids and re-sends
         self._id_prefix = ""
         self._id_seq = itertools.count(1)
-        self.acks = 0  # PubAcks that said "stored" (the failover watch reads it)
 
     async def start(self) -> None:
         self._prefix = self._conn.new_inbox() + "."
@@ -195,6 +209,10 @@ class AckedPublisher:
     def waiting(self) -> bool:
         """Whether a publish waits for its ack."""
         return bool(self._pending)
+
+    def oldest(self) -> _Entry | None:
+        """The publish that has waited longest for its ack (None: none waits)."""
+        return next(iter(self._pending.values()), None)
 
     def waiting_subjects(self) -> set[str]:
         """The subjects of the publishes waiting for their ack."""
@@ -310,7 +328,6 @@ class AckedPublisher:
             return JetStreamError(f"publish to {subject!r} refused: {desc}", code, err_code)
         if self.full is not None:
             self.full = None
-        self.acks += 1
         return PubAck(resp.stream, resp.seq, resp.duplicate)
 
     def _register(self, entry: _Entry) -> bytes:

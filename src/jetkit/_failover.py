@@ -3,15 +3,16 @@
 A node cut off from the cluster's majority keeps its client connections: it answers
 PINGs, so nats-py never leaves it, while every publish and API call through it waits
 (no stream leader answers, or a stale one that cannot commit). The ``Failover`` watch
-notices that from the Stream's own traffic, at no cost on the hot paths (it compares
-two counters twice a second): calls are waiting and none has succeeded for
-``failover_after`` seconds. Then it asks every server the client knows, each over a
-short connection of its own, whether the streams of the waiting publishes have a
-quorum through it (``quorum``: the stream's leader answers and hears from a majority
-of its replicas; with no publish waiting, whether the meta leader answers); when the
-connected server has none and another has, the Stream reconnects to that one.
-Subscriptions, waiting publishes (which are sent again with their msg id) and
-everything else follow the connection as after any reconnect.
+notices that from the Stream's own traffic, at no cost on the hot paths (twice a
+second it looks at the publish that has waited longest and at the API's count of
+answers): calls are waiting and none has succeeded for ``failover_after`` seconds.
+Then it asks every server the client knows, each over a short connection of its own,
+whether the streams of the waiting publishes have a quorum through it (``quorum``: the
+stream's leader answers and hears from a majority of its replicas; with no publish
+waiting, whether the meta leader answers); when the connected server has none and
+another has, the Stream reconnects to that one. Subscriptions, waiting publishes
+(which are sent again with their msg id) and everything else follow the connection as
+after any reconnect.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from typing import Any
 import msgspec
 import nats
 
+from ._acked import AckedPublisher, _Entry, stored
 from ._connection import Connection
+from ._jsapi import JsApi
 
 CHECK_EVERY = 0.5  # seconds between two looks at the counters
 PROBE_TIMEOUT = 2.0  # seconds a server has to answer a probe (connect, then the question)
 FRESH = 3.0  # seconds: a replica the leader heard from within this is in touch
+IDLE = 2.0  # seconds with nothing waiting after which a stall is over
 
 
 def quorum(answer: dict[str, Any]) -> bool:
@@ -86,8 +90,10 @@ async def ask(url: str, options: dict[str, Any], subjects: list[str]) -> bool:
 class Failover:
     """The watch of one Stream (see the module docstring).
 
-    ``waiting()`` says whether JetStream calls wait for an answer, ``progress()`` counts
-    the ones that succeeded, ``streams()`` names the streams of the waiting publishes.
+    Progress is an API call answered (``JsApi.answered``) or a publish stored: the
+    publish that waited longest at one look is followed to its answer at the next ones
+    (its Future says how it ended), so nothing is counted per publish. ``streams()``
+    names the streams of the waiting publishes.
     """
 
     def __init__(
@@ -96,32 +102,51 @@ class Failover:
         after: float,
         log: logging.Logger,
         *,
-        waiting: Callable[[], bool],
-        progress: Callable[[], int],
+        acked: AckedPublisher,
+        api: JsApi,
         streams: Callable[[], set[str]],
     ) -> None:
         self._conn = conn
         self.after = after
         self._log = log
-        self._waiting = waiting
-        self._progress = progress
+        self._acked = acked
+        self._api = api
         self._streams = streams
-        self.moves = 0  # reconnections to another server this watch made
+        self._followed: _Entry | None = None  # the oldest waiting publish at the last look
+        self._stored = 0  # followed publishes that were stored
+        self.moves = 0
+
+    def _waiting(self) -> bool:
+        return self._acked.waiting or self._api.in_flight > 0
+
+    def _progress(self) -> int:
+        followed = self._followed
+        outcome = None if followed is None else stored(followed)
+        if outcome:
+            self._stored += 1
+        if followed is None or outcome is not None:
+            self._followed = self._acked.oldest()
+        return self._stored + self._api.answered  # reconnections to another server this watch made
 
     async def watch(self) -> None:
         """Run until cancelled (the Stream's close cancels it)."""
         loop = asyncio.get_running_loop()
-        stuck_since: float | None = None
+        stuck_since: float | None = None  # calls have waited since, none answered
+        last_waiting = 0.0
         seen = self._progress()
         while True:
             await asyncio.sleep(CHECK_EVERY)
             now, count = loop.time(), self._progress()
-            if count != seen or not self._waiting() or not self._conn.is_connected:
+            if count != seen or not self._conn.is_connected:
                 seen, stuck_since = count, None
                 continue
-            if stuck_since is None:
-                stuck_since = now
-            elif now - stuck_since >= self.after:
+            if self._waiting():
+                last_waiting = now
+                if stuck_since is None:
+                    stuck_since = now
+            elif now - last_waiting > IDLE:  # (a retry's pause between calls is not idle)
+                stuck_since = None
+            if stuck_since is not None and now - stuck_since >= self.after:
                 try:
                     await self._move(now - stuck_since)
                 except Exception as exc:  # the watch must outlive any one attempt

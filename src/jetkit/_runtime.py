@@ -147,14 +147,7 @@ class Runtime:
             known = self.topics.streams
             return {known[s][0] for s in acked.waiting_subjects() if s in known}
 
-        return Failover(
-            self.conn,
-            after,
-            self.log,
-            waiting=lambda: acked.waiting or api.in_flight > 0,
-            progress=lambda: acked.acks + api.answered,
-            streams=streams,
-        )
+        return Failover(self.conn, after, self.log, acked=acked, api=api, streams=streams)
 
     def _serve_metrics(self, source: MeteredStream, host: str, port: int) -> None:
         from .metrics import MetricsServer  # (prometheus-client: loaded only when used)

@@ -174,8 +174,11 @@ class Workload:
                 reverse=True,
             )[:3]
             print(f"DEBUG since={since:.1f} gaps={[(round(g, 1), round(a, 1)) for g, a in gaps]}")
-            print(f"DEBUG {len(self.errors)} errors, the first and last:", self.errors[:3],
-                  self.errors[-3:])
+            print(
+                f"DEBUG {len(self.errors)} errors, the first and last:",
+                self.errors[:3],
+                self.errors[-3:],
+            )
         return row
 
 

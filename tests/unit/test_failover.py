@@ -55,3 +55,23 @@ def test_quorum_needs_a_leader_in_touch_with_a_majority(
     answer: dict[str, object], expected: bool
 ) -> None:
     assert quorum(answer) is expected
+
+
+async def test_a_publish_is_followed_to_its_outcome_without_counting_on_the_hot_path() -> None:
+    import asyncio
+
+    from jetkit._acked import PubAck, _Batch, _Entry, stored
+
+    loop = asyncio.get_running_loop()
+    waiting = _Entry(0.0, "t", loop.create_future())
+    assert stored(waiting) is None
+    ok = _Entry(0.0, "t", loop.create_future())
+    ok.resolve(PubAck("S", 1))
+    failed = _Entry(0.0, "t", loop.create_future())
+    failed.resolve(TimeoutError("no ack"))
+    assert (stored(ok), stored(failed)) == (True, False)
+    batch = _Batch()
+    batch.results = [None, None]
+    first, second = _Entry(0.0, "t", None, batch, 0), _Entry(0.0, "t", None, batch, 1)
+    first.resolve(PubAck("S", 2))
+    assert (stored(first), stored(second)) == (True, None)
