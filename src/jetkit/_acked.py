@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 TTL_DISABLED = 10166  # "per-message TTL is disabled" (the stream does not allow Nats-TTL)
 MSG_ID = "Nats-Msg-Id"
+# "duplicate message id is in process": a send of ours with that id is being replicated
+# (a cluster without quorum right now); its outcome is not known yet
+IN_PROCESS = 10158
 RESEND = 1.0  # seconds (jittered) between sends of a publish no ack answered (cluster)
 
 
@@ -146,7 +149,9 @@ class AckedPublisher:
     per message, when the caller gave none) and the sweeper sends a publish that got no
     ack again about every second: a leader that died with it unanswered is replaced
     within seconds, and the duplicate window stores it once. A dropped connection does
-    not fail them either: they are sent again through the next one. On a single server
+    not fail them either: they are sent again through the next one, and a publish of a
+    batch that no stream leader takes right now (status 503, an election) is held and
+    sent again like them. On a single server
     nothing of this runs (a publish there is answered or its server is gone).
     """
 
@@ -166,6 +171,7 @@ class AckedPublisher:
         self.resend = False  # connected to a cluster: msg ids and re-sends
         self._id_prefix = ""
         self._id_seq = itertools.count(1)
+        self._id_prefix_b = b""
 
     async def start(self) -> None:
         self._prefix = self._conn.new_inbox() + "."
@@ -174,6 +180,7 @@ class AckedPublisher:
         self._sub = await self._conn.subscribe(self._prefix + "*", self._on_ack)
         self.resend = self._conn.clustered
         self._id_prefix = f"jk-{secrets.token_hex(8)}-"  # 64 random bits per Stream
+        self._id_prefix_b = self._id_prefix.encode()
 
     def new_id(self) -> str:
         """A msg id no other publish of any Stream has (for re-sends)."""
@@ -267,8 +274,11 @@ class AckedPublisher:
                 for entry in pending.values():
                     entry.deadline += stalled
             expired = []
+            resend = self.resend  # entries held back are not in deadline order: see all
             for token, entry in pending.items():
                 if entry.deadline > now:
+                    if resend:
+                        continue
                     break
                 expired.append(token)
             for token in expired:
@@ -280,24 +290,31 @@ class AckedPublisher:
 
     def _send_again(self, now: float) -> None:
         """Send again what waited about a second for its ack (same msg id)."""
-        first_due = now - RESEND * 0.8  # sent after this: not due (the order is send order)
         for entry in self._pending.values():
-            if entry.frame is None:
-                continue
-            if entry.deadline - self.timeout > first_due:
-                break
-            if entry.resend_at <= now:
+            if entry.frame is not None and entry.resend_at <= now:
                 entry.resend_at = now + resend_delay()
                 with contextlib.suppress(JetkitError):  # down: the next tick tries again
                     self._conn.send(entry.frame)
 
     def _on_ack(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
         """The parser's hand-over: a PubAck (or a status) for the token in ``subject``."""
-        entry = self._pending.pop(subject[self._skip :], None)
+        token = subject[self._skip :]
+        entry = self._pending.pop(token, None)
         if entry is not None:
             result = self._parse(payload, hdr, entry.subject)
-            if entry.own_id and isinstance(result, PubAck) and result.duplicate:
-                result = PubAck(result.stream, result.seq)  # stored by our earlier send
+            if entry.frame is not None:  # a cluster's publish, sent again while unanswered
+                if isinstance(result, PubAck):
+                    if entry.own_id and result.duplicate:
+                        result = PubAck(result.stream, result.seq)  # our earlier send's
+                elif (entry.batch is not None and isinstance(result, NotFoundError)) or (
+                    isinstance(result, JetStreamError) and result.err_code == IN_PROCESS
+                ):
+                    # no stream leader right now (an election; a batch's stream was
+                    # verified when it began), or an earlier send is still being
+                    # replicated: held, and sent again until an answer says what became
+                    # of it
+                    self._pending[token] = entry
+                    return
             entry.resolve(result)
 
     def _parse(self, data: bytes, hdr: bytes | None, subject: str) -> PubAck | BaseException:
@@ -353,14 +370,22 @@ class AckedPublisher:
     ) -> bool:
         """Send a publish with a msg id (jetkit's if it has none), kept to be sent again
         (``_send_again``); True when the outgoing buffer is full."""
-        if headers is None or MSG_ID not in headers:
-            headers = {**headers, MSG_ID: self.new_id()} if headers else {MSG_ID: self.new_id()}
+        if headers is None:  # the common case, in one format
+            block = b"NATS/1.0\r\nNats-Msg-Id: %b%d\r\n\r\n" % (
+                self._id_prefix_b,
+                next(self._id_seq),
+            )
+            entry.own_id = True
+        elif MSG_ID in headers:
+            block = header_block(headers)
+        else:
+            block = header_block({**headers, MSG_ID: self.new_id()})
             entry.own_id = True
         token = self._register(entry)
-        entry.frame = hpub(subject.encode(), header_block(headers), data, self._prefix_b + token)
+        entry.frame = frame = hpub(subject.encode(), block, data, self._prefix_b + token)
         entry.resend_at = entry.deadline - self.timeout + resend_delay()
         try:
-            return self._conn.send(entry.frame)
+            return self._conn.send(frame)
         except JetkitError:
             self._pending.pop(token, None)
             raise
@@ -377,10 +402,26 @@ class AckedPublisher:
             self._pending.pop(token, None)
             raise
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
+    def with_id(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """``headers`` with a msg id of jetkit's if they have none and this is a cluster
+        (``resend``); as they are otherwise. For a caller that may publish the same
+        message again itself: every send must carry the same id."""
+        if not self.resend or (headers is not None and MSG_ID in headers):
+            return headers
+        return {**headers, MSG_ID: self.new_id()} if headers else {MSG_ID: self.new_id()}
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        own_id: bool = False,
+    ) -> PubAck:
+        """``own_id``: the msg id in ``headers`` is jetkit's (``with_id``)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PubAck] = loop.create_future()
         entry = _Entry(loop.time() + self.timeout, subject, fut)
+        entry.own_id = own_id
         if self.resend:
             if self._send_resendable(subject, data, headers, entry):
                 await self._conn.relieve()

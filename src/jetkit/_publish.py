@@ -145,13 +145,16 @@ class Publisher:
         """Publish to JetStream whatever the topic's mode (dead letters always are)."""
         self.refuse_if_disk_full("nothing was sent, the message is not stored")
         await self._topics.ensure_stream(topic)
+        # on a cluster: one msg id for every send of this message, ours and the loop's
+        sent = self.acked.with_id(headers)
+        own = sent is not headers
         try:
-            return await self.acked.publish(topic, data, headers)
+            return await self.acked.publish(topic, data, sent, own)
         except NotFoundError:
-            return await self._until_a_stream_answers(topic, data, headers)
+            return await self._until_a_stream_answers(topic, data, sent, own)
 
     async def _until_a_stream_answers(
-        self, topic: str, data: bytes, headers: dict[str, str] | None
+        self, topic: str, data: bytes, headers: dict[str, str] | None, own_id: bool = False
     ) -> PubAck:
         """No stream answered a publish (the server said "no responders"): it was
         deleted behind our back (create it again), or, on a cluster, it has no leader
@@ -168,7 +171,7 @@ class Publisher:
                 # bounded: the cluster's API may not answer while it elects a leader
                 await asyncio.wait_for(asyncio.shield(check), max(0.01, left))
             try:
-                return await self.acked.publish(topic, data, headers)
+                return await self.acked.publish(topic, data, headers, own_id)
             except NotFoundError:
                 left = deadline - loop.time()
                 if left <= delay:

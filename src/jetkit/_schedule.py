@@ -251,6 +251,11 @@ class Scheduler:
             return await self._expiring(topic, payload, sent)
         random_id = self._conn.unique_name()
         sid = schedule_id(topic, msg_id, random_id)
+        # on a cluster every send of it (the publisher's re-sends, this loop's) carries
+        # one msg id: held once
+        with_id = self._publisher.acked.with_id(sent)
+        own = with_id is not sent
+        sent = with_id or sent
         # "no responders": the stream was deleted or changed behind our back, or no
         # leader answers right now (a restarted server still loading, a cluster electing
         # one): nothing was stored, so look the stream up again and send it again, as a
@@ -272,7 +277,7 @@ class Scheduler:
                     ttl=ttl_text is not None,
                     check=lambda features: self._fits(topic, features, due, now),
                 )
-                ack = await self._publisher.acked.publish(subject, payload, sent)
+                ack = await self._publisher.acked.publish(subject, payload, sent, own)
             except JetStreamError as exc:
                 # 503: "JetStream system temporarily unavailable" (no quorum right now)
                 if not isinstance(exc, NotFoundError) and exc.code != _UNAVAILABLE:

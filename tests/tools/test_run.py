@@ -489,5 +489,9 @@ def test_the_plan_gives_the_workers_one_store_and_the_supervisor_the_metrics_por
     assert plan(jk.App(), "m:app", 2).temp_store  # one temporary store for all workers
     external = plan(app, "m:app", 2, servers=["nats://a:4222"])
     assert external.overrides["servers"] == ["nats://a:4222"] and external.store_dir is None
+    # a local cluster (--cluster, $JETKIT_CLUSTER): its servers with its credentials
+    clustered = plan(app, "m:app", 2, servers=["nats://a:1", "nats://b:2"], credentials=("u", "p"))
+    assert clustered.overrides["servers"] == ["nats://a:1", "nats://b:2"]
+    assert (clustered.overrides["user"], clustered.overrides["password"]) == ("u", "p")
     with pytest.raises(jk.ConfigError, match="at least 1"):
         plan(app, "m:app", 0)
