@@ -157,11 +157,12 @@ class LocalCluster:
         prepare(self.store_dir)
         self.user, self.password = load_or_create_credentials(self.store_dir, self._log)
         self.nodes = self._plan()
-        # the file says "a usable cluster is here": none until the cluster answers
-        with contextlib.suppress(FileNotFoundError):
-            (self.store_dir / CLUSTER_FILE).unlink()
         try:
+            # (a node of this cluster already running fails here, its file left alone)
             await asyncio.gather(*(self._start_node(node, binary) for node in self.nodes))
+            # the file says "a usable cluster is here": none until the cluster answers
+            with contextlib.suppress(FileNotFoundError):
+                (self.store_dir / CLUSTER_FILE).unlink()
             await self.wait_ready()
             self._ready = True
             self.write_info()
@@ -263,6 +264,7 @@ class LocalCluster:
 
     async def stop(self) -> None:
         """Stop every node (gracefully); a temporary directory is removed."""
+        started = any(n.server is not None for n in self.nodes)
         await asyncio.gather(
             *(n.server.stop() for n in self.nodes if n.server is not None),
             return_exceptions=True,
@@ -275,7 +277,7 @@ class LocalCluster:
                 import shutil
 
                 shutil.rmtree(self.store_dir, ignore_errors=True)
-            else:  # no cluster here any more; its ports are kept for the next start
+            elif started:  # no cluster here any more; its ports are kept for the next start
                 with contextlib.suppress(OSError):
                     (self.store_dir / CLUSTER_FILE).unlink(missing_ok=True)
                     self.write_info()

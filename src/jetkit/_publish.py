@@ -175,11 +175,19 @@ class Publisher:
             except NotFoundError:
                 left = deadline - loop.time()
                 if left <= delay:
+                    if not self.acked.resend:
+                        raise TimeoutError(
+                            f"no stream leader answered the publish to {topic!r} within "
+                            f"{self.acked.timeout:g}s (publish_timeout); nothing was stored: "
+                            "retry it (with msg_id= a retry is never stored twice)"
+                        ) from None
                     raise TimeoutError(
                         f"no stream leader answered the publish to {topic!r} within "
-                        f"{self.acked.timeout:g}s (publish_timeout); nothing was stored. On a "
-                        "cluster a majority of the topic's replicas must be up; retry it "
-                        "(with msg_id= a retry is never stored twice)"
+                        f"{self.acked.timeout:g}s (publish_timeout); it may or may not be "
+                        "stored (it was sent more than once). A cluster may be electing a "
+                        "leader (several seconds) or lack a majority of the topic's "
+                        "replicas: publish it again with the same msg_id, or open the "
+                        "Stream with a larger publish_timeout (e.g. 20)"
                     ) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)

@@ -287,9 +287,10 @@ class Scheduler:
                 if loop.time() + delay >= deadline:
                     raise TimeoutError(
                         f"no stream answered the scheduled publish to {topic!r} within "
-                        f"{self._publisher.acked.timeout:g}s (publish_timeout; last: {exc}); "
-                        "nothing was stored. Retry it (with msg_id= a retry is never held "
-                        "twice)"
+                        f"{self._publisher.acked.timeout:g}s (publish_timeout; last: {exc}). "
+                        "Retry it (with msg_id= a retry is never held twice); on a cluster "
+                        "a leader election takes several seconds: a larger publish_timeout "
+                        "(e.g. 20) rides through it"
                     ) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -328,6 +328,16 @@ async def test_jetkit_cluster_command(tmp_path: Path) -> None:
             ack = await s.publish("cli.cluster", b"stored three times")
             assert ack is not None and ack.seq == 1
         assert oct(cluster_file.stat().st_mode & 0o777) == "0o600"
+        # a second one on the same directory is refused, and leaves the first one's file
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "jetkit", "cluster", "--store-dir", str(tmp_path)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2 and b"already running" in second.stderr
+        assert json.loads(cluster_file.read_text()) == info
         assert [n["name"] for n in info["nodes"]] == ["n1", "n2", "n3"]
         assert all(isinstance(n["pid"], int) for n in info["nodes"])
         assert proc.stdout is not None
