@@ -132,6 +132,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the fault suite at full scale (more cycles and messages; see RELIABILITY.md)",
     )
     group.addoption(
+        "--partition-full",
+        action="store_true",
+        help="run every partition scenario at full length (see docs/development.md)",
+    )
+    group.addoption(
         "--faults-report",
         metavar="PATH",
         help="write the fault suite's figures as JSON to PATH",
@@ -140,6 +145,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 FAULT_FIGURES: list[dict[str, object]] = []
 CLUSTER_FIGURES: list[dict[str, object]] = []  # filled by the cluster suite (test_cluster.py)
+PARTITION_FIGURES: list[dict[str, object]] = []  # filled by the partition suite
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The partition suite runs when asked for (``-m partition``, ``--partition-full``):
+    it needs root, makes network namespaces and takes minutes, so a plain ``pytest``
+    skips it, saying how to run it."""
+    asked = "partition" in (config.getoption("markexpr") or "") or config.getoption(
+        "--partition-full"
+    )
+    if asked:
+        return
+    skip = pytest.mark.skip(
+        reason="the partition suite runs with `pytest -m partition` (quick) or "
+        "`pytest -m partition --partition-full` (see docs/development.md)"
+    )
+    for item in items:
+        if item.get_closest_marker("partition") is not None:
+            item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -156,6 +180,13 @@ def pytest_terminal_summary(
         columns = ["scenario", "acked", "stored", "lost", "publish_errors", "failover_s", "note"]
         terminalreporter.write_line(" | ".join(columns))
         for row in CLUSTER_FIGURES:
+            terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+    if PARTITION_FIGURES:
+        terminalreporter.section("partition figures (3 nodes in network namespaces)")
+        columns = ["scenario", "acked", "stored", "lost", "twice", "longest_gap_s"]
+        columns += ["consumer_gap_s", "note"]
+        terminalreporter.write_line(" | ".join(columns))
+        for row in PARTITION_FIGURES:
             terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
     if not FAULT_FIGURES:
         return

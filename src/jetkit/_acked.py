@@ -122,6 +122,21 @@ class _Entry:
                 self.future.set_result(result)
 
 
+def stored(entry: _Entry) -> bool | None:
+    """Whether ``entry``'s publish was stored: True, False (it failed) or None (not
+    answered yet). Read from its Future or batch slot, so the hot path counts nothing."""
+    if entry.batch is not None:
+        result = entry.batch.results[entry.index]
+    elif entry.future is not None and entry.future.done():
+        future = entry.future
+        result = None if future.cancelled() else (future.exception() or future.result())
+    else:
+        return None
+    if result is None:
+        return None
+    return not isinstance(result, BaseException)
+
+
 class AckedPublisher:
     """Publishes to JetStream subjects and resolves each PubAck.
 
@@ -196,6 +211,19 @@ class AckedPublisher:
             ),
             keep_resent=True,
         )
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a publish waits for its ack."""
+        return bool(self._pending)
+
+    def oldest(self) -> _Entry | None:
+        """The publish that has waited longest for its ack (None: none waits)."""
+        return next(iter(self._pending.values()), None)
+
+    def waiting_subjects(self) -> set[str]:
+        """The subjects of the publishes waiting for their ack."""
+        return {entry.subject for entry in self._pending.values()}
 
     def fail_waiting(
         self, error: Callable[[str], JetkitError], *, keep_resent: bool = False

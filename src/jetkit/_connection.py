@@ -100,6 +100,8 @@ class Connection:
         tls: ssl.SSLContext | None,
         timeout: float,
         name: str | None,
+        ping_interval: float,
+        max_outstanding_pings: int,
         on_error: Callable[[Exception], Awaitable[None]],
         on_disconnect: Callback,
         on_reconnect: Callback,
@@ -133,6 +135,8 @@ class Connection:
             "allow_reconnect": True,
             "max_reconnect_attempts": 1,
             "reconnect_time_wait": 0.25,
+            "ping_interval": ping_interval,
+            "max_outstanding_pings": max_outstanding_pings,
             "error_cb": error_cb,
             "disconnected_cb": on_disconnect,
             "reconnected_cb": reconnected,
@@ -248,6 +252,30 @@ class Connection:
         """(server name, server id): a restarted server keeps its name, gets a new id."""
         info = self.nc._server_info or {}
         return str(info.get("server_name", "")), str(info.get("server_id", ""))
+
+    def known_urls(self) -> list[str]:
+        """Every server URL the client knows: those given and those the cluster told."""
+        return [str(srv.uri.geturl()) for srv in self.nc._server_pool]
+
+    async def move_to(self, url: str) -> None:
+        """Reconnect now, to ``url`` (one of ``known_urls``) first.
+
+        nats-py's reconnect takes the next server of its (shuffled) pool; its
+        ``_reconnect_to_server_handler`` picks one instead: set for this reconnect only,
+        it hands back ``url`` once and removes itself, so a failed attempt goes on
+        through the pool as usual.
+        """
+        nc = self.nc
+        if not nc.is_connected:
+            return
+
+        def pick_once(servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
+            nc._reconnect_to_server_handler = None
+            chosen = next((srv for srv in servers if srv.uri.geturl() == url), None)
+            return chosen, 0.0
+
+        nc._reconnect_to_server_handler = pick_once
+        await nc.force_reconnect()
 
     def new_inbox(self) -> str:
         return self.nc.new_inbox()

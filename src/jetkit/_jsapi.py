@@ -109,6 +109,8 @@ class JsApi:
         self.timeout = timeout
         self._store_dir = store_dir
         self._gate: asyncio.Semaphore | None = None  # made on first use, in the loop
+        self.in_flight = 0  # calls sent, not answered yet
+        self.answered = 0  # calls answered without an error (the failover watch reads both)
 
     async def call(self, suffix: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """One API call; at most ``IN_FLIGHT`` at a time. A burst (a thousand subscribes
@@ -119,62 +121,74 @@ class JsApi:
         if self._gate is None:
             self._gate = asyncio.Semaphore(IN_FLIGHT)
         async with self._gate:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
-            attempt = 0
-            resent = False
-            last = ""
-            while True:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise no_answer(suffix, self.timeout, last)
-                clustered = self._conn.clustered
-                try:
-                    if clustered and repeatable(suffix, payload):
-                        data, resent_now = await self._sent_until_answered(suffix, body, left)
-                        resent = resent or resent_now
-                    else:
-                        msg = await self._conn.request(
-                            "$JS.API." + suffix, body, left, what=f"JetStream API call {suffix}"
-                        )
-                        data = msg.data
-                except TimeoutError:
-                    raise no_answer(suffix, self.timeout, last) from None
-                except NoRespondersError:
-                    if not clustered:
-                        raise JetStreamError(
-                            "JetStream is not enabled on this NATS server; start nats-server "
-                            "with -js (the embedded server always has it)"
-                        ) from None
-                    last = "no responders"
+            self.in_flight += 1
+            try:
+                resp = await self._call(suffix, payload, body)
+            finally:
+                self.in_flight -= 1
+        self.answered += 1
+        return resp
+
+    async def _call(
+        self, suffix: str, payload: dict[str, Any] | None, body: bytes
+    ) -> dict[str, Any]:
+        """``call`` once through the gate: retried through elections until the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        attempt = 0
+        resent = False
+        last = ""
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise no_answer(suffix, self.timeout, last)
+            clustered = self._conn.clustered
+            try:
+                if clustered and repeatable(suffix, payload):
+                    data, resent_now = await self._sent_until_answered(suffix, body, left)
+                    resent = resent or resent_now
                 else:
-                    resp = _decode(data) if data else {}
-                    err = resp.get("error")
-                    if not err:
-                        return resp
-                    code = int(err.get("code", 0))
-                    err_code = int(err.get("err_code", 0))
-                    text = f"{err.get('description', 'JetStream error')} ({suffix})"
-                    if code != 503 and err_code not in TRANSIENT_CODES:
-                        if err_code == NO_PEERS:
-                            replicas = int((payload or {}).get("num_replicas") or 1)
-                            wait = pause(attempt)
-                            if replicas <= self._conn.cluster_size and wait < left:
-                                last = text  # a node may be (re)joining: ask again
-                                await asyncio.sleep(wait)
-                                attempt += 1
-                                continue
-                            raise placement(replicas, self._conn.cluster_size, text)
-                        if (
-                            resent
-                            and suffix.startswith(_DELETES)
-                            and (code == 404 or err_code in (STREAM_NOT_FOUND, CONSUMER_NOT_FOUND))
-                        ):
-                            return {"success": True}  # an earlier send of ours did it
-                        raise self._error(text, code, err_code)
-                    last = text
-                await asyncio.sleep(min(pause(attempt), max(0.0, deadline - loop.time())))
-                attempt += 1
+                    msg = await self._conn.request(
+                        "$JS.API." + suffix, body, left, what=f"JetStream API call {suffix}"
+                    )
+                    data = msg.data
+            except TimeoutError:
+                raise no_answer(suffix, self.timeout, last) from None
+            except NoRespondersError:
+                if not clustered:
+                    raise JetStreamError(
+                        "JetStream is not enabled on this NATS server; start nats-server "
+                        "with -js (the embedded server always has it)"
+                    ) from None
+                last = "no responders"
+            else:
+                resp = _decode(data) if data else {}
+                err = resp.get("error")
+                if not err:
+                    return resp
+                code = int(err.get("code", 0))
+                err_code = int(err.get("err_code", 0))
+                text = f"{err.get('description', 'JetStream error')} ({suffix})"
+                if code != 503 and err_code not in TRANSIENT_CODES:
+                    if err_code == NO_PEERS:
+                        replicas = int((payload or {}).get("num_replicas") or 1)
+                        wait = pause(attempt)
+                        if replicas <= self._conn.cluster_size and wait < left:
+                            last = text  # a node may be (re)joining: ask again
+                            await asyncio.sleep(wait)
+                            attempt += 1
+                            continue
+                        raise placement(replicas, self._conn.cluster_size, text)
+                    if (
+                        resent
+                        and suffix.startswith(_DELETES)
+                        and (code == 404 or err_code in (STREAM_NOT_FOUND, CONSUMER_NOT_FOUND))
+                    ):
+                        return {"success": True}  # an earlier send of ours did it
+                    raise self._error(text, code, err_code)
+                last = text
+            await asyncio.sleep(min(pause(attempt), max(0.0, deadline - loop.time())))
+            attempt += 1
 
     async def _sent_until_answered(
         self, suffix: str, body: bytes, left: float

@@ -13,6 +13,9 @@ lame duck, PING/PONG) but owns the hot paths, which nats-py does not expose:
   writing inline when the flusher died (``_flusher_task``, ``_transport``);
 * a subscription's messages are routed by the id nats-py is about to give it (``_sid``,
   ``Subscription._id``), so none can miss its route;
+* ``_server_pool`` (the URLs known, given and discovered) and
+  ``_reconnect_to_server_handler`` (set for one reconnect: the server to move to when
+  the one connected has no JetStream quorum, ``_failover``);
 * ``_status`` (connected or not: read for every publish and ack, where the public
   ``is_connected`` property costs a call more), ``_server_info`` (the server's name and
   id: a new id under the same name is a restart).
@@ -47,6 +50,8 @@ _BEFORE = {
     "_flush_queue": "attribute",
     "_flusher_task": "attribute",
     "_transport": "attribute",
+    "_server_pool": "list",
+    "_reconnect_to_server_handler": "attribute",
 }
 _METHODS = (
     "_process_msg",
@@ -55,6 +60,7 @@ _METHODS = (
     "_process_info",
     "_process_err",
     "_process_op_err",
+    "force_reconnect",
 )
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "_server_info": dict,
@@ -63,6 +69,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "_pending_data_size": int,
     "_max_pending_size": int,
     "_sid": int,
+    "_server_pool": list,
 }
 
 

@@ -294,6 +294,13 @@ def reset_position(
 
 MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses a larger max_payload
 MAX_TIMEOUT = 86_400.0  # a day: longer waits are mistakes (or units confusion)
+# PINGs: an external server that stops answering (gone without closing the connection) is
+# noticed after 2 to 3 intervals; the embedded one is a child on loopback whose death
+# closes the connection, so it keeps nats-py's own interval
+SERVERS_PING_INTERVAL = 3.0
+EMBEDDED_PING_INTERVAL = 120.0
+MAX_PING_INTERVAL = 3_600.0
+MAX_OUTSTANDING_PINGS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +329,9 @@ class OpenSettings:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     tracing: object = False  # False, True or a TracerProvider (see _surface)
+    ping_interval: float = EMBEDDED_PING_INTERVAL
+    max_outstanding_pings: int = 2
+    failover_after: float | None = None  # (never with the embedded server)
 
 
 def open_options(**options: object) -> OpenSettings:
@@ -413,7 +423,40 @@ def open_options(**options: object) -> OpenSettings:
         ),
         metrics_host=_metrics_host(o["metrics_host"]),
         tracing=_tracing(o["tracing"]),
+        **_liveness(o, external=urls is not None),
     )
+
+
+def _liveness(o: dict[str, object], external: bool) -> dict[str, Any]:
+    """``ping_interval``, ``max_outstanding_pings`` and ``failover_after``, checked, with
+    the defaults that depend on the server (external or embedded)."""
+    ping = _validate.optional_number(
+        "ping_interval",
+        o["ping_interval"],
+        above=0,
+        maximum=MAX_PING_INTERVAL,
+        hint=" (seconds between PINGs, e.g. 3; None: the default)",
+    )
+    after = _validate.optional_number(
+        "failover_after",
+        o["failover_after"],
+        above=0,
+        maximum=MAX_TIMEOUT,
+        hint=" (seconds, e.g. 5; None: never move to another server for that)",
+    )
+    default_ping = SERVERS_PING_INTERVAL if external else EMBEDDED_PING_INTERVAL
+    return {
+        "ping_interval": float(ping) if ping is not None else default_ping,
+        "max_outstanding_pings": _validate.number(
+            "max_outstanding_pings",
+            o["max_outstanding_pings"],
+            minimum=1,
+            maximum=MAX_OUTSTANDING_PINGS,
+            integer=True,
+            hint=" (unanswered PINGs before the server is taken for dead, e.g. 2)",
+        ),
+        "failover_after": float(after) if after is not None and external else None,
+    }
 
 
 def _tracing(value: object) -> object:

@@ -23,6 +23,7 @@ from . import _damage, _fork
 from ._connection import Connection
 from ._consumer import JetStreamSubscription
 from ._errors import ConfigError, PortInUseError, StreamClosedError
+from ._failover import Failover
 from ._jsapi import JsApi
 from ._lifecycle import Registrations, Shutdown
 from ._options import OpenSettings
@@ -93,6 +94,7 @@ class Runtime:
         self.identity = ("", "")  # the server's (name, id): a new id is a restart
         self.metrics: Collector | None = None
         self.metrics_server: MetricsServer | None = None
+        self.failover: Failover | None = None  # (servers= only)
         self.closed = False
         self.owner_pid = os.getpid()
         self.forked_from: int | None = None  # set in a forked child: the parent's pid
@@ -134,6 +136,18 @@ class Runtime:
         self.identity = self.conn.identity()
         await self.publisher.acked.start()
         await self._report_damage()
+        if opts.failover_after is not None:
+            self.failover = self._failover(opts.failover_after)
+            self.background(self.failover.watch())
+
+    def _failover(self, after: float) -> Failover:
+        acked, api = self.publisher.acked, self.api
+
+        def streams() -> set[str]:
+            known = self.topics.streams
+            return {known[s][0] for s in acked.waiting_subjects() if s in known}
+
+        return Failover(self.conn, after, self.log, acked=acked, api=api, streams=streams)
 
     def _serve_metrics(self, source: MeteredStream, host: str, port: int) -> None:
         from .metrics import MetricsServer  # (prometheus-client: loaded only when used)
@@ -182,6 +196,8 @@ class Runtime:
             tls=opts.tls,
             timeout=opts.connect_timeout,
             name=opts.name,
+            ping_interval=opts.ping_interval,
+            max_outstanding_pings=opts.max_outstanding_pings,
             on_error=self._on_error,
             on_disconnect=self._on_disconnect,
             on_reconnect=self._on_reconnect,

@@ -118,6 +118,20 @@ class OpenOptions(TypedDict, total=False):
     """OpenTelemetry spans for publishes, deliveries, dead letters and request/reply, the
     trace context carried in ``traceparent`` headers (needs ``pip install 'jetkit[otel]'``).
     True: the global TracerProvider; or a TracerProvider of your own. See docs/tracing.md."""
+    ping_interval: Annotated[float | None, Default(None)]
+    """Seconds between the client's PINGs to its server; after ``max_outstanding_pings``
+    unanswered, the server is taken for dead and the Stream reconnects (to another server
+    of the list if there is one). None: 3 s with ``servers=`` (a server that vanishes
+    without closing the connection is noticed in 6 to 9 s), nats-py's 120 s for the
+    embedded server (a child on loopback: its death closes the connection)."""
+    max_outstanding_pings: Annotated[int, Default(2)]
+    """PINGs left unanswered before the server is taken for dead (see ``ping_interval``)."""
+    failover_after: Annotated[float | None, Default(5.0)]
+    """With ``servers=``: seconds JetStream may stay unavailable through the connected
+    server (publishes and API calls waiting, none answered) before the Stream asks the
+    other servers it knows and moves to one through which the stream has a quorum (its
+    leader and a majority of replicas in touch): a node cut off from the cluster's
+    majority is left. None: never move for that (a dead connection still moves)."""
 
 
 class SubscribeOptions(TypedDict, total=False):

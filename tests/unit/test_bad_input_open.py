@@ -57,6 +57,41 @@ BAD_OPTIONS = [
         {"drain_timeout": -1}, jk.ConfigError, "drain_timeout", AT_CALL, id="drain_timeout--1"
     ),
     pytest.param(
+        {"ping_interval": 0},
+        jk.ConfigError,
+        r"ping_interval must be > 0, got 0 \(seconds between PINGs",
+        AT_CALL,
+        id="ping_interval-0",
+    ),
+    pytest.param(
+        {"ping_interval": "3s"},
+        jk.ConfigError,
+        "ping_interval must be a number",
+        AT_CALL,
+        id="ping_interval-str",
+    ),
+    pytest.param(
+        {"max_outstanding_pings": 0},
+        jk.ConfigError,
+        r"max_outstanding_pings must be >= 1.*unanswered PINGs",
+        AT_CALL,
+        id="max_outstanding_pings-0",
+    ),
+    pytest.param(
+        {"max_outstanding_pings": 2.5},
+        jk.ConfigError,
+        "max_outstanding_pings must be a whole number",
+        AT_CALL,
+        id="max_outstanding_pings-float",
+    ),
+    pytest.param(
+        {"failover_after": -5},
+        jk.ConfigError,
+        r"failover_after must be > 0.*None: never move",
+        AT_CALL,
+        id="failover_after--5",
+    ),
+    pytest.param(
         {"metrics_port": -1}, jk.ConfigError, "metrics_port", AT_CALL, id="metrics_port--1"
     ),
     pytest.param(
