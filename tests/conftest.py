@@ -149,21 +149,28 @@ PARTITION_FIGURES: list[dict[str, object]] = []  # filled by the partition suite
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The partition suite runs when asked for (``-m partition``, ``--partition-full``):
-    it needs root, makes network namespaces and takes minutes, so a plain ``pytest``
-    skips it, saying how to run it."""
-    asked = "partition" in (config.getoption("markexpr") or "") or config.getoption(
-        "--partition-full"
-    )
-    if asked:
-        return
-    skip = pytest.mark.skip(
-        reason="the partition suite runs with `pytest -m partition` (quick) or "
-        "`pytest -m partition --partition-full` (see docs/development.md)"
-    )
+    """Two kinds of test run only when asked for, and a plain ``pytest`` skips them,
+    saying how to run them: the partition suite (``-m partition``,
+    ``--partition-full``: it needs root, makes network namespaces and takes minutes)
+    and the large scale of the scale tests (``-m scale``: a minute each)."""
+    markexpr = config.getoption("markexpr") or ""
+    skips = {
+        "partition": pytest.mark.skip(
+            reason="the partition suite runs with `pytest -m partition` (quick) or "
+            "`pytest -m partition --partition-full` (see docs/development.md)"
+        ),
+        "scale": pytest.mark.skip(
+            reason="the large scale runs with `pytest -m scale` (see docs/development.md)"
+        ),
+    }
+    if "partition" in markexpr or config.getoption("--partition-full"):
+        del skips["partition"]
+    if "scale" in markexpr:
+        del skips["scale"]
     for item in items:
-        if item.get_closest_marker("partition") is not None:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Config) -> None:

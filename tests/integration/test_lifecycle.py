@@ -450,8 +450,12 @@ async def test_a_thousand_subscribes_at_once_all_succeed(tmp_path: Path, topic: 
     [
         pytest.param(60, id="60"),
         # nats-server 2.15 takes over 10 s to stop this many (about 10 ms per consumer):
-        # the stop before killed it after 10 s
-        pytest.param(1_500, id="1500", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+        # the stop before killed it after 10 s. About a minute: `pytest -m scale`
+        pytest.param(
+            1_500,
+            id="1500",
+            marks=[pytest.mark.slow, pytest.mark.scale, pytest.mark.timeout(600)],
+        ),
     ],
 )
 async def test_a_close_with_many_durables_keeps_every_ack_and_never_kills_the_server(
