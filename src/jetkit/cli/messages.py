@@ -16,6 +16,7 @@ import typer
 import jetkit as jk
 
 from .._tools import BadInput, Target, parse_headers, published, use_if_stored
+from .._topics import validate_topic
 from . import dlq as letters
 from . import output
 from .common import (
@@ -28,6 +29,14 @@ from .common import (
     stop_on_signals,
     watch_reader,
 )
+
+
+def _topic(name: str, *, wildcards: bool) -> None:
+    """Refuse a topic NATS would refuse before the store is opened (and made)."""
+    try:
+        validate_topic(name, wildcards=wildcards)
+    except jk.JetkitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="TOPIC") from None
 
 
 def _headers(items: Sequence[str]) -> dict[str, str]:
@@ -96,6 +105,7 @@ def pub(
 ) -> None:
     """Publish one message (stored if a stream stores the topic, or with --stored)."""
     positive(deliver_after, "--deliver-after", allow_zero=True, hint=" (seconds from now)")
+    _topic(name, wildcards=False)
     positive(ttl, "--ttl", hint=" (seconds, at least 1)")
     if ttl is not None and ttl < 1:  # before the topic's stream is made for it
         raise typer.BadParameter(
@@ -184,6 +194,7 @@ def sub(
     target: Target = DEFAULT_TARGET,
 ) -> None:
     """Print messages as they arrive, one per line (Ctrl+C stops)."""
+    _topic(name, wildcards=True)
     if count is not None and count < 1:
         raise typer.BadParameter(
             f"{count} is not 1 or more (leave it out to print until Ctrl+C)", param_hint="--count"
