@@ -36,6 +36,11 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     return done.stdout
 
 
+def _route(verb: str, to: str, end: str, src: str, netns: str | None = None) -> None:
+    """``ip route add|replace TO/32 dev END src SRC``: a host route over one link."""
+    _ip("route", verb, f"{to}/32", "dev", end, "src", src, netns=netns)
+
+
 def unavailable() -> str | None:
     """Why the partition suite cannot run here, or None when it can."""
     import os
@@ -112,36 +117,16 @@ class Net:
             for end, here, there in ((a, i, j), (b, j, i)):
                 ns = self.namespace(here)
                 _ip("link", "set", end, "up", netns=ns)
-                _ip(
-                    "route",
-                    "add",
-                    f"{self.address(there)}/32",
-                    "dev",
-                    end,
-                    "src",
-                    self.address(here),
-                    netns=ns,
-                )
+                _route("add", self.address(there), end, self.address(here), netns=ns)
         for i in range(1, self.size + 1):
             root, node = self._client_end(i), self._node_end(i)
             ns = self.namespace(i)
             _ip("link", "add", root, "type", "veth", "peer", "name", node, "netns", ns)
             _ip("addr", "add", f"{self.client_address}/32", "dev", root)
             _ip("link", "set", root, "up")
-            _ip(
-                "route", "replace", f"{self.address(i)}/32", "dev", root, "src", self.client_address
-            )
+            _route("replace", self.address(i), root, self.client_address)
             _ip("link", "set", node, "up", netns=ns)
-            _ip(
-                "route",
-                "add",
-                f"{self.client_address}/32",
-                "dev",
-                node,
-                "src",
-                self.address(i),
-                netns=ns,
-            )
+            _route("add", self.client_address, node, self.address(i), netns=ns)
 
     # -- cutting and healing -------------------------------------------------------------
 
@@ -151,16 +136,7 @@ class Net:
                 end, ns = self._mesh(here, there), self.namespace(here)
                 _ip("link", "set", end, state, netns=ns)
                 if state == "up":  # a link set down loses its routes: they come back
-                    _ip(
-                        "route",
-                        "replace",
-                        f"{self.address(there)}/32",
-                        "dev",
-                        end,
-                        "src",
-                        self.address(here),
-                        netns=ns,
-                    )
+                    _route("replace", self.address(there), end, self.address(here), netns=ns)
 
     def isolate(self, node: int) -> None:
         """Cut ``node`` off from every other node (the client still reaches it)."""
