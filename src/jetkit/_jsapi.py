@@ -109,6 +109,8 @@ class JsApi:
         self.timeout = timeout
         self._store_dir = store_dir
         self._gate: asyncio.Semaphore | None = None  # made on first use, in the loop
+        self._holding = 0  # calls of this connection holding a place in the gate
+        self._connection = 0  # how many times the connection was lost
         self.in_flight = 0  # calls sent, not answered yet
         self.answered = 0  # calls answered without an error (the failover watch reads both)
 
@@ -116,18 +118,36 @@ class JsApi:
         """One API call; at most ``IN_FLIGHT`` at a time. A burst (a thousand subscribes
         at once, a close deleting a thousand ephemeral consumers) waits here, not in the
         server's API queue, which answers one call after another: there the last ones
-        timed out. The timeout runs from when a call is sent."""
+        timed out. The timeout runs from when a call is sent. Calls sent before the
+        connection was lost give their places up then (``connection_lost``)."""
         body = _encode(payload) if payload is not None else b""
         if self._gate is None:
             self._gate = asyncio.Semaphore(IN_FLIGHT)
-        async with self._gate:
-            self.in_flight += 1
-            try:
-                resp = await self._call(suffix, payload, body)
-            finally:
-                self.in_flight -= 1
+        await self._gate.acquire()
+        connection = self._connection
+        self._holding += 1
+        self.in_flight += 1
+        try:
+            resp = await self._call(suffix, payload, body)
+        finally:
+            self.in_flight -= 1
+            if connection == self._connection:
+                self._holding -= 1
+                self._gate.release()
         self.answered += 1
         return resp
+
+    def connection_lost(self) -> None:
+        """The connection dropped: the calls sent on it give their places in the gate up.
+        Their answers went with the connection, so each of them only waits for its
+        timeout (or its re-send, on a cluster); holding a place meanwhile would keep the
+        calls made after the reconnect (a consumer made again, a topic looked up)
+        waiting up to ``api_timeout`` behind them."""
+        self._connection += 1
+        if self._gate is not None:
+            for _ in range(self._holding):
+                self._gate.release()
+        self._holding = 0
 
     async def _call(
         self, suffix: str, payload: dict[str, Any] | None, body: bytes

@@ -246,6 +246,7 @@ class Runtime:
 
     async def _on_disconnect(self) -> None:
         self.publisher.acked.connection_lost()
+        self.api.connection_lost()
         for sub in list(self.subs):
             if isinstance(sub, JetStreamSubscription):
                 sub.connection_lost()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 import jetkit as jk
 from conftest import kill_server, nc_of, server_of, wait_until
-from jetkit import _store
+from jetkit import _jsapi, _store
 
 
 class Odd(BaseException):
@@ -128,6 +129,45 @@ async def test_publishes_in_flight_resolve_promptly_when_the_connection_drops(
         await wait_until(lambda: nc_of(s).is_connected, timeout=30)
         info = await s.topic_info("inflight")
         assert info.messages >= len(acked) + 1  # nothing acknowledged is lost
+
+
+async def test_calls_cut_off_by_a_crash_do_not_hold_back_the_calls_after_the_restart(
+    tmp_path: Path, topic: str
+) -> None:
+    """A JetStream API call sent just before the server dies waits for its timeout (its
+    answer went with the connection). As many of them as the Stream lets wait for an
+    answer at once (``IN_FLIGHT``) held every place, so a call made after the restart
+    waited ``api_timeout`` behind them (the fault suite's recovery after a kill went from
+    0.26 s to 1.8 s). Now they give their places up when the connection drops: the call
+    after the restart is answered while every cut-off one is still waiting."""
+    # without the fix the call after the restart is answered only once the cut-off ones
+    # time out (40 s; the test's own limit is 60): then they are all done, and it fails
+    async with jk.Stream.open(
+        store_dir=tmp_path, default_mode=jk.TopicMode.JETSTREAM, api_timeout=40
+    ) as s:
+        await s.declare_topic(topic)
+        server = server_of(s)
+        nc = nc_of(s)
+        assert server.pid is not None and nc._transport is not None
+        os.kill(server.pid, signal.SIGSTOP)  # what is sent now gets no answer
+        cut_off = [asyncio.ensure_future(s.topic_info(topic)) for _ in range(_jsapi.IN_FLIGHT)]
+        try:
+            writer = nc._transport._io_writer  # type: ignore[attr-defined]
+            await wait_until(
+                lambda: (
+                    s._rt.api.in_flight == _jsapi.IN_FLIGHT
+                    and nc._pending_data_size == 0
+                    and writer.transport.get_write_buffer_size() == 0
+                )
+            )  # every cut-off call is in the socket, none is answered
+            kill_server(server)  # the supervisor starts it again
+            info = await s.topic_info(topic)
+            assert info.subjects == [topic]
+            assert [c for c in cut_off if c.done()] == []
+        finally:
+            for call in cut_off:
+                call.cancel()
+            await asyncio.gather(*cut_off, return_exceptions=True)
 
 
 @pytest.mark.slow
