@@ -3,6 +3,7 @@
     python -m bench.durables                 # 10, 100, 1000, 2000 durables
     python -m bench.durables 10 400 --msgs 2
     python -m bench.durables 2000 --at-once --ephemeral
+    python -m bench.durables 2000 --busy
 
 For each count N, in a fresh temporary store: N JetStream topics with one durable
 MANUAL-ack subscription each, ``--msgs`` messages published to each topic and handled
@@ -12,14 +13,18 @@ duration, of which the server's own stop (from its log: SIGTERM trapped to its l
 line), and whether the embedded server had to be killed (jetkit's warning
 "... killing it" was logged). ``--at-once`` subscribes all N concurrently (one gather;
 "subscribe, each" is then the whole divided by N), ``--ephemeral`` without durable
-names (each consumer is deleted by the close). Linux only (memory is read from /proc). The server is
-the bundled one, or ``$JETKIT_NATS_SERVER``.
+names (each consumer is deleted by the close), ``--busy`` closes while a task keeps
+publishing to every topic in turn (each durable has handled one more message since it
+started: the close meets every consumer handling and acking, as a service's stop does
+under load). Linux only (memory is read from /proc). The server is the bundled one, or
+``$JETKIT_NATS_SERVER``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -74,8 +79,16 @@ class _Kills(logging.Handler):
             self.lines.append(text)
 
 
+async def _feed(s: jk.Stream, count: int) -> None:
+    """Publishes to every topic in turn until the Stream closes (``--busy``)."""
+    with contextlib.suppress(jk.JetkitError):
+        while True:
+            for i in range(count):
+                await s.publish(f"scale.t{i}", b"y")
+
+
 async def _one(
-    count: int, msgs: int, at_once: bool, ephemeral: bool
+    count: int, msgs: int, at_once: bool, ephemeral: bool, busy: bool
 ) -> dict[str, float | int | str]:
     kills = _Kills()
     logging.getLogger("jetkit").addHandler(kills)
@@ -85,13 +98,14 @@ async def _one(
         store = s._rt.store
         server = store.server if store is not None else None
         handled = 0
-        done = asyncio.Event()
+        target = count * msgs  # ``reached`` is set when ``handled`` gets there
+        reached = asyncio.Event()
 
         async def handler(data: bytes) -> None:
             nonlocal handled
             handled += 1
-            if handled == count * msgs:
-                done.set()
+            if handled == target:
+                reached.set()
 
         def subscribe(i: int) -> Awaitable[jk.Subscription]:
             durable = None if ephemeral else f"d{i}"
@@ -108,17 +122,28 @@ async def _one(
         except jk.JetkitError as exc:
             failed = f"{type(exc).__name__}: {exc}"
         subscribe_each = (time.perf_counter() - started) / count
+        feeder: asyncio.Task[None] | None = None
         if not failed:
             for _ in range(msgs):
                 for i in range(count):
                     await s.publish(f"scale.t{i}", b"x")
             if msgs:
-                await asyncio.wait_for(done.wait(), 120)
+                await asyncio.wait_for(reached.wait(), 120)
+            if busy:
+                # one more message for each topic handled: every durable is acking now
+                reached.clear()
+                target = handled + count
+                feeder = asyncio.create_task(_feed(s, count))
+                await asyncio.wait_for(reached.wait(), 120)
         client_rss = _rss_mb(os.getpid()) - rss_before
         server_rss = _rss_mb(server.pid) if server and server.pid else 0.0
         started = time.perf_counter()
         await s.close()
         closing = time.perf_counter() - started
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, jk.JetkitError):
+                await feeder
         server_stop = _server_stop_s(Path(tmp) / "store" / "nats-server.log")
     logging.getLogger("jetkit").removeHandler(kills)
     return {
@@ -139,12 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--msgs", type=int, default=1, help="messages acked per topic")
     parser.add_argument("--at-once", action="store_true", help="subscribe all concurrently")
     parser.add_argument("--ephemeral", action="store_true", help="no durable names")
+    parser.add_argument(
+        "--busy", action="store_true", help="close while every durable is handling and acking"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     binary = find_binary()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     version = ".".join(map(str, binary_version(binary)))
     how = f"{args.msgs} msgs/topic" + " at once" * args.at_once + " ephemeral" * args.ephemeral
+    how += " busy" * args.busy
     print(f"nats-server {version} ({binary}); load average {load}; {how}")
     what = "subscriptions" if args.ephemeral else "durables"
     print(
@@ -153,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---:|---:|---:|---:|---:|---:|---|")
     for count in args.counts:
-        row = asyncio.run(_one(count, args.msgs, args.at_once, args.ephemeral))
+        row = asyncio.run(_one(count, args.msgs, args.at_once, args.ephemeral, args.busy))
         if row["failed"]:
             print(f"| {count:,} | subscribe failed: {row['failed']} |", flush=True)
         stop = "(killed)" if row["killed"] == "yes" else f"{row['server_stop_s']:.2f} s"

@@ -3,11 +3,12 @@ SIGKILL only once it is stuck.
 
 A graceful stop writes every stream's and consumer's state before the process exits;
 a SIGKILL in the middle undoes acks not yet written and can leave state half-written.
-How long the graceful stop takes grows with the store: nats-server 2.15 stops the
-consumers one after the other and waits about 10 ms for each one's state writer
-(``consumerFileStore.Stop`` -> ``waitOnFlusher``, even when there is nothing to write),
-so 2,000 durables take over 20 s on any machine (2.14 does not wait there). So there is
-no single right timeout:
+How long the graceful stop takes grows with the store: nats-server stops the consumers
+one after the other, and each one whose state is not yet written waits about 10 ms for
+its state writer (``consumerFileStore.Stop`` -> ``waitOnFlusher``). nats-server 2.15.1
+waits there for every consumer, even with nothing to write, so 2,000 durables take over
+20 s on any machine with it (the bundled 2.14.6 stops them in about half a second; see
+docs/performance.md). So there is no single right timeout:
 
 * for the first ``grace`` seconds the server is simply waited for (as before);
 * after that it is waited for as long as it progresses: its CPU time (read from
