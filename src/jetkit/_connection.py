@@ -414,6 +414,13 @@ class Connection:
         )
 
     async def flush(self, timeout: float) -> None:
+        """A round trip: once it returns, the server has read everything sent before.
+
+        nats-py 2.16 writes its PING straight to the socket while what was sent before
+        it (a SUB) still waits for the flusher task: the server then answered the PING
+        before it read the SUB, and a publish from another connection right after could
+        find no interest. So the buffer is written first, then the PING."""
+        self._flush_inline()
         try:
             await self.nc.flush(timeout=max(1, round(timeout)))
         except (nats.errors.Error, OSError) as exc:
