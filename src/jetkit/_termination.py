@@ -7,7 +7,7 @@ How long the graceful stop takes grows with the store: nats-server stops the con
 one after the other, and each one whose state is not yet written waits about 10 ms for
 its state writer (``consumerFileStore.Stop`` -> ``waitOnFlusher``). nats-server 2.15.1
 waits there for every consumer, even with nothing to write, so 2,000 durables take over
-20 s on any machine with it (the bundled 2.14.6 stops them in about half a second; see
+20 s on any machine with it (the bundled 2.14.6 stops them in 0.4-1.3 s here; see
 docs/performance.md). So there is no single right timeout:
 
 * for the first ``grace`` seconds the server is simply waited for (as before);
