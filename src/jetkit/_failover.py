@@ -114,7 +114,7 @@ class Failover:
         self._streams = streams
         self._followed: _Entry | None = None  # the oldest waiting publish at the last look
         self._stored = 0  # followed publishes that were stored
-        self.moves = 0
+        self.moves = 0  # reconnections to another server this watch made
 
     def _waiting(self) -> bool:
         return self._acked.waiting or self._api.in_flight > 0
@@ -126,7 +126,7 @@ class Failover:
             self._stored += 1
         if followed is None or outcome is not None:
             self._followed = self._acked.oldest()
-        return self._stored + self._api.answered  # reconnections to another server this watch made
+        return self._stored + self._api.answered
 
     async def watch(self) -> None:
         """Run until cancelled (the Stream's close cancels it)."""

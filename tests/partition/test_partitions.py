@@ -154,6 +154,17 @@ class Workload:
         await sub.stop()
         return got[: got.index(-1)]
 
+    async def conclude(
+        self, durable: str, scenario: str, since: float, note: str
+    ) -> tuple[list[int], dict[str, object]]:
+        """The end of a scenario: 200 more publishes acknowledged, the producer stopped
+        and the sentinel consumed, the topic read back by ``durable``; what was stored
+        and the scenario's row of figures (gaps from ``since``)."""
+        await self.acked_more(200)
+        await self.finish()
+        stored = await self.read_back(durable)
+        return stored, self.figures(scenario, stored, since, note)
+
     def figures(
         self, scenario: str, stored: list[int], since: float, note: str
     ) -> dict[str, object]:
@@ -264,12 +275,9 @@ async def test_stream_leader_cut_off_then_healed(
     await asyncio.sleep(CUT)
     cluster.heal()
     healed_at = time.monotonic()
-    await work.acked_more(200)
-    await work.finish()
-    stored = await work.read_back("after-cut")
-    row = work.figures(
+    stored, row = await work.conclude(
+        "after-cut",
         "(a) stream leader cut off 15 s (client on a healthy node)",
-        stored,
         cut_at - 1,
         f"leader {leader} cut, client on {client_node}",
     )
@@ -316,12 +324,9 @@ async def test_client_node_cut_off(ready: tuple[PartitionCluster, jk.Stream]) ->
             moved.append((time.monotonic() - cut_at, s.server_url))
         await asyncio.sleep(0.05)
     cluster.heal()
-    await work.acked_more(200)
-    await work.finish()
-    stored = await work.read_back("after-cut")
-    row = work.figures(
+    _, row = await work.conclude(
+        "after-cut",
         "(b) client's node cut off 15 s (client reaches all)",
-        stored,
         cut_at - 1,
         f"client's node {own.name} cut, leader {leader}; "
         + (
@@ -356,12 +361,9 @@ async def test_flapping_partition(ready: tuple[PartitionCluster, jk.Stream], ful
         await asyncio.sleep(rng.uniform(2, 3))
         cluster.heal()
         await asyncio.sleep(rng.uniform(2, 3))
-    await work.acked_more(200)
-    await work.finish()
-    stored = await work.read_back("after-flapping")
-    row = work.figures(
+    _, row = await work.conclude(
+        "after-flapping",
         "(c) partition flapping every 2-3 s for 60 s",
-        stored,
         started - 1,
         f"{cuts} cuts of a random node",
     )
