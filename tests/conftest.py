@@ -179,31 +179,39 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("jetkit")
 
 
+def _figures_table(
+    reporter: pytest.TerminalReporter, title: str, columns: list[str], rows: list[dict[str, object]]
+) -> None:
+    """One suite's figures in the terminal summary: a section, its columns, a line a row."""
+    reporter.section(title)
+    reporter.write_line(" | ".join(columns))
+    for row in rows:
+        reporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
     if CLUSTER_FIGURES:
-        terminalreporter.section("cluster figures (3 nodes, leader killed)")
         columns = ["scenario", "acked", "stored", "lost", "publish_errors", "failover_s", "note"]
-        terminalreporter.write_line(" | ".join(columns))
-        for row in CLUSTER_FIGURES:
-            terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+        _figures_table(
+            terminalreporter, "cluster figures (3 nodes, leader killed)", columns, CLUSTER_FIGURES
+        )
     if PARTITION_FIGURES:
-        terminalreporter.section("partition figures (3 nodes in network namespaces)")
         columns = ["scenario", "acked", "stored", "lost", "twice", "longest_gap_s"]
         columns += ["consumer_gap_s", "note"]
-        terminalreporter.write_line(" | ".join(columns))
-        for row in PARTITION_FIGURES:
-            terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+        _figures_table(
+            terminalreporter,
+            "partition figures (3 nodes in network namespaces)",
+            columns,
+            PARTITION_FIGURES,
+        )
     if not FAULT_FIGURES:
         return
     scale = "full" if config.getoption("--faults-full") else "quick"
-    terminalreporter.section(f"fault suite figures ({scale} scale)")
     columns = ["scenario", "cycles", "acked", "stored", "processed", "lost", "duplicated"]
     columns += ["acks_forgotten", "recovery_s", "note"]
-    terminalreporter.write_line(" | ".join(columns))
-    for row in FAULT_FIGURES:
-        terminalreporter.write_line(" | ".join(str(row.get(c, "")) for c in columns))
+    _figures_table(terminalreporter, f"fault suite figures ({scale} scale)", columns, FAULT_FIGURES)
     path = config.getoption("--faults-report")
     if path:
         Path(path).write_text(json.dumps({"scale": scale, "rows": FAULT_FIGURES}, indent=2))
